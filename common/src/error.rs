@@ -1,0 +1,27 @@
+use thiserror::Error;
+
+/// What any port adapter (registry, lock, cache, inbox, state store) can fail with.
+///
+/// Messages never carry secrets: adapters map backend errors to text without request bodies.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists")]
+    AlreadyExists,
+    /// A conditional write lost: the stored state is not the one the caller expected.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The backend could not be reached or failed; the caller may retry later.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be decoded.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn unavailable(e: impl std::fmt::Display) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}

@@ -1,0 +1,75 @@
+//! The router's durable inbox: Telegram updates stored before they are acknowledged, delivered
+//! in order per tenant, deduplicated by `(tenant, update_id)`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{StoreError, TenantId};
+
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+/// How long a delivered `update_id` is remembered, so that Telegram's retries are dropped.
+pub const DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxEntry {
+    /// Opaque, ordered within a tenant.
+    pub id: String,
+    pub update_id: i64,
+    /// The Telegram update as received.
+    pub payload: Vec<u8>,
+    /// When the router stored it (ms since the Unix epoch).
+    pub received_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    New,
+    Duplicate,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InboxStats {
+    pub depth: u64,
+    pub oldest_received_at_ms: Option<i64>,
+}
+
+#[async_trait]
+pub trait Inbox: Send + Sync + 'static {
+    /// Stores an update durably unless `(tenant, update_id)` was seen before.
+    async fn append(
+        &self,
+        tenant: &TenantId,
+        update_id: i64,
+        payload: &[u8],
+    ) -> Result<Appended, StoreError>;
+    /// The oldest undelivered entries of a tenant, in arrival order.
+    async fn pending(&self, tenant: &TenantId, limit: usize)
+        -> Result<Vec<InboxEntry>, StoreError>;
+    /// Removes a delivered (or given up) entry; idempotent.
+    async fn ack(&self, tenant: &TenantId, entry_id: &str) -> Result<(), StoreError>;
+    /// Tenants that have undelivered entries.
+    async fn tenants(&self) -> Result<Vec<TenantId>, StoreError>;
+    /// Takes the right to deliver a tenant's entries (one deliverer per tenant across replicas).
+    async fn claim(&self, tenant: &TenantId, owner: &str, ttl: Duration)
+        -> Result<bool, StoreError>;
+    /// Extends a claim; `Ok(false)` if it was lost.
+    async fn renew_claim(
+        &self,
+        tenant: &TenantId,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+    async fn release_claim(&self, tenant: &TenantId, owner: &str) -> Result<(), StoreError>;
+    async fn stats(&self) -> Result<InboxStats, StoreError>;
+    async fn ping(&self) -> Result<(), StoreError>;
+    fn name(&self) -> &'static str;
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,225 @@
+//! Embedded inbox: `$DATA_DIR/inbox.db`, for a single router replica (claims live in memory).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection};
+
+use super::{now_ms, Appended, Inbox, InboxEntry, InboxStats, DEDUPE_TTL};
+use crate::lock::{MemoryLock, WakeLock};
+use crate::{StoreError, TenantId};
+
+pub struct SqliteInbox {
+    conn: Arc<Mutex<Connection>>,
+    claims: MemoryLock,
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    StoreError::unavailable(format!("sqlite: {e}"))
+}
+
+impl SqliteInbox {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(StoreError::unavailable)?;
+        }
+        let conn = Connection::open(path).map_err(db_err)?;
+        // WAL + FULL: an acknowledged update survives a crash of the router and of the machine.
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             PRAGMA synchronous=FULL;
+             PRAGMA busy_timeout=5000;
+             CREATE TABLE IF NOT EXISTS entries (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                tenant TEXT NOT NULL,
+                update_id INTEGER NOT NULL,
+                payload BLOB NOT NULL,
+                received_at_ms INTEGER NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS entries_by_tenant ON entries (tenant, id);
+             CREATE TABLE IF NOT EXISTS seen (
+                tenant TEXT NOT NULL,
+                update_id INTEGER NOT NULL,
+                expires_ms INTEGER NOT NULL,
+                PRIMARY KEY (tenant, update_id)
+             ) WITHOUT ROWID;",
+        )
+        .map_err(db_err)?;
+        Ok(SqliteInbox {
+            conn: Arc::new(Mutex::new(conn)),
+            claims: MemoryLock::new(),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut c)
+        })
+        .await
+        .map_err(StoreError::unavailable)?
+    }
+}
+
+fn claim_key(tenant: &TenantId) -> String {
+    format!("router:inbox:lease:{tenant}")
+}
+
+#[async_trait]
+impl Inbox for SqliteInbox {
+    async fn append(
+        &self,
+        tenant: &TenantId,
+        update_id: i64,
+        payload: &[u8],
+    ) -> Result<Appended, StoreError> {
+        let tenant = tenant.to_string();
+        let payload = payload.to_vec();
+        self.with(move |c| {
+            let now = now_ms();
+            let tx = c.transaction().map_err(db_err)?;
+            let fresh = tx
+                .execute(
+                    "INSERT INTO seen (tenant, update_id, expires_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (tenant, update_id) DO UPDATE SET expires_ms = excluded.expires_ms
+                     WHERE seen.expires_ms < ?4",
+                    params![tenant, update_id, now + DEDUPE_TTL.as_millis() as i64, now],
+                )
+                .map_err(db_err)?;
+            if fresh == 0 {
+                return Ok(Appended::Duplicate);
+            }
+            tx.execute(
+                "INSERT INTO entries (tenant, update_id, payload, received_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![tenant, update_id, payload, now],
+            )
+            .map_err(db_err)?;
+            // Expired dedupe marks go a few at a time so no single append pays for a big sweep.
+            tx.execute(
+                "DELETE FROM seen WHERE (tenant, update_id) IN
+                    (SELECT tenant, update_id FROM seen WHERE expires_ms < ?1 LIMIT 16)",
+                params![now],
+            )
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(Appended::New)
+        })
+        .await
+    }
+
+    async fn pending(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+    ) -> Result<Vec<InboxEntry>, StoreError> {
+        let tenant = tenant.to_string();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, update_id, payload, received_at_ms FROM entries
+                     WHERE tenant = ?1 ORDER BY id LIMIT ?2",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![tenant, limit as i64], |r| {
+                    Ok(InboxEntry {
+                        id: r.get::<_, i64>(0)?.to_string(),
+                        update_id: r.get(1)?,
+                        payload: r.get(2)?,
+                        received_at_ms: r.get(3)?,
+                    })
+                })
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn ack(&self, tenant: &TenantId, entry_id: &str) -> Result<(), StoreError> {
+        let tenant = tenant.to_string();
+        let id: i64 = entry_id
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("bad entry id {entry_id:?}")))?;
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM entries WHERE id = ?1 AND tenant = ?2",
+                params![id, tenant],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantId>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c
+                .prepare_cached("SELECT DISTINCT tenant FROM entries")
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            for t in rows {
+                let t = t.map_err(db_err)?;
+                out.push(TenantId::parse(&t).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        tenant: &TenantId,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.claims.try_acquire(&claim_key(tenant), owner, ttl).await
+    }
+
+    async fn renew_claim(
+        &self,
+        tenant: &TenantId,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.claims.renew(&claim_key(tenant), owner, ttl).await
+    }
+
+    async fn release_claim(&self, tenant: &TenantId, owner: &str) -> Result<(), StoreError> {
+        self.claims.release(&claim_key(tenant), owner).await.map(|_| ())
+    }
+
+    async fn stats(&self) -> Result<InboxStats, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*), MIN(received_at_ms) FROM entries",
+                [],
+                |r| {
+                    Ok(InboxStats {
+                        depth: r.get::<_, i64>(0)? as u64,
+                        oldest_received_at_ms: r.get(1)?,
+                    })
+                },
+            )
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db_err))
+            .await
+    }
+
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+}

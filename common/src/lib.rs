@@ -1,0 +1,33 @@
+//! Domain types, ports and adapters shared by the orchestrator, the router and `ztm`.
+//!
+//! Adapters sit behind cargo features so that a binary compiles only the SDKs it uses.
+
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod inbox;
+pub mod lock;
+pub mod registry;
+pub mod secret;
+pub mod state;
+pub mod telegram;
+pub mod telemetry;
+pub mod tenant;
+pub mod webhook;
+
+pub use error::StoreError;
+pub use secret::Secret;
+pub use tenant::{TenantId, TenantIdError, TenantRecord, TenantStatus, TenantView};
+
+/// Redis key of the endpoint cache entry of a tenant (same name as the Go platform).
+pub fn endpoint_key(id: &TenantId) -> String {
+    format!("router:endpoint:{id}")
+}
+
+/// Redis key of the wake lock of a tenant (same name as the Go platform).
+pub fn wake_lock_key(id: &TenantId) -> String {
+    format!("tenant:waking:{id}")
+}
+
+/// Version string reported by every binary.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,69 @@
+//! The runtime port: where tenant agents run (Kubernetes pods, or local child processes).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::{TenantId, TenantRecord};
+use thiserror::Error;
+
+pub mod local;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum RuntimeError {
+    /// The agent could not be started or did not become healthy; the text says why (never a secret).
+    #[error("agent start failed: {0}")]
+    StartFailed(String),
+    /// The agent did not answer its health check before the deadline.
+    #[error("agent not ready after {0:?}")]
+    Timeout(Duration),
+    /// The runtime's backend (Kubernetes API, state store) failed.
+    #[error("runtime backend unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where a started agent answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentAddress {
+    pub pod_name: String,
+    /// Host without port.
+    pub pod_ip: String,
+    /// Set when the port is not the runtime's fixed `AGENT_PORT`.
+    pub agent_port: Option<u16>,
+}
+
+impl AgentAddress {
+    pub fn endpoint(&self, default_port: u16) -> String {
+        format!(
+            "{}:{}",
+            self.pod_ip,
+            self.agent_port.unwrap_or(default_port)
+        )
+    }
+}
+
+/// One agent the runtime knows about, as seen in a single listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentInfo {
+    pub tenant: TenantId,
+    pub address: Option<AgentAddress>,
+}
+
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// Starts the tenant's agent, or adopts one that already runs, restoring its state first, and
+    /// returns once it answers `GET /health` or fails within `deadline`.
+    async fn start(
+        &self,
+        record: &TenantRecord,
+        deadline: Duration,
+    ) -> Result<AgentAddress, RuntimeError>;
+    /// Stops the agent (SIGTERM / pod delete with grace), so that it saves its state; idempotent.
+    async fn stop(&self, tenant: &TenantId) -> Result<(), RuntimeError>;
+    /// Every agent this runtime currently runs, in one listing (the reconciler's view).
+    async fn list(&self) -> Result<Vec<AgentInfo>, RuntimeError>;
+    /// Removes what the tenant owns besides the agent (PV, PVC, Secret); after `stop`; idempotent.
+    async fn remove(&self, tenant: &TenantId) -> Result<(), RuntimeError>;
+    /// Port agents listen on when `AgentAddress::agent_port` is `None`.
+    fn agent_port(&self) -> u16;
+    fn name(&self) -> &'static str;
+}
