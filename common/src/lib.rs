@@ -7,6 +7,8 @@ pub mod config;
 pub mod error;
 pub mod inbox;
 pub mod lock;
+#[cfg(feature = "redis")]
+pub mod redis_pool;
 pub mod registry;
 pub mod secret;
 pub mod state;

@@ -114,7 +114,9 @@ impl TelegramClient {
     }
 
     pub async fn delete_webhook(&self, token: &Secret) -> Result<(), TelegramError> {
-        self.call(token, "deleteWebhook", &json!({})).await.map(|_| ())
+        self.call(token, "deleteWebhook", &json!({}))
+            .await
+            .map(|_| ())
     }
 
     pub async fn send_message(

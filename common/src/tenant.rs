@@ -299,7 +299,10 @@ mod tests {
         ] {
             assert!(TenantId::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(TenantId::parse(&"a".repeat(53)).unwrap().pod_name().len(), 62);
+        assert_eq!(
+            TenantId::parse(&"a".repeat(53)).unwrap().pod_name().len(),
+            62
+        );
     }
 
     #[test]

@@ -55,8 +55,12 @@ pub trait Inbox: Send + Sync + 'static {
     /// Tenants that have undelivered entries.
     async fn tenants(&self) -> Result<Vec<TenantId>, StoreError>;
     /// Takes the right to deliver a tenant's entries (one deliverer per tenant across replicas).
-    async fn claim(&self, tenant: &TenantId, owner: &str, ttl: Duration)
-        -> Result<bool, StoreError>;
+    async fn claim(
+        &self,
+        tenant: &TenantId,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
     /// Extends a claim; `Ok(false)` if it was lost.
     async fn renew_claim(
         &self,

@@ -181,7 +181,9 @@ impl Inbox for SqliteInbox {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        self.claims.try_acquire(&claim_key(tenant), owner, ttl).await
+        self.claims
+            .try_acquire(&claim_key(tenant), owner, ttl)
+            .await
     }
 
     async fn renew_claim(
@@ -194,7 +196,10 @@ impl Inbox for SqliteInbox {
     }
 
     async fn release_claim(&self, tenant: &TenantId, owner: &str) -> Result<(), StoreError> {
-        self.claims.release(&claim_key(tenant), owner).await.map(|_| ())
+        self.claims
+            .release(&claim_key(tenant), owner)
+            .await
+            .map(|_| ())
     }
 
     async fn stats(&self) -> Result<InboxStats, StoreError> {

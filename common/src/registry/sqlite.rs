@@ -261,11 +261,8 @@ impl Registry for SqliteRegistry {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.query_row("SELECT 1", [], |_| Ok(()))
-                .map_err(db_err)
-        })
-        .await
+        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db_err))
+            .await
     }
 
     fn name(&self) -> &'static str {
