@@ -3,6 +3,7 @@
 //! Adapters sit behind cargo features so that a binary compiles only the SDKs it uses.
 
 pub mod cache;
+pub mod call;
 pub mod config;
 pub mod error;
 pub mod inbox;

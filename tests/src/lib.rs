@@ -1,1 +1,7 @@
+//! Test support: start the real binaries, a fake Telegram Bot API, real Redis and the AWS emulator,
+//! and a fake Kubernetes API server.
 
+pub mod backends;
+pub mod fake_k8s;
+pub mod platform;
+pub mod telegram;
