@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what the tests need and is missing: redis-server (apt) and moto[server] in .venv (pip).
+# Idempotent and quick when everything is present; `make test` runs it first.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+
+say() { echo "ensure-test-deps: $*"; }
+
+sudo_cmd() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+if command -v redis-server >/dev/null 2>&1; then
+    say "redis-server present ($(redis-server --version | awk '{print $3}'))"
+else
+    say "installing redis-server with apt"
+    sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive sudo_cmd apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+    # The package starts a system instance on 6379; the tests start their own on free ports.
+    say "installed redis-server ($(redis-server --version | awk '{print $3}'))"
+fi
+
+if [ -x "$VENV/bin/moto_server" ]; then
+    say "moto_server present in $VENV"
+else
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+        say "installing python3-venv with apt"
+        sudo_cmd apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive sudo_cmd apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    fi
+    if [ ! -x "$VENV/bin/pip" ]; then
+        say "creating venv $VENV"
+        python3 -m venv "$VENV"
+    fi
+    say "installing moto[server] into $VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]'
+    say "installed moto_server ($("$VENV/bin/python" -c 'import moto; print(moto.__version__)'))"
+fi
