@@ -7,6 +7,8 @@ pub mod call;
 pub mod config;
 pub mod error;
 pub mod inbox;
+#[cfg(feature = "kube")]
+pub mod k8s;
 pub mod lock;
 #[cfg(feature = "redis")]
 pub mod redis_pool;

@@ -1,0 +1,418 @@
+//! Kubernetes object builders: pure functions from a tenant and the platform settings to the objects
+//! DESIGN.md names (tenant pod, state PV/PVC, token Secret, warm-pool Deployment).
+//!
+//! State: the PVC mounts the tenant's S3 prefix (Mountpoint CSI) at `STATE_DIR`; the agent restores
+//! `STATE_DIR/brain.db` into `DATA_DIR` at start and saves it back after SIGTERM within the 30 s grace.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, CSIPersistentVolumeSource, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, ObjectReference, PersistentVolume,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
+    PersistentVolumeSpec, Pod, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, Secret as K8sSecret, SecretKeySelector,
+    SecurityContext, Toleration, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::ByteString;
+
+use crate::{Secret, TenantId};
+
+pub const APP_LABEL: &str = "app";
+pub const TENANT_LABEL: &str = "tenant";
+pub const WARM_LABEL: &str = "warm";
+pub const TENANT_APP: &str = "zeroclaw";
+pub const WARM_POOL_APP: &str = "warm-pool";
+pub const WARM_POOL_NAME: &str = "warm-pool";
+/// Label selector of every tenant pod (the reconciler's single List).
+pub const TENANT_POD_SELECTOR: &str = "app=zeroclaw";
+/// Label selector of claimable warm pods.
+pub const WARM_POD_SELECTOR: &str = "app=warm-pool,warm=true";
+pub const LEADER_LEASE_NAME: &str = "orchestrator-leader";
+/// Key of the bot token inside Secret `tenant-{id}`.
+pub const BOT_TOKEN_KEY: &str = "TELEGRAM_BOT_TOKEN";
+pub const DATA_DIR: &str = "/zeroclaw-data";
+pub const STATE_DIR: &str = "/s3-state";
+pub const CSI_DRIVER: &str = "s3.csi.aws.com";
+pub const STATE_STORAGE_CLASS: &str = "s3-tenant-state";
+pub const GRACE_PERIOD_S: i64 = 30;
+const AGENT_UID: i64 = 1000;
+/// Mountpoint S3 ignores capacity, but the API requires one.
+const STATE_CAPACITY: &str = "1Gi";
+
+/// Platform settings the builders need (from the orchestrator's configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct K8sSettings {
+    pub namespace: String,
+    /// Agent image of tenant and warm pods (`ZEROCLAW_IMAGE`).
+    pub image: String,
+    /// `KATA_RUNTIME_CLASS`; empty means no runtimeClassName.
+    pub runtime_class: String,
+    pub agent_port: u16,
+    pub s3_bucket: String,
+}
+
+impl Default for K8sSettings {
+    fn default() -> Self {
+        K8sSettings {
+            namespace: crate::tenant::DEFAULT_NAMESPACE.into(),
+            image: "zeroclaw:latest".into(),
+            runtime_class: "kata-qemu".into(),
+            agent_port: 3000,
+            s3_bucket: "zeroclaw-tenant-state".into(),
+        }
+    }
+}
+
+pub fn pv_name(id: &TenantId) -> String {
+    format!("pv-tenant-{id}")
+}
+
+pub fn pvc_name(id: &TenantId) -> String {
+    format!("pvc-tenant-{id}")
+}
+
+pub fn secret_name(id: &TenantId) -> String {
+    format!("tenant-{id}")
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+fn quantities(cpu: &str, memory: &str) -> BTreeMap<String, Quantity> {
+    BTreeMap::from([
+        ("cpu".to_string(), Quantity(cpu.into())),
+        ("memory".to_string(), Quantity(memory.into())),
+    ])
+}
+
+/// Restricted pod security standard: non-root, no escalation, no capabilities, RuntimeDefault seccomp.
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(AGENT_UID),
+        run_as_group: Some(AGENT_UID),
+        fs_group: Some(AGENT_UID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn agent_container(s: &K8sSettings, env_vars: Vec<EnvVar>, mounts: Vec<VolumeMount>) -> Container {
+    Container {
+        name: "agent".into(),
+        image: Some(s.image.clone()),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: i32::from(s.agent_port),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        env: Some(env_vars),
+        resources: Some(ResourceRequirements {
+            requests: Some(quantities("100m", "384Mi")),
+            limits: Some(quantities("500m", "512Mi")),
+            ..Default::default()
+        }),
+        readiness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/health".into()),
+                port: IntOrString::Int(i32::from(s.agent_port)),
+                ..Default::default()
+            }),
+            period_seconds: Some(2),
+            ..Default::default()
+        }),
+        volume_mounts: Some(mounts),
+        security_context: Some(container_security()),
+        ..Default::default()
+    }
+}
+
+/// Scheduling and isolation shared by tenant and warm pods, so a warm pod's node fits the tenant pod.
+fn base_pod_spec(s: &K8sSettings, priority_class: &str) -> PodSpec {
+    PodSpec {
+        runtime_class_name: (!s.runtime_class.is_empty()).then(|| s.runtime_class.clone()),
+        priority_class_name: Some(priority_class.into()),
+        service_account_name: Some("zeroclaw-tenant".into()),
+        automount_service_account_token: Some(false),
+        node_selector: Some(labels(&[("katacontainers.io/kata-runtime", "true")])),
+        tolerations: Some(vec![Toleration {
+            key: Some("kata-runtime".into()),
+            operator: Some("Equal".into()),
+            value: Some("true".into()),
+            effect: Some("NoSchedule".into()),
+            ..Default::default()
+        }]),
+        termination_grace_period_seconds: Some(GRACE_PERIOD_S),
+        security_context: Some(pod_security()),
+        ..Default::default()
+    }
+}
+
+fn local_state_volume() -> Volume {
+    Volume {
+        name: "local-state".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        ..Default::default()
+    }
+}
+
+/// The tenant's agent pod `zeroclaw-{id}`, optionally pinned to a claimed warm pod's node.
+pub fn tenant_pod(id: &TenantId, s: &K8sSettings, node_name: Option<&str>) -> Pod {
+    let env_vars = vec![
+        env("TENANT_ID", id.as_str()),
+        env("AGENT_PORT", s.agent_port.to_string()),
+        env("DATA_DIR", DATA_DIR),
+        env("STATE_DIR", STATE_DIR),
+        EnvVar {
+            name: "TELEGRAM_BOT_TOKEN".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret_name(id),
+                    key: BOT_TOKEN_KEY.into(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ];
+    let mounts = vec![mount("local-state", DATA_DIR), mount("s3-state", STATE_DIR)];
+    let mut spec = base_pod_spec(s, "tenant-normal");
+    spec.node_name = node_name.map(str::to_owned);
+    spec.containers = vec![agent_container(s, env_vars, mounts)];
+    spec.volumes = Some(vec![
+        local_state_volume(),
+        Volume {
+            name: "s3-state".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: pvc_name(id),
+                read_only: Some(false),
+            }),
+            ..Default::default()
+        },
+    ]);
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(id.pod_name()),
+            namespace: Some(s.namespace.clone()),
+            labels: Some(labels(&[(APP_LABEL, TENANT_APP), (TENANT_LABEL, id.as_str())])),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+/// The tenant's state volume: its S3 prefix through the Mountpoint CSI driver, kept on release.
+pub fn tenant_pv(id: &TenantId, s: &K8sSettings) -> PersistentVolume {
+    PersistentVolume {
+        metadata: ObjectMeta {
+            name: Some(pv_name(id)),
+            labels: Some(labels(&[(APP_LABEL, TENANT_APP), (TENANT_LABEL, id.as_str())])),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeSpec {
+            capacity: Some(BTreeMap::from([(
+                "storage".to_string(),
+                Quantity(STATE_CAPACITY.into()),
+            )])),
+            access_modes: Some(vec!["ReadWriteMany".into()]),
+            persistent_volume_reclaim_policy: Some("Retain".into()),
+            storage_class_name: Some(STATE_STORAGE_CLASS.into()),
+            mount_options: Some(vec![
+                "allow-delete".into(),
+                "allow-other".into(),
+                format!("uid={AGENT_UID}"),
+                format!("gid={AGENT_UID}"),
+                format!("prefix {}", id.s3_prefix()),
+            ]),
+            csi: Some(CSIPersistentVolumeSource {
+                driver: CSI_DRIVER.into(),
+                volume_handle: format!("s3-tenant-{id}"),
+                volume_attributes: Some(labels(&[("bucketName", &s.s3_bucket)])),
+                ..Default::default()
+            }),
+            claim_ref: Some(ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("PersistentVolumeClaim".into()),
+                name: Some(pvc_name(id)),
+                namespace: Some(s.namespace.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The claim the tenant pod mounts, bound statically to `pv-tenant-{id}`.
+pub fn tenant_pvc(id: &TenantId, s: &K8sSettings) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(pvc_name(id)),
+            namespace: Some(s.namespace.clone()),
+            labels: Some(labels(&[(APP_LABEL, TENANT_APP), (TENANT_LABEL, id.as_str())])),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteMany".into()]),
+            storage_class_name: Some(STATE_STORAGE_CLASS.into()),
+            volume_name: Some(pv_name(id)),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(STATE_CAPACITY.into()),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// Secret `tenant-{id}` holding the bot token, so the pod spec never carries it.
+pub fn tenant_secret(id: &TenantId, token: &Secret, s: &K8sSettings) -> K8sSecret {
+    K8sSecret {
+        metadata: ObjectMeta {
+            name: Some(secret_name(id)),
+            namespace: Some(s.namespace.clone()),
+            labels: Some(labels(&[(APP_LABEL, TENANT_APP), (TENANT_LABEL, id.as_str())])),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(
+            BOT_TOKEN_KEY.to_string(),
+            ByteString(token.expose().as_bytes().to_vec()),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// Deployment `warm-pool`: idle agent pods on kata nodes with the image pulled. A claimed pod is
+/// relabelled `warm=consuming`, which takes it out of the selector so the ReplicaSet replaces it.
+pub fn warm_pool_deployment(s: &K8sSettings, replicas: i32) -> Deployment {
+    let pod_labels = labels(&[(APP_LABEL, WARM_POOL_APP), (WARM_LABEL, "true")]);
+    let mut spec = base_pod_spec(s, "tenant-low");
+    spec.termination_grace_period_seconds = Some(5);
+    spec.containers = vec![agent_container(
+        s,
+        vec![
+            env("TENANT_ID", WARM_POOL_NAME),
+            env("AGENT_PORT", s.agent_port.to_string()),
+            env("DATA_DIR", DATA_DIR),
+            env("STATE_DIR", format!("{DATA_DIR}/state")),
+        ],
+        vec![mount("local-state", DATA_DIR)],
+    )];
+    spec.volumes = Some(vec![local_state_volume()]);
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(WARM_POOL_NAME.into()),
+            namespace: Some(s.namespace.clone()),
+            labels: Some(labels(&[(APP_LABEL, WARM_POOL_APP)])),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(pod_labels.clone()),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..Default::default()
+                }),
+                spec: Some(spec),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> TenantId {
+        TenantId::parse("alice").unwrap()
+    }
+
+    #[test]
+    fn token_comes_from_the_secret_never_a_literal() {
+        let pod = tenant_pod(&id(), &K8sSettings::default(), None);
+        let json = serde_json::to_string(&pod).unwrap();
+        let token_env = pod.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .find(|e| e.name == "TELEGRAM_BOT_TOKEN")
+            .unwrap();
+        assert!(token_env.value.is_none());
+        let key = token_env.value_from.unwrap().secret_key_ref.unwrap();
+        assert_eq!((key.name.as_str(), key.key.as_str()), ("tenant-alice", BOT_TOKEN_KEY));
+        assert!(!json.contains("123:ABC"));
+    }
+
+    #[test]
+    fn empty_runtime_class_means_none_and_node_pin_is_optional() {
+        let s = K8sSettings {
+            runtime_class: String::new(),
+            ..Default::default()
+        };
+        let spec = tenant_pod(&id(), &s, Some("node-7")).spec.unwrap();
+        assert_eq!(spec.runtime_class_name, None);
+        assert_eq!(spec.node_name.as_deref(), Some("node-7"));
+        let spec = tenant_pod(&id(), &K8sSettings::default(), None).spec.unwrap();
+        assert_eq!(spec.runtime_class_name.as_deref(), Some("kata-qemu"));
+        assert_eq!(spec.node_name, None);
+    }
+}
