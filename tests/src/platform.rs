@@ -525,12 +525,7 @@ impl Platform {
     /// Pids of live `tenant-agent` processes started for `tenant` by this platform (found in /proc by
     /// their `TENANT_ID` and a `DATA_DIR` under this platform's temp dir).
     pub fn agent_pids(&self, tenant: &str) -> Vec<i32> {
-        let tenant_env = format!("TENANT_ID={tenant}");
-        processes_under(self.root())
-            .into_iter()
-            .filter(|p| p.is_agent && p.environ.iter().any(|e| *e == tenant_env))
-            .map(|p| p.pid)
-            .collect()
+        agent_pids_under(self.root(), tenant)
     }
 
     /// The agent pid the orchestrator recorded in `agents/{id}/agent.pid` (`pid port`), if any.
@@ -668,6 +663,16 @@ fn is_zombie(pid: i32) -> bool {
 fn is_agent_process(pid: i32) -> bool {
     let cmdline = read_nul_separated(PathBuf::from(format!("/proc/{pid}/cmdline")));
     !is_zombie(pid) && cmdline.iter().any(|a| a.contains("tenant-agent"))
+}
+
+/// Live `tenant-agent` processes of `tenant` whose `DATA_DIR` lies under `root`.
+pub fn agent_pids_under(root: &Path, tenant: &str) -> Vec<i32> {
+    let tenant_env = format!("TENANT_ID={tenant}");
+    processes_under(root)
+        .into_iter()
+        .filter(|p| p.is_agent && p.environ.iter().any(|e| *e == tenant_env))
+        .map(|p| p.pid)
+        .collect()
 }
 
 /// Live processes whose `DATA_DIR` lies under `root`: the services and the agents of one platform.
