@@ -1,0 +1,156 @@
+//! HTTP surface of the agent contract: `POST /webhook`, `GET /health`.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::service::Agent;
+
+pub struct AppState {
+    pub tenant_id: String,
+    pub agent: Agent,
+}
+
+#[derive(Deserialize)]
+struct WebhookRequest {
+    message: String,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/webhook", web::post().to(webhook))
+        .route("/health", web::get().to(health));
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "error": message.into() }))
+}
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<Result<&'a str, ()>> {
+    req.headers().get(name).map(|v| v.to_str().map_err(|_| ()))
+}
+
+async fn webhook(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
+    if let Some(tenant) = header(&req, "x-tenant-id") {
+        if tenant != Ok(state.tenant_id.as_str()) {
+            return error(StatusCode::MISDIRECTED_REQUEST, "wrong tenant");
+        }
+    }
+    let key = match header(&req, "x-idempotency-key") {
+        None => None,
+        Some(Ok(k)) => Some(k.to_owned()),
+        Some(Err(())) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "X-Idempotency-Key is not valid text",
+            )
+        }
+    };
+    let msg: WebhookRequest = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body must be JSON {{\"message\": string}}: {e}"),
+            )
+        }
+    };
+    match state.agent.handle(key, msg.message).await {
+        Ok(response) => HttpResponse::Ok().json(json!({ "response": response })),
+        Err(e) => {
+            tracing::error!(error = %e, "storing message failed");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "storing message failed")
+        }
+    }
+}
+
+async fn health(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok", "tenant_id": state.tenant_id }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use actix_web::{test, App};
+    use serde_json::Value;
+
+    use super::*;
+    use crate::brain::Brain;
+
+    fn state(dir: &std::path::Path) -> web::Data<AppState> {
+        web::Data::new(AppState {
+            tenant_id: "bob".into(),
+            agent: Agent::new(Brain::open(dir).unwrap(), Duration::ZERO),
+        })
+    }
+
+    /// POSTs `body` to /webhook with `headers`; returns the status and the JSON body.
+    macro_rules! post {
+        ($app:expr, $headers:expr, $body:expr) => {{
+            let mut req = test::TestRequest::post()
+                .uri("/webhook")
+                .insert_header(("content-type", "application/json"))
+                .set_payload($body.to_owned());
+            for h in $headers {
+                req = req.insert_header(*h);
+            }
+            let resp = test::call_service(&$app, req.to_request()).await;
+            let status = resp.status().as_u16();
+            let body: Value = serde_json::from_slice(&test::read_body(resp).await).unwrap();
+            (status, body)
+        }};
+    }
+
+    #[actix_web::test]
+    async fn webhook_counts_dedupes_and_checks_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let app =
+            test::init_service(App::new().app_data(state(dir.path())).configure(routes)).await;
+
+        let (s, b) = post!(app, &[] as &[(&str, &str)], r#"{"message":"hi"}"#);
+        assert_eq!((s, b["response"].as_str()), (200, Some("echo: hi (#1)")));
+        let (s, b) = post!(
+            app,
+            &[("X-Idempotency-Key", "bob:7")],
+            r#"{"message":"yo"}"#
+        );
+        assert_eq!((s, b["response"].as_str()), (200, Some("echo: yo (#2)")));
+        let (_, b) = post!(
+            app,
+            &[("X-Idempotency-Key", "bob:7")],
+            r#"{"message":"yo"}"#
+        );
+        assert_eq!(b["response"], "echo: yo (#2)");
+        let (_, b) = post!(app, &[("X-Tenant-Id", "bob")], r#"{"message":"x"}"#);
+        assert_eq!(b["response"], "echo: x (#3)");
+
+        let (s, b) = post!(app, &[("X-Tenant-Id", "alice")], r#"{"message":"x"}"#);
+        assert_eq!((s, b["error"].as_str()), (421, Some("wrong tenant")));
+        for bad in ["{", r#"{"message": 5}"#, "{}", ""] {
+            let (s, b) = post!(app, &[] as &[(&str, &str)], bad);
+            assert_eq!(s, 400, "{bad}");
+            assert!(b["error"].is_string());
+        }
+        let (_, b) = post!(app, &[] as &[(&str, &str)], r#"{"message":"z"}"#);
+        assert_eq!(
+            b["response"], "echo: z (#4)",
+            "rejected requests must not count"
+        );
+    }
+
+    #[actix_web::test]
+    async fn health_names_the_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let app =
+            test::init_service(App::new().app_data(state(dir.path())).configure(routes)).await;
+        let resp =
+            test::call_service(&app, test::TestRequest::get().uri("/health").to_request()).await;
+        assert_eq!(resp.status(), 200);
+        let body: Value = test::read_body_json(resp).await;
+        assert_eq!(
+            body,
+            serde_json::json!({"status": "ok", "tenant_id": "bob"})
+        );
+    }
+}

@@ -1,0 +1,48 @@
+//! Message handling: one message at a time, after the configured reply latency.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+use crate::brain::{Brain, BrainError};
+
+/// The agent's brain behind a lock, so messages are answered one by one like a single LLM session.
+#[derive(Clone)]
+pub struct Agent {
+    brain: Arc<Mutex<Brain>>,
+    delay: Duration,
+}
+
+impl Agent {
+    pub fn new(brain: Brain, delay: Duration) -> Self {
+        Agent {
+            brain: Arc::new(Mutex::new(brain)),
+            delay,
+        }
+    }
+
+    /// Replies to a message; a repeated idempotency key gets the stored reply at once.
+    pub async fn handle(&self, key: Option<String>, text: String) -> Result<String, BrainError> {
+        let mut brain = self.brain.clone().lock_owned().await;
+        if let Some(k) = &key {
+            if let Some(stored) = brain.stored_response(k)? {
+                return Ok(stored);
+            }
+        }
+        tokio::time::sleep(self.delay).await;
+        tokio::task::spawn_blocking(move || brain.reply(key.as_deref(), &text))
+            .await
+            .expect("brain task panicked")
+    }
+
+    /// Waits for the message in flight, then saves the brain to the state directory.
+    pub async fn save(&self, state_dir: &Path) -> Result<(), BrainError> {
+        let brain = self.brain.clone().lock_owned().await;
+        let dir = state_dir.to_owned();
+        tokio::task::spawn_blocking(move || brain.save(&dir))
+            .await
+            .expect("brain task panicked")
+    }
+}
