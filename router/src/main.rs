@@ -1,1 +1,51 @@
-fn main() {}
+use std::sync::Arc;
+
+use anyhow::Context;
+use common::cache::{EndpointCache, MemoryCache};
+use common::inbox::sqlite::SqliteInbox;
+use common::inbox::Inbox;
+use router::config::Config;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    if let Some(code) = common::call::from_args() {
+        std::process::exit(code);
+    }
+    common::telemetry::init("router");
+    let config = Config::from_env()?;
+
+    let (inbox, cache): (Arc<dyn Inbox>, Arc<dyn EndpointCache>) = match &config.redis_addr {
+        Some(addr) => {
+            let pool = common::redis_pool::pool(addr).context("REDIS_ADDR")?;
+            (
+                Arc::new(common::inbox::redis::RedisInbox::new(pool.clone())),
+                Arc::new(common::cache::redis::RedisCache::new(pool)),
+            )
+        }
+        None => {
+            let path = config.data_dir.join("inbox.db");
+            let inbox = SqliteInbox::open(&path)
+                .with_context(|| format!("opening the inbox {}", path.display()))?;
+            (Arc::new(inbox), Arc::new(MemoryCache::new()))
+        }
+    };
+    let replica = config.replica_id();
+    tracing::info!(
+        version = common::VERSION,
+        inbox = inbox.name(),
+        endpoint_cache = cache.name(),
+        orchestrator = %config.orchestrator_addr,
+        replica = %replica,
+        "router adapters"
+    );
+    if config.api_token.is_none() {
+        tracing::warn!(
+            "API_TOKEN is not set: /chat and /admin are open to anyone who can reach the router"
+        );
+    }
+    if config.webhook_secret.is_none() {
+        tracing::warn!("WEBHOOK_SECRET is not set: /tg accepts updates without a secret token");
+    }
+    router::app::serve(config, replica, inbox, cache).await?;
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! Forwarding a message to a tenant's agent (`POST http://{endpoint}/webhook`).
+
+use std::time::{Duration, Instant};
+
+use common::TenantId;
+use serde::Deserialize;
+use serde_json::json;
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ForwardError {
+    /// Nothing answers at the endpoint, or another tenant's agent does (421): the cached endpoint is stale.
+    #[error("agent unreachable: {0}")]
+    Unreachable(String),
+    /// The agent failed (5xx, timeout, unreadable reply); worth a bounded number of retries.
+    #[error("agent failed: {0}")]
+    Failed(String),
+    /// The agent refused the message (4xx); retrying will not help.
+    #[error("agent rejected the message ({0})")]
+    Rejected(u16),
+}
+
+impl ForwardError {
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, ForwardError::Rejected(_))
+    }
+}
+
+#[derive(Deserialize)]
+struct AgentReply {
+    response: String,
+}
+
+pub struct AgentClient {
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+impl AgentClient {
+    pub fn new(timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .expect("reqwest client");
+        AgentClient { http, timeout }
+    }
+
+    /// Sends `text`; returns the agent's reply and how long the call took.
+    pub async fn forward(
+        &self,
+        endpoint: &str,
+        tenant: &TenantId,
+        idempotency_key: &str,
+        text: &str,
+    ) -> (Result<String, ForwardError>, Duration) {
+        let started = Instant::now();
+        let result = self.call(endpoint, tenant, idempotency_key, text).await;
+        (result, started.elapsed())
+    }
+
+    async fn call(
+        &self,
+        endpoint: &str,
+        tenant: &TenantId,
+        idempotency_key: &str,
+        text: &str,
+    ) -> Result<String, ForwardError> {
+        let resp = self
+            .http
+            .post(format!("http://{endpoint}/webhook"))
+            .timeout(self.timeout)
+            .header("X-Idempotency-Key", idempotency_key)
+            .header("X-Tenant-Id", tenant.as_str())
+            .json(&json!({ "message": text }))
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() && !e.is_connect() {
+                    ForwardError::Failed(format!("timed out after {:?}", self.timeout))
+                } else {
+                    ForwardError::Unreachable(e.without_url().to_string())
+                }
+            })?;
+        let status = resp.status().as_u16();
+        match status {
+            200..=299 => resp
+                .json::<AgentReply>()
+                .await
+                .map(|r| r.response)
+                .map_err(|e| ForwardError::Failed(format!("bad reply: {}", e.without_url()))),
+            421 => Err(ForwardError::Unreachable(
+                "endpoint serves another tenant (421)".into(),
+            )),
+            408 | 429 | 500..=599 => Err(ForwardError::Failed(format!("status {status}"))),
+            _ => Err(ForwardError::Rejected(status)),
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! HTTP routes of the router, and the one place where errors become HTTP statuses.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use common::cache::EndpointCache;
+use common::inbox::{Appended, Inbox};
+use common::{Secret, TenantId};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use thiserror::Error;
+
+use crate::chat::{ChatError, ChatService};
+use crate::delivery::Dispatcher;
+use crate::metrics::Metrics;
+use crate::update;
+use crate::webhook_admin::{AdminError, WebhookAdmin};
+
+/// Largest body accepted on any route (Telegram updates are far smaller).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+pub struct AppState {
+    pub inbox: Arc<dyn Inbox>,
+    pub cache: Arc<dyn EndpointCache>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub chat: ChatService,
+    pub admin: WebhookAdmin,
+    pub metrics: Arc<Metrics>,
+    pub api_token: Option<Secret>,
+    pub webhook_secret: Option<Secret>,
+    /// Set on SIGTERM so that load balancers stop sending traffic.
+    pub draining: AtomicBool,
+}
+
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("request body is larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge,
+    #[error("{0}")]
+    BadGateway(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(json!({ "error": self.to_string() }))
+    }
+}
+
+impl From<ChatError> for ApiError {
+    fn from(e: ChatError) -> Self {
+        match e {
+            ChatError::UnknownTenant => ApiError::NotFound("tenant not found".into()),
+            ChatError::WakeFailed(reason) => {
+                ApiError::Unavailable(format!("wake failed: {reason}"))
+            }
+            ChatError::AgentFailed(e) => ApiError::BadGateway(e.to_string()),
+        }
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::NoPublicUrl => ApiError::Unavailable(e.to_string()),
+            AdminError::UnknownTenant => ApiError::NotFound("tenant not found".into()),
+            AdminError::Orchestrator(_) => ApiError::Unavailable(e.to_string()),
+            AdminError::Telegram(_) => ApiError::BadGateway(e.to_string()),
+        }
+    }
+}
+
+/// Registers every route on an actix `App`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
+        .route("/tg/{id}", web::post().to(telegram_update))
+        .route("/chat/{id}", web::post().to(chat))
+        .route("/admin/webhook/{id}", web::post().to(register_webhook))
+        .route("/admin/webhook/{id}", web::delete().to(delete_webhook));
+}
+
+/// The fallback for unknown paths and methods.
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound("no such route".into()))
+}
+
+/// Counts every response by route template (never by concrete path: it would carry tenant ids).
+pub async fn count_requests(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
+    let res = next.call(req).await?;
+    if let Some(m) = metrics {
+        m.http_requests.inc(&[&route, res.status().as_str()]);
+    }
+    Ok(res)
+}
+
+fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {
+    TenantId::parse(raw).map_err(|e| ApiError::BadRequest(format!("invalid tenant id: {e}")))
+}
+
+fn require_api_token(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let Some(expected) = &state.api_token else {
+        return Ok(());
+    };
+    let presented = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if common::webhook::constant_time_eq(presented.as_bytes(), expected.expose().as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized("missing or invalid API token"))
+    }
+}
+
+/// Reads the body, refusing more than `MAX_BODY_BYTES` without buffering it.
+async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<Vec<u8>, ApiError> {
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(ApiError::TooLarge);
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("cannot read body: {e}")))?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ApiError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok")
+}
+
+async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if state.draining.load(Ordering::Relaxed) {
+        return Err(ApiError::Unavailable("shutting down".into()));
+    }
+    state
+        .inbox
+        .ping()
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("inbox ({}): {e}", state.inbox.name())))?;
+    state.cache.ping().await.map_err(|e| {
+        ApiError::Unavailable(format!("endpoint cache ({}): {e}", state.cache.name()))
+    })?;
+    Ok(HttpResponse::Ok().content_type("text/plain").body("ok"))
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let stats = state.inbox.stats().await.ok();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render(stats))
+}
+
+/// A Telegram update: stored durably (deduplicated) before the 200, then handed to delivery.
+async fn telegram_update(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = tenant_id(&path)?;
+    if let Some(secret) = &state.webhook_secret {
+        let received = req
+            .headers()
+            .get("x-telegram-bot-api-secret-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !common::webhook::verify(secret.expose(), &id, received) {
+            return Err(ApiError::Unauthorized("missing or invalid secret token"));
+        }
+    }
+    let body = read_body(&req, payload).await?;
+    let update_id = update::update_id(&body).ok_or_else(|| {
+        ApiError::BadRequest("body must be a JSON object with an integer update_id".into())
+    })?;
+    match state.inbox.append(&id, update_id, &body).await {
+        Ok(Appended::New) => state.dispatcher.notify(&id),
+        Ok(Appended::Duplicate) => {
+            tracing::debug!(tenant = %id, update_id, "duplicate update ignored")
+        }
+        Err(e) => {
+            tracing::warn!(tenant = %id, update_id, error = %e, "inbox append failed, refusing the update");
+            return Err(ApiError::Unavailable(
+                "inbox unavailable, retry later".into(),
+            ));
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatRequest {
+    message: String,
+}
+
+async fn chat(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    require_api_token(&req, &state)?;
+    let id = tenant_id(&path)?;
+    let body = read_body(&req, payload).await?;
+    let request: ChatRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?;
+    if request.message.trim().is_empty() {
+        return Err(ApiError::BadRequest("message must not be empty".into()));
+    }
+    let response = state.chat.chat(&id, &request.message).await?;
+    Ok(HttpResponse::Ok().json(json!({ "response": response })))
+}
+
+async fn register_webhook(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    require_api_token(&req, &state)?;
+    let id = tenant_id(&path)?;
+    let url = state.admin.register(&id).await?;
+    Ok(HttpResponse::Ok().json(json!({ "ok": true, "url": url })))
+}
+
+async fn delete_webhook(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    require_api_token(&req, &state)?;
+    let id = tenant_id(&path)?;
+    state.admin.unregister(&id).await?;
+    Ok(HttpResponse::Ok().json(json!({ "ok": true })))
+}

@@ -1,0 +1,150 @@
+//! Wiring of the router from its configuration and adapters, and its lifecycle until shutdown.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+use common::cache::EndpointCache;
+use common::inbox::Inbox;
+use common::telegram::TelegramClient;
+
+use crate::activity::Activity;
+use crate::agent::AgentClient;
+use crate::api::{self, AppState};
+use crate::chat::ChatService;
+use crate::config::Config;
+use crate::delivery::{Delivery, Dispatcher};
+use crate::metrics::Metrics;
+use crate::orchestrator_client::OrchestratorClient;
+use crate::webhook_admin::WebhookAdmin;
+
+fn orchestrator(config: &Config) -> Arc<OrchestratorClient> {
+    Arc::new(OrchestratorClient::new(
+        &config.orchestrator_addr,
+        config.api_token.clone(),
+        config.delivery.wake_timeout,
+        config.delivery.bot_token_ttl,
+    ))
+}
+
+/// Builds the HTTP state and starts delivery on the current runtime.
+///
+/// The HTTP side gets its own HTTP clients: actix runs handlers on other runtimes than delivery,
+/// and pooled connections must not outlive the runtime that opened them.
+pub fn build(
+    config: &Config,
+    replica: String,
+    inbox: Arc<dyn Inbox>,
+    cache: Arc<dyn EndpointCache>,
+) -> web::Data<AppState> {
+    let metrics = Arc::new(Metrics::default());
+    let (activity, activity_rx) = Activity::new(config.delivery.activity_interval);
+    let delivery = Arc::new(Delivery {
+        inbox: inbox.clone(),
+        cache: cache.clone(),
+        orch: orchestrator(config),
+        agent: AgentClient::new(config.delivery.agent_timeout),
+        telegram: TelegramClient::new(&config.telegram_api_url),
+        activity: activity.clone(),
+        metrics: metrics.clone(),
+        cfg: config.delivery.clone(),
+        replica,
+    });
+    let dispatcher = Arc::new(Dispatcher::start(
+        delivery,
+        activity_rx,
+        config.shutdown_timeout,
+    ));
+    let api_orch = orchestrator(config);
+    web::Data::new(AppState {
+        inbox,
+        cache: cache.clone(),
+        dispatcher,
+        chat: ChatService {
+            cache,
+            orch: api_orch.clone(),
+            agent: AgentClient::new(config.delivery.agent_timeout),
+            activity,
+            metrics: metrics.clone(),
+        },
+        admin: WebhookAdmin {
+            orch: api_orch,
+            telegram: TelegramClient::new(&config.telegram_api_url),
+            public_base_url: config.public_base_url.clone(),
+            webhook_secret: config.webhook_secret.clone(),
+            metrics: metrics.clone(),
+        },
+        metrics,
+        api_token: config.api_token.clone(),
+        webhook_secret: config.webhook_secret.clone(),
+        draining: Default::default(),
+    })
+}
+
+/// The actix application over `state`.
+pub fn app(
+    state: web::Data<AppState>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .wrap(from_fn(api::count_requests))
+        .configure(api::configure)
+        .default_service(web::to(api::not_found))
+}
+
+/// Serves until SIGTERM or SIGINT, then drains: `/readyz` turns 503, the server stops accepting and
+/// finishes its requests, workers finish their update in flight or leave it in the inbox.
+pub async fn serve(
+    config: Config,
+    replica: String,
+    inbox: Arc<dyn Inbox>,
+    cache: Arc<dyn EndpointCache>,
+) -> std::io::Result<()> {
+    let state = build(&config, replica, inbox, cache);
+    let server_state = state.clone();
+    let server = HttpServer::new(move || app(server_state.clone()))
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_timeout.as_secs().max(1))
+        .bind(("0.0.0.0", config.port))?
+        .run();
+    let handle = server.handle();
+    let mut server_task = tokio::spawn(server);
+    tracing::info!(port = config.port, "router listening");
+
+    let early = tokio::select! {
+        _ = shutdown_signal() => None,
+        r = &mut server_task => Some(r),
+    };
+    tracing::info!("shutting down: draining requests and deliveries");
+    state.draining.store(true, Ordering::Relaxed);
+    let result = match early {
+        Some(r) => {
+            state.dispatcher.shutdown().await;
+            r
+        }
+        None => {
+            let ((), ()) = tokio::join!(handle.stop(true), state.dispatcher.shutdown());
+            server_task.await
+        }
+    };
+    tracing::info!("router stopped");
+    result.map_err(std::io::Error::other)?
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}

@@ -1,0 +1,182 @@
+//! Router configuration from the environment (DESIGN.md "Configuration"), plus delivery tuning knobs
+//! whose defaults suit production and which tests shorten.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::config::{self, ConfigError};
+use common::Secret;
+
+pub const DEFAULT_STARTING_MESSAGE: &str = "⏳ Starting up...";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub redis_addr: Option<String>,
+    pub orchestrator_addr: String,
+    /// Public URL Telegram reaches this router at; webhook registration needs it.
+    pub public_base_url: Option<String>,
+    pub api_token: Option<Secret>,
+    pub webhook_secret: Option<Secret>,
+    pub telegram_api_url: String,
+    pub pod_name: Option<String>,
+    pub delivery: DeliveryConfig,
+    /// How long in-flight requests and deliveries may take to finish on SIGTERM.
+    pub shutdown_timeout: Duration,
+}
+
+/// Knobs of the delivery pipeline (see the report / README for their env names).
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub starting_message: String,
+    /// How often the inbox is scanned for tenants with work nobody is delivering.
+    pub scan_interval: Duration,
+    /// Lifetime of a tenant's delivery claim; renewed every third of it while working.
+    pub claim_ttl: Duration,
+    /// Wake attempts per wake phase (also the bound on re-wakes after connection failures).
+    pub wake_attempts: u32,
+    /// Forward attempts when the agent answers 5xx or times out.
+    pub agent_attempts: u32,
+    pub telegram_attempts: u32,
+    /// First retry delay; doubles per attempt up to `backoff_max`.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub agent_timeout: Duration,
+    /// Longer than the orchestrator's `POD_READY_WAIT_S`, since a cold start can take that long.
+    pub wake_timeout: Duration,
+    pub activity_interval: Duration,
+    pub bot_token_ttl: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            starting_message: DEFAULT_STARTING_MESSAGE.to_owned(),
+            scan_interval: Duration::from_millis(1000),
+            claim_ttl: Duration::from_secs(30),
+            wake_attempts: 5,
+            agent_attempts: 3,
+            telegram_attempts: 3,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(5),
+            agent_timeout: Duration::from_secs(120),
+            wake_timeout: Duration::from_secs(240),
+            activity_interval: Duration::from_secs(10),
+            bot_token_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+impl DeliveryConfig {
+    /// Delay before retry number `attempt` (1-based): base, 2×base, 4×base, … capped.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.saturating_sub(1).min(16);
+        self.backoff_base
+            .saturating_mul(factor)
+            .min(self.backoff_max)
+    }
+}
+
+fn millis(name: &str, default: Duration) -> Result<Duration, ConfigError> {
+    config::parse(name, default.as_millis() as u64).map(Duration::from_millis)
+}
+
+fn secs(name: &str, default: Duration) -> Result<Duration, ConfigError> {
+    config::parse(name, default.as_secs()).map(Duration::from_secs)
+}
+
+fn at_least_one(name: &str, default: u32) -> Result<u32, ConfigError> {
+    let v = config::parse(name, default)?;
+    if v == 0 {
+        return Err(ConfigError {
+            name: name.to_owned(),
+            reason: "must be at least 1".into(),
+        });
+    }
+    Ok(v)
+}
+
+fn positive(name: &str, d: Duration) -> Result<Duration, ConfigError> {
+    if d.is_zero() {
+        return Err(ConfigError {
+            name: name.to_owned(),
+            reason: "must be greater than 0".into(),
+        });
+    }
+    Ok(d)
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let d = DeliveryConfig::default();
+        let delivery = DeliveryConfig {
+            starting_message: config::string("STARTING_MESSAGE", DEFAULT_STARTING_MESSAGE),
+            scan_interval: positive(
+                "INBOX_SCAN_INTERVAL_MS",
+                millis("INBOX_SCAN_INTERVAL_MS", d.scan_interval)?,
+            )?,
+            claim_ttl: positive("INBOX_CLAIM_TTL_S", secs("INBOX_CLAIM_TTL_S", d.claim_ttl)?)?,
+            wake_attempts: at_least_one("WAKE_ATTEMPTS", d.wake_attempts)?,
+            agent_attempts: at_least_one("AGENT_ATTEMPTS", d.agent_attempts)?,
+            telegram_attempts: at_least_one("TELEGRAM_ATTEMPTS", d.telegram_attempts)?,
+            backoff_base: millis("RETRY_BACKOFF_MS", d.backoff_base)?,
+            backoff_max: millis("RETRY_BACKOFF_MAX_MS", d.backoff_max)?,
+            agent_timeout: positive("AGENT_TIMEOUT_S", secs("AGENT_TIMEOUT_S", d.agent_timeout)?)?,
+            wake_timeout: positive("WAKE_TIMEOUT_S", secs("WAKE_TIMEOUT_S", d.wake_timeout)?)?,
+            activity_interval: millis("ACTIVITY_INTERVAL_MS", d.activity_interval)?,
+            bot_token_ttl: secs("BOT_TOKEN_CACHE_S", d.bot_token_ttl)?,
+        };
+        Ok(Config {
+            port: config::parse("PORT", 9090u16)?,
+            data_dir: PathBuf::from(config::string("DATA_DIR", "./data")),
+            redis_addr: config::var("REDIS_ADDR"),
+            orchestrator_addr: config::url("ORCHESTRATOR_ADDR", Some("http://localhost:8080"))?
+                .unwrap_or_default(),
+            public_base_url: config::url("PUBLIC_BASE_URL", None)?,
+            api_token: config::var("API_TOKEN").map(Secret::new),
+            webhook_secret: config::var("WEBHOOK_SECRET").map(Secret::new),
+            telegram_api_url: config::url(
+                "TELEGRAM_API_URL",
+                Some(common::telegram::DEFAULT_API_URL),
+            )?
+            .unwrap_or_default(),
+            pod_name: config::var("POD_NAME"),
+            delivery,
+            shutdown_timeout: secs("SHUTDOWN_TIMEOUT_S", Duration::from_secs(20))?,
+        })
+    }
+
+    /// Identifies this replica in delivery claims: the pod name, else host, pid and a random suffix.
+    pub fn replica_id(&self) -> String {
+        if let Some(p) = &self.pod_name {
+            return p.clone();
+        }
+        let host = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .or_else(|| config::var("HOSTNAME"))
+            .unwrap_or_else(|| "router".into());
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        format!("{host}-{}-{suffix}", std::process::id())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let d = DeliveryConfig {
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(350),
+            ..DeliveryConfig::default()
+        };
+        assert_eq!(d.backoff(1), Duration::from_millis(100));
+        assert_eq!(d.backoff(2), Duration::from_millis(200));
+        assert_eq!(d.backoff(3), Duration::from_millis(350));
+        assert_eq!(d.backoff(40), Duration::from_millis(350));
+    }
+}

@@ -1,0 +1,581 @@
+//! Delivery of inbox entries: a dispatcher runs one worker per tenant with pending work; a worker
+//! holds the tenant's claim (one deliverer across replicas), wakes the agent when needed, forwards
+//! the entries in order, replies on Telegram and acknowledges each entry only when it is finished.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::cache::{EndpointCache, ENDPOINT_TTL};
+use common::inbox::{Inbox, InboxEntry};
+use common::telegram::TelegramClient;
+use common::{Secret, TenantId};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::activity::Activity;
+use crate::agent::{AgentClient, ForwardError};
+use crate::config::DeliveryConfig;
+use crate::metrics::Metrics;
+use crate::orchestrator_client::{OrchestratorClient, OrchestratorError};
+use crate::update;
+
+/// Sent to every chat waiting for a wake that failed.
+pub const FAILED_TO_START: &str = "❌ Failed to start. Please try again.";
+/// Sent when the agent kept failing (5xx, timeouts) or kept being unreachable.
+pub const AGENT_FAILED: &str = "❌ The agent failed to answer. Please try again.";
+
+/// Entries fetched per round trip to the inbox.
+const BATCH: usize = 100;
+/// How many pending entries are looked at to find the chats waiting for a wake.
+const WAITING_SCAN: usize = 1000;
+/// How often chats that start waiting during a wake are looked for.
+const ANNOUNCE_POLL: Duration = Duration::from_millis(250);
+
+/// The delivery was interrupted by shutdown or a lost claim; the entry stays in the inbox.
+#[derive(Debug)]
+pub struct Interrupted;
+
+/// What to do after one entry.
+enum Step {
+    /// Acknowledge the entry and count it under this result.
+    Ack(&'static str),
+    /// Entries were settled in bulk (dropped or failed together); fetch the inbox again.
+    Refetch,
+}
+
+enum Wake {
+    Up(String),
+    UnknownTenant,
+    /// Every attempt failed; these entries were waiting for it.
+    Failed(Vec<InboxEntry>),
+}
+
+/// Everything a worker needs; shared by all workers.
+pub struct Delivery {
+    pub inbox: Arc<dyn Inbox>,
+    pub cache: Arc<dyn EndpointCache>,
+    pub orch: Arc<OrchestratorClient>,
+    pub agent: AgentClient,
+    pub telegram: TelegramClient,
+    pub activity: Arc<Activity>,
+    pub metrics: Arc<Metrics>,
+    pub cfg: DeliveryConfig,
+    /// This replica's name in claims.
+    pub replica: String,
+}
+
+impl Delivery {
+    async fn pause(&self, d: Duration, stop: &CancellationToken) -> Result<(), Interrupted> {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => Ok(()),
+            _ = stop.cancelled() => Err(Interrupted),
+        }
+    }
+
+    /// Runs an inbox operation until it succeeds (the inbox is the source of truth: never give up on it).
+    async fn inbox_op<T, F, Fut>(
+        &self,
+        what: &str,
+        stop: &CancellationToken,
+        op: F,
+    ) -> Result<T, Interrupted>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, common::StoreError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(op = what, error = %e, attempt, "inbox unavailable, retrying");
+                    self.metrics.retries.inc(&["inbox"]);
+                    self.pause(self.cfg.backoff(attempt), stop).await?;
+                }
+            }
+        }
+    }
+
+    /// Delivers the tenant's entries until none is left; the caller holds the claim.
+    async fn drain(&self, tenant: &TenantId, stop: &CancellationToken) -> Result<(), Interrupted> {
+        'fetch: loop {
+            if stop.is_cancelled() {
+                return Err(Interrupted);
+            }
+            let batch = self
+                .inbox_op("pending", stop, || self.inbox.pending(tenant, BATCH))
+                .await?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for entry in batch {
+                if stop.is_cancelled() {
+                    return Err(Interrupted);
+                }
+                match self.deliver(tenant, &entry, stop).await? {
+                    Step::Ack(result) => {
+                        self.inbox_op("ack", stop, || self.inbox.ack(tenant, &entry.id))
+                            .await?;
+                        self.metrics.deliveries.inc(&[result]);
+                    }
+                    Step::Refetch => continue 'fetch,
+                }
+            }
+        }
+    }
+
+    async fn deliver(
+        &self,
+        tenant: &TenantId,
+        entry: &InboxEntry,
+        stop: &CancellationToken,
+    ) -> Result<Step, Interrupted> {
+        let Some(msg) = update::parse(&entry.payload) else {
+            tracing::debug!(tenant = %tenant, update_id = entry.update_id, "update without text, skipped");
+            return Ok(Step::Ack("skipped"));
+        };
+        let Some(token) = self.bot_token(tenant, stop).await? else {
+            self.drop_all(tenant, stop).await?;
+            return Ok(Step::Refetch);
+        };
+        let key = format!("{tenant}:{}", entry.update_id);
+        let (mut agent_failures, mut reconnects) = (0u32, 0u32);
+        loop {
+            let endpoint = match self.cached_endpoint(tenant).await {
+                Some(ep) => ep,
+                None => match self.wake_phase(tenant, &token, stop).await? {
+                    Wake::Up(ep) => ep,
+                    Wake::UnknownTenant => {
+                        self.drop_all(tenant, stop).await?;
+                        return Ok(Step::Refetch);
+                    }
+                    Wake::Failed(waiting) => {
+                        self.fail_waiting(tenant, &token, &waiting, stop).await?;
+                        return Ok(Step::Refetch);
+                    }
+                },
+            };
+            let (result, took) = self.agent.forward(&endpoint, tenant, &key, &msg.text).await;
+            let err = match result {
+                Ok(reply) => {
+                    self.metrics.forward_latency.observe(took);
+                    self.activity.touch(tenant);
+                    self.send(tenant, &token, msg.chat_id, &reply).await;
+                    return Ok(Step::Ack("delivered"));
+                }
+                Err(e) => e,
+            };
+            let give_up = match &err {
+                ForwardError::Unreachable(reason) => {
+                    tracing::warn!(tenant = %tenant, endpoint = %endpoint, error = %reason,
+                        "forward to pod failed, invalidating cache");
+                    if let Err(e) = self.cache.remove(tenant).await {
+                        tracing::warn!(tenant = %tenant, error = %e, "endpoint cache remove failed");
+                    }
+                    reconnects += 1;
+                    self.metrics.retries.inc(&["reconnect"]);
+                    reconnects >= self.cfg.wake_attempts
+                }
+                ForwardError::Failed(reason) => {
+                    tracing::warn!(tenant = %tenant, update_id = entry.update_id, error = %reason, "agent call failed");
+                    agent_failures += 1;
+                    self.metrics.retries.inc(&["agent"]);
+                    agent_failures >= self.cfg.agent_attempts
+                }
+                ForwardError::Rejected(_) => true,
+            };
+            if give_up {
+                tracing::error!(tenant = %tenant, update_id = entry.update_id, error = %err,
+                    "delivery failed, giving up on the update");
+                self.send(tenant, &token, msg.chat_id, AGENT_FAILED).await;
+                return Ok(Step::Ack("failed"));
+            }
+            let attempt = agent_failures.max(reconnects);
+            self.pause(self.cfg.backoff(attempt), stop).await?;
+        }
+    }
+
+    /// The tenant's bot token, waiting for the orchestrator as long as it takes; `None` for an unknown tenant.
+    async fn bot_token(
+        &self,
+        tenant: &TenantId,
+        stop: &CancellationToken,
+    ) -> Result<Option<Secret>, Interrupted> {
+        let mut attempt = 0;
+        loop {
+            match self.orch.bot_token(tenant).await {
+                Ok(t) => return Ok(Some(t)),
+                Err(OrchestratorError::NotFound) => return Ok(None),
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(tenant = %tenant, error = %e, attempt, "bot token unavailable, retrying");
+                    self.pause(self.cfg.backoff(attempt), stop).await?;
+                }
+            }
+        }
+    }
+
+    async fn cached_endpoint(&self, tenant: &TenantId) -> Option<String> {
+        match self.cache.get(tenant).await {
+            Ok(Some(ep)) => {
+                self.metrics.cache.inc(&["hit"]);
+                Some(ep)
+            }
+            Ok(None) => {
+                self.metrics.cache.inc(&["miss"]);
+                None
+            }
+            Err(e) => {
+                self.metrics.cache.inc(&["error"]);
+                tracing::warn!(tenant = %tenant, error = %e, "endpoint cache unavailable, waking");
+                None
+            }
+        }
+    }
+
+    /// Announces the wake to every waiting chat (once per chat), wakes the agent with bounded
+    /// retries, and caches its endpoint.
+    async fn wake_phase(
+        &self,
+        tenant: &TenantId,
+        token: &Secret,
+        stop: &CancellationToken,
+    ) -> Result<Wake, Interrupted> {
+        let mut announced = HashSet::new();
+        let mut waiting = self.announce(tenant, token, &mut announced).await;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let wake = self.orch.wake(tenant);
+            tokio::pin!(wake);
+            let result = loop {
+                tokio::select! {
+                    r = &mut wake => break r,
+                    _ = stop.cancelled() => return Err(Interrupted),
+                    _ = tokio::time::sleep(ANNOUNCE_POLL) => {
+                        waiting = self.announce(tenant, token, &mut announced).await;
+                    }
+                }
+            };
+            match result {
+                Ok(endpoint) => {
+                    self.metrics.wakes.inc(&["ok"]);
+                    tracing::info!(tenant = %tenant, endpoint = %endpoint, attempt, "agent awake");
+                    if let Err(e) = self.cache.set(tenant, &endpoint, ENDPOINT_TTL).await {
+                        tracing::warn!(tenant = %tenant, error = %e, "endpoint cache set failed");
+                    }
+                    return Ok(Wake::Up(endpoint));
+                }
+                Err(OrchestratorError::NotFound) => {
+                    self.metrics.wakes.inc(&["not_found"]);
+                    return Ok(Wake::UnknownTenant);
+                }
+                Err(e) => {
+                    self.metrics.wakes.inc(&["failed"]);
+                    tracing::warn!(tenant = %tenant, error = %e, attempt,
+                        attempts = self.cfg.wake_attempts, "wake failed");
+                    if attempt >= self.cfg.wake_attempts {
+                        let latest = self.announce(tenant, token, &mut announced).await;
+                        if !latest.is_empty() {
+                            waiting = latest;
+                        }
+                        return Ok(Wake::Failed(waiting));
+                    }
+                    self.metrics.retries.inc(&["wake"]);
+                    self.pause(self.cfg.backoff(attempt), stop).await?;
+                }
+            }
+        }
+    }
+
+    /// Sends the starting message to chats not yet told; returns the pending entries seen.
+    async fn announce(
+        &self,
+        tenant: &TenantId,
+        token: &Secret,
+        announced: &mut HashSet<i64>,
+    ) -> Vec<InboxEntry> {
+        let pending = match self.inbox.pending(tenant, WAITING_SCAN).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(tenant = %tenant, error = %e, "inbox unavailable, cannot list waiting chats");
+                return Vec::new();
+            }
+        };
+        let new_chats: Vec<i64> = pending
+            .iter()
+            .filter_map(|e| update::parse(&e.payload))
+            .map(|m| m.chat_id)
+            .filter(|c| announced.insert(*c))
+            .collect();
+        let text = self.cfg.starting_message.as_str();
+        futures::future::join_all(new_chats.iter().map(|c| self.send(tenant, token, *c, text)))
+            .await;
+        pending
+    }
+
+    /// Tells each chat of the entries that its agent could not be started, and removes the entries.
+    async fn fail_waiting(
+        &self,
+        tenant: &TenantId,
+        token: &Secret,
+        waiting: &[InboxEntry],
+        stop: &CancellationToken,
+    ) -> Result<(), Interrupted> {
+        tracing::error!(tenant = %tenant, entries = waiting.len(), "wake failed, answering the waiting chats");
+        let mut told = HashSet::new();
+        for entry in waiting {
+            let msg = update::parse(&entry.payload);
+            if let Some(m) = &msg {
+                if told.insert(m.chat_id) {
+                    self.send(tenant, token, m.chat_id, FAILED_TO_START).await;
+                }
+            }
+            self.inbox_op("ack", stop, || self.inbox.ack(tenant, &entry.id))
+                .await?;
+            let result = if msg.is_some() { "failed" } else { "skipped" };
+            self.metrics.deliveries.inc(&[result]);
+        }
+        Ok(())
+    }
+
+    /// Removes all entries of a tenant the orchestrator does not know: nobody can answer them.
+    async fn drop_all(
+        &self,
+        tenant: &TenantId,
+        stop: &CancellationToken,
+    ) -> Result<(), Interrupted> {
+        let mut dropped = 0usize;
+        loop {
+            let batch = self
+                .inbox_op("pending", stop, || self.inbox.pending(tenant, BATCH))
+                .await?;
+            if batch.is_empty() {
+                break;
+            }
+            for entry in batch {
+                self.inbox_op("ack", stop, || self.inbox.ack(tenant, &entry.id))
+                    .await?;
+                self.metrics.deliveries.inc(&["dropped"]);
+                dropped += 1;
+            }
+        }
+        tracing::warn!(tenant = %tenant, dropped, "unknown tenant, dropping its updates");
+        Ok(())
+    }
+
+    /// `sendMessage` with bounded retries of retryable errors; a final failure is logged, not returned,
+    /// since the update was handled either way.
+    async fn send(&self, tenant: &TenantId, token: &Secret, chat_id: i64, text: &str) -> bool {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.telegram.send_message(token, chat_id, text).await {
+                Ok(()) => {
+                    self.metrics.telegram_calls.inc(&["sendMessage", "ok"]);
+                    return true;
+                }
+                Err(e) => {
+                    self.metrics.telegram_calls.inc(&["sendMessage", "error"]);
+                    if matches!(
+                        &e,
+                        common::telegram::TelegramError::Api {
+                            code: 401 | 404,
+                            ..
+                        }
+                    ) {
+                        self.orch.forget_token(tenant);
+                    }
+                    if !e.is_retryable() || attempt >= self.cfg.telegram_attempts {
+                        tracing::error!(tenant = %tenant, chat_id, error = %e, "telegram sendMessage failed");
+                        return false;
+                    }
+                    self.metrics.retries.inc(&["telegram"]);
+                    tokio::time::sleep(self.cfg.backoff(attempt)).await;
+                }
+            }
+        }
+    }
+
+    /// One tenant's worker: claim, deliver while renewing the claim, stop when the inbox is empty.
+    /// The dispatcher releases the claim when the worker ends.
+    async fn work(&self, tenant: &TenantId, shutdown: &CancellationToken) {
+        let ttl = self.cfg.claim_ttl;
+        match self.inbox.claim(tenant, &self.replica, ttl).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(tenant = %tenant, "another replica is delivering");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %tenant, error = %e, "inbox claim failed");
+                return;
+            }
+        }
+        let stop = shutdown.child_token();
+        let work = self.drain(tenant, &stop);
+        tokio::pin!(work);
+        let renew = async {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                match self.inbox.renew_claim(tenant, &self.replica, ttl).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(tenant = %tenant, "delivery claim lost, stopping after the current update");
+                        stop.cancel();
+                        return;
+                    }
+                    Err(e) => tracing::warn!(tenant = %tenant, error = %e, "claim renewal failed"),
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            r = &mut work => r,
+            () = renew => work.await,
+        };
+        if outcome.is_err() {
+            tracing::info!(tenant = %tenant, "delivery interrupted, remaining updates stay in the inbox");
+        }
+    }
+}
+
+/// The handle the HTTP side uses to announce new entries, and to stop delivery.
+pub struct Dispatcher {
+    tx: mpsc::UnboundedSender<TenantId>,
+    cancel: CancellationToken,
+    task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Dispatcher {
+    /// Starts the dispatcher (and the activity reporter draining `activity_rx`) on the current runtime.
+    pub fn start(
+        delivery: Arc<Delivery>,
+        activity_rx: mpsc::Receiver<TenantId>,
+        grace: Duration,
+    ) -> Dispatcher {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run(delivery, rx, activity_rx, cancel.clone(), grace));
+        Dispatcher {
+            tx,
+            cancel,
+            task: tokio::sync::Mutex::new(Some(task)),
+        }
+    }
+
+    /// A new entry is in the inbox for `tenant`.
+    pub fn notify(&self, tenant: &TenantId) {
+        let _ = self.tx.send(tenant.clone());
+    }
+
+    /// Stops delivery: workers finish their update in flight within the grace period or leave it in
+    /// the inbox; claims are released.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.lock().await.take() {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "dispatcher task failed");
+            }
+        }
+    }
+}
+
+/// Per-tenant bookkeeping of the dispatcher.
+struct Slot {
+    task: tokio::task::Id,
+    /// Notified while the worker ran: the worker may have missed it, run again when it ends.
+    again: bool,
+}
+
+async fn run(
+    d: Arc<Delivery>,
+    mut rx: mpsc::UnboundedReceiver<TenantId>,
+    activity_rx: mpsc::Receiver<TenantId>,
+    cancel: CancellationToken,
+    grace: Duration,
+) {
+    let reporter = tokio::spawn(crate::activity::report(activity_rx, d.orch.clone()));
+    let mut workers: JoinSet<()> = JoinSet::new();
+    let mut active: HashMap<TenantId, Slot> = HashMap::new();
+    let mut tenants_of: HashMap<tokio::task::Id, TenantId> = HashMap::new();
+    let mut scan = tokio::time::interval(d.cfg.scan_interval);
+    scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let start = |t: TenantId,
+                 workers: &mut JoinSet<()>,
+                 active: &mut HashMap<TenantId, Slot>,
+                 tenants_of: &mut HashMap<tokio::task::Id, TenantId>| {
+        if let Some(slot) = active.get_mut(&t) {
+            slot.again = true;
+            return;
+        }
+        let (d, stop, tenant) = (d.clone(), cancel.clone(), t.clone());
+        let handle = workers.spawn(async move { d.work(&tenant, &stop).await });
+        tenants_of.insert(handle.id(), t.clone());
+        active.insert(
+            t,
+            Slot {
+                task: handle.id(),
+                again: false,
+            },
+        );
+    };
+
+    loop {
+        d.metrics
+            .active_workers
+            .store(active.len() as u64, Ordering::Relaxed);
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            Some(t) = rx.recv() => start(t, &mut workers, &mut active, &mut tenants_of),
+            _ = scan.tick() => match d.inbox.tenants().await {
+                Ok(ts) => for t in ts {
+                    start(t, &mut workers, &mut active, &mut tenants_of);
+                },
+                Err(e) => tracing::warn!(error = %e, "inbox scan failed"),
+            },
+            Some(done) = workers.join_next_with_id() => {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(e) => {
+                        tracing::error!(error = %e, "delivery worker failed");
+                        e.id()
+                    }
+                };
+                let Some(tenant) = tenants_of.remove(&id) else { continue };
+                let again = active.remove(&tenant).is_some_and(|s| s.again && s.task == id);
+                if let Err(e) = d.inbox.release_claim(&tenant, &d.replica).await {
+                    tracing::warn!(tenant = %tenant, error = %e, "claim release failed");
+                }
+                if again {
+                    start(tenant, &mut workers, &mut active, &mut tenants_of);
+                }
+            }
+        }
+    }
+
+    let deadline = tokio::time::sleep(grace);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            done = workers.join_next() => if done.is_none() { break },
+            _ = &mut deadline => {
+                tracing::warn!(workers = workers.len(), "shutdown grace over, leaving in-flight updates in the inbox");
+                workers.shutdown().await;
+                break;
+            }
+        }
+    }
+    for tenant in active.keys() {
+        if let Err(e) = d.inbox.release_claim(tenant, &d.replica).await {
+            tracing::warn!(tenant = %tenant, error = %e, "claim release failed");
+        }
+    }
+    reporter.abort();
+    let _ = reporter.await;
+    d.metrics.active_workers.store(0, Ordering::Relaxed);
+}
