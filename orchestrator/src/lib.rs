@@ -1,4 +1,18 @@
 //! The orchestrator: tenant registry API, wake, idle controller, reconciler and runtimes.
 
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod error;
 pub mod leader;
+pub mod lifecycle;
+pub mod metrics;
+pub mod reconciler;
 pub mod runtime;
+pub mod server;
+pub mod tenant_lock;
+pub mod tenants;
+pub mod wake;
+pub mod webhook;
+
+pub use error::Error;

@@ -1,1 +1,153 @@
-fn main() {}
+//! Composition root: read config, pick an adapter for every port, wire, serve.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use common::cache::{EndpointCache, MemoryCache};
+use common::lock::{MemoryLock, WakeLock};
+use common::registry::Registry;
+use common::state::{DirStateStore, StateStore};
+use common::telegram::TelegramClient;
+use orchestrator::api::ApiConfig;
+use orchestrator::app::{App, Ports, Settings};
+use orchestrator::config::{Config, RuntimeKind};
+use orchestrator::leader::{AlwaysLeader, LeaderElector};
+use orchestrator::runtime::local::{self, LocalRuntime};
+use orchestrator::runtime::Runtime;
+
+fn main() -> anyhow::Result<()> {
+    if let Some(code) = common::call::from_args() {
+        std::process::exit(code);
+    }
+    common::telemetry::init("orchestrator");
+    let config = Config::from_env()?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    if config.runtime == RuntimeKind::Kubernetes
+        && config.redis_addr.is_none()
+        && !config.allow_single_replica
+    {
+        bail!(
+            "RUNTIME=kubernetes needs REDIS_ADDR: an in-process wake lock is unsafe with more than \
+             one replica (set ALLOW_SINGLE_REPLICA=true to run a single replica without Redis)"
+        );
+    }
+    if config.api_token.is_none() {
+        tracing::warn!("API_TOKEN is not set: the API accepts requests without a token");
+    }
+
+    let registry: Arc<dyn Registry> = if config.use_dynamodb {
+        let r = common::registry::dynamodb::DynamoRegistry::connect(
+            &config.dynamodb_table,
+            config.dynamodb_endpoint.as_deref(),
+            config.aws_region.as_deref(),
+        )
+        .await
+        .context("connecting to DynamoDB")?;
+        if config.dynamodb_endpoint.is_some() {
+            r.ensure_table()
+                .await
+                .context("creating the DynamoDB table")?;
+        }
+        Arc::new(r)
+    } else {
+        let path = config.data_dir.join("registry.db");
+        Arc::new(
+            common::registry::sqlite::SqliteRegistry::open(&path)
+                .with_context(|| format!("opening {}", path.display()))?,
+        )
+    };
+
+    let (lock, cache): (Arc<dyn WakeLock>, Arc<dyn EndpointCache>) = match &config.redis_addr {
+        Some(addr) => {
+            let pool = common::redis_pool::pool(addr).context("REDIS_ADDR")?;
+            (
+                Arc::new(common::lock::redis::RedisLock::new(pool.clone())),
+                Arc::new(common::cache::redis::RedisCache::new(pool)),
+            )
+        }
+        None => (Arc::new(MemoryLock::new()), Arc::new(MemoryCache::new())),
+    };
+
+    let state: Arc<dyn StateStore> = if config.use_s3 {
+        let s = common::state::s3::S3StateStore::connect(
+            &config.s3_bucket,
+            config.s3_endpoint.as_deref(),
+            config.aws_region.as_deref(),
+        )
+        .await
+        .context("connecting to S3")?;
+        if config.s3_endpoint.is_some() {
+            s.ensure_bucket().await.context("creating the S3 bucket")?;
+        }
+        Arc::new(s)
+    } else {
+        Arc::new(DirStateStore::new(config.data_dir.join("state")))
+    };
+
+    let runtime: Arc<dyn Runtime> = match config.runtime {
+        RuntimeKind::Local => {
+            let r = LocalRuntime::new(
+                &config.data_dir,
+                local::agent_command(config.agent_command.clone()),
+                state.clone(),
+                local::DEFAULT_GRACE,
+            );
+            let adopted = r.adopt_running().await;
+            if adopted > 0 {
+                tracing::info!(
+                    adopted,
+                    "local runtime: adopted agents left by a previous run"
+                );
+            }
+            Arc::new(r)
+        }
+        RuntimeKind::Kubernetes => kubernetes_runtime(&config)?,
+    };
+    let (leader, leader_name) = leader_elector(&config);
+
+    tracing::info!(
+        registry = registry.name(),
+        lock = lock.name(),
+        cache = cache.name(),
+        state = state.name(),
+        runtime = runtime.name(),
+        leader = leader_name,
+        "adapters selected"
+    );
+
+    let app = App::new(
+        Ports {
+            registry,
+            lock,
+            cache,
+            state,
+            runtime,
+            leader,
+        },
+        TelegramClient::new(&config.telegram_api_url),
+        Settings::from_config(&config),
+    );
+    let api = ApiConfig {
+        api_token: config.api_token.clone(),
+    };
+    orchestrator::server::serve(app, api, config.port)
+        .await
+        .with_context(|| format!("serving on port {}", config.port))
+}
+
+/// The Kubernetes runtime (pods `zeroclaw-{id}`, PV/PVC/Secret, warm pool).
+fn kubernetes_runtime(_config: &Config) -> anyhow::Result<Arc<dyn Runtime>> {
+    bail!("kubernetes runtime not built yet (use RUNTIME=local)")
+}
+
+/// The idle controller's leader election; one replica without Kubernetes always leads.
+fn leader_elector(_config: &Config) -> (Arc<dyn LeaderElector>, &'static str) {
+    (Arc::new(AlwaysLeader), "always")
+}

@@ -1,1 +1,507 @@
 //! Local runtime: agents as child processes on 127.0.0.1.
+//!
+//! Each agent gets `$DATA_DIR/agents/{id}/` with `data/`, `state/` (its `brain.db` restored from and
+//! saved to the state store) and `agent.pid` (`pid port`), so an orchestrator restarted after a crash
+//! adopts the agents it left running.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use common::state::{StateStore, BRAIN_FILE};
+use common::{TenantId, TenantRecord};
+use tokio::process::Child;
+use tokio::time::Instant;
+
+use super::{AgentAddress, AgentInfo, Runtime, RuntimeError};
+
+const HOST: &str = "127.0.0.1";
+const PID_FILE: &str = "agent.pid";
+/// Grace between SIGTERM and SIGKILL (the pod's termination grace period).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// Starts retried when the agent exits this soon (typically its port was taken meanwhile).
+const EARLY_EXIT: Duration = Duration::from_secs(2);
+const START_ATTEMPTS: u32 = 3;
+const POLL: Duration = Duration::from_millis(50);
+
+struct LocalAgent {
+    pid: i32,
+    port: u16,
+    /// `None` for an agent adopted from a pid file (not our child).
+    child: Option<Child>,
+    started: SystemTime,
+}
+
+impl LocalAgent {
+    fn alive(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => pid_alive(self.pid),
+        }
+    }
+}
+
+pub struct LocalRuntime {
+    agents_dir: PathBuf,
+    command: Vec<String>,
+    state: Arc<dyn StateStore>,
+    agents: Mutex<HashMap<TenantId, LocalAgent>>,
+    http: reqwest::Client,
+    grace: Duration,
+}
+
+/// Why waiting for an agent's health failed.
+enum NotReady {
+    Exited(String),
+    Timeout,
+}
+
+/// Health of the agent on a port.
+enum Health {
+    Ok,
+    Down,
+    /// Someone else answers there (a port clash).
+    OtherTenant(String),
+}
+
+impl LocalRuntime {
+    /// `command` is the agent program and its arguments (see [`agent_command`]).
+    pub fn new(
+        data_dir: &Path,
+        command: Vec<String>,
+        state: Arc<dyn StateStore>,
+        grace: Duration,
+    ) -> Self {
+        let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+        LocalRuntime {
+            agents_dir: data_dir.join("agents"),
+            command,
+            state,
+            agents: Mutex::new(HashMap::new()),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .expect("reqwest client"),
+            grace,
+        }
+    }
+
+    fn dir(&self, id: &TenantId) -> PathBuf {
+        self.agents_dir.join(id.as_str())
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, LocalAgent>> {
+        self.agents.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adopts agents a previous orchestrator left running (pid alive and `/health` names the
+    /// tenant); forgets stale pid files. Returns how many were adopted.
+    pub async fn adopt_running(&self) -> usize {
+        let Ok(mut dirs) = tokio::fs::read_dir(&self.agents_dir).await else {
+            return 0;
+        };
+        let mut adopted = 0;
+        while let Ok(Some(entry)) = dirs.next_entry().await {
+            let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| TenantId::parse(n).ok())
+            else {
+                continue;
+            };
+            let pid_file = entry.path().join(PID_FILE);
+            let Ok(text) = tokio::fs::read_to_string(&pid_file).await else {
+                continue;
+            };
+            let mut parts = text.split_whitespace().map(str::parse::<i64>);
+            let (Some(Ok(pid)), Some(Ok(port))) = (parts.next(), parts.next()) else {
+                let _ = tokio::fs::remove_file(&pid_file).await;
+                continue;
+            };
+            let (Ok(pid), Ok(port)) = (i32::try_from(pid), u16::try_from(port)) else {
+                let _ = tokio::fs::remove_file(&pid_file).await;
+                continue;
+            };
+            if pid > 1 && pid_alive(pid) && matches!(self.health(port, &id).await, Health::Ok) {
+                tracing::info!(tenant = %id, pid, port, "local runtime: adopted running agent");
+                let started = tokio::fs::metadata(&pid_file)
+                    .await
+                    .and_then(|m| m.modified())
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                self.table().insert(
+                    id,
+                    LocalAgent {
+                        pid,
+                        port,
+                        child: None,
+                        started,
+                    },
+                );
+                adopted += 1;
+            } else {
+                let _ = tokio::fs::remove_file(&pid_file).await;
+            }
+        }
+        adopted
+    }
+
+    async fn health(&self, port: u16, id: &TenantId) -> Health {
+        let Ok(resp) = self
+            .http
+            .get(format!("http://{HOST}:{port}/health"))
+            .send()
+            .await
+        else {
+            return Health::Down;
+        };
+        if !resp.status().is_success() {
+            return Health::Down;
+        }
+        // An agent that names no tenant (e.g. the ZeroClaw gateway) is taken at its word.
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        match body.get("tenant_id").and_then(|t| t.as_str()) {
+            Some(t) if t != id.as_str() => Health::OtherTenant(t.to_owned()),
+            _ => Health::Ok,
+        }
+    }
+
+    /// Writes the saved `brain.db` where the agent restores it from.
+    async fn restore_state(&self, id: &TenantId, state_dir: &Path) -> Result<(), RuntimeError> {
+        let saved = self
+            .state
+            .load(id)
+            .await
+            .map_err(|e| RuntimeError::Unavailable(format!("state store load: {e}")))?;
+        let Some(bytes) = saved else {
+            return Ok(());
+        };
+        let tmp = state_dir.join(format!("{BRAIN_FILE}.restore"));
+        tokio::fs::write(&tmp, &bytes)
+            .await
+            .map_err(|e| io_failed("write restored state", e))?;
+        tokio::fs::rename(&tmp, state_dir.join(BRAIN_FILE))
+            .await
+            .map_err(|e| io_failed("write restored state", e))
+    }
+
+    /// Saves the agent's `brain.db` to the state store, if it wrote one since `since`.
+    async fn save_state(
+        &self,
+        id: &TenantId,
+        since: Option<SystemTime>,
+    ) -> Result<(), RuntimeError> {
+        let file = self.dir(id).join("state").join(BRAIN_FILE);
+        let Ok(meta) = tokio::fs::metadata(&file).await else {
+            return Ok(());
+        };
+        if let (Some(since), Ok(modified)) = (since, meta.modified()) {
+            if modified < since {
+                return Ok(());
+            }
+        }
+        let bytes = tokio::fs::read(&file)
+            .await
+            .map_err(|e| io_failed("read agent state", e))?;
+        self.state
+            .save(id, &bytes)
+            .await
+            .map_err(|e| RuntimeError::Unavailable(format!("state store save: {e}")))?;
+        tracing::info!(tenant = %id, bytes = bytes.len(), "local runtime: state saved");
+        Ok(())
+    }
+
+    /// Spawns the agent on a free port and records it.
+    fn spawn(&self, record: &TenantRecord, port: u16) -> Result<(), RuntimeError> {
+        let id = &record.tenant_id;
+        let dir = self.dir(id);
+        let (program, args) = self
+            .command
+            .split_first()
+            .ok_or_else(|| RuntimeError::StartFailed("AGENT_COMMAND is empty".into()))?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .env("TENANT_ID", id.as_str())
+            .env("TELEGRAM_BOT_TOKEN", record.bot_token.expose())
+            .env("AGENT_HOST", HOST)
+            .env("AGENT_PORT", port.to_string())
+            .env("DATA_DIR", dir.join("data"))
+            .env("STATE_DIR", dir.join("state"))
+            .stdin(std::process::Stdio::null())
+            // Its own process group: a Ctrl-C in the terminal reaches only the orchestrator, which
+            // then stops the agent cleanly.
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .map_err(|e| RuntimeError::StartFailed(format!("cannot run {program:?}: {e}")))?;
+        let pid = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .ok_or_else(|| RuntimeError::StartFailed("agent exited at once".into()))?;
+        let pid_file = dir.join(PID_FILE);
+        let tmp = dir.join(format!("{PID_FILE}.tmp"));
+        if let Err(e) = std::fs::write(&tmp, format!("{pid} {port}\n"))
+            .and_then(|()| std::fs::rename(&tmp, &pid_file))
+        {
+            tracing::warn!(tenant = %id, error = %e, "local runtime: cannot write pid file; a restarted orchestrator will not adopt this agent");
+        }
+        tracing::info!(tenant = %id, pid, port, "local runtime: agent started");
+        self.table().insert(
+            id.clone(),
+            LocalAgent {
+                pid,
+                port,
+                child: Some(child),
+                started: SystemTime::now(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Waits until the recorded agent answers its health check for this tenant.
+    async fn wait_ready(
+        &self,
+        id: &TenantId,
+        port: u16,
+        deadline: Instant,
+    ) -> Result<(), NotReady> {
+        loop {
+            let exited = {
+                let mut table = self.table();
+                match table.get_mut(id).and_then(|a| a.child.as_mut()) {
+                    Some(c) => c.try_wait().ok().flatten(),
+                    None => {
+                        return Err(NotReady::Exited("agent was stopped during start-up".into()))
+                    }
+                }
+            };
+            if let Some(status) = exited {
+                return Err(NotReady::Exited(format!(
+                    "agent exited during start-up ({status})"
+                )));
+            }
+            match self.health(port, id).await {
+                Health::Ok => return Ok(()),
+                Health::OtherTenant(t) => {
+                    return Err(NotReady::Exited(format!(
+                        "port {port} answers for tenant {t:?}, not this one"
+                    )))
+                }
+                Health::Down => {}
+            }
+            if Instant::now() + POLL > deadline {
+                return Err(NotReady::Timeout);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Ports of agents we run, so two starts never get the same one.
+    fn ports_in_use(&self) -> HashSet<u16> {
+        self.table().values().map(|a| a.port).collect()
+    }
+}
+
+#[async_trait]
+impl Runtime for LocalRuntime {
+    async fn start(
+        &self,
+        record: &TenantRecord,
+        deadline: Duration,
+    ) -> Result<AgentAddress, RuntimeError> {
+        let id = &record.tenant_id;
+        let address = |port| AgentAddress {
+            pod_name: id.pod_name(),
+            pod_ip: HOST.into(),
+            agent_port: Some(port),
+        };
+        let running = {
+            let mut table = self.table();
+            table.get_mut(id).and_then(|a| a.alive().then_some(a.port))
+        };
+        if let Some(port) = running {
+            if matches!(self.health(port, id).await, Health::Ok) {
+                tracing::info!(tenant = %id, port, "local runtime: agent already running, adopting it");
+                return Ok(address(port));
+            }
+            tracing::warn!(tenant = %id, port, "local runtime: agent not healthy, restarting it");
+            self.stop(id).await?;
+        }
+
+        let deadline_at = Instant::now() + deadline;
+        let dir = self.dir(id);
+        for sub in ["data", "state"] {
+            tokio::fs::create_dir_all(dir.join(sub))
+                .await
+                .map_err(|e| io_failed("create agent directory", e))?;
+        }
+        self.restore_state(id, &dir.join("state")).await?;
+
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = free_port(&self.ports_in_use())?;
+            let spawned = Instant::now();
+            self.spawn(record, port)?;
+            match self.wait_ready(id, port, deadline_at).await {
+                Ok(()) => return Ok(address(port)),
+                Err(NotReady::Timeout) => {
+                    self.stop(id).await?;
+                    return Err(RuntimeError::Timeout(deadline));
+                }
+                Err(NotReady::Exited(why)) => {
+                    self.stop(id).await?;
+                    if attempt >= START_ATTEMPTS || spawned.elapsed() > EARLY_EXIT {
+                        return Err(RuntimeError::StartFailed(why));
+                    }
+                    tracing::warn!(tenant = %id, reason = %why, attempt, "local runtime: start failed early, retrying on another port");
+                }
+            }
+        }
+    }
+
+    async fn stop(&self, id: &TenantId) -> Result<(), RuntimeError> {
+        let Some(agent) = self.table().remove(id) else {
+            return Ok(());
+        };
+        let (pid, child) = (agent.pid, agent.child);
+        terminate(pid, child, self.grace).await;
+        tracing::info!(tenant = %id, pid, "local runtime: agent stopped");
+        let _ = tokio::fs::remove_file(self.dir(id).join(PID_FILE)).await;
+        self.save_state(id, None).await
+    }
+
+    async fn list(&self) -> Result<Vec<AgentInfo>, RuntimeError> {
+        let mut exited = Vec::new();
+        let live: Vec<AgentInfo> = {
+            let mut table = self.table();
+            table.retain(|id, a| {
+                let alive = a.alive();
+                if !alive {
+                    exited.push((id.clone(), a.pid, a.started));
+                }
+                alive
+            });
+            table
+                .iter()
+                .map(|(id, a)| AgentInfo {
+                    tenant: id.clone(),
+                    address: Some(AgentAddress {
+                        pod_name: id.pod_name(),
+                        pod_ip: HOST.into(),
+                        agent_port: Some(a.port),
+                    }),
+                })
+                .collect()
+        };
+        for (id, pid, started) in exited {
+            tracing::warn!(tenant = %id, pid, "local runtime: agent exited on its own");
+            let _ = tokio::fs::remove_file(self.dir(&id).join(PID_FILE)).await;
+            // It may have saved on a SIGTERM from elsewhere; a killed one left the old file.
+            if let Err(e) = self.save_state(&id, Some(started)).await {
+                tracing::warn!(tenant = %id, error = %e, "local runtime: saving state of exited agent failed");
+            }
+        }
+        Ok(live)
+    }
+
+    async fn remove(&self, id: &TenantId) -> Result<(), RuntimeError> {
+        match tokio::fs::remove_dir_all(self.dir(id)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(io_failed("remove agent directory", e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn agent_port(&self) -> u16 {
+        0
+    }
+
+    fn name(&self) -> &'static str {
+        "local"
+    }
+}
+
+/// The agent program: `AGENT_COMMAND` split on whitespace, else `tenant-agent` next to this
+/// executable (or next to its `deps/` directory, for tests), else `tenant-agent` on `PATH`.
+pub fn agent_command(configured: Option<Vec<String>>) -> Vec<String> {
+    if let Some(c) = configured.filter(|c| !c.is_empty()) {
+        return c;
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        let dirs = exe.ancestors().skip(1).take(2);
+        for dir in dirs {
+            let candidate = dir.join("tenant-agent");
+            if candidate.is_file() {
+                return vec![candidate.to_string_lossy().into_owned()];
+            }
+        }
+    }
+    vec!["tenant-agent".into()]
+}
+
+/// A port that was free a moment ago (bind :0, read it, let it go), not one of `taken`.
+fn free_port(taken: &HashSet<u16>) -> Result<u16, RuntimeError> {
+    for _ in 0..20 {
+        let listener =
+            std::net::TcpListener::bind((HOST, 0)).map_err(|e| io_failed("find a free port", e))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| io_failed("find a free port", e))?
+            .port();
+        if !taken.contains(&port) {
+            return Ok(port);
+        }
+    }
+    Err(RuntimeError::StartFailed("no free port found".into()))
+}
+
+fn io_failed(what: &str, e: std::io::Error) -> RuntimeError {
+    RuntimeError::StartFailed(format!("{what}: {e}"))
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Signals the agent's process group (it leads one), or the process alone if that fails.
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: plain kill(2) calls on a pid we started or adopted.
+    unsafe {
+        if libc::kill(-pid, sig) != 0 {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+/// SIGTERM, up to `grace` for the agent to save and exit, then SIGKILL.
+async fn terminate(pid: i32, child: Option<Child>, grace: Duration) {
+    signal(pid, libc::SIGTERM);
+    match child {
+        Some(mut child) => {
+            if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                tracing::warn!(pid, "local runtime: agent ignored SIGTERM, killing it");
+                signal(pid, libc::SIGKILL);
+                let _ = child.wait().await;
+            }
+        }
+        None => {
+            let until = Instant::now() + grace;
+            while pid_alive(pid) && Instant::now() < until {
+                tokio::time::sleep(POLL).await;
+            }
+            if pid_alive(pid) {
+                tracing::warn!(pid, "local runtime: agent ignored SIGTERM, killing it");
+                signal(pid, libc::SIGKILL);
+                let until = Instant::now() + Duration::from_secs(5);
+                while pid_alive(pid) && Instant::now() < until {
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+        }
+    }
+}

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use common::{TenantId, TenantRecord};
 use thiserror::Error;
 
+pub mod kubernetes;
 pub mod local;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -63,6 +64,10 @@ pub trait Runtime: Send + Sync + 'static {
     async fn list(&self) -> Result<Vec<AgentInfo>, RuntimeError>;
     /// Removes what the tenant owns besides the agent (PV, PVC, Secret); after `stop`; idempotent.
     async fn remove(&self, tenant: &TenantId) -> Result<(), RuntimeError>;
+    /// Reachability of the runtime's backend, for `/readyz`.
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        Ok(())
+    }
     /// Port agents listen on when `AgentAddress::agent_port` is `None`.
     fn agent_port(&self) -> u16;
     fn name(&self) -> &'static str;

@@ -1,0 +1,194 @@
+//! Orchestrator configuration from the environment (DESIGN.md "Configuration").
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::config::{self as env, ConfigError};
+use common::tenant::validate_idle_timeout;
+use common::Secret;
+
+/// Where tenant agents run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    Local,
+    Kubernetes,
+}
+
+impl RuntimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Local => "local",
+            RuntimeKind::Kubernetes => "kubernetes",
+        }
+    }
+
+    /// `RUNTIME` wins; else `LOCAL_MODE=true` means local; else Kubernetes inside a cluster, local outside.
+    pub fn select(
+        runtime: Option<&str>,
+        local_mode: bool,
+        in_cluster: bool,
+    ) -> Result<Self, ConfigError> {
+        match runtime.map(|r| r.trim().to_ascii_lowercase()).as_deref() {
+            Some("local") => Ok(RuntimeKind::Local),
+            Some("kubernetes") => Ok(RuntimeKind::Kubernetes),
+            Some(other) => Err(ConfigError {
+                name: "RUNTIME".into(),
+                reason: format!("{other:?} is not local or kubernetes"),
+            }),
+            None if local_mode => Ok(RuntimeKind::Local),
+            None if in_cluster => Ok(RuntimeKind::Kubernetes),
+            None => Ok(RuntimeKind::Local),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub port: u16,
+    pub data_dir: PathBuf,
+    /// Table name (default `tenant-registry`).
+    pub dynamodb_table: String,
+    /// True when `DYNAMODB_TABLE` or `DYNAMODB_ENDPOINT` is set: use DynamoDB, not SQLite.
+    pub use_dynamodb: bool,
+    pub dynamodb_endpoint: Option<String>,
+    pub aws_region: Option<String>,
+    pub redis_addr: Option<String>,
+    pub k8s_namespace: String,
+    pub s3_bucket: String,
+    pub s3_endpoint: Option<String>,
+    /// True when `S3_ENDPOINT` is set or `STATE_STORE=s3`.
+    pub use_s3: bool,
+    pub warm_pool_target: u32,
+    pub zeroclaw_image: String,
+    /// Empty means no runtime class.
+    pub kata_runtime_class: String,
+    pub router_public_url: Option<String>,
+    pub pod_name: Option<String>,
+    pub leader_election_id: Option<String>,
+    pub runtime: RuntimeKind,
+    /// Program and arguments of the local agent; `None` means `tenant-agent`.
+    pub agent_command: Option<Vec<String>>,
+    pub agent_port: u16,
+    pub wake_lock_ttl: Duration,
+    pub pod_ready_wait: Duration,
+    pub idle_check_interval: Duration,
+    pub reconcile_interval: Duration,
+    pub default_idle_timeout_s: u64,
+    pub api_token: Option<Secret>,
+    pub webhook_secret: Option<Secret>,
+    pub telegram_api_url: String,
+    pub allow_single_replica: bool,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let dynamodb_endpoint = env::url("DYNAMODB_ENDPOINT", None)?;
+        let s3_endpoint = env::url("S3_ENDPOINT", None)?;
+        let state_store = env::var("STATE_STORE").map(|s| s.trim().to_ascii_lowercase());
+        let use_s3 = match state_store.as_deref() {
+            None => s3_endpoint.is_some(),
+            Some("s3") => true,
+            Some("dir" | "directory" | "local") => s3_endpoint.is_some(),
+            Some(other) => {
+                return Err(ConfigError {
+                    name: "STATE_STORE".into(),
+                    reason: format!("{other:?} is not s3 or directory"),
+                })
+            }
+        };
+        if let Some(f) = env::var("LOG_FORMAT") {
+            if !matches!(f.trim().to_ascii_lowercase().as_str(), "text" | "json") {
+                return Err(ConfigError {
+                    name: "LOG_FORMAT".into(),
+                    reason: format!("{f:?} is not text or json"),
+                });
+            }
+        }
+        let default_idle_timeout_s = validate_idle_timeout(env::parse(
+            "DEFAULT_IDLE_TIMEOUT_S",
+            common::tenant::DEFAULT_IDLE_TIMEOUT_S as i64,
+        )?)
+        .map_err(|reason| ConfigError {
+            name: "DEFAULT_IDLE_TIMEOUT_S".into(),
+            reason,
+        })?;
+        Ok(Config {
+            port: env::parse("PORT", 8080)?,
+            data_dir: PathBuf::from(env::string("DATA_DIR", "./data")),
+            use_dynamodb: env::var("DYNAMODB_TABLE").is_some() || dynamodb_endpoint.is_some(),
+            dynamodb_table: env::string("DYNAMODB_TABLE", "tenant-registry"),
+            dynamodb_endpoint,
+            aws_region: env::var("AWS_REGION"),
+            redis_addr: env::var("REDIS_ADDR"),
+            k8s_namespace: env::string("K8S_NAMESPACE", common::tenant::DEFAULT_NAMESPACE),
+            s3_bucket: env::string("S3_BUCKET", "zeroclaw-tenant-state"),
+            s3_endpoint,
+            use_s3,
+            warm_pool_target: env::parse("WARM_POOL_TARGET", 10)?,
+            zeroclaw_image: env::string("ZEROCLAW_IMAGE", "zeroclaw:latest"),
+            // Set-but-empty means "no runtime class", so `env::var` (empty = unset) does not fit.
+            kata_runtime_class: std::env::var("KATA_RUNTIME_CLASS")
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_else(|_| "kata-qemu".into()),
+            router_public_url: env::url("ROUTER_PUBLIC_URL", None)?,
+            pod_name: env::var("POD_NAME"),
+            leader_election_id: env::var("LEADER_ELECTION_ID"),
+            runtime: RuntimeKind::select(
+                env::var("RUNTIME").as_deref(),
+                env::flag("LOCAL_MODE")?,
+                env::var("KUBERNETES_SERVICE_HOST").is_some(),
+            )?,
+            agent_command: env::var("AGENT_COMMAND")
+                .map(|c| c.split_whitespace().map(str::to_owned).collect()),
+            agent_port: env::parse("AGENT_PORT", 3000)?,
+            wake_lock_ttl: seconds("WAKE_LOCK_TTL_S", 240)?,
+            pod_ready_wait: seconds("POD_READY_WAIT_S", 210)?,
+            idle_check_interval: seconds("IDLE_CHECK_INTERVAL_S", 30)?,
+            reconcile_interval: seconds("RECONCILE_INTERVAL_S", 60)?,
+            default_idle_timeout_s,
+            api_token: env::var("API_TOKEN").map(Secret::new),
+            webhook_secret: env::var("WEBHOOK_SECRET").map(Secret::new),
+            telegram_api_url: env::url(
+                "TELEGRAM_API_URL",
+                Some(common::telegram::DEFAULT_API_URL),
+            )?
+            .unwrap_or_default(),
+            allow_single_replica: env::flag("ALLOW_SINGLE_REPLICA")?,
+        })
+    }
+}
+
+/// A whole number of seconds, at least 1.
+fn seconds(name: &str, default: u64) -> Result<Duration, ConfigError> {
+    let v: u64 = env::parse(name, default)?;
+    if v == 0 {
+        return Err(ConfigError {
+            name: name.into(),
+            reason: "must be a whole number of seconds, at least 1".into(),
+        });
+    }
+    Ok(Duration::from_secs(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_selection() {
+        use RuntimeKind::*;
+        assert_eq!(RuntimeKind::select(None, false, false).unwrap(), Local);
+        assert_eq!(RuntimeKind::select(None, false, true).unwrap(), Kubernetes);
+        assert_eq!(RuntimeKind::select(None, true, true).unwrap(), Local);
+        assert_eq!(
+            RuntimeKind::select(Some("kubernetes"), true, false).unwrap(),
+            Kubernetes
+        );
+        assert_eq!(
+            RuntimeKind::select(Some("local"), false, true).unwrap(),
+            Local
+        );
+        let err = RuntimeKind::select(Some("docker"), false, false).unwrap_err();
+        assert!(err.to_string().contains("RUNTIME"), "{err}");
+    }
+}

@@ -1,0 +1,157 @@
+//! Stopping agents: the shared stop step, the idle controller (leader only) and the shutdown sweep.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::registry::StatusUpdate;
+use common::{TenantId, TenantRecord, TenantStatus};
+use tokio::time::Instant;
+
+use crate::app::App;
+use crate::error::Error;
+use crate::tenant_lock::TenantGuard;
+
+/// Stops the tenant's agent (it saves its state), then marks the record idle and drops the cached
+/// endpoint. The guard proves the caller holds the tenant's lock.
+pub async fn stop_locked(
+    app: &App,
+    _guard: &TenantGuard,
+    id: &TenantId,
+    reason: &str,
+) -> Result<(), Error> {
+    app.runtime.stop(id).await?;
+    app.metrics.agent_stopped(reason);
+    if let Some(rec) = app
+        .registry
+        .get(id)
+        .await
+        .map_err(Error::store("registry get"))?
+    {
+        if rec.status != TenantStatus::Idle {
+            app.registry
+                .set_status(id, rec.status, &StatusUpdate::idle())
+                .await
+                .map_err(Error::store("registry set_status"))?;
+            if rec.status == TenantStatus::Running {
+                app.metrics.running_tenants.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+    app.forget_endpoint(id).await;
+    Ok(())
+}
+
+/// True when the tenant has been inactive for longer than its idle timeout.
+pub fn is_expired(rec: &TenantRecord, now: DateTime<Utc>) -> bool {
+    (now - rec.last_active_at).num_seconds() > rec.idle_timeout_s as i64
+}
+
+/// Every `idle_check_interval` until shutdown: stops tenants idle past their timeout, when leader.
+pub async fn run_idle_controller(app: Arc<App>) {
+    let mut tick = tokio::time::interval(app.settings.idle_check_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = app.shutdown.cancelled() => return,
+        }
+        if let Err(e) = idle_check(&app).await {
+            tracing::warn!(error = %e, "idle check failed; retrying next tick");
+        }
+    }
+}
+
+/// One pass of the idle controller; returns how many agents it stopped.
+pub async fn idle_check(app: &App) -> Result<usize, Error> {
+    if !app.leader.is_leader() {
+        return Ok(0);
+    }
+    let running = app
+        .registry
+        .list(Some(TenantStatus::Running))
+        .await
+        .map_err(Error::store("registry list"))?;
+    app.metrics.set_running(running.len());
+    let mut stopped = 0;
+    for rec in running.iter().filter(|r| is_expired(r, Utc::now())) {
+        if app.shutdown.is_cancelled() || !app.leader.is_leader() {
+            break;
+        }
+        let id = &rec.tenant_id;
+        let guard = match app.locks.try_lock(id).await {
+            Ok(Some(g)) => g,
+            Ok(None) => continue, // a wake or stop is under way; look again next tick
+            Err(e) => {
+                tracing::warn!(tenant = %id, error = %e, "idle check: wake lock unavailable");
+                continue;
+            }
+        };
+        let result = stop_if_still_idle(app, &guard, id).await;
+        guard.release().await;
+        match result {
+            Ok(true) => stopped += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(tenant = %id, error = %e, "idle check: stopping tenant failed")
+            }
+        }
+    }
+    Ok(stopped)
+}
+
+/// Re-reads the record under the lock: activity or a stop may have happened since the listing.
+async fn stop_if_still_idle(app: &App, guard: &TenantGuard, id: &TenantId) -> Result<bool, Error> {
+    let Some(rec) = app
+        .registry
+        .get(id)
+        .await
+        .map_err(Error::store("registry get"))?
+    else {
+        return Ok(false);
+    };
+    let now = Utc::now();
+    if rec.status != TenantStatus::Running || !is_expired(&rec, now) {
+        return Ok(false);
+    }
+    tracing::info!(
+        tenant = %id,
+        idle_s = (now - rec.last_active_at).num_seconds(),
+        idle_timeout_s = rec.idle_timeout_s,
+        "idle check: terminating idle tenant"
+    );
+    stop_locked(app, guard, id, "idle").await?;
+    Ok(true)
+}
+
+/// Shutdown with the local runtime: stops every agent (state saved) and marks its tenant idle, so
+/// that no agent outlives the orchestrator. Agents are stopped concurrently within `budget`.
+pub async fn stop_all_agents(app: &App, budget: Duration) {
+    let agents = match app.runtime.list().await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "shutdown: cannot list agents to stop them");
+            return;
+        }
+    };
+    if agents.is_empty() {
+        return;
+    }
+    tracing::info!(agents = agents.len(), "shutdown: stopping agents");
+    let deadline = Instant::now() + budget;
+    let stops = agents.iter().map(|a| async move {
+        let id = &a.tenant;
+        match app.locks.lock(id, deadline).await {
+            Ok(Some(guard)) => {
+                if let Err(e) = stop_locked(app, &guard, id, "shutdown").await {
+                    tracing::warn!(tenant = %id, error = %e, "shutdown: stopping agent failed");
+                }
+                guard.release().await;
+            }
+            Ok(None) => tracing::warn!(tenant = %id, "shutdown: tenant busy, agent left running"),
+            Err(e) => tracing::warn!(tenant = %id, error = %e, "shutdown: wake lock unavailable, agent left running"),
+        }
+    });
+    futures::future::join_all(stops).await;
+}

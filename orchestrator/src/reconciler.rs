@@ -1,0 +1,184 @@
+//! The reconciler (every replica): makes the registry and the runtime agree.
+//!
+//! One runtime listing and one registry listing per pass; every correction re-reads the record under
+//! the tenant's lock and skips tenants whose lock is busy (a wake or stop is deciding for them).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use common::registry::StatusUpdate;
+use common::{TenantId, TenantStatus};
+
+use crate::app::App;
+use crate::error::Error;
+use crate::lifecycle::stop_locked;
+use crate::tenant_lock::TenantGuard;
+
+/// What one pass changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Running records whose agent was gone, now idle.
+    pub reset: Vec<TenantId>,
+    /// Provisioning records left by a crashed wake, now idle.
+    pub unstuck: Vec<TenantId>,
+    /// Agents without a running record, stopped.
+    pub orphans_stopped: Vec<TenantId>,
+}
+
+/// Every `reconcile_interval` until shutdown.
+pub async fn run(app: Arc<App>) {
+    let mut tick = tokio::time::interval(app.settings.reconcile_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = app.shutdown.cancelled() => return,
+        }
+        if let Err(e) = reconcile(&app).await {
+            tracing::warn!(error = %e, "reconciler: pass failed; retrying next tick");
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Fix {
+    /// `running` record, agent not listed.
+    Missing,
+    /// `provisioning` record; stale if its lock is free.
+    Stuck,
+    /// Listed agent, no running/provisioning record.
+    Orphan,
+}
+
+pub async fn reconcile(app: &App) -> Result<Report, Error> {
+    let agents = app.runtime.list().await?;
+    let records = app
+        .registry
+        .list(None)
+        .await
+        .map_err(Error::store("registry list"))?;
+    let listed: HashSet<&TenantId> = agents.iter().map(|a| &a.tenant).collect();
+    let statuses: HashMap<&TenantId, TenantStatus> =
+        records.iter().map(|r| (&r.tenant_id, r.status)).collect();
+    app.metrics.set_running(
+        records
+            .iter()
+            .filter(|r| r.status == TenantStatus::Running)
+            .count(),
+    );
+
+    let mut todo: Vec<(TenantId, Fix)> = Vec::new();
+    for r in &records {
+        match r.status {
+            TenantStatus::Running if !listed.contains(&r.tenant_id) => {
+                todo.push((r.tenant_id.clone(), Fix::Missing))
+            }
+            TenantStatus::Provisioning => todo.push((r.tenant_id.clone(), Fix::Stuck)),
+            _ => {}
+        }
+    }
+    for a in &agents {
+        let active = matches!(
+            statuses.get(&a.tenant),
+            Some(TenantStatus::Running | TenantStatus::Provisioning)
+        );
+        if !active {
+            todo.push((a.tenant.clone(), Fix::Orphan));
+        }
+    }
+
+    let mut report = Report::default();
+    for (id, fix) in todo {
+        if app.shutdown.is_cancelled() {
+            break;
+        }
+        let guard = match app.locks.try_lock(&id).await {
+            Ok(Some(g)) => g,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(tenant = %id, error = %e, "reconciler: wake lock unavailable");
+                continue;
+            }
+        };
+        let result = apply(app, &guard, &id, fix, listed.contains(&id)).await;
+        guard.release().await;
+        match result {
+            Ok(false) => {}
+            Ok(true) => match fix {
+                Fix::Missing => report.reset.push(id),
+                Fix::Stuck => report.unstuck.push(id),
+                Fix::Orphan => report.orphans_stopped.push(id),
+            },
+            Err(e) => tracing::warn!(tenant = %id, error = %e, "reconciler: correction failed"),
+        }
+    }
+    Ok(report)
+}
+
+/// Applies one correction if the re-read record still calls for it; true when it did.
+async fn apply(
+    app: &App,
+    guard: &TenantGuard,
+    id: &TenantId,
+    fix: Fix,
+    agent_listed: bool,
+) -> Result<bool, Error> {
+    let rec = app
+        .registry
+        .get(id)
+        .await
+        .map_err(Error::store("registry get"))?;
+    let status = rec.as_ref().map(|r| r.status);
+    match fix {
+        Fix::Missing => {
+            let Some(rec) = rec.filter(|r| r.status == TenantStatus::Running) else {
+                return Ok(false);
+            };
+            // A wake may have finished since the listing: an agent that answers is not missing.
+            if let Some(ep) = rec.endpoint(app.runtime.agent_port()) {
+                if app.agent_healthy(&ep).await {
+                    return Ok(false);
+                }
+            }
+            tracing::warn!(tenant = %id, pod = %rec.pod_name, "reconciler: pod missing, resetting state");
+            app.registry
+                .set_status(id, TenantStatus::Running, &StatusUpdate::idle())
+                .await
+                .map_err(Error::store("registry set_status"))?;
+            app.metrics
+                .running_tenants
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            app.forget_endpoint(id).await;
+            Ok(true)
+        }
+        Fix::Stuck => {
+            if status != Some(TenantStatus::Provisioning) {
+                return Ok(false);
+            }
+            // Its lock was free: the replica that was waking it is gone.
+            tracing::warn!(tenant = %id, "reconciler: stale provisioning, resetting state");
+            if agent_listed {
+                stop_locked(app, guard, id, "reconcile").await?;
+            } else {
+                app.registry
+                    .set_status(id, TenantStatus::Provisioning, &StatusUpdate::idle())
+                    .await
+                    .map_err(Error::store("registry set_status"))?;
+                app.forget_endpoint(id).await;
+            }
+            Ok(true)
+        }
+        Fix::Orphan => {
+            if matches!(
+                status,
+                Some(TenantStatus::Running | TenantStatus::Provisioning)
+            ) {
+                return Ok(false);
+            }
+            tracing::warn!(tenant = %id, "reconciler: agent without a running tenant, stopping it");
+            app.runtime.stop(id).await?;
+            app.metrics.agent_stopped("orphan");
+            Ok(true)
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Tenant management: create, read, update, delete, sleep and activity.
+
+use chrono::Utc;
+use common::registry::SettingsUpdate;
+use common::tenant::{validate_bot_token, validate_idle_timeout};
+use common::{Secret, StoreError, TenantId, TenantRecord, TenantStatus, TenantView};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::app::App;
+use crate::error::Error;
+use crate::lifecycle::stop_locked;
+use crate::tenant_lock::TenantGuard;
+use crate::webhook;
+
+/// Body of `POST /tenants`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    pub tenant_id: String,
+    pub bot_token: String,
+    #[serde(default)]
+    pub idle_timeout_s: Option<i64>,
+}
+
+/// Body of `PATCH /tenants/{id}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    #[serde(default)]
+    pub bot_token: Option<String>,
+    #[serde(default)]
+    pub idle_timeout_s: Option<i64>,
+}
+
+/// Creates an idle tenant. With `ROUTER_PUBLIC_URL` set the webhook is registered first, so a
+/// Telegram failure writes nothing.
+pub async fn create(app: &App, req: CreateTenant) -> Result<TenantView, Error> {
+    let id = TenantId::parse(&req.tenant_id)?;
+    let token = validate_bot_token(&req.bot_token).map_err(Error::BadRequest)?;
+    let timeout = match req.idle_timeout_s {
+        Some(t) => validate_idle_timeout(t).map_err(Error::BadRequest)?,
+        None => app.settings.default_idle_timeout_s,
+    };
+    if find(app, &id).await?.is_some() {
+        return Err(Error::AlreadyExists(id));
+    }
+    webhook::register(app, &id, &token).await?;
+    let rec = TenantRecord::new(
+        id.clone(),
+        token,
+        timeout,
+        &app.settings.namespace,
+        Utc::now(),
+    );
+    app.registry.create(&rec).await.map_err(|e| match e {
+        StoreError::AlreadyExists => Error::AlreadyExists(id.clone()),
+        other => Error::store("registry create")(other),
+    })?;
+    tracing::info!(tenant = %id, idle_timeout_s = timeout, "tenant created");
+    Ok(rec.view())
+}
+
+pub async fn get(app: &App, id: &TenantId) -> Result<TenantView, Error> {
+    Ok(require(app, id).await?.view())
+}
+
+/// All tenants, optionally those of one status (`status` as given in the query string).
+pub async fn list(app: &App, status: Option<&str>) -> Result<Vec<TenantView>, Error> {
+    let status = status
+        .map(str::parse::<TenantStatus>)
+        .transpose()
+        .map_err(Error::BadRequest)?;
+    let recs = app
+        .registry
+        .list(status)
+        .await
+        .map_err(Error::store("registry list"))?;
+    Ok(recs.iter().map(TenantRecord::view).collect())
+}
+
+/// The bot token, for the router (the only place it leaves the service).
+pub async fn bot_token(app: &App, id: &TenantId) -> Result<Secret, Error> {
+    Ok(require(app, id).await?.bot_token)
+}
+
+/// Changes the bot token and/or idle timeout. A new token re-registers the webhook before it is stored.
+pub async fn update(app: &App, id: &TenantId, req: UpdateTenant) -> Result<TenantView, Error> {
+    if req.bot_token.is_none() && req.idle_timeout_s.is_none() {
+        return Err(Error::BadRequest(
+            "nothing to update: give bot_token and/or idle_timeout_s".into(),
+        ));
+    }
+    let update = SettingsUpdate {
+        bot_token: req
+            .bot_token
+            .as_deref()
+            .map(validate_bot_token)
+            .transpose()
+            .map_err(Error::BadRequest)?,
+        idle_timeout_s: req
+            .idle_timeout_s
+            .map(validate_idle_timeout)
+            .transpose()
+            .map_err(Error::BadRequest)?,
+    };
+    let current = require(app, id).await?;
+    if let Some(token) = &update.bot_token {
+        if *token != current.bot_token {
+            webhook::register(app, id, token).await?;
+        }
+    }
+    let rec = app
+        .registry
+        .update_settings(id, &update)
+        .await
+        .map_err(|e| not_found_or(id, e, "registry update"))?;
+    tracing::info!(
+        tenant = %id,
+        bot_token_changed = update.bot_token.is_some(),
+        idle_timeout_s = rec.idle_timeout_s,
+        "tenant updated"
+    );
+    Ok(rec.view())
+}
+
+/// Sets `last_active_at` to now.
+pub async fn touch(app: &App, id: &TenantId) -> Result<(), Error> {
+    app.registry
+        .touch(id, Utc::now())
+        .await
+        .map_err(|e| not_found_or(id, e, "registry touch"))
+}
+
+/// Stops the agent now (its state is saved) and marks the tenant idle; a no-op when already idle.
+pub async fn sleep(app: &App, id: &TenantId) -> Result<(), Error> {
+    if require(app, id).await?.status == TenantStatus::Idle {
+        return Ok(());
+    }
+    let guard = lock(app, id).await?;
+    let result = async {
+        let rec = require(app, id).await?;
+        if rec.status == TenantStatus::Idle {
+            return Ok(());
+        }
+        tracing::info!(tenant = %id, "sleep: stopping agent");
+        stop_locked(app, &guard, id, "sleep").await
+    }
+    .await;
+    guard.release().await;
+    result
+}
+
+/// Removes the tenant and everything it owns; idempotent. The saved state is kept unless `purge_state`.
+pub async fn delete(app: &App, id: &TenantId, purge_state: bool) -> Result<(), Error> {
+    let guard = lock(app, id).await?;
+    let result = delete_locked(app, &guard, id, purge_state).await;
+    guard.release().await;
+    result
+}
+
+async fn delete_locked(
+    app: &App,
+    _guard: &TenantGuard,
+    id: &TenantId,
+    purge_state: bool,
+) -> Result<(), Error> {
+    let rec = find(app, id).await?;
+    app.runtime.stop(id).await?;
+    if rec.as_ref().is_some_and(|r| r.status != TenantStatus::Idle) {
+        app.metrics.agent_stopped("delete");
+    }
+    app.runtime.remove(id).await?;
+    app.forget_endpoint(id).await;
+    if let Some(rec) = &rec {
+        webhook::unregister(app, id, &rec.bot_token).await;
+    }
+    let existed = app
+        .registry
+        .delete(id)
+        .await
+        .map_err(Error::store("registry delete"))?;
+    if purge_state {
+        app.state
+            .delete(id)
+            .await
+            .map_err(Error::store("state store delete"))?;
+    }
+    if existed {
+        tracing::info!(tenant = %id, purge_state, "tenant deleted");
+    }
+    Ok(())
+}
+
+/// Waits for the tenant's lock (a wake in progress finishes first).
+async fn lock(app: &App, id: &TenantId) -> Result<TenantGuard, Error> {
+    let deadline = Instant::now() + app.settings.wake_wait();
+    app.locks
+        .lock(id, deadline)
+        .await
+        .map_err(Error::store("wake lock"))?
+        .ok_or_else(|| Error::Busy(id.clone()))
+}
+
+async fn find(app: &App, id: &TenantId) -> Result<Option<TenantRecord>, Error> {
+    app.registry
+        .get(id)
+        .await
+        .map_err(Error::store("registry get"))
+}
+
+async fn require(app: &App, id: &TenantId) -> Result<TenantRecord, Error> {
+    find(app, id)
+        .await?
+        .ok_or_else(|| Error::NotFound(id.clone()))
+}
+
+fn not_found_or(id: &TenantId, e: StoreError, what: &'static str) -> Error {
+    match e {
+        StoreError::NotFound => Error::NotFound(id.clone()),
+        other => Error::store(what)(other),
+    }
+}
