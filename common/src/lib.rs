@@ -2,9 +2,13 @@
 //!
 //! Adapters sit behind cargo features so that a binary compiles only the SDKs it uses.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod cache;
 pub mod call;
 pub mod config;
+#[cfg(feature = "contract")]
+pub mod contract;
 pub mod error;
 pub mod inbox;
 #[cfg(feature = "kube")]

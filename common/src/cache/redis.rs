@@ -1,15 +1,14 @@
-//! Redis endpoint cache: `router:endpoint:{id}` with a TTL. STUB: to be implemented (issue 4).
+//! Redis endpoint cache: `router:endpoint:{id}` = `host:port` with a TTL, shared by every replica.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use super::EndpointCache;
-use crate::redis_pool::Pool;
-use crate::{StoreError, TenantId};
+use crate::redis_pool::{self, Pool};
+use crate::{endpoint_key, StoreError, TenantId};
 
 pub struct RedisCache {
-    #[allow(dead_code)]
     pool: Pool,
 }
 
@@ -21,26 +20,40 @@ impl RedisCache {
 
 #[async_trait]
 impl EndpointCache for RedisCache {
-    async fn get(&self, _id: &TenantId) -> Result<Option<String>, StoreError> {
-        Err(StoreError::Unavailable(
-            "redis cache not implemented".into(),
-        ))
+    async fn get(&self, id: &TenantId) -> Result<Option<String>, StoreError> {
+        let mut c = redis_pool::conn(&self.pool).await?;
+        redis::cmd("GET")
+            .arg(endpoint_key(id))
+            .query_async(&mut c)
+            .await
+            .map_err(redis_pool::err)
     }
-    async fn set(&self, _id: &TenantId, _endpoint: &str, _ttl: Duration) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable(
-            "redis cache not implemented".into(),
-        ))
+
+    async fn set(&self, id: &TenantId, endpoint: &str, ttl: Duration) -> Result<(), StoreError> {
+        let mut c = redis_pool::conn(&self.pool).await?;
+        redis::cmd("SET")
+            .arg(endpoint_key(id))
+            .arg(endpoint)
+            .arg("PX")
+            .arg(redis_pool::px(ttl))
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(redis_pool::err)
     }
-    async fn remove(&self, _id: &TenantId) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable(
-            "redis cache not implemented".into(),
-        ))
+
+    async fn remove(&self, id: &TenantId) -> Result<(), StoreError> {
+        let mut c = redis_pool::conn(&self.pool).await?;
+        redis::cmd("DEL")
+            .arg(endpoint_key(id))
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(redis_pool::err)
     }
+
     async fn ping(&self) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable(
-            "redis cache not implemented".into(),
-        ))
+        redis_pool::ping(&self.pool).await
     }
+
     fn name(&self) -> &'static str {
         "redis"
     }

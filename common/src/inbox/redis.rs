@@ -1,15 +1,63 @@
-//! Redis inbox under `router:inbox:`. STUB: to be implemented (issue 4).
+//! Redis inbox under `router:inbox:`, shared by every router replica:
+//! - `router:inbox:stream:{id}`: a stream per tenant (arrival order; the stream id gives the time);
+//! - `router:inbox:seen:{id}:{update_id}`: dedupe mark, expires after `DEDUPE_TTL`;
+//! - `router:inbox:tenants`: set of tenants with undelivered entries;
+//! - `router:inbox:lease:{id}`: the deliverer's claim (owner token, TTL).
+//!
+//! Append and ack are Lua scripts, so the mark, the entry and the tenant set never disagree.
+//! Durability across a Redis crash needs AOF (`appendonly yes`, `appendfsync everysec` or `always`).
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use redis::streams::StreamRangeReply;
+use redis::{Script, Value};
 
-use super::{Appended, Inbox, InboxEntry, InboxStats};
-use crate::redis_pool::Pool;
+use super::{Appended, Inbox, InboxEntry, InboxStats, DEDUPE_TTL};
+use crate::lock::redis::{RELEASE, RENEW};
+use crate::redis_pool::{self, Pool};
 use crate::{StoreError, TenantId};
 
+const TENANTS_KEY: &str = "router:inbox:tenants";
+
+fn stream_key(t: &TenantId) -> String {
+    format!("router:inbox:stream:{t}")
+}
+
+fn seen_key(t: &TenantId, update_id: i64) -> String {
+    format!("router:inbox:seen:{t}:{update_id}")
+}
+
+fn lease_key(t: &TenantId) -> String {
+    format!("router:inbox:lease:{t}")
+}
+
+/// KEYS: seen mark, stream, tenant set. ARGV: dedupe TTL s, update_id, payload, tenant.
+/// Returns the new entry id, or 0 for a duplicate.
+static APPEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if not redis.call('set', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end \
+         local id = redis.call('xadd', KEYS[2], '*', 'u', ARGV[2], 'p', ARGV[3]) \
+         redis.call('sadd', KEYS[3], ARGV[4]) \
+         return id",
+    )
+});
+
+/// KEYS: stream, tenant set. ARGV: entry id, tenant. Drops the stream and the tenant once empty,
+/// in one step so that an append racing with the last ack is never left out of the set.
+static ACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "redis.call('xdel', KEYS[1], ARGV[1]) \
+         if redis.call('xlen', KEYS[1]) == 0 then \
+           redis.call('del', KEYS[1]) \
+           redis.call('srem', KEYS[2], ARGV[2]) \
+         end \
+         return 1",
+    )
+});
+
 pub struct RedisInbox {
-    #[allow(dead_code)]
     pool: Pool,
 }
 
@@ -19,44 +67,181 @@ impl RedisInbox {
     }
 }
 
-fn todo() -> StoreError {
-    StoreError::Unavailable("redis inbox not implemented".into())
+/// Milliseconds part of a stream id `ms-seq`; `None` for anything else.
+fn id_ms(id: &str) -> Option<i64> {
+    let (ms, seq) = id.split_once('-')?;
+    seq.parse::<u64>().ok()?;
+    ms.parse().ok()
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("redis inbox: {what}"))
 }
 
 #[async_trait]
 impl Inbox for RedisInbox {
-    async fn append(&self, _t: &TenantId, _u: i64, _p: &[u8]) -> Result<Appended, StoreError> {
-        Err(todo())
+    async fn append(
+        &self,
+        tenant: &TenantId,
+        update_id: i64,
+        payload: &[u8],
+    ) -> Result<Appended, StoreError> {
+        let mut c = redis_pool::conn(&self.pool).await?;
+        let v: Value = APPEND
+            .key(seen_key(tenant, update_id))
+            .key(stream_key(tenant))
+            .key(TENANTS_KEY)
+            .arg(DEDUPE_TTL.as_secs())
+            .arg(update_id)
+            .arg(payload)
+            .arg(tenant.as_str())
+            .invoke_async(&mut c)
+            .await
+            .map_err(redis_pool::err)?;
+        Ok(match v {
+            Value::Int(0) => Appended::Duplicate,
+            _ => Appended::New,
+        })
     }
-    async fn pending(&self, _t: &TenantId, _l: usize) -> Result<Vec<InboxEntry>, StoreError> {
-        Err(todo())
+
+    async fn pending(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+    ) -> Result<Vec<InboxEntry>, StoreError> {
+        let mut c = redis_pool::conn(&self.pool).await?;
+        let reply: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(stream_key(tenant))
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit.max(1))
+            .query_async(&mut c)
+            .await
+            .map_err(redis_pool::err)?;
+        reply
+            .ids
+            .into_iter()
+            .map(|e| {
+                Ok(InboxEntry {
+                    received_at_ms: id_ms(&e.id).ok_or_else(|| corrupt("entry id"))?,
+                    update_id: e.get("u").ok_or_else(|| corrupt("update_id"))?,
+                    payload: e.get("p").ok_or_else(|| corrupt("payload"))?,
+                    id: e.id,
+                })
+            })
+            .collect()
     }
-    async fn ack(&self, _t: &TenantId, _e: &str) -> Result<(), StoreError> {
-        Err(todo())
+
+    async fn ack(&self, tenant: &TenantId, entry_id: &str) -> Result<(), StoreError> {
+        if id_ms(entry_id).is_none() {
+            return Ok(()); // never one of ours, so nothing to remove
+        }
+        let mut c = redis_pool::conn(&self.pool).await?;
+        ACK.key(stream_key(tenant))
+            .key(TENANTS_KEY)
+            .arg(entry_id)
+            .arg(tenant.as_str())
+            .invoke_async::<i64>(&mut c)
+            .await
+            .map(drop)
+            .map_err(redis_pool::err)
     }
+
     async fn tenants(&self) -> Result<Vec<TenantId>, StoreError> {
-        Err(todo())
+        let mut c = redis_pool::conn(&self.pool).await?;
+        let names: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(TENANTS_KEY)
+            .query_async(&mut c)
+            .await
+            .map_err(redis_pool::err)?;
+        let mut ids: Vec<TenantId> = names
+            .iter()
+            .filter_map(|n| TenantId::parse(n).ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
     }
-    async fn claim(&self, _t: &TenantId, _o: &str, _ttl: Duration) -> Result<bool, StoreError> {
-        Err(todo())
+
+    async fn claim(
+        &self,
+        tenant: &TenantId,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut c = redis_pool::conn(&self.pool).await?;
+        let set: Option<String> = redis::cmd("SET")
+            .arg(lease_key(tenant))
+            .arg(owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(redis_pool::px(ttl))
+            .query_async(&mut c)
+            .await
+            .map_err(redis_pool::err)?;
+        Ok(set.is_some())
     }
+
     async fn renew_claim(
         &self,
-        _t: &TenantId,
-        _o: &str,
-        _ttl: Duration,
+        tenant: &TenantId,
+        owner: &str,
+        ttl: Duration,
     ) -> Result<bool, StoreError> {
-        Err(todo())
+        let mut c = redis_pool::conn(&self.pool).await?;
+        let n: i64 = RENEW
+            .key(lease_key(tenant))
+            .arg(owner)
+            .arg(redis_pool::px(ttl))
+            .invoke_async(&mut c)
+            .await
+            .map_err(redis_pool::err)?;
+        Ok(n == 1)
     }
-    async fn release_claim(&self, _t: &TenantId, _o: &str) -> Result<(), StoreError> {
-        Err(todo())
+
+    async fn release_claim(&self, tenant: &TenantId, owner: &str) -> Result<(), StoreError> {
+        let mut c = redis_pool::conn(&self.pool).await?;
+        RELEASE
+            .key(lease_key(tenant))
+            .arg(owner)
+            .invoke_async::<i64>(&mut c)
+            .await
+            .map(drop)
+            .map_err(redis_pool::err)
     }
+
     async fn stats(&self) -> Result<InboxStats, StoreError> {
-        Err(todo())
+        let tenants = self.tenants().await?;
+        if tenants.is_empty() {
+            return Ok(InboxStats::default());
+        }
+        let mut pipe = redis::pipe();
+        for t in &tenants {
+            let key = stream_key(t);
+            pipe.cmd("XLEN").arg(&key);
+            pipe.cmd("XRANGE").arg(&key).arg("-").arg("+").arg("COUNT").arg(1);
+        }
+        let mut c = redis_pool::conn(&self.pool).await?;
+        let replies: Vec<Value> = pipe.query_async(&mut c).await.map_err(redis_pool::err)?;
+        let mut stats = InboxStats::default();
+        for pair in replies.chunks(2) {
+            let [len, first] = pair else { continue };
+            let len: u64 = redis::from_redis_value_ref(len).map_err(|_| corrupt("stream length"))?;
+            let first: StreamRangeReply =
+                redis::from_redis_value_ref(first).map_err(|_| corrupt("stream entry"))?;
+            stats.depth += len;
+            if let Some(ms) = first.ids.first().and_then(|e| id_ms(&e.id)) {
+                stats.oldest_received_at_ms =
+                    Some(stats.oldest_received_at_ms.map_or(ms, |o| o.min(ms)));
+            }
+        }
+        Ok(stats)
     }
+
     async fn ping(&self) -> Result<(), StoreError> {
-        Err(todo())
+        redis_pool::ping(&self.pool).await
     }
+
     fn name(&self) -> &'static str {
         "redis"
     }

@@ -1,16 +1,35 @@
-//! Redis wake lock: `SET key owner NX PX ttl`, renewal and release by Lua compare-and-set.
-//! STUB: to be implemented (issue 4).
+//! Redis wake lock: `SET key owner NX PX ttl`, renewal and release by Lua compare-and-set, so a
+//! replica never extends or frees a lock that expired and was taken by another.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use redis::Script;
 
 use super::WakeLock;
-use crate::redis_pool::Pool;
+use crate::redis_pool::{self, Pool};
 use crate::StoreError;
 
+/// Extends `KEYS[1]` by `ARGV[2]` ms if it still holds the owner token `ARGV[1]`.
+pub(crate) static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('get', KEYS[1]) == ARGV[1] then \
+           return redis.call('pexpire', KEYS[1], ARGV[2]) \
+         else return 0 end",
+    )
+});
+
+/// Deletes `KEYS[1]` if it still holds the owner token `ARGV[1]`.
+pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('get', KEYS[1]) == ARGV[1] then \
+           return redis.call('del', KEYS[1]) \
+         else return 0 end",
+    )
+});
+
 pub struct RedisLock {
-    #[allow(dead_code)]
     pool: Pool,
 }
 
@@ -22,23 +41,47 @@ impl RedisLock {
 
 #[async_trait]
 impl WakeLock for RedisLock {
-    async fn try_acquire(
-        &self,
-        _key: &str,
-        _owner: &str,
-        _ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("redis lock not implemented".into()))
+    async fn try_acquire(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut c = redis_pool::conn(&self.pool).await?;
+        let set: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(redis_pool::px(ttl))
+            .query_async(&mut c)
+            .await
+            .map_err(redis_pool::err)?;
+        Ok(set.is_some())
     }
-    async fn renew(&self, _key: &str, _owner: &str, _ttl: Duration) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("redis lock not implemented".into()))
+
+    async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut c = redis_pool::conn(&self.pool).await?;
+        let n: i64 = RENEW
+            .key(key)
+            .arg(owner)
+            .arg(redis_pool::px(ttl))
+            .invoke_async(&mut c)
+            .await
+            .map_err(redis_pool::err)?;
+        Ok(n == 1)
     }
-    async fn release(&self, _key: &str, _owner: &str) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("redis lock not implemented".into()))
+
+    async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
+        let mut c = redis_pool::conn(&self.pool).await?;
+        let n: i64 = RELEASE
+            .key(key)
+            .arg(owner)
+            .invoke_async(&mut c)
+            .await
+            .map_err(redis_pool::err)?;
+        Ok(n == 1)
     }
+
     async fn ping(&self) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("redis lock not implemented".into()))
+        redis_pool::ping(&self.pool).await
     }
+
     fn name(&self) -> &'static str {
         "redis"
     }

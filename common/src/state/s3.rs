@@ -1,51 +1,156 @@
-//! S3 state store: `s3://{bucket}/tenants/{id}/brain.db`. STUB: to be implemented (issue 4).
+//! S3 state store: `s3://{bucket}/tenants/{id}/brain.db`, the same prefix the Go platform's CSI
+//! volume used. A PutObject replaces the object atomically, so a reader never sees a partial file.
 
 use async_trait::async_trait;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+use aws_sdk_s3::Client;
 
-use super::StateStore;
+use super::{StateStore, BRAIN_FILE};
 use crate::{StoreError, TenantId};
 
 pub struct S3StateStore {
-    #[allow(dead_code)]
+    client: Client,
     bucket: String,
+    region: String,
 }
 
 impl S3StateStore {
     /// `endpoint` overrides the service URL (moto, MinIO) and turns on path-style addressing.
     pub async fn connect(
         bucket: &str,
-        _endpoint: Option<&str>,
-        _region: Option<&str>,
+        endpoint: Option<&str>,
+        region: Option<&str>,
     ) -> Result<Self, StoreError> {
+        let sdk = crate::aws::sdk_config(endpoint, region).await;
+        let region = sdk
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| crate::aws::DEFAULT_REGION.to_owned());
+        let config = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(endpoint.is_some_and(|e| !e.is_empty()))
+            .build();
         Ok(S3StateStore {
+            client: Client::from_conf(config),
             bucket: bucket.to_owned(),
+            region,
         })
     }
 
     /// Creates the bucket if it does not exist (development and tests).
     pub async fn ensure_bucket(&self) -> Result<(), StoreError> {
-        Err(todo())
+        let mut req = self.client.create_bucket().bucket(&self.bucket);
+        if self.region != "us-east-1" {
+            req = req.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(self.region.as_str()))
+                    .build(),
+            );
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some("BucketAlreadyOwnedByYou") | Some("BucketAlreadyExists")
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(sdk_err("CreateBucket", e)),
+        }
+    }
+
+    fn key(id: &TenantId) -> String {
+        format!("{}{BRAIN_FILE}", id.s3_prefix())
     }
 }
 
-fn todo() -> StoreError {
-    StoreError::Unavailable("s3 state store not implemented".into())
+fn sdk_err<E, R>(op: &str, e: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    crate::aws::sdk_error("s3", op, e)
 }
 
 #[async_trait]
 impl StateStore for S3StateStore {
-    async fn load(&self, _id: &TenantId) -> Result<Option<Vec<u8>>, StoreError> {
-        Err(todo())
+    async fn load(&self, id: &TenantId) -> Result<Option<Vec<u8>>, StoreError> {
+        let res = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(Self::key(id))
+            .send()
+            .await;
+        let out = match res {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(sdk_err("GetObject", e)),
+        };
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("s3 GetObject body: {e}")))?;
+        Ok(Some(body.into_bytes().to_vec()))
     }
-    async fn save(&self, _id: &TenantId, _data: &[u8]) -> Result<(), StoreError> {
-        Err(todo())
+
+    async fn save(&self, id: &TenantId, data: &[u8]) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(Self::key(id))
+            .body(ByteStream::from(data.to_vec()))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| sdk_err("PutObject", e))
     }
-    async fn delete(&self, _id: &TenantId) -> Result<(), StoreError> {
-        Err(todo())
+
+    async fn delete(&self, id: &TenantId) -> Result<(), StoreError> {
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(id.s3_prefix())
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| sdk_err("ListObjectsV2", e))?;
+            for obj in page.contents() {
+                let Some(key) = obj.key() else { continue };
+                self.client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_err("DeleteObject", e))?;
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                _ => return Ok(()),
+            }
+        }
     }
+
     async fn ping(&self) -> Result<(), StoreError> {
-        Err(todo())
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| sdk_err("HeadBucket", e))
     }
+
     fn name(&self) -> &'static str {
         "s3"
     }
