@@ -1,0 +1,411 @@
+//! Delivery behaviour against fake neighbours, with the real SQLite inbox and in-process cache.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::cache::{EndpointCache, MemoryCache};
+use common::inbox::sqlite::SqliteInbox;
+use common::inbox::Inbox;
+use common::telegram::TelegramClient;
+use common::TenantId;
+use router::activity::Activity;
+use router::agent::AgentClient;
+use router::config::DeliveryConfig;
+use router::delivery::{Delivery, Dispatcher, AGENT_FAILED, FAILED_TO_START};
+use router::metrics::Metrics;
+use router::orchestrator_client::OrchestratorClient;
+use support::*;
+
+const STARTING: &str = "⏳ Starting up...";
+const WAIT: Duration = Duration::from_secs(15);
+
+fn fast() -> DeliveryConfig {
+    DeliveryConfig {
+        scan_interval: Duration::from_millis(100),
+        claim_ttl: Duration::from_secs(3),
+        wake_attempts: 3,
+        agent_attempts: 3,
+        telegram_attempts: 2,
+        backoff_base: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(50),
+        agent_timeout: Duration::from_secs(10),
+        wake_timeout: Duration::from_secs(10),
+        ..DeliveryConfig::default()
+    }
+}
+
+struct Harness {
+    inbox: Arc<SqliteInbox>,
+    cache: Arc<MemoryCache>,
+    dispatcher: Option<Dispatcher>,
+    metrics: Arc<Metrics>,
+    tg: Arc<Telegram>,
+    orch: Arc<Orchestrator>,
+    _servers: Vec<Server>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new(cfg: DeliveryConfig) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = Arc::new(SqliteInbox::open(&dir.path().join("inbox.db")).unwrap());
+        let mut h = Harness::without_dispatcher(inbox, dir);
+        h.start_dispatcher(cfg);
+        h
+    }
+
+    fn without_dispatcher(inbox: Arc<SqliteInbox>, dir: tempfile::TempDir) -> Harness {
+        let (tg, tg_srv) = Telegram::start();
+        let (orch, orch_srv) = Orchestrator::start();
+        Harness {
+            inbox,
+            cache: Arc::new(MemoryCache::new()),
+            dispatcher: None,
+            metrics: Arc::new(Metrics::default()),
+            tg,
+            orch,
+            _servers: vec![tg_srv, orch_srv],
+            _dir: dir,
+        }
+    }
+
+    fn start_dispatcher(&mut self, cfg: DeliveryConfig) {
+        let orch_url = self._servers[1].url();
+        let tg_url = self._servers[0].url();
+        let (activity, activity_rx) = Activity::new(cfg.activity_interval);
+        let delivery = Delivery {
+            inbox: self.inbox.clone(),
+            cache: self.cache.clone(),
+            orch: Arc::new(OrchestratorClient::new(
+                &orch_url,
+                None,
+                cfg.wake_timeout,
+                cfg.bot_token_ttl,
+            )),
+            agent: AgentClient::new(cfg.agent_timeout),
+            telegram: TelegramClient::new(&tg_url),
+            activity,
+            metrics: self.metrics.clone(),
+            cfg,
+            replica: "test-replica".into(),
+        };
+        self.dispatcher = Some(Dispatcher::start(
+            Arc::new(delivery),
+            activity_rx,
+            Duration::from_secs(5),
+        ));
+    }
+
+    fn agent(&mut self, tenant: &str) -> Arc<Agent> {
+        let (agent, srv) = Agent::start(tenant);
+        self.orch.set(tenant, WakeReply::Endpoint(srv.endpoint()));
+        self._servers.push(srv);
+        agent
+    }
+
+    async fn post(&self, tenant: &str, update_id: i64, chat: i64, text: &str) {
+        let id = TenantId::parse(tenant).unwrap();
+        self.inbox
+            .append(&id, update_id, &update(update_id, chat, text))
+            .await
+            .unwrap();
+        self.dispatcher.as_ref().unwrap().notify(&id);
+    }
+
+    async fn depth(&self) -> u64 {
+        self.inbox.stats().await.unwrap().depth
+    }
+
+    async fn wait_empty(&self) {
+        let deadline = std::time::Instant::now() + WAIT;
+        while self.depth().await > 0 {
+            assert!(std::time::Instant::now() < deadline, "inbox never drained");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn tid(s: &str) -> TenantId {
+    TenantId::parse(s).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleeping_tenant_gets_one_wake_one_starting_message_per_chat_and_ordered_replies() {
+    let mut h = Harness::new(fast());
+    let agent = h.agent("bob");
+    h.orch.wake_delay_ms.store(400, Ordering::Relaxed);
+    // Three chats, five messages each, interleaved; the first arrive before the wake, more during it.
+    let mut expected = Vec::new();
+    for i in 0..15 {
+        let chat = 100 + (i % 3);
+        let text = format!("m{i}");
+        h.post("bob", i, chat, &text).await;
+        expected.push(text);
+        if i == 5 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    h.wait_empty().await;
+    assert_eq!(h.orch.wakes("bob"), 1, "one wake for the whole burst");
+    assert_eq!(
+        agent.messages(),
+        expected,
+        "agent saw every message once, in order"
+    );
+    for chat in 100..103 {
+        let got = h.tg.messages_to(chat);
+        let want: Vec<String> = std::iter::once(STARTING.to_owned())
+            .chain(
+                (0..15)
+                    .filter(|i| 100 + (i % 3) == chat)
+                    .map(|i| format!("echo: m{i}")),
+            )
+            .collect();
+        assert_eq!(got, want, "chat {chat}");
+    }
+
+    // Awake now: the next message is answered with no new starting message and no wake.
+    h.post("bob", 99, 100, "again").await;
+    eventually(WAIT, "reply to the message after the wake", || {
+        h.tg.messages_to(100).last().map(String::as_str) == Some("echo: again")
+    })
+    .await;
+    assert_eq!(
+        h.tg.messages_to(100)
+            .iter()
+            .filter(|t| *t == STARTING)
+            .count(),
+        1
+    );
+    assert_eq!(h.orch.wakes("bob"), 1);
+    let keys: Vec<String> = agent
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.idempotency_key.clone())
+        .collect();
+    assert_eq!(keys[0], "bob:0");
+    assert_eq!(keys.last().unwrap(), "bob:99");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_update_id_is_delivered_once() {
+    let mut h = Harness::new(fast());
+    let agent = h.agent("dup");
+    for _ in 0..3 {
+        h.post("dup", 7, 1, "once").await;
+    }
+    h.post("dup", 8, 1, "twice").await;
+    h.wait_empty().await;
+    assert_eq!(agent.messages(), vec!["once", "twice"]);
+    assert_eq!(
+        h.tg.messages_to(1),
+        vec![STARTING, "echo: once", "echo: twice"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_5xx_is_retried_a_bounded_number_of_times_then_the_user_is_told() {
+    let mut h = Harness::new(fast());
+    let agent = h.agent("flaky");
+    agent.status.store(500, Ordering::Relaxed);
+    h.post("flaky", 1, 5, "hello").await;
+    h.wait_empty().await;
+    assert_eq!(
+        agent.call_count(),
+        3,
+        "AGENT_ATTEMPTS forwards, then give up"
+    );
+    assert_eq!(h.tg.messages_to(5), vec![STARTING, AGENT_FAILED]);
+    assert_eq!(h.metrics.deliveries.get(&["failed"]), 1);
+    let keys: Vec<String> = agent
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.idempotency_key.clone())
+        .collect();
+    assert!(
+        keys.iter().all(|k| k == "flaky:1"),
+        "retries reuse the idempotency key: {keys:?}"
+    );
+
+    // The failed entry left the inbox; the next one goes through once the agent recovers.
+    agent.status.store(200, Ordering::Relaxed);
+    h.post("flaky", 2, 5, "better").await;
+    eventually(WAIT, "reply after recovery", || {
+        h.tg.messages_to(5).last().map(String::as_str) == Some("echo: better")
+    })
+    .await;
+    assert_eq!(agent.call_count(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_failure_invalidates_the_cache_and_wakes_again() {
+    let mut h = Harness::new(fast());
+    let agent = h.agent("moved");
+    let stale = dead_endpoint();
+    h.cache
+        .set(&tid("moved"), &stale, Duration::from_secs(300))
+        .await
+        .unwrap();
+    h.post("moved", 1, 9, "where are you").await;
+    h.wait_empty().await;
+    assert_eq!(h.orch.wakes("moved"), 1, "the stale endpoint caused a wake");
+    assert_eq!(agent.messages(), vec!["where are you"]);
+    assert_eq!(
+        h.tg.messages_to(9).last().map(String::as_str),
+        Some("echo: where are you")
+    );
+    let cached = h.cache.get(&tid("moved")).await.unwrap();
+    assert_ne!(
+        cached.as_deref(),
+        Some(stale.as_str()),
+        "stale endpoint dropped"
+    );
+    assert!(h.metrics.retries.get(&["reconnect"]) >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_of_another_tenant_answering_421_counts_as_a_stale_endpoint() {
+    let mut h = Harness::new(fast());
+    let _other = h.agent("other");
+    let mine = h.agent("mine");
+    let other_ep = match h.orch.wake.lock().unwrap().get("other").cloned() {
+        Some(WakeReply::Endpoint(ep)) => ep,
+        _ => unreachable!(),
+    };
+    h.cache
+        .set(&tid("mine"), &other_ep, Duration::from_secs(300))
+        .await
+        .unwrap();
+    h.post("mine", 1, 3, "hi").await;
+    h.wait_empty().await;
+    assert_eq!(h.orch.wakes("mine"), 1);
+    assert_eq!(mine.messages(), vec!["hi"]);
+    assert_eq!(
+        h.tg.messages_to(3).last().map(String::as_str),
+        Some("echo: hi")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_wake_is_retried_then_every_waiting_chat_is_told() {
+    let h = Harness::new(fast());
+    h.orch.set("broken", WakeReply::Status(503));
+    h.post("broken", 1, 11, "a").await;
+    h.post("broken", 2, 12, "b").await;
+    h.post("broken", 3, 11, "c").await;
+    h.wait_empty().await;
+    assert_eq!(h.orch.wakes("broken"), 3, "WAKE_ATTEMPTS wakes");
+    assert_eq!(h.tg.messages_to(11), vec![STARTING, FAILED_TO_START]);
+    assert_eq!(h.tg.messages_to(12), vec![STARTING, FAILED_TO_START]);
+    assert_eq!(h.metrics.deliveries.get(&["failed"]), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_of_an_unknown_tenant_are_dropped_without_replies() {
+    let h = Harness::new(fast());
+    h.post("ghost", 1, 1, "anyone?").await;
+    h.post("ghost", 2, 1, "hello?").await;
+    h.wait_empty().await;
+    assert!(h.tg.calls().is_empty());
+    assert_eq!(h.metrics.deliveries.get(&["dropped"]), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_agent_does_not_stall_another_tenant() {
+    let mut h = Harness::new(fast());
+    let slow = h.agent("slow");
+    let _fast = h.agent("quick");
+    slow.delay_ms.store(3000, Ordering::Relaxed);
+    h.post("slow", 1, 1, "take your time").await;
+    h.post("slow", 2, 1, "still there?").await;
+    eventually(WAIT, "slow agent got the first message", || {
+        slow.call_count() == 1
+    })
+    .await;
+    h.post("quick", 1, 2, "fast please").await;
+    eventually(
+        Duration::from_secs(2),
+        "quick tenant answered while slow one works",
+        || h.tg.messages_to(2).last().map(String::as_str) == Some("echo: fast please"),
+    )
+    .await;
+    assert!(h.tg.messages_to(1).iter().all(|t| !t.starts_with("echo")));
+    h.wait_empty().await;
+    assert_eq!(
+        h.tg.messages_to(1),
+        vec![STARTING, "echo: take your time", "echo: still there?"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_left_by_a_previous_process_are_delivered_by_the_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = Arc::new(SqliteInbox::open(&dir.path().join("inbox.db")).unwrap());
+    for i in 0..3 {
+        inbox
+            .append(&tid("left"), i, &update(i, 4, &format!("old{i}")))
+            .await
+            .unwrap();
+    }
+    let mut h = Harness::without_dispatcher(inbox, dir);
+    let agent = h.agent("left");
+    h.start_dispatcher(fast()); // no notify: only the periodic scan can find them
+    h.wait_empty().await;
+    assert_eq!(agent.messages(), vec!["old0", "old1", "old2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_without_text_are_acknowledged_and_skipped() {
+    let mut h = Harness::new(fast());
+    let agent = h.agent("pics");
+    let id = tid("pics");
+    let sticker =
+        serde_json::json!({"update_id": 1, "message": {"chat": {"id": 1}, "sticker": {}}});
+    h.inbox
+        .append(&id, 1, sticker.to_string().as_bytes())
+        .await
+        .unwrap();
+    h.post("pics", 2, 1, "text").await;
+    h.wait_empty().await;
+    assert_eq!(agent.messages(), vec!["text"]);
+    assert_eq!(h.metrics.deliveries.get(&["skipped"]), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_is_reported_once_per_interval_not_per_message() {
+    let mut h = Harness::new(fast());
+    let _agent = h.agent("busy");
+    for i in 0..5 {
+        h.post("busy", i, 1, "msg").await;
+    }
+    h.wait_empty().await;
+    eventually(WAIT, "activity reported", || h.orch.activity("busy") >= 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.orch.activity("busy"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_the_update_in_flight_finish() {
+    let mut h = Harness::new(fast());
+    let agent = h.agent("inflight");
+    agent.delay_ms.store(500, Ordering::Relaxed);
+    h.post("inflight", 1, 1, "first").await;
+    h.post("inflight", 2, 1, "second").await;
+    eventually(WAIT, "first forwarded", || agent.call_count() == 1).await;
+    h.dispatcher.take().unwrap().shutdown().await;
+    assert_eq!(
+        h.tg.messages_to(1).last().map(String::as_str),
+        Some("echo: first")
+    );
+    assert_eq!(agent.call_count(), 1, "nothing new starts during shutdown");
+    let left = h.inbox.pending(&tid("inflight"), 10).await.unwrap();
+    assert_eq!(left.len(), 1, "the second update stays in the inbox");
+    assert_eq!(left[0].update_id, 2);
+}

@@ -1,0 +1,316 @@
+//! In-test fakes of the router's neighbours: an orchestrator, agents and the Telegram Bot API, each a
+//! small actix server on a free 127.0.0.1 port, recording what they were asked.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use serde_json::{json, Value};
+
+pub const BOT_TOKEN: &str = "123456:SECRET-bot-token";
+
+pub struct Server {
+    pub addr: SocketAddr,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Server {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    pub fn endpoint(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let h = self.handle.clone();
+            rt.spawn(async move { h.stop(false).await });
+        }
+    }
+}
+
+pub fn spawn_server<F>(configure: F) -> Server
+where
+    F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+{
+    let server = HttpServer::new(move || App::new().configure(configure.clone()))
+        .workers(1)
+        .disable_signals()
+        .bind(("127.0.0.1", 0))
+        .expect("bind");
+    let addr = server.addrs()[0];
+    let server = server.run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    Server { addr, handle }
+}
+
+/// A port nothing listens on.
+pub fn dead_endpoint() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr.to_string()
+}
+
+// ---------- Telegram ----------
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TgCall {
+    pub token: String,
+    pub method: String,
+    pub body: Value,
+}
+
+#[derive(Default)]
+pub struct Telegram {
+    pub calls: Mutex<Vec<TgCall>>,
+}
+
+impl Telegram {
+    pub fn start() -> (Arc<Telegram>, Server) {
+        let state = Arc::new(Telegram::default());
+        let s = state.clone();
+        let server = spawn_server(move |cfg| {
+            cfg.app_data(web::Data::from(s.clone())).route(
+                "/bot{token}/{method}",
+                web::post().to(
+                    |path: web::Path<(String, String)>,
+                     body: web::Json<Value>,
+                     tg: web::Data<Telegram>| async move {
+                        let (token, method) = path.into_inner();
+                        tg.calls.lock().unwrap().push(TgCall {
+                            token,
+                            method,
+                            body: body.into_inner(),
+                        });
+                        HttpResponse::Ok().json(json!({"ok": true, "result": true}))
+                    },
+                ),
+            );
+        });
+        (state, server)
+    }
+
+    pub fn calls(&self) -> Vec<TgCall> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Texts sent with sendMessage to `chat`, in order.
+    pub fn messages_to(&self, chat: i64) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.method == "sendMessage" && c.body["chat_id"] == json!(chat))
+            .map(|c| c.body["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    pub fn sent_texts(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.method == "sendMessage")
+            .map(|c| c.body["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+// ---------- Agent ----------
+
+#[derive(Debug, Clone)]
+pub struct AgentCall {
+    pub message: String,
+    pub idempotency_key: String,
+    pub tenant: String,
+}
+
+/// Answers `echo: <message>`, or `status` when it is not 200; 421 for a foreign `X-Tenant-Id`.
+pub struct Agent {
+    pub tenant: String,
+    pub status: AtomicU16,
+    pub delay_ms: AtomicU64,
+    pub calls: Mutex<Vec<AgentCall>>,
+}
+
+impl Agent {
+    pub fn start(tenant: &str) -> (Arc<Agent>, Server) {
+        let state = Arc::new(Agent {
+            tenant: tenant.to_owned(),
+            status: AtomicU16::new(200),
+            delay_ms: AtomicU64::new(0),
+            calls: Mutex::new(Vec::new()),
+        });
+        let s = state.clone();
+        let server = spawn_server(move |cfg| {
+            cfg.app_data(web::Data::from(s.clone())).route(
+                "/webhook",
+                web::post().to(
+                    |req: HttpRequest, body: web::Json<Value>, agent: web::Data<Agent>| async move {
+                        let header = |n: &str| {
+                            req.headers()
+                                .get(n)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned()
+                        };
+                        let tenant = header("x-tenant-id");
+                        if tenant != agent.tenant {
+                            return HttpResponse::MisdirectedRequest()
+                                .json(json!({"error": "wrong tenant"}));
+                        }
+                        let message = body["message"].as_str().unwrap_or_default().to_owned();
+                        agent.calls.lock().unwrap().push(AgentCall {
+                            message: message.clone(),
+                            idempotency_key: header("x-idempotency-key"),
+                            tenant,
+                        });
+                        let delay = agent.delay_ms.load(Ordering::Relaxed);
+                        if delay > 0 {
+                            tokio::time::sleep(Duration::from_millis(delay)).await;
+                        }
+                        let status = agent.status.load(Ordering::Relaxed);
+                        if status != 200 {
+                            return HttpResponse::build(
+                                actix_web::http::StatusCode::from_u16(status).unwrap(),
+                            )
+                            .json(json!({"error": "boom"}));
+                        }
+                        HttpResponse::Ok().json(json!({"response": format!("echo: {message}")}))
+                    },
+                ),
+            );
+        });
+        (state, server)
+    }
+
+    pub fn messages(&self) -> Vec<String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.message.clone())
+            .collect()
+    }
+
+    pub fn call_count(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+}
+
+// ---------- Orchestrator ----------
+
+#[derive(Debug, Clone)]
+pub enum WakeReply {
+    Endpoint(String),
+    Status(u16),
+}
+
+/// Knows the tenants in `wake`; answers their bot token and wakes them as configured.
+#[derive(Default)]
+pub struct Orchestrator {
+    pub wake: Mutex<HashMap<String, WakeReply>>,
+    pub wake_delay_ms: AtomicU64,
+    pub wakes: Mutex<HashMap<String, usize>>,
+    pub activity: Mutex<HashMap<String, usize>>,
+    pub token_calls: AtomicUsize,
+}
+
+impl Orchestrator {
+    pub fn start() -> (Arc<Orchestrator>, Server) {
+        let state = Arc::new(Orchestrator::default());
+        let s = state.clone();
+        let server = spawn_server(move |cfg| {
+            cfg.app_data(web::Data::from(s.clone()))
+                .route(
+                    "/wake/{id}",
+                    web::post().to(
+                        |id: web::Path<String>, o: web::Data<Orchestrator>| async move {
+                            *o.wakes.lock().unwrap().entry(id.clone()).or_default() += 1;
+                            let delay = o.wake_delay_ms.load(Ordering::Relaxed);
+                            if delay > 0 {
+                                tokio::time::sleep(Duration::from_millis(delay)).await;
+                            }
+                            let reply = o.wake.lock().unwrap().get(id.as_str()).cloned();
+                            match reply {
+                                Some(WakeReply::Endpoint(ep)) => HttpResponse::Ok()
+                                    .json(json!({"pod_ip": "127.0.0.1", "endpoint": ep})),
+                                Some(WakeReply::Status(s)) => HttpResponse::build(
+                                    actix_web::http::StatusCode::from_u16(s).unwrap(),
+                                )
+                                .json(json!({"error": "agent did not start"})),
+                                None => HttpResponse::NotFound()
+                                    .json(json!({"error": "tenant not found"})),
+                            }
+                        },
+                    ),
+                )
+                .route(
+                    "/tenants/{id}/bot_token",
+                    web::get().to(
+                        |id: web::Path<String>, o: web::Data<Orchestrator>| async move {
+                            o.token_calls.fetch_add(1, Ordering::Relaxed);
+                            if o.wake.lock().unwrap().contains_key(id.as_str()) {
+                                HttpResponse::Ok().json(json!({"bot_token": BOT_TOKEN}))
+                            } else {
+                                HttpResponse::NotFound().json(json!({"error": "tenant not found"}))
+                            }
+                        },
+                    ),
+                )
+                .route(
+                    "/tenants/{id}/activity",
+                    web::put().to(
+                        |id: web::Path<String>, o: web::Data<Orchestrator>| async move {
+                            *o.activity
+                                .lock()
+                                .unwrap()
+                                .entry(id.into_inner())
+                                .or_default() += 1;
+                            HttpResponse::NoContent().finish()
+                        },
+                    ),
+                );
+        });
+        (state, server)
+    }
+
+    pub fn set(&self, tenant: &str, reply: WakeReply) {
+        self.wake.lock().unwrap().insert(tenant.to_owned(), reply);
+    }
+
+    pub fn wakes(&self, tenant: &str) -> usize {
+        self.wakes.lock().unwrap().get(tenant).copied().unwrap_or(0)
+    }
+
+    pub fn activity(&self, tenant: &str) -> usize {
+        self.activity
+            .lock()
+            .unwrap()
+            .get(tenant)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+// ---------- helpers ----------
+
+pub fn update(update_id: i64, chat: i64, text: &str) -> Vec<u8> {
+    json!({"update_id": update_id, "message": {"message_id": update_id, "chat": {"id": chat}, "text": text}})
+        .to_string()
+        .into_bytes()
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub async fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
