@@ -5,14 +5,18 @@ pub mod app;
 pub mod config;
 pub mod error;
 pub mod leader;
+pub mod leader_lease;
 pub mod lifecycle;
 pub mod metrics;
 pub mod reconciler;
 pub mod runtime;
 pub mod server;
 pub mod tenant_lock;
+#[cfg(test)]
+mod testing;
 pub mod tenants;
 pub mod wake;
+pub mod warm_pool;
 pub mod webhook;
 
 pub use error::Error;

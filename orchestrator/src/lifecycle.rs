@@ -155,3 +155,86 @@ pub async fn stop_all_agents(app: &App, budget: Duration) {
     });
     futures::future::join_all(stops).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::testing::*;
+    use crate::wake::wake;
+
+    #[tokio::test]
+    async fn idle_controller_stops_only_expired_tenants_and_only_when_leader() {
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            quick_settings(),
+            "http://127.0.0.1:1",
+        );
+        let old = add_tenant(&t.app, "old").await;
+        let fresh = add_tenant(&t.app, "fresh").await;
+        wake(&t.app, &old).await.unwrap();
+        wake(&t.app, &fresh).await.unwrap();
+        let long_ago = Utc::now() - chrono::Duration::seconds(301);
+        t.app.registry.touch(&old, long_ago).await.unwrap();
+
+        t.leader.0.store(false, Ordering::SeqCst);
+        assert_eq!(idle_check(&t.app).await.unwrap(), 0);
+        assert!(t.runtime.running(&old), "a follower stops nothing");
+
+        t.leader.0.store(true, Ordering::SeqCst);
+        assert_eq!(idle_check(&t.app).await.unwrap(), 1);
+        assert!(!t.runtime.running(&old));
+        assert!(t.runtime.running(&fresh));
+        let status = |rec: Option<TenantRecord>| rec.unwrap().status;
+        assert_eq!(
+            status(t.app.registry.get(&old).await.unwrap()),
+            TenantStatus::Idle
+        );
+        assert_eq!(
+            status(t.app.registry.get(&fresh).await.unwrap()),
+            TenantStatus::Running
+        );
+        assert_eq!(
+            t.app.cache.get(&old).await.unwrap(),
+            None,
+            "cache entry dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn idle_controller_skips_a_tenant_whose_lock_is_held() {
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            quick_settings(),
+            "http://127.0.0.1:1",
+        );
+        let id = add_tenant(&t.app, "bob").await;
+        wake(&t.app, &id).await.unwrap();
+        t.app
+            .registry
+            .touch(&id, Utc::now() - chrono::Duration::seconds(400))
+            .await
+            .unwrap();
+        let guard = t.app.locks.try_lock(&id).await.unwrap().unwrap();
+        assert_eq!(idle_check(&t.app).await.unwrap(), 0);
+        guard.release().await;
+        assert_eq!(idle_check(&t.app).await.unwrap(), 1);
+    }
+
+    #[test]
+    fn expiry_is_strictly_after_the_timeout() {
+        let now = Utc::now();
+        let mut rec = TenantRecord::new(
+            TenantId::parse("a").unwrap(),
+            common::Secret::new("t"),
+            60,
+            "tenants",
+            now,
+        );
+        rec.last_active_at = now - chrono::Duration::seconds(60);
+        assert!(!is_expired(&rec, now));
+        rec.last_active_at = now - chrono::Duration::seconds(61);
+        assert!(is_expired(&rec, now));
+    }
+}

@@ -21,11 +21,14 @@ fn main() -> anyhow::Result<()> {
     }
     common::telemetry::init("orchestrator");
     let config = Config::from_env()?;
-    tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?
-        .block_on(run(config))
+        .context("starting the async runtime")?;
+    let result = rt.block_on(run(config));
+    // Do not wait on stray blocking work (a DNS lookup, a backend call) past the shutdown budget.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

@@ -182,3 +182,96 @@ async fn apply(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::testing::*;
+    use crate::wake::wake;
+
+    #[tokio::test]
+    async fn resets_a_running_tenant_whose_agent_died() {
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            quick_settings(),
+            "http://127.0.0.1:1",
+        );
+        let dead = add_tenant(&t.app, "dead").await;
+        let alive = add_tenant(&t.app, "alive").await;
+        wake(&t.app, &dead).await.unwrap();
+        wake(&t.app, &alive).await.unwrap();
+        t.runtime.kill(&dead);
+
+        let report = reconcile(&t.app).await.unwrap();
+        assert_eq!(report.reset, vec![dead.clone()]);
+        let rec = t.app.registry.get(&dead).await.unwrap().unwrap();
+        assert_eq!(rec.status, TenantStatus::Idle);
+        assert!(rec.pod_ip.is_empty());
+        assert_eq!(t.app.cache.get(&dead).await.unwrap(), None);
+        assert_eq!(
+            t.app.registry.get(&alive).await.unwrap().unwrap().status,
+            TenantStatus::Running
+        );
+        // The next wake starts a new agent.
+        wake(&t.app, &dead).await.unwrap();
+        assert!(t.runtime.running(&dead));
+    }
+
+    #[tokio::test]
+    async fn stops_an_agent_with_no_running_record() {
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            quick_settings(),
+            "http://127.0.0.1:1",
+        );
+        let id = add_tenant(&t.app, "bob").await;
+        let rec = t.app.registry.get(&id).await.unwrap().unwrap();
+        // An agent whose record says idle (e.g. a crashed replica started it), and one with no record.
+        t.app
+            .runtime
+            .start(&rec, Duration::from_secs(1))
+            .await
+            .unwrap();
+        let mut ghost = rec.clone();
+        ghost.tenant_id = tid("ghost");
+        t.app
+            .runtime
+            .start(&ghost, Duration::from_secs(1))
+            .await
+            .unwrap();
+
+        let mut report = reconcile(&t.app).await.unwrap();
+        report.orphans_stopped.sort();
+        assert_eq!(report.orphans_stopped, vec![id.clone(), tid("ghost")]);
+        assert!(!t.runtime.running(&id));
+        assert!(!t.runtime.running(&tid("ghost")));
+    }
+
+    #[tokio::test]
+    async fn resets_provisioning_left_by_a_crashed_wake_but_not_one_in_progress() {
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            quick_settings(),
+            "http://127.0.0.1:1",
+        );
+        let id = add_tenant(&t.app, "bob").await;
+        t.app
+            .registry
+            .set_status(&id, TenantStatus::Idle, &StatusUpdate::provisioning())
+            .await
+            .unwrap();
+        let guard = t.app.locks.try_lock(&id).await.unwrap().unwrap();
+        assert!(
+            reconcile(&t.app).await.unwrap().unstuck.is_empty(),
+            "a wake holds the lock"
+        );
+        guard.release().await;
+        assert_eq!(reconcile(&t.app).await.unwrap().unstuck, vec![id.clone()]);
+        assert_eq!(
+            t.app.registry.get(&id).await.unwrap().unwrap().status,
+            TenantStatus::Idle
+        );
+    }
+}

@@ -167,8 +167,15 @@ async fn delete_locked(
 ) -> Result<(), Error> {
     let rec = find(app, id).await?;
     app.runtime.stop(id).await?;
-    if rec.as_ref().is_some_and(|r| r.status != TenantStatus::Idle) {
-        app.metrics.agent_stopped("delete");
+    match rec.as_ref().map(|r| r.status) {
+        Some(TenantStatus::Running) => {
+            app.metrics.agent_stopped("delete");
+            app.metrics
+                .running_tenants
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Some(TenantStatus::Provisioning) => app.metrics.agent_stopped("delete"),
+        _ => {}
     }
     app.runtime.remove(id).await?;
     app.forget_endpoint(id).await;
@@ -219,5 +226,187 @@ fn not_found_or(id: &TenantId, e: StoreError, what: &'static str) -> Error {
     match e {
         StoreError::NotFound => Error::NotFound(id.clone()),
         other => Error::store(what)(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::app::Settings;
+    use crate::testing::*;
+
+    fn create_req(id: &str, token: &str) -> CreateTenant {
+        CreateTenant {
+            tenant_id: id.into(),
+            bot_token: token.into(),
+            idle_timeout_s: None,
+        }
+    }
+
+    fn with_router(settings: Settings) -> Settings {
+        Settings {
+            router_public_url: Some("https://router.example.com".into()),
+            webhook_secret: Some(Secret::new("s3cret")),
+            ..settings
+        }
+    }
+
+    #[tokio::test]
+    async fn create_registers_the_webhook_with_the_tenant_secret() {
+        let telegram = StubServer::start(r#"{"ok":true,"result":true}"#).await;
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            with_router(quick_settings()),
+            &telegram.url(),
+        );
+        let view = create(&t.app, create_req("bob", "123:abc")).await.unwrap();
+        assert_eq!(view.status, TenantStatus::Idle);
+        assert_eq!(view.idle_timeout_s, 300);
+        let calls = telegram.requests();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].line, "POST /bot123:abc/setWebhook");
+        let body: serde_json::Value = serde_json::from_str(&calls[0].body).unwrap();
+        assert_eq!(body["url"], "https://router.example.com/tg/bob");
+        assert_eq!(
+            body["secret_token"],
+            common::webhook::secret_token("s3cret", &tid("bob"))
+        );
+        assert!(matches!(
+            create(&t.app, create_req("bob", "123:abc")).await,
+            Err(Error::AlreadyExists(_))
+        ));
+        assert_eq!(
+            telegram.requests().len(),
+            1,
+            "a duplicate does not touch Telegram"
+        );
+    }
+
+    #[tokio::test]
+    async fn telegram_failure_writes_nothing() {
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            with_router(quick_settings()),
+            "http://127.0.0.1:1",
+        );
+        let err = create(&t.app, create_req("bob", "123:abc"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Telegram { .. }), "{err:?}");
+        assert!(
+            err.to_string().starts_with("telegram setWebhook failed: "),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("123:abc"), "no token in errors");
+        assert!(t.app.registry.get(&tid("bob")).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn invalid_input_is_rejected_before_any_write() {
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            quick_settings(),
+            "http://127.0.0.1:1",
+        );
+        for (id, token, timeout) in [
+            ("Bad_ID", "1:a", None),
+            ("-x", "1:a", None),
+            ("", "1:a", None),
+            ("ok", "", None),
+            ("ok", "1:a", Some(0)),
+            ("ok", "1:a", Some(-5)),
+        ] {
+            let req = CreateTenant {
+                tenant_id: id.into(),
+                bot_token: token.into(),
+                idle_timeout_s: timeout,
+            };
+            let err = create(&t.app, req).await.unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidTenantId(_) | Error::BadRequest(_)),
+                "{id:?}: {err:?}"
+            );
+        }
+        assert!(t.app.registry.list(None).await.unwrap().is_empty());
+        let id = add_tenant(&t.app, "bob").await;
+        let empty = update(&t.app, &id, UpdateTenant::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(empty, Error::BadRequest(_)));
+    }
+
+    #[tokio::test]
+    async fn a_new_token_re_registers_before_it_is_stored() {
+        let telegram = StubServer::start(r#"{"ok":true,"result":true}"#).await;
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            with_router(quick_settings()),
+            &telegram.url(),
+        );
+        let id = add_tenant(&t.app, "bob").await;
+        let req = UpdateTenant {
+            bot_token: Some("456:def".into()),
+            idle_timeout_s: Some(60),
+        };
+        let view = update(&t.app, &id, req).await.unwrap();
+        assert_eq!(view.idle_timeout_s, 60);
+        assert_eq!(telegram.requests()[0].line, "POST /bot456:def/setWebhook");
+        assert_eq!(bot_token(&t.app, &id).await.unwrap().expose(), "456:def");
+    }
+
+    #[tokio::test]
+    async fn delete_stops_the_agent_and_is_idempotent() {
+        let telegram = StubServer::start(r#"{"ok":true,"result":true}"#).await;
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            quick_settings(),
+            &telegram.url(),
+        );
+        let id = add_tenant(&t.app, "bob").await;
+        crate::wake::wake(&t.app, &id).await.unwrap();
+        t.app.state.save(&id, b"memory").await.unwrap();
+        delete(&t.app, &id, false).await.unwrap();
+        assert!(!t.runtime.running(&id));
+        assert!(t.app.registry.get(&id).await.unwrap().is_none());
+        assert_eq!(t.app.cache.get(&id).await.unwrap(), None);
+        assert!(telegram
+            .requests()
+            .iter()
+            .any(|r| r.line.ends_with("/deleteWebhook")));
+        assert_eq!(
+            t.app.state.load(&id).await.unwrap().as_deref(),
+            Some(&b"memory"[..]),
+            "state kept"
+        );
+        delete(&t.app, &id, true).await.unwrap();
+        assert_eq!(t.app.state.load(&id).await.unwrap(), None, "state purged");
+    }
+
+    #[tokio::test]
+    async fn sleep_and_activity() {
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            quick_settings(),
+            "http://127.0.0.1:1",
+        );
+        assert!(matches!(
+            sleep(&t.app, &tid("ghost")).await,
+            Err(Error::NotFound(_))
+        ));
+        assert!(matches!(
+            touch(&t.app, &tid("ghost")).await,
+            Err(Error::NotFound(_))
+        ));
+        let id = add_tenant(&t.app, "bob").await;
+        sleep(&t.app, &id).await.unwrap(); // already idle: a no-op
+        crate::wake::wake(&t.app, &id).await.unwrap();
+        sleep(&t.app, &id).await.unwrap();
+        assert!(!t.runtime.running(&id));
+        let rec = t.app.registry.get(&id).await.unwrap().unwrap();
+        assert_eq!(rec.status, TenantStatus::Idle);
+        assert!(rec.pod_ip.is_empty());
+        touch(&t.app, &id).await.unwrap();
     }
 }

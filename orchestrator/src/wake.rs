@@ -181,3 +181,187 @@ async fn stop_quietly(app: &App, id: &TenantId, reason: &str) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use common::lock::WakeLock;
+    use common::TenantStatus;
+
+    use super::*;
+    use crate::testing::*;
+
+    const NO_TELEGRAM: &str = "http://127.0.0.1:1";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_wakes_start_exactly_one_agent() {
+        let t = test_app(
+            FakeRuntime::new(Duration::from_millis(300)),
+            quick_settings(),
+            NO_TELEGRAM,
+        );
+        let id = add_tenant(&t.app, "bob").await;
+        let wakes = (0..20).map(|_| {
+            let (app, id) = (t.app.clone(), id.clone());
+            tokio::spawn(async move { wake(&app, &id).await })
+        });
+        let results = futures::future::join_all(wakes).await;
+        let endpoints: Vec<String> = results
+            .into_iter()
+            .map(|r| r.unwrap().expect("every wake succeeds").endpoint)
+            .collect();
+        assert_eq!(t.runtime.starts(), 1, "exactly one agent started");
+        assert!(endpoints.iter().all(|e| *e == endpoints[0]));
+        let rec = t.app.registry.get(&id).await.unwrap().unwrap();
+        assert_eq!(rec.status, TenantStatus::Running);
+        assert_eq!(rec.endpoint(3000).as_deref(), Some(endpoints[0].as_str()));
+        assert_eq!(
+            t.app.cache.get(&id).await.unwrap(),
+            Some(endpoints[0].clone())
+        );
+        // Awake and healthy: the next wake takes the fast path.
+        wake(&t.app, &id).await.unwrap();
+        assert_eq!(t.runtime.starts(), 1);
+    }
+
+    #[tokio::test]
+    async fn unknown_tenant_is_not_found_and_not_created() {
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            quick_settings(),
+            NO_TELEGRAM,
+        );
+        let id = tid("ghost");
+        assert!(matches!(wake(&t.app, &id).await, Err(Error::NotFound(_))));
+        assert_eq!(t.runtime.starts(), 0);
+        assert!(t.app.registry.get(&id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn start_failure_leaves_tenant_idle_and_lock_free() {
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            quick_settings(),
+            NO_TELEGRAM,
+        );
+        let id = add_tenant(&t.app, "bob").await;
+        *t.runtime.fail_with.lock().unwrap() = Some("image pull failed".into());
+        match wake(&t.app, &id).await {
+            Err(Error::WakeFailed(why)) => assert!(why.contains("image pull failed"), "{why}"),
+            other => panic!("expected WakeFailed, got {other:?}"),
+        }
+        let rec = t.app.registry.get(&id).await.unwrap().unwrap();
+        assert_eq!(rec.status, TenantStatus::Idle);
+        let key = common::wake_lock_key(&id);
+        assert!(
+            t.lock
+                .try_acquire(&key, "probe", Duration::from_secs(1))
+                .await
+                .unwrap(),
+            "lock released"
+        );
+        t.lock.release(&key, "probe").await.unwrap();
+        // The next wake starts it.
+        *t.runtime.fail_with.lock().unwrap() = None;
+        wake(&t.app, &id).await.unwrap();
+        assert_eq!(
+            t.app.registry.get(&id).await.unwrap().unwrap().status,
+            TenantStatus::Running
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn delete_during_start_loses_the_status_cas_and_stops_the_agent() {
+        let t = test_app(
+            FakeRuntime::new(Duration::from_millis(300)),
+            quick_settings(),
+            NO_TELEGRAM,
+        );
+        let id = add_tenant(&t.app, "bob").await;
+        let waking = {
+            let (app, id) = (t.app.clone(), id.clone());
+            tokio::spawn(async move { wake(&app, &id).await })
+        };
+        // Another replica deletes the record while the agent starts (bypassing our lock).
+        wait_for_status(&t, &id, TenantStatus::Provisioning).await;
+        assert!(t.app.registry.delete(&id).await.unwrap());
+        let result = waking.await.unwrap();
+        assert!(matches!(result, Err(Error::NotFound(_))), "{result:?}");
+        assert_eq!(t.runtime.starts(), 1);
+        assert!(!t.runtime.running(&id), "the orphaned agent was stopped");
+        assert!(
+            t.app.registry.get(&id).await.unwrap().is_none(),
+            "not re-created"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waits_for_another_replicas_wake_instead_of_starting() {
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            quick_settings(),
+            NO_TELEGRAM,
+        );
+        let id = add_tenant(&t.app, "bob").await;
+        let key = common::wake_lock_key(&id);
+        assert!(t
+            .lock
+            .try_acquire(&key, "replica-2", Duration::from_secs(30))
+            .await
+            .unwrap());
+        let waking = {
+            let (app, id) = (t.app.clone(), id.clone());
+            tokio::spawn(async move { wake(&app, &id).await })
+        };
+        // "replica-2" finishes: its agent answers and the record says running.
+        let agent = StubServer::start("{}").await;
+        t.app
+            .registry
+            .set_status(&id, TenantStatus::Idle, &StatusUpdate::provisioning())
+            .await
+            .unwrap();
+        let running = StatusUpdate::running(id.pod_name(), "127.0.0.1".into(), Some(agent.port));
+        t.app
+            .registry
+            .set_status(&id, TenantStatus::Provisioning, &running)
+            .await
+            .unwrap();
+        let woken = waking.await.unwrap().unwrap();
+        assert_eq!(woken.endpoint, format!("127.0.0.1:{}", agent.port));
+        assert_eq!(t.runtime.starts(), 0, "no second agent");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sleep_waits_for_a_wake_in_progress() {
+        let t = test_app(
+            FakeRuntime::new(Duration::from_millis(300)),
+            quick_settings(),
+            NO_TELEGRAM,
+        );
+        let id = add_tenant(&t.app, "bob").await;
+        let waking = {
+            let (app, id) = (t.app.clone(), id.clone());
+            tokio::spawn(async move { wake(&app, &id).await })
+        };
+        wait_for_status(&t, &id, TenantStatus::Provisioning).await;
+        crate::tenants::sleep(&t.app, &id).await.unwrap();
+        waking.await.unwrap().unwrap();
+        // The stop ran after the start completed, never concurrently with it.
+        assert_eq!(t.runtime.starts(), 1);
+        assert_eq!(t.runtime.stops.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(!t.runtime.running(&id));
+        assert_eq!(
+            t.app.registry.get(&id).await.unwrap().unwrap().status,
+            TenantStatus::Idle
+        );
+    }
+
+    async fn wait_for_status(t: &TestApp, id: &TenantId, want: TenantStatus) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while t.app.registry.get(id).await.unwrap().map(|r| r.status) != Some(want) {
+            assert!(Instant::now() < deadline, "status never became {want}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}

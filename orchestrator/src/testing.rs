@@ -1,0 +1,283 @@
+//! Test support: an app on the real embedded adapters, a fake runtime whose "agents" are tiny HTTP
+//! servers, and a stub HTTP server that records requests.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use common::cache::MemoryCache;
+use common::lock::MemoryLock;
+use common::registry::sqlite::SqliteRegistry;
+use common::state::DirStateStore;
+use common::telegram::TelegramClient;
+use common::{Secret, TenantId, TenantRecord};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::app::{App, Ports, Settings};
+use crate::leader::LeaderElector;
+use crate::runtime::{AgentAddress, AgentInfo, Runtime, RuntimeError};
+
+/// One request a [`StubServer`] received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// E.g. `POST /bot123:abc/setWebhook`.
+    pub line: String,
+    pub body: String,
+}
+
+/// A minimal HTTP/1.1 server answering every request with 200 and `body`, recording what it got.
+pub struct StubServer {
+    pub port: u16,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    task: JoinHandle<()>,
+}
+
+impl StubServer {
+    pub async fn start(body: &'static str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    // Read the head, then as much body as Content-Length says.
+                    let (head_end, len) = loop {
+                        let Ok(n) = sock.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
+                            let len = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            break (i + 4, len);
+                        }
+                    };
+                    while buf.len() < head_end + len {
+                        let Ok(n) = sock.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            break;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    let line = text.lines().next().unwrap_or("").to_owned();
+                    let line = line.trim_end_matches(" HTTP/1.1").to_owned();
+                    let body_text = text[head_end.min(text.len())..].to_owned();
+                    log.lock().unwrap().push(Seen {
+                        line,
+                        body: body_text,
+                    });
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        StubServer { port, seen, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for StubServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A runtime whose agents are [`StubServer`]s answering `/health`; counts starts and stops.
+#[derive(Default)]
+pub struct FakeRuntime {
+    pub starts: AtomicUsize,
+    pub stops: AtomicUsize,
+    /// Set: every start fails with this reason.
+    pub fail_with: Mutex<Option<String>>,
+    /// How long a start takes (lets concurrent wakes overlap).
+    pub start_delay: Mutex<Duration>,
+    agents: Mutex<HashMap<TenantId, StubServer>>,
+}
+
+impl FakeRuntime {
+    pub fn new(start_delay: Duration) -> Arc<Self> {
+        let r = FakeRuntime::default();
+        *r.start_delay.lock().unwrap() = start_delay;
+        Arc::new(r)
+    }
+
+    /// The agent dies on its own (no stop, no state save).
+    pub fn kill(&self, id: &TenantId) {
+        self.agents.lock().unwrap().remove(id);
+    }
+
+    pub fn running(&self, id: &TenantId) -> bool {
+        self.agents.lock().unwrap().contains_key(id)
+    }
+
+    pub fn starts(&self) -> usize {
+        self.starts.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Runtime for FakeRuntime {
+    async fn start(
+        &self,
+        rec: &TenantRecord,
+        _deadline: Duration,
+    ) -> Result<AgentAddress, RuntimeError> {
+        let delay = *self.start_delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
+        self.starts.fetch_add(1, Ordering::SeqCst);
+        if let Some(why) = self.fail_with.lock().unwrap().clone() {
+            return Err(RuntimeError::StartFailed(why));
+        }
+        let server = StubServer::start(r#"{"status":"ok"}"#).await;
+        let port = server.port;
+        self.agents
+            .lock()
+            .unwrap()
+            .insert(rec.tenant_id.clone(), server);
+        Ok(AgentAddress {
+            pod_name: rec.tenant_id.pod_name(),
+            pod_ip: "127.0.0.1".into(),
+            agent_port: Some(port),
+        })
+    }
+
+    async fn stop(&self, id: &TenantId) -> Result<(), RuntimeError> {
+        if self.agents.lock().unwrap().remove(id).is_some() {
+            self.stops.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<AgentInfo>, RuntimeError> {
+        Ok(self
+            .agents
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, s)| AgentInfo {
+                tenant: id.clone(),
+                address: Some(AgentAddress {
+                    pod_name: id.pod_name(),
+                    pod_ip: "127.0.0.1".into(),
+                    agent_port: Some(s.port),
+                }),
+            })
+            .collect())
+    }
+
+    async fn remove(&self, _id: &TenantId) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    fn agent_port(&self) -> u16 {
+        3000
+    }
+
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+}
+
+/// A leader elector the test switches on and off.
+pub struct SwitchLeader(pub AtomicBool);
+
+#[async_trait]
+impl LeaderElector for SwitchLeader {
+    fn is_leader(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    async fn run(&self, shutdown: tokio_util::sync::CancellationToken) {
+        shutdown.cancelled().await;
+    }
+}
+
+pub struct TestApp {
+    pub app: Arc<App>,
+    pub runtime: Arc<FakeRuntime>,
+    pub lock: Arc<MemoryLock>,
+    pub leader: Arc<SwitchLeader>,
+    pub _dir: tempfile::TempDir,
+}
+
+/// An app on SQLite, the in-process lock and cache, a directory state store and a [`FakeRuntime`].
+pub fn test_app(runtime: Arc<FakeRuntime>, settings: Settings, telegram_url: &str) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = Arc::new(MemoryLock::new());
+    let leader = Arc::new(SwitchLeader(AtomicBool::new(true)));
+    let app = App::new(
+        Ports {
+            registry: Arc::new(SqliteRegistry::open(&dir.path().join("registry.db")).unwrap()),
+            lock: lock.clone(),
+            cache: Arc::new(MemoryCache::new()),
+            state: Arc::new(DirStateStore::new(dir.path().join("state"))),
+            runtime: runtime.clone(),
+            leader: leader.clone(),
+        },
+        TelegramClient::new(telegram_url),
+        settings,
+    );
+    TestApp {
+        app,
+        runtime,
+        lock,
+        leader,
+        _dir: dir,
+    }
+}
+
+/// Settings with short waits for tests.
+pub fn quick_settings() -> Settings {
+    Settings {
+        wake_lock_ttl: Duration::from_secs(10),
+        pod_ready_wait: Duration::from_secs(5),
+        ..Settings::default()
+    }
+}
+
+pub fn tid(s: &str) -> TenantId {
+    TenantId::parse(s).unwrap()
+}
+
+/// Stores an idle tenant directly in the registry.
+pub async fn add_tenant(app: &App, id: &str) -> TenantId {
+    let id = tid(id);
+    let rec = TenantRecord::new(
+        id.clone(),
+        Secret::new("123:abc"),
+        300,
+        "tenants",
+        Utc::now(),
+    );
+    app.registry.create(&rec).await.unwrap();
+    id
+}
