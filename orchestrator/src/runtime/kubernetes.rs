@@ -1,0 +1,406 @@
+//! Kubernetes runtime: one pod `zeroclaw-{id}` per awake tenant, its state on an S3-backed PV/PVC and
+//! its bot token in Secret `tenant-{id}`; warm-pool pods are claimed to start on a node that already
+//! has the image.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use common::k8s::{self, K8sSettings};
+use common::{TenantId, TenantRecord};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+use super::{AgentAddress, AgentInfo, Runtime, RuntimeError};
+
+/// Container waiting reasons after which a pod will not become ready without someone's help.
+const FATAL_WAITING: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+const POLL: Duration = Duration::from_millis(250);
+
+pub struct KubeRuntime {
+    client: Client,
+    settings: K8sSettings,
+    pods: Api<Pod>,
+    secrets: Api<Secret>,
+    pvcs: Api<PersistentVolumeClaim>,
+    pvs: Api<PersistentVolume>,
+    http: reqwest::Client,
+}
+
+impl KubeRuntime {
+    pub fn new(client: Client, settings: K8sSettings) -> Self {
+        let ns = settings.namespace.as_str();
+        KubeRuntime {
+            pods: Api::namespaced(client.clone(), ns),
+            secrets: Api::namespaced(client.clone(), ns),
+            pvcs: Api::namespaced(client.clone(), ns),
+            pvs: Api::all(client.clone()),
+            client,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .expect("static reqwest configuration"),
+            settings,
+        }
+    }
+
+    /// Creates or refreshes Secret, PV and PVC; existing PV/PVC are kept (their spec is immutable).
+    async fn ensure_objects(&self, record: &TenantRecord) -> Result<(), RuntimeError> {
+        let id = &record.tenant_id;
+        let secret = k8s::tenant_secret(id, &record.bot_token, &self.settings);
+        match self.secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 409) => {
+                let patch = json!({ "data": secret.data });
+                self.secrets
+                    .patch(
+                        &k8s::secret_name(id),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                    .map_err(|e| backend("update secret", e))?;
+            }
+            Err(e) => return Err(backend("create secret", e)),
+        }
+        create_if_absent(
+            &self.pvs,
+            &k8s::tenant_pv(id, &self.settings),
+            "persistent volume",
+        )
+        .await?;
+        create_if_absent(
+            &self.pvcs,
+            &k8s::tenant_pvc(id, &self.settings),
+            "persistent volume claim",
+        )
+        .await
+    }
+
+    /// Takes a Running warm pod out of the pool and returns its node; `None` when the pool is empty.
+    /// The label patch carries the pod's resourceVersion, so two replicas never claim the same pod.
+    async fn claim_warm_pod(&self, tenant: &TenantId) -> Result<Option<String>, RuntimeError> {
+        let warm = self
+            .pods
+            .list(&ListParams::default().labels(k8s::WARM_POD_SELECTOR))
+            .await
+            .map_err(|e| backend("list warm pods", e))?;
+        for pod in warm.items {
+            let (Some(name), Some(rv)) = (
+                pod.metadata.name.clone(),
+                pod.metadata.resource_version.clone(),
+            ) else {
+                continue;
+            };
+            let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+            let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+            let (true, Some(node), None) =
+                (running, node, pod.metadata.deletion_timestamp.as_ref())
+            else {
+                continue;
+            };
+            let patch = json!({
+                "metadata": { "resourceVersion": rv, "labels": { k8s::WARM_LABEL: "consuming" } }
+            });
+            match self
+                .pods
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_status(&e, 409) || is_status(&e, 404) => continue,
+                Err(e) => return Err(backend("claim warm pod", e)),
+            }
+            match self
+                .pods
+                .delete(&name, &DeleteParams::default().grace_period(0))
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => return Err(backend("delete claimed warm pod", e)),
+            }
+            tracing::info!(tenant = %tenant, warm_pod = %name, node = %node, "warm pool hit: reusing node");
+            return Ok(Some(node));
+        }
+        tracing::info!(tenant = %tenant, "warm pool miss: cold start");
+        Ok(None)
+    }
+
+    /// Polls the pod until its agent answers `/health`; a pod that cannot become ready is deleted.
+    async fn wait_ready(
+        &self,
+        id: &TenantId,
+        until: Instant,
+        deadline: Duration,
+    ) -> Result<AgentAddress, RuntimeError> {
+        let name = id.pod_name();
+        let mut last_problem: Option<String> = None;
+        loop {
+            let pod = self
+                .pods
+                .get_opt(&name)
+                .await
+                .map_err(|e| backend("get pod", e))?;
+            let Some(pod) = pod else {
+                return Err(RuntimeError::StartFailed(format!(
+                    "pod {name} disappeared while starting"
+                )));
+            };
+            if let Some(reason) = fatal_reason(&pod) {
+                self.delete_pod(&name).await;
+                return Err(RuntimeError::StartFailed(format!("pod {name}: {reason}")));
+            }
+            last_problem = pending_reason(&pod).or(last_problem);
+            let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
+            let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+            if let (true, Some(ip)) = (running, ip) {
+                let url = format!("http://{ip}:{}/health", self.settings.agent_port);
+                if matches!(self.http.get(&url).send().await, Ok(r) if r.status().is_success()) {
+                    return Ok(AgentAddress {
+                        pod_name: name,
+                        pod_ip: ip,
+                        agent_port: None,
+                    });
+                }
+            }
+            if Instant::now() >= until {
+                self.delete_pod(&name).await;
+                return Err(match last_problem {
+                    Some(reason) => RuntimeError::StartFailed(format!("pod {name}: {reason}")),
+                    None => RuntimeError::Timeout(deadline),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn delete_pod(&self, name: &str) {
+        if let Err(e) = self
+            .pods
+            .delete(name, &DeleteParams::default().grace_period(0))
+            .await
+        {
+            if !is_status(&e, 404) {
+                tracing::warn!(pod = %name, error = %e, "could not delete failed pod");
+            }
+        }
+    }
+
+    /// Waits until a terminating pod of the same name is gone, so a wake never adopts a dying agent.
+    async fn wait_gone(&self, name: &str, until: Instant) -> Result<(), RuntimeError> {
+        while Instant::now() < until {
+            match self
+                .pods
+                .get_opt(name)
+                .await
+                .map_err(|e| backend("get pod", e))?
+            {
+                Some(p) if p.metadata.deletion_timestamp.is_some() => {
+                    tokio::time::sleep(POLL).await
+                }
+                _ => return Ok(()),
+            }
+        }
+        Err(RuntimeError::StartFailed(format!(
+            "previous pod {name} is still terminating"
+        )))
+    }
+}
+
+#[async_trait]
+impl Runtime for KubeRuntime {
+    async fn start(
+        &self,
+        record: &TenantRecord,
+        deadline: Duration,
+    ) -> Result<AgentAddress, RuntimeError> {
+        let until = Instant::now() + deadline;
+        let id = &record.tenant_id;
+        let name = id.pod_name();
+        self.ensure_objects(record).await?;
+        let existing = self
+            .pods
+            .get_opt(&name)
+            .await
+            .map_err(|e| backend("get pod", e))?;
+        let existing = match existing {
+            Some(p) if p.metadata.deletion_timestamp.is_some() => {
+                self.wait_gone(&name, until).await?;
+                None
+            }
+            other => other,
+        };
+        if existing.is_some() {
+            tracing::info!(tenant = %id, pod = %name, "adopting existing pod");
+        } else {
+            let node = self.claim_warm_pod(id).await?;
+            let pod = k8s::tenant_pod(id, &self.settings, node.as_deref());
+            match self.pods.create(&PostParams::default(), &pod).await {
+                Ok(_) => {}
+                Err(e) if is_status(&e, 409) => {
+                    tracing::info!(tenant = %id, pod = %name, "adopting existing pod")
+                }
+                Err(e) => {
+                    return Err(RuntimeError::StartFailed(format!(
+                        "create pod {name}: {}",
+                        api_message(&e)
+                    )))
+                }
+            }
+        }
+        self.wait_ready(id, until, deadline).await
+    }
+
+    async fn stop(&self, tenant: &TenantId) -> Result<(), RuntimeError> {
+        let dp = DeleteParams::default().grace_period(k8s::GRACE_PERIOD_S as u32);
+        match self.pods.delete(&tenant.pod_name(), &dp).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) => Err(backend("delete pod", e)),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<AgentInfo>, RuntimeError> {
+        let pods = self
+            .pods
+            .list(&ListParams::default().labels(k8s::TENANT_POD_SELECTOR))
+            .await
+            .map_err(|e| backend("list pods", e))?;
+        Ok(pods
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| {
+                let tenant = p.metadata.labels.as_ref()?.get(k8s::TENANT_LABEL)?;
+                let tenant = TenantId::parse(tenant).ok()?;
+                let pod_name = p.metadata.name.clone()?;
+                let address = p.status.and_then(|s| s.pod_ip).map(|pod_ip| AgentAddress {
+                    pod_name,
+                    pod_ip,
+                    agent_port: None,
+                });
+                Some(AgentInfo { tenant, address })
+            })
+            .collect())
+    }
+
+    async fn remove(&self, tenant: &TenantId) -> Result<(), RuntimeError> {
+        let dp = DeleteParams::default();
+        ignore_404(
+            self.pvcs.delete(&k8s::pvc_name(tenant), &dp).await,
+            "delete persistent volume claim",
+        )?;
+        ignore_404(
+            self.pvs.delete(&k8s::pv_name(tenant), &dp).await,
+            "delete persistent volume",
+        )?;
+        ignore_404(
+            self.secrets.delete(&k8s::secret_name(tenant), &dp).await,
+            "delete secret",
+        )
+    }
+
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        self.client
+            .apiserver_version()
+            .await
+            .map(drop)
+            .map_err(|e| backend("api server version", e))
+    }
+
+    fn agent_port(&self) -> u16 {
+        self.settings.agent_port
+    }
+
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+}
+
+async fn create_if_absent<K>(api: &Api<K>, obj: &K, what: &str) -> Result<(), RuntimeError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    match api.create(&PostParams::default(), obj).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 409) => Ok(()),
+        Err(e) => Err(backend(&format!("create {what}"), e)),
+    }
+}
+
+fn ignore_404<T>(r: Result<T, kube::Error>, what: &str) -> Result<(), RuntimeError> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 404) => Ok(()),
+        Err(e) => Err(backend(what, e)),
+    }
+}
+
+pub(crate) fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({})", s.message, s.reason),
+        other => other.to_string(),
+    }
+}
+
+fn backend(what: &str, e: kube::Error) -> RuntimeError {
+    RuntimeError::Unavailable(format!("{what}: {}", api_message(&e)))
+}
+
+/// Why the pod will not start by itself: phase Failed or a container stuck in a fatal waiting state.
+fn fatal_reason(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref() == Some("Failed") {
+        return Some(format!(
+            "pod failed: {}",
+            status
+                .reason
+                .clone()
+                .or(status.message.clone())
+                .unwrap_or_default()
+        ));
+    }
+    let statuses = status.container_statuses.iter().flatten();
+    let init = status.init_container_statuses.iter().flatten();
+    init.chain(statuses).find_map(|c| {
+        let w = c.state.as_ref()?.waiting.as_ref()?;
+        let reason = w.reason.as_deref()?;
+        FATAL_WAITING.contains(&reason).then(|| match &w.message {
+            Some(m) if !m.is_empty() => format!("{reason}: {m}"),
+            _ => reason.to_owned(),
+        })
+    })
+}
+
+/// Why a pod is still pending (e.g. unschedulable), reported if the deadline passes.
+fn pending_reason(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .flatten()
+        .find_map(|c| {
+            (c.type_ == "PodScheduled" && c.status == "False").then(|| {
+                format!(
+                    "{}: {}",
+                    c.reason.as_deref().unwrap_or("Unschedulable"),
+                    c.message.as_deref().unwrap_or("")
+                )
+            })
+        })
+}
