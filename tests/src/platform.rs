@@ -5,6 +5,7 @@
 use std::fs::OpenOptions;
 use std::future::Future;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -217,6 +218,14 @@ impl Service {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err));
+        // If the test process dies without running Drop (a nextest timeout), the services die with it.
+        // SAFETY: prctl(2) only, between fork and exec; no allocation.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         self.child = Some(
             cmd.spawn()
                 .unwrap_or_else(|e| panic!("spawn {}: {e}", self.name)),
@@ -670,7 +679,7 @@ pub fn agent_pids_under(root: &Path, tenant: &str) -> Vec<i32> {
     let tenant_env = format!("TENANT_ID={tenant}");
     processes_under(root)
         .into_iter()
-        .filter(|p| p.is_agent && p.environ.iter().any(|e| *e == tenant_env))
+        .filter(|p| p.is_agent && p.environ.contains(&tenant_env))
         .map(|p| p.pid)
         .collect()
 }
