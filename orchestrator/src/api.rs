@@ -328,3 +328,244 @@ async fn wake_tenant(app: web::Data<App>, path: web::Path<String>) -> Result<Htt
         .await?;
     Ok(HttpResponse::Ok().json(woken))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use actix_web::middleware::from_fn;
+    use actix_web::test::{call_service, init_service, read_body, TestRequest};
+
+    use super::*;
+    use crate::testing::*;
+
+    macro_rules! service {
+        ($app:expr, $token:expr) => {
+            init_service(
+                actix_web::App::new()
+                    .wrap(from_fn(require_token))
+                    .wrap(from_fn(track))
+                    .configure(configure(
+                        $app.clone(),
+                        ApiConfig {
+                            api_token: $token.map(Secret::new),
+                        },
+                    )),
+            )
+            .await
+        };
+    }
+
+    async fn json_of<B: MessageBody>(res: ServiceResponse<B>) -> (u16, serde_json::Value) {
+        let status = res.status().as_u16();
+        let body = read_body(res).await;
+        (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn status_codes_and_json_of_every_route() {
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            quick_settings(),
+            "http://127.0.0.1:1",
+        );
+        let svc = service!(t.app, None::<&str>);
+        let post = |uri: &str, body: &str| {
+            TestRequest::post()
+                .uri(uri)
+                .insert_header(("content-type", "application/json"))
+                .set_payload(body.to_owned())
+                .to_request()
+        };
+        let (s, v) = json_of(
+            call_service(
+                &svc,
+                post(
+                    "/tenants",
+                    r#"{"tenant_id":"bob","bot_token":"123:SECRET","idle_timeout_s":60}"#,
+                ),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(s, 201);
+        assert_eq!(v["tenant_id"], "bob");
+        assert_eq!(v["bot_token_set"], true);
+        assert!(v.get("bot_token").is_none() && !v.to_string().contains("SECRET"));
+        let (s, v) = json_of(
+            call_service(
+                &svc,
+                post("/tenants", r#"{"tenant_id":"bob","bot_token":"1:a"}"#),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(
+            (s, v["error"].as_str().unwrap()),
+            (409, "tenant \"bob\" already exists")
+        );
+
+        for (body, want) in [
+            (r#"{"tenant_id":"Bad_ID","bot_token":"1:a"}"#, 400),
+            (r#"{"tenant_id":"ok","bot_token":"1:a","extra":1}"#, 400),
+            (
+                r#"{"tenant_id":"ok","bot_token":"1:a","idle_timeout_s":"10"}"#,
+                400,
+            ),
+            (
+                r#"{"tenant_id":"ok","bot_token":"1:a","idle_timeout_s":-1}"#,
+                400,
+            ),
+            (r#"{"tenant_id":"ok""#, 400),
+            (r#"[]"#, 400),
+        ] {
+            let (s, v) = json_of(call_service(&svc, post("/tenants", body)).await).await;
+            assert_eq!(s, want, "{body}");
+            assert!(v["error"].is_string(), "{body}: {v}");
+        }
+        let big = format!(r#"{{"tenant_id":"{}"}}"#, "a".repeat(70_000));
+        assert_eq!(
+            call_service(&svc, post("/tenants", &big)).await.status(),
+            413
+        );
+        let (s, v) =
+            json_of(call_service(&svc, TestRequest::get().uri("/tenants").to_request()).await)
+                .await;
+        assert_eq!(s, 200);
+        assert_eq!(v.as_array().unwrap().len(), 1, "no partial writes");
+
+        let get = |uri: &str| TestRequest::get().uri(uri).to_request();
+        assert_eq!(
+            call_service(&svc, get("/tenants/Bad_ID")).await.status(),
+            400
+        );
+        assert_eq!(
+            call_service(&svc, get("/tenants/nobody")).await.status(),
+            404
+        );
+        assert_eq!(
+            call_service(&svc, get("/tenants?status=sleepy"))
+                .await
+                .status(),
+            400
+        );
+        let (s, v) = json_of(call_service(&svc, get("/tenants?status=idle")).await).await;
+        assert_eq!((s, v.as_array().unwrap().len()), (200, 1));
+        let (s, v) = json_of(call_service(&svc, get("/tenants/bob/bot_token")).await).await;
+        assert_eq!(
+            (s, &v["bot_token"]),
+            (200, &serde_json::json!("123:SECRET"))
+        );
+
+        let patch = |body: &str| {
+            TestRequest::patch()
+                .uri("/tenants/bob")
+                .set_payload(body.to_owned())
+                .to_request()
+        };
+        assert_eq!(call_service(&svc, patch("{}")).await.status(), 400);
+        assert_eq!(
+            call_service(&svc, patch(r#"{"idle_timeout_s":0}"#))
+                .await
+                .status(),
+            400
+        );
+        let (s, v) = json_of(call_service(&svc, patch(r#"{"idle_timeout_s":90}"#)).await).await;
+        assert_eq!((s, v["idle_timeout_s"].as_u64()), (200, Some(90)));
+
+        let (s, v) = json_of(call_service(&svc, post("/wake/bob", "")).await).await;
+        assert_eq!(s, 200);
+        assert_eq!(v["pod_ip"], "127.0.0.1");
+        assert!(v["endpoint"].as_str().unwrap().starts_with("127.0.0.1:"));
+        assert_eq!(
+            call_service(&svc, post("/wake/nobody", "")).await.status(),
+            404
+        );
+        assert_eq!(
+            call_service(&svc, post("/wake/Bad_ID", "")).await.status(),
+            400
+        );
+        let put = TestRequest::put().uri("/tenants/bob/activity").to_request();
+        assert_eq!(call_service(&svc, put).await.status(), 204);
+        assert_eq!(
+            call_service(&svc, post("/tenants/bob/sleep", ""))
+                .await
+                .status(),
+            204
+        );
+        assert_eq!(
+            call_service(&svc, post("/tenants/nobody/sleep", ""))
+                .await
+                .status(),
+            404
+        );
+
+        let del = |uri: &str| TestRequest::delete().uri(uri).to_request();
+        assert_eq!(
+            call_service(&svc, del("/tenants/bob?purge_state=maybe"))
+                .await
+                .status(),
+            400
+        );
+        assert_eq!(
+            call_service(&svc, del("/tenants/bob?purge_state=true"))
+                .await
+                .status(),
+            204
+        );
+        assert_eq!(call_service(&svc, del("/tenants/bob")).await.status(), 204);
+        assert_eq!(call_service(&svc, get("/tenants/bob")).await.status(), 404);
+
+        let metrics = read_body(call_service(&svc, get("/metrics")).await).await;
+        let metrics = String::from_utf8_lossy(&metrics);
+        assert!(
+            metrics.contains(r#"route="/tenants/{id}",status="404""#),
+            "{metrics}"
+        );
+        assert!(!metrics.contains("bob"), "no tenant ids in labels");
+    }
+
+    #[tokio::test]
+    async fn api_token_guards_all_but_probes() {
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            quick_settings(),
+            "http://127.0.0.1:1",
+        );
+        let svc = service!(t.app, Some("tok"));
+        for path in ["/healthz", "/readyz", "/metrics"] {
+            let res = call_service(&svc, TestRequest::get().uri(path).to_request()).await;
+            assert_eq!(res.status(), 200, "{path}");
+        }
+        for auth in [None, Some("Bearer nope"), Some("tok")] {
+            let mut req = TestRequest::get().uri("/tenants");
+            if let Some(a) = auth {
+                req = req.insert_header(("authorization", a));
+            }
+            let (s, v) = json_of(call_service(&svc, req.to_request()).await).await;
+            assert_eq!(
+                (s, v["error"].as_str()),
+                (401, Some("missing or invalid API token"))
+            );
+        }
+        let req = TestRequest::get()
+            .uri("/tenants")
+            .insert_header(("authorization", "Bearer tok"))
+            .to_request();
+        assert_eq!(call_service(&svc, req).await.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn readyz_turns_503_on_shutdown() {
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            quick_settings(),
+            "http://127.0.0.1:1",
+        );
+        let svc = service!(t.app, None::<&str>);
+        let req = || TestRequest::get().uri("/readyz").to_request();
+        assert_eq!(call_service(&svc, req()).await.status(), 200);
+        t.app.shutdown.cancel();
+        assert_eq!(call_service(&svc, req()).await.status(), 503);
+    }
+}

@@ -505,3 +505,171 @@ async fn terminate(pid: i32, child: Option<Child>, grace: Duration) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use common::state::DirStateStore;
+    use common::Secret;
+
+    use super::*;
+
+    /// A stand-in agent: answers `/health` with its tenant and, on SIGTERM, saves `brain.db` as the
+    /// restored content plus "+".
+    const PY_AGENT: &str = r#"
+import http.server, json, os, signal
+tid = os.environ["TENANT_ID"]
+port = int(os.environ["AGENT_PORT"])
+brain = os.path.join(os.environ["STATE_DIR"], "brain.db")
+data = open(brain).read() if os.path.exists(brain) else ""
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"status": "ok", "tenant_id": tid}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+def term(*_):
+    with open(brain + ".tmp", "w") as f:
+        f.write(data + "+")
+    os.replace(brain + ".tmp", brain)
+    os._exit(0)
+signal.signal(signal.SIGTERM, term)
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever(poll_interval=0.05)
+"#;
+
+    fn python() -> Option<String> {
+        let ok = std::process::Command::new("python3")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        ok.then(|| "python3".to_owned())
+    }
+
+    fn record(id: &str) -> TenantRecord {
+        TenantRecord::new(
+            TenantId::parse(id).unwrap(),
+            Secret::new("1:tok"),
+            300,
+            "tenants",
+            Utc::now(),
+        )
+    }
+
+    fn runtime(dir: &Path, command: Vec<String>) -> (LocalRuntime, Arc<DirStateStore>) {
+        let store = Arc::new(DirStateStore::new(dir.join("state")));
+        let rt = LocalRuntime::new(dir, command, store.clone(), Duration::from_secs(5));
+        (rt, store)
+    }
+
+    #[tokio::test]
+    async fn starts_restores_stops_saves_and_adopts() {
+        let Some(py) = python() else {
+            eprintln!("python3 not available: skipping");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("agent.py");
+        std::fs::write(&script, PY_AGENT).unwrap();
+        let command = vec![py, script.to_string_lossy().into_owned()];
+        let (rt, store) = runtime(dir.path(), command.clone());
+        let rec = record("bob");
+        let id = &rec.tenant_id;
+        store.save(id, b"memory").await.unwrap();
+
+        let addr = rt.start(&rec, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(addr.pod_name, "zeroclaw-bob");
+        assert_eq!(addr.pod_ip, "127.0.0.1");
+        let port = addr.agent_port.unwrap();
+        let health: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(health["tenant_id"], "bob");
+        let listed = rt.list().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].address.as_ref().unwrap().agent_port, Some(port));
+        // Starting again adopts the running agent.
+        assert_eq!(rt.start(&rec, Duration::from_secs(10)).await.unwrap(), addr);
+
+        // A new orchestrator (same DATA_DIR) adopts it from the pid file and can stop it.
+        let (rt2, _) = runtime(dir.path(), command);
+        assert_eq!(rt2.adopt_running().await, 1);
+        drop(rt);
+        rt2.stop(id).await.unwrap();
+        assert!(rt2.list().await.unwrap().is_empty());
+        assert!(reqwest::get(format!("http://127.0.0.1:{port}/health"))
+            .await
+            .is_err());
+        assert_eq!(
+            store.load(id).await.unwrap().as_deref(),
+            Some(&b"memory+"[..]),
+            "restored before start, saved after stop"
+        );
+        rt2.stop(id).await.unwrap(); // idempotent
+        rt2.remove(id).await.unwrap();
+        assert!(!dir.path().join("agents/bob").exists());
+    }
+
+    #[tokio::test]
+    async fn an_agent_that_exits_at_start_fails_with_its_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rt, _) = runtime(dir.path(), vec!["false".into()]);
+        let err = rt
+            .start(&record("bob"), Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        match err {
+            RuntimeError::StartFailed(why) => assert!(why.contains("exit status: 1"), "{why}"),
+            other => panic!("expected StartFailed, got {other:?}"),
+        }
+        assert!(rt.list().await.unwrap().is_empty());
+        let (rt, _) = runtime(dir.path(), vec!["/nonexistent/agent".into()]);
+        let err = rt
+            .start(&record("bob"), Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/agent"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_agent_times_out_and_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rt, _) = runtime(dir.path(), vec!["sleep".into(), "60".into()]);
+        let err = rt
+            .start(&record("bob"), Duration::from_millis(500))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RuntimeError::Timeout(_)), "{err:?}");
+        assert!(rt.list().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_agent_that_dies_is_no_longer_listed() {
+        let Some(py) = python() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("agent.py");
+        std::fs::write(&script, PY_AGENT).unwrap();
+        let (rt, _) = runtime(dir.path(), vec![py, script.to_string_lossy().into_owned()]);
+        rt.start(&record("bob"), Duration::from_secs(10))
+            .await
+            .unwrap();
+        let pid = rt
+            .table()
+            .get(&TenantId::parse("bob").unwrap())
+            .unwrap()
+            .pid;
+        signal(pid, libc::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !rt.list().await.unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "dead agent still listed");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
