@@ -1,1 +1,63 @@
-fn main() {}
+//! `ztm` entry point: parse, pick the transport, run, print; exit 0 ok, 1 failed, 2 usage.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use ztm::cli::{Cli, Command, Shell};
+use ztm::commands;
+use ztm::error::ZtmError;
+use ztm::output::colour_wanted;
+use ztm::transport::{Selected, Transport};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Completion { shell } = cli.command {
+        let shell = match shell {
+            Shell::Bash => clap_complete::Shell::Bash,
+            Shell::Zsh => clap_complete::Shell::Zsh,
+            Shell::Fish => clap_complete::Shell::Fish,
+        };
+        clap_complete::generate(shell, &mut Cli::command(), "ztm", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let format = cli.global.output;
+    let result = runtime.block_on(async {
+        let transport = Selected::new(&cli.global);
+        let result = tokio::select! {
+            r = commands::run(cli.command, &transport) => r,
+            _ = tokio::signal::ctrl_c() => Err(ZtmError::Interrupted),
+        };
+        transport.close().await;
+        result
+    });
+    match result {
+        Ok(run) => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(run.outcome.render(format, colour_wanted()).as_bytes());
+            let _ = out.flush();
+            match run.problem {
+                None => ExitCode::SUCCESS,
+                Some(p) => fail(&p, 1),
+            }
+        }
+        Err(e) => fail(&e.to_string(), e.exit_code()),
+    }
+}
+
+/// One line on stderr, `error: ...` (red on a terminal).
+fn fail(message: &str, code: i32) -> ExitCode {
+    let line = message.replace('\n', " ");
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    if colour {
+        eprintln!("\x1b[31merror:\x1b[0m {line}");
+    } else {
+        eprintln!("error: {line}");
+    }
+    ExitCode::from(code as u8)
+}

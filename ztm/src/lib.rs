@@ -1,0 +1,8 @@
+//! `ztm`: the operator CLI of the tenancy platform, over HTTP, `kubectl port-forward` or `kubectl exec`.
+
+pub mod api;
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod output;
+pub mod transport;
