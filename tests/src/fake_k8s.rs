@@ -212,6 +212,15 @@ impl FakeK8s {
         &self.kubeconfig
     }
 
+    /// A kube client configured from the fake's kubeconfig file, as the orchestrator makes one.
+    pub async fn client(&self) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig");
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .expect("kube config");
+        kube::Client::try_from(cfg).expect("kube client")
+    }
+
     /// Requests served per (verb, resource), verbs as in audit logs: create, get, list, update, patch,
     /// delete, deletecollection.
     pub fn count(&self, verb: &str, resource: &str) -> u64 {
@@ -1349,10 +1358,16 @@ fn start_agent(shared: &Shared, st: &State, key: &Key, pod: &Value, ip: Ipv4Addr
         mounts.push((m["mountPath"].as_str().unwrap_or("").to_owned(), dir));
     }
     let mut cmd = Command::new(&shared.opts.agent_binary);
+    let logs = shared.root.join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(logs.join(format!("{}.log", key.2))).map_err(|e| e.to_string())?;
+    let log_err = log.try_clone().map_err(|e| e.to_string())?;
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("AGENT_HOST", ip.to_string())
-        .stdin(Stdio::null());
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err);
     for e in container["env"].as_array().into_iter().flatten() {
         let name = e["name"].as_str().unwrap_or("");
         let value = if let Some(v) = e["value"].as_str() {

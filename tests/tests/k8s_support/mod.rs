@@ -1,0 +1,144 @@
+//! Shared set-up of the Kubernetes tests: orchestrator apps on the fake cluster, and captured logs.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use common::cache::MemoryCache;
+use common::k8s::K8sSettings;
+use common::lock::{MemoryLock, WakeLock};
+use common::registry::sqlite::SqliteRegistry;
+use common::registry::Registry;
+use common::state::DirStateStore;
+use common::telegram::TelegramClient;
+use common::{Secret, TenantId, TenantRecord};
+use orchestrator::app::{App, Ports, Settings};
+use orchestrator::leader::{AlwaysLeader, LeaderElector};
+use orchestrator::runtime::kubernetes::KubeRuntime;
+use platform_tests::fake_k8s::FakeK8s;
+
+pub const NS: &str = "tenants";
+pub const IMAGE: &str = "zeroclaw:test";
+
+pub fn k8s_settings() -> K8sSettings {
+    K8sSettings {
+        namespace: NS.into(),
+        image: IMAGE.into(),
+        runtime_class: "kata-qemu".into(),
+        agent_port: 3000,
+        s3_bucket: "zeroclaw-tenant-state".into(),
+    }
+}
+
+/// Backends shared by every replica of one test (as DynamoDB and Redis would be).
+pub struct Shared {
+    pub registry: Arc<dyn Registry>,
+    pub lock: Arc<dyn WakeLock>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Shared {
+    pub fn new() -> Shared {
+        let dir = tempfile::tempdir().unwrap();
+        Shared {
+            registry: Arc::new(SqliteRegistry::open(&dir.path().join("registry.db")).unwrap()),
+            lock: Arc::new(MemoryLock::new()),
+            dir,
+        }
+    }
+
+    pub async fn add_tenant(&self, id: &str) -> TenantId {
+        let id = TenantId::parse(id).unwrap();
+        let rec = TenantRecord::new(id.clone(), Secret::new("123:ABC-secret"), 300, NS, Utc::now());
+        self.registry.create(&rec).await.unwrap();
+        id
+    }
+}
+
+/// One orchestrator replica as a library: the real wake, reconciler and Kubernetes runtime.
+pub async fn replica(fake: &FakeK8s, shared: &Shared, ready_wait: Duration) -> Arc<App> {
+    replica_with(fake, shared, ready_wait, Arc::new(AlwaysLeader)).await
+}
+
+pub async fn replica_with(
+    fake: &FakeK8s,
+    shared: &Shared,
+    ready_wait: Duration,
+    leader: Arc<dyn LeaderElector>,
+) -> Arc<App> {
+    let runtime = KubeRuntime::new(fake.client().await, k8s_settings());
+    let ports = Ports {
+        registry: shared.registry.clone(),
+        lock: shared.lock.clone(),
+        cache: Arc::new(MemoryCache::new()),
+        state: Arc::new(DirStateStore::new(shared.dir.path().join("state"))),
+        runtime: Arc::new(runtime),
+        leader,
+    };
+    let settings = Settings {
+        pod_ready_wait: ready_wait,
+        ..Settings::default()
+    };
+    App::new(ports, TelegramClient::new("http://127.0.0.1:1"), settings)
+}
+
+/// Polls `cond` every 50 ms until it holds or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + timeout;
+    while Instant::now() < until {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cond()
+}
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        std::io::stderr().write_all(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+static LOGS: OnceLock<Capture> = OnceLock::new();
+
+/// Captures this test binary's log lines (install once; tests filter by their own tenant ids).
+pub fn capture_logs() {
+    LOGS.get_or_init(|| {
+        let cap = Capture::default();
+        let writer = cap.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter("info")
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .init();
+        cap
+    });
+}
+
+/// Captured log lines that contain every one of `needles`.
+pub fn log_lines(needles: &[&str]) -> Vec<String> {
+    let Some(cap) = LOGS.get() else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&cap.0.lock().unwrap()).into_owned();
+    text.lines()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .map(str::to_owned)
+        .collect()
+}
+
+pub fn tenant_dir_exists(path: &Path) -> bool {
+    path.exists()
+}
