@@ -15,11 +15,19 @@ use orchestrator::leader::{AlwaysLeader, LeaderElector};
 use orchestrator::runtime::local::{self, LocalRuntime};
 use orchestrator::runtime::Runtime;
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     if let Some(code) = common::call::from_args() {
         std::process::exit(code);
     }
     common::telemetry::init("orchestrator");
+    if let Err(e) = start() {
+        // One line naming what is wrong (e.g. the variable), no backtrace.
+        eprintln!("orchestrator: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn start() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
