@@ -405,6 +405,7 @@ impl Delivery {
     /// The dispatcher releases the claim when the worker ends.
     async fn work(&self, tenant: &TenantId, shutdown: &CancellationToken) {
         let ttl = self.cfg.claim_ttl;
+        tracing::debug!(tenant = %tenant, "delivery worker started");
         match self.inbox.claim(tenant, &self.replica, ttl).await {
             Ok(true) => {}
             Ok(false) => {
@@ -530,14 +531,9 @@ async fn run(
             .active_workers
             .store(active.len() as u64, Ordering::Relaxed);
         tokio::select! {
+            // Shutdown first, then finished workers (so `active` is current), then new work.
+            biased;
             _ = cancel.cancelled() => break,
-            Some(t) = rx.recv() => start(t, &mut workers, &mut active, &mut tenants_of),
-            _ = scan.tick() => match d.inbox.tenants().await {
-                Ok(ts) => for t in ts {
-                    start(t, &mut workers, &mut active, &mut tenants_of);
-                },
-                Err(e) => tracing::warn!(error = %e, "inbox scan failed"),
-            },
             Some(done) = workers.join_next_with_id() => {
                 let id = match done {
                     Ok((id, ())) => id,
@@ -551,10 +547,17 @@ async fn run(
                 if let Err(e) = d.inbox.release_claim(&tenant, &d.replica).await {
                     tracing::warn!(tenant = %tenant, error = %e, "claim release failed");
                 }
-                if again {
+                if again && !cancel.is_cancelled() {
                     start(tenant, &mut workers, &mut active, &mut tenants_of);
                 }
             }
+            Some(t) = rx.recv() => start(t, &mut workers, &mut active, &mut tenants_of),
+            _ = scan.tick() => match d.inbox.tenants().await {
+                Ok(ts) => for t in ts {
+                    start(t, &mut workers, &mut active, &mut tenants_of);
+                },
+                Err(e) => tracing::warn!(error = %e, "inbox scan failed"),
+            },
         }
     }
 

@@ -7,11 +7,19 @@ use common::inbox::Inbox;
 use router::config::Config;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     if let Some(code) = common::call::from_args() {
         std::process::exit(code);
     }
     common::telemetry::init("router");
+    if let Err(e) = run().await {
+        tracing::error!(error = format!("{e:#}"), "router failed");
+        eprintln!("router: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let config = Config::from_env()?;
 
     let (inbox, cache): (Arc<dyn Inbox>, Arc<dyn EndpointCache>) = match &config.redis_addr {

@@ -409,3 +409,32 @@ async fn shutdown_lets_the_update_in_flight_finish() {
     assert_eq!(left.len(), 1, "the second update stays in the inbox");
     assert_eq!(left[0].update_id, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_that_starts_waiting_during_the_wake_is_told_once_too() {
+    let mut h = Harness::new(fast());
+    let agent = h.agent("late");
+    h.orch.wake_delay_ms.store(1500, Ordering::Relaxed);
+    h.post("late", 1, 1, "first").await;
+    eventually(WAIT, "starting message to the first chat", || {
+        h.tg.messages_to(1) == vec![STARTING]
+    })
+    .await;
+    eventually(WAIT, "wake under way", || h.orch.wakes("late") == 1).await;
+    h.post("late", 2, 2, "second").await;
+    h.post("late", 3, 2, "third").await;
+    eventually(
+        WAIT,
+        "starting message to the late chat before the wake ends",
+        || h.tg.messages_to(2) == vec![STARTING],
+    )
+    .await;
+    assert!(agent.messages().is_empty(), "still waking");
+    h.wait_empty().await;
+    assert_eq!(h.orch.wakes("late"), 1);
+    assert_eq!(h.tg.messages_to(1), vec![STARTING, "echo: first"]);
+    assert_eq!(
+        h.tg.messages_to(2),
+        vec![STARTING, "echo: second", "echo: third"]
+    );
+}
