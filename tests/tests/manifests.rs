@@ -1352,3 +1352,215 @@ fn dev_overlay_runs_without_kata_against_in_cluster_aws() {
         Some("kata-qemu")
     );
 }
+
+/// Violations of the `restricted` Pod Security Standard (what the namespace label enforces).
+fn restricted_violations(spec: &PodSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    let psc = spec.security_context.clone().unwrap_or_default();
+    if spec.host_network == Some(true) || spec.host_pid == Some(true) || spec.host_ipc == Some(true)
+    {
+        out.push("host namespaces".into());
+    }
+    const VOLUMES: [&str; 8] = [
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    ];
+    for v in spec.volumes.iter().flatten() {
+        let json = serde_json::to_value(v).unwrap();
+        for key in json.as_object().unwrap().keys().filter(|k| *k != "name") {
+            if !VOLUMES.contains(&key.as_str()) {
+                out.push(format!("volume {} of type {key}", v.name));
+            }
+        }
+    }
+    if psc.run_as_user == Some(0) {
+        out.push("pod runAsUser 0".into());
+    }
+    for c in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+    {
+        let sc = c.security_context.clone().unwrap_or_default();
+        let at = &c.name;
+        if sc.run_as_non_root.or(psc.run_as_non_root) != Some(true) {
+            out.push(format!("{at}: runAsNonRoot"));
+        }
+        if sc.run_as_user == Some(0) {
+            out.push(format!("{at}: runAsUser 0"));
+        }
+        let seccomp = sc
+            .seccomp_profile
+            .clone()
+            .or(psc.seccomp_profile.clone())
+            .map(|s| s.type_);
+        if !matches!(seccomp.as_deref(), Some("RuntimeDefault" | "Localhost")) {
+            out.push(format!("{at}: seccomp {seccomp:?}"));
+        }
+        if sc.allow_privilege_escalation != Some(false) {
+            out.push(format!("{at}: allowPrivilegeEscalation"));
+        }
+        if sc.privileged == Some(true) {
+            out.push(format!("{at}: privileged"));
+        }
+        let caps = sc.capabilities.clone().unwrap_or_default();
+        if !caps.drop.iter().flatten().any(|d| d == "ALL") {
+            out.push(format!("{at}: capabilities not dropped"));
+        }
+        if caps.add.iter().flatten().any(|a| a != "NET_BIND_SERVICE") {
+            out.push(format!("{at}: adds {:?}", caps.add));
+        }
+        if c.ports.iter().flatten().any(|p| p.host_port.is_some()) {
+            out.push(format!("{at}: hostPort"));
+        }
+    }
+    out
+}
+
+/// The pods the orchestrator creates at run time (common::k8s builders) against the manifests: they
+/// pass the namespace's Pod Security admission, use objects the manifests create, are reachable
+/// through the NetworkPolicies, and on EKS land on the Kata nodes Karpenter provides.
+#[test]
+fn pods_the_orchestrator_creates_fit_the_manifests() {
+    use common::k8s::{self, K8sSettings};
+    let id = common::TenantId::parse("alice").unwrap();
+    for r in all_layouts() {
+        let at = r.layout;
+        let (_, _, o) = r.service_pod("orchestrator");
+        let runtime_class = env(&o, "KATA_RUNTIME_CLASS")
+            .and_then(|e| e.value.clone())
+            .unwrap();
+        let config: ConfigMap = r
+            .all::<ConfigMap>()
+            .into_iter()
+            .find(|c| name(&c.metadata).starts_with("platform-config"))
+            .unwrap();
+        let data = config.data.unwrap();
+        let settings = K8sSettings {
+            namespace: NAMESPACE.into(),
+            image: data["ZEROCLAW_IMAGE"].clone(),
+            runtime_class,
+            agent_port: 3000,
+            s3_bucket: data["S3_BUCKET"].clone(),
+        };
+        let tenant = k8s::tenant_pod(&id, &settings, None);
+        let warm = k8s::warm_pool_deployment(&settings, 1)
+            .spec
+            .unwrap()
+            .template;
+        let pods = [
+            (
+                "tenant pod",
+                tenant.metadata.labels.clone().unwrap(),
+                tenant.spec.clone().unwrap(),
+            ),
+            (
+                "warm pod",
+                warm.metadata.unwrap().labels.unwrap(),
+                warm.spec.unwrap(),
+            ),
+        ];
+        let policies = r.all::<NetworkPolicy>();
+        for (what, labels, spec) in &pods {
+            let v = restricted_violations(spec);
+            assert!(
+                v.is_empty(),
+                "{at}: the {what} would be refused by Pod Security admission: {v:?}"
+            );
+            let sa = spec.service_account_name.clone().unwrap();
+            let account: ServiceAccount = r.get(&sa);
+            assert_eq!(
+                account.automount_service_account_token,
+                Some(false),
+                "{at}: {sa}"
+            );
+            r.get::<PriorityClass>(spec.priority_class_name.as_deref().unwrap());
+            // Exactly one policy admits traffic to it, on the port the agent listens on.
+            let port = spec.containers[0]
+                .ports
+                .iter()
+                .flatten()
+                .map(|p| p.container_port)
+                .next()
+                .unwrap_or(3000);
+            let selecting: Vec<_> = policies
+                .iter()
+                .filter(|p| {
+                    labels_match(
+                        &p.spec
+                            .clone()
+                            .unwrap()
+                            .pod_selector
+                            .unwrap_or_default()
+                            .match_labels
+                            .unwrap_or_default(),
+                        labels,
+                    )
+                })
+                .collect();
+            assert_eq!(
+                selecting.len(),
+                1,
+                "{at}: the {what} ({labels:?}) is selected by {} policies",
+                selecting.len()
+            );
+            let ports: Vec<_> = selecting[0]
+                .spec
+                .clone()
+                .unwrap()
+                .ingress
+                .unwrap()
+                .into_iter()
+                .flat_map(|i| i.ports.unwrap_or_default())
+                .collect();
+            assert!(
+                ports.iter().all(|p| p.port == Some(IntOrString::Int(port))),
+                "{at}: {what} policy ports {ports:?}"
+            );
+        }
+
+        if at == "overlays/eks" {
+            let pool = r.raw("NodePool", "kata-metal").unwrap();
+            let node_labels: BTreeMap<String, String> =
+                serde_json::from_value(pool["spec"]["template"]["metadata"]["labels"].clone())
+                    .unwrap();
+            let taints: Vec<Taint> =
+                serde_json::from_value(pool["spec"]["template"]["spec"]["taints"].clone()).unwrap();
+            for (what, _, spec) in &pods {
+                let selector = spec.node_selector.clone().unwrap_or_default();
+                assert!(labels_match(&selector, &node_labels), "{what}: nodeSelector {selector:?} does not match NodePool labels {node_labels:?}");
+                for t in &taints {
+                    let tolerated = spec.tolerations.iter().flatten().any(|tol| {
+                        tol.key.as_deref() == Some(t.key.as_str())
+                            && tol.effect.as_deref().is_none_or(|e| e == t.effect)
+                            && (tol.operator.as_deref() == Some("Exists") || tol.value == t.value)
+                    });
+                    assert!(
+                        tolerated,
+                        "{what} does not tolerate the NodePool taint {t:?}"
+                    );
+                }
+            }
+            let pv = k8s::tenant_pv(&id, &settings).spec.unwrap();
+            let class: StorageClass = r.get(pv.storage_class_name.as_deref().unwrap());
+            assert_eq!(
+                class.provisioner,
+                pv.csi.unwrap().driver,
+                "the StorageClass and the tenant PV name one CSI driver"
+            );
+            assert_eq!(
+                k8s::tenant_pvc(&id, &settings)
+                    .spec
+                    .unwrap()
+                    .storage_class_name,
+                pv.storage_class_name
+            );
+        }
+    }
+}
