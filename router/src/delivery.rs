@@ -153,7 +153,10 @@ impl Delivery {
                         self.drop_all(tenant, stop).await?;
                         return Ok(Step::Refetch);
                     }
-                    Wake::Failed(waiting) => {
+                    Wake::Failed(mut waiting) => {
+                        if !waiting.iter().any(|e| e.id == entry.id) {
+                            waiting.insert(0, entry.clone());
+                        }
                         self.fail_waiting(tenant, &token, &waiting, stop).await?;
                         return Ok(Step::Refetch);
                     }
@@ -164,7 +167,9 @@ impl Delivery {
                 Ok(reply) => {
                     self.metrics.forward_latency.observe(took);
                     self.activity.touch(tenant);
-                    self.send(tenant, &token, msg.chat_id, &reply).await;
+                    for part in split_message(&reply) {
+                        self.send(tenant, &token, msg.chat_id, part).await;
+                    }
                     return Ok(Step::Ack("delivered"));
                 }
                 Err(e) => e,
@@ -444,6 +449,25 @@ impl Delivery {
     }
 }
 
+/// Telegram's limit on the text of one message, in characters.
+const TELEGRAM_MAX_CHARS: usize = 4096;
+
+/// Splits a reply into pieces Telegram accepts, on character boundaries.
+pub fn split_message(text: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while rest.chars().count() > TELEGRAM_MAX_CHARS {
+        let cut = rest
+            .char_indices()
+            .nth(TELEGRAM_MAX_CHARS)
+            .map_or(rest.len(), |(i, _)| i);
+        parts.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    parts.push(rest);
+    parts
+}
+
 /// The handle the HTTP side uses to announce new entries, and to stop delivery.
 pub struct Dispatcher {
     tx: mpsc::UnboundedSender<TenantId>,
@@ -581,4 +605,20 @@ async fn run(
     reporter.abort();
     let _ = reporter.await;
     d.metrics.active_workers.store(0, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_replies_are_split_for_telegram() {
+        assert_eq!(split_message("short"), vec!["short"]);
+        let long = "é".repeat(TELEGRAM_MAX_CHARS * 2 + 5);
+        let parts = split_message(&long);
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0].chars().count(), TELEGRAM_MAX_CHARS);
+        assert_eq!(parts[2].chars().count(), 5);
+        assert_eq!(parts.concat(), long);
+    }
 }
