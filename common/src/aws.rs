@@ -12,13 +12,14 @@ use crate::StoreError;
 pub const DEFAULT_REGION: &str = "us-east-1";
 
 /// Default credential chain; `endpoint` overrides the service URL (moto, LocalStack, MinIO).
-/// Timeouts are bounded so that `/readyz` and requests fail fast while the backend is unreachable.
+/// The connect timeout is short so that calls fail fast while the backend is unreachable; the
+/// attempt timeout leaves room for big Scan pages on a slow emulator.
 pub async fn sdk_config(endpoint: Option<&str>, region: Option<&str>) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
         TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(3))
-            .operation_attempt_timeout(Duration::from_secs(10))
-            .operation_timeout(Duration::from_secs(30))
+            .operation_attempt_timeout(Duration::from_secs(30))
+            .operation_timeout(Duration::from_secs(90))
             .build(),
     );
     if let Some(r) = region.filter(|r| !r.is_empty()) {

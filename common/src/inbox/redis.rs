@@ -219,14 +219,20 @@ impl Inbox for RedisInbox {
         for t in &tenants {
             let key = stream_key(t);
             pipe.cmd("XLEN").arg(&key);
-            pipe.cmd("XRANGE").arg(&key).arg("-").arg("+").arg("COUNT").arg(1);
+            pipe.cmd("XRANGE")
+                .arg(&key)
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(1);
         }
         let mut c = redis_pool::conn(&self.pool).await?;
         let replies: Vec<Value> = pipe.query_async(&mut c).await.map_err(redis_pool::err)?;
         let mut stats = InboxStats::default();
         for pair in replies.chunks(2) {
             let [len, first] = pair else { continue };
-            let len: u64 = redis::from_redis_value_ref(len).map_err(|_| corrupt("stream length"))?;
+            let len: u64 =
+                redis::from_redis_value_ref(len).map_err(|_| corrupt("stream length"))?;
             let first: StreamRangeReply =
                 redis::from_redis_value_ref(first).map_err(|_| corrupt("stream entry"))?;
             stats.depth += len;

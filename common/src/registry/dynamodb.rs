@@ -6,17 +6,20 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
-};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
+};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 
 use super::{Registry, SettingsUpdate, StatusUpdate};
 use crate::tenant::{format_time, parse_time, DEFAULT_IDLE_TIMEOUT_S, DEFAULT_NAMESPACE};
 use crate::{Secret, StoreError, TenantId, TenantRecord, TenantStatus};
+
+/// The SDK, for tools and tests that need more than the port (e.g. bulk loads with BatchWriteItem).
+pub use aws_sdk_dynamodb as sdk;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -155,7 +158,9 @@ fn to_item(r: &TenantRecord) -> Item {
 }
 
 fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
-    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
 }
 
 fn get_n(item: &Item, name: &str) -> Option<u64> {

@@ -10,6 +10,9 @@ use aws_sdk_s3::Client;
 use super::{StateStore, BRAIN_FILE};
 use crate::{StoreError, TenantId};
 
+/// The SDK, for tools and tests that need more than the port.
+pub use aws_sdk_s3 as sdk;
+
 pub struct S3StateStore {
     client: Client,
     bucket: String,
@@ -36,6 +39,15 @@ impl S3StateStore {
             bucket: bucket.to_owned(),
             region,
         })
+    }
+
+    /// The SDK client, for tools and tests that need more than the port.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
     }
 
     /// Creates the bucket if it does not exist (development and tests).

@@ -1,0 +1,215 @@
+//! `Registry`: conditional create, updates conditional on existence, compare-and-set status,
+//! list (filtered, sorted, every page), idempotent delete.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+
+use super::tid;
+use crate::registry::{Registry, SettingsUpdate, StatusUpdate};
+use crate::{Secret, StoreError, TenantRecord, TenantStatus};
+
+/// Stored times have second precision.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(0)
+}
+
+fn record(id: &str, token: &str) -> TenantRecord {
+    TenantRecord::new(
+        tid(id),
+        Secret::new(token),
+        300,
+        "tenants",
+        now() - Duration::hours(1),
+    )
+}
+
+pub async fn registry(r: &dyn Registry) {
+    r.ping().await.expect("ping");
+    let bob = record("bob", "1:bob-token");
+    let id = bob.tenant_id.clone();
+    let ghost = tid("ghost");
+
+    // Create is conditional.
+    r.create(&bob).await.unwrap();
+    assert_eq!(
+        r.get(&id).await.unwrap().as_ref(),
+        Some(&bob),
+        "reads back as written"
+    );
+    let mut other = record("bob", "2:other");
+    other.idle_timeout_s = 900;
+    assert_eq!(r.create(&other).await, Err(StoreError::AlreadyExists));
+    assert_eq!(
+        r.get(&id).await.unwrap().as_ref(),
+        Some(&bob),
+        "a lost create changes nothing"
+    );
+    assert_eq!(r.get(&ghost).await.unwrap(), None);
+
+    // Settings: only on an existing tenant, only the given fields.
+    let token_only = SettingsUpdate {
+        bot_token: Some(Secret::new("1:new-token")),
+        idle_timeout_s: None,
+    };
+    let got = r.update_settings(&id, &token_only).await.unwrap();
+    assert_eq!(got.bot_token.expose(), "1:new-token");
+    assert_eq!(got.idle_timeout_s, 300);
+    let both = SettingsUpdate {
+        bot_token: None,
+        idle_timeout_s: Some(3600),
+    };
+    let got = r.update_settings(&id, &both).await.unwrap();
+    assert_eq!(
+        (got.bot_token.expose(), got.idle_timeout_s),
+        ("1:new-token", 3600)
+    );
+    assert_eq!(r.get(&id).await.unwrap().unwrap(), got);
+    assert_eq!(
+        r.update_settings(&ghost, &both).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    assert_eq!(
+        r.get(&ghost).await.unwrap(),
+        None,
+        "an update never creates"
+    );
+
+    // Status is compare-and-set on the previous status.
+    let got = r
+        .set_status(&id, TenantStatus::Idle, &StatusUpdate::provisioning())
+        .await
+        .unwrap();
+    assert_eq!(got.status, TenantStatus::Provisioning);
+    let lost = r
+        .set_status(&id, TenantStatus::Idle, &StatusUpdate::provisioning())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(lost, StoreError::Conflict(_)),
+        "stale CAS: {lost:?}"
+    );
+    let lost = r
+        .set_status(&ghost, TenantStatus::Idle, &StatusUpdate::provisioning())
+        .await
+        .unwrap_err();
+    assert_eq!(lost, StoreError::NotFound, "absent is not a conflict");
+    assert_eq!(r.get(&ghost).await.unwrap(), None);
+
+    let mut running = StatusUpdate::running("zeroclaw-bob".into(), "10.1.2.3".into(), Some(4001));
+    let woke_at = now();
+    running.touch = Some(woke_at);
+    let got = r
+        .set_status(&id, TenantStatus::Provisioning, &running)
+        .await
+        .unwrap();
+    assert_eq!(got.status, TenantStatus::Running);
+    assert_eq!(
+        (got.pod_name.as_str(), got.pod_ip.as_str()),
+        ("zeroclaw-bob", "10.1.2.3")
+    );
+    assert_eq!(got.agent_port, Some(4001));
+    assert_eq!(got.last_active_at, woke_at, "a wake counts as activity");
+    assert_eq!(got.endpoint(3000).as_deref(), Some("10.1.2.3:4001"));
+    assert_eq!(
+        got.bot_token.expose(),
+        "1:new-token",
+        "status changes keep settings"
+    );
+    assert_eq!(got.created_at, bob.created_at);
+    assert_eq!(r.get(&id).await.unwrap().unwrap(), got);
+
+    let got = r
+        .set_status(&id, TenantStatus::Running, &StatusUpdate::idle())
+        .await
+        .unwrap();
+    assert_eq!(got.status, TenantStatus::Idle);
+    assert_eq!(
+        (got.pod_name.as_str(), got.pod_ip.as_str(), got.agent_port),
+        ("", "", None)
+    );
+    assert_eq!(got.last_active_at, woke_at, "no touch, no change");
+
+    // Touch.
+    let later = now() + Duration::minutes(5);
+    r.touch(&id, later).await.unwrap();
+    assert_eq!(r.get(&id).await.unwrap().unwrap().last_active_at, later);
+    assert_eq!(r.touch(&ghost, later).await, Err(StoreError::NotFound));
+    assert_eq!(r.get(&ghost).await.unwrap(), None, "touch never creates");
+
+    // List: sorted by id, optionally filtered by status.
+    for name in ["carol", "alice", "dave"] {
+        r.create(&record(name, "1:t")).await.unwrap();
+    }
+    r.set_status(
+        &tid("dave"),
+        TenantStatus::Idle,
+        &StatusUpdate::provisioning(),
+    )
+    .await
+    .unwrap();
+    let all: Vec<String> = r
+        .list(None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.tenant_id.to_string())
+        .collect();
+    assert_eq!(all, ["alice", "bob", "carol", "dave"]);
+    let idle: Vec<String> = r
+        .list(Some(TenantStatus::Idle))
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.tenant_id.to_string())
+        .collect();
+    assert_eq!(idle, ["alice", "bob", "carol"]);
+    let prov = r.list(Some(TenantStatus::Provisioning)).await.unwrap();
+    assert_eq!(prov.len(), 1);
+    assert_eq!(prov[0].tenant_id.as_str(), "dave");
+    assert!(r
+        .list(Some(TenantStatus::Terminated))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Delete is idempotent and reports whether the tenant was there.
+    assert!(r.delete(&id).await.unwrap());
+    assert_eq!(r.get(&id).await.unwrap(), None);
+    assert!(!r.delete(&id).await.unwrap());
+    assert!(!r.delete(&ghost).await.unwrap());
+    r.create(&bob)
+        .await
+        .expect("a deleted id can be created again");
+}
+
+/// `list` returns every tenant even when they fill many pages (DynamoDB Scan pages are ≤ 1 MB):
+/// creates `count` tenants with `token_len`-byte tokens through the port. Returns the time `list` took.
+pub async fn list_pages(r: &dyn Registry, count: usize, token_len: usize) -> std::time::Duration {
+    let token = "t".repeat(token_len);
+    let mut ids = Vec::with_capacity(count);
+    for i in 0..count {
+        let rec = record(&format!("page-{i:06}"), &token);
+        ids.push(rec.tenant_id.to_string());
+        r.create(&rec).await.unwrap();
+    }
+    let running = format!("page-{:06}", count / 2);
+    r.set_status(
+        &tid(&running),
+        TenantStatus::Idle,
+        &StatusUpdate::provisioning(),
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let all = r.list(None).await.unwrap();
+    let took = started.elapsed();
+    let got: Vec<String> = all.iter().map(|t| t.tenant_id.to_string()).collect();
+    assert_eq!(got.len(), count, "every page is read");
+    assert_eq!(got, ids, "sorted by id, none missing, none twice");
+    assert!(all.iter().all(|t| t.bot_token.expose().len() == token_len));
+    let filtered = r.list(Some(TenantStatus::Provisioning)).await.unwrap();
+    assert_eq!(filtered.len(), 1, "the filter applies across pages");
+    assert_eq!(filtered[0].tenant_id.as_str(), running);
+    took
+}

@@ -1,0 +1,106 @@
+//! The inbox contract against every adapter; the Redis inbox shared by several router replicas;
+//! a Redis outage.
+
+use std::time::Duration;
+
+use common::contract::{self, tid};
+use common::inbox::redis::RedisInbox;
+use common::inbox::sqlite::SqliteInbox;
+use common::inbox::{Appended, Inbox};
+use platform_tests::backends::{redis_outage, Redis};
+
+#[tokio::test]
+async fn sqlite_inbox_meets_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    contract::inbox::inbox(&SqliteInbox::open(&dir.path().join("inbox.db")).unwrap()).await;
+}
+
+#[tokio::test]
+async fn redis_inbox_meets_the_contract() {
+    let redis = Redis::start().await;
+    contract::inbox::inbox(&RedisInbox::new(redis.pool())).await;
+}
+
+/// Telegram retries land on any replica at the same time: each update is stored once.
+#[tokio::test]
+async fn redis_inbox_dedupes_across_replicas() {
+    let redis = Redis::start().await;
+    let replicas: Vec<RedisInbox> = (0..3).map(|_| RedisInbox::new(redis.pool())).collect();
+    let t = tid("shared");
+    let appends = replicas.iter().flat_map(|inbox| {
+        let t = &t;
+        (0..100).map(move |u| async move { inbox.append(t, u, b"{}").await.unwrap() })
+    });
+    let results = futures::future::join_all(appends).await;
+    let new = results.iter().filter(|r| **r == Appended::New).count();
+    assert_eq!(new, 100, "300 appends of 100 updates");
+    let pending = replicas[1].pending(&t, 1000).await.unwrap();
+    assert_eq!(pending.len(), 100);
+    let mut ids: Vec<i64> = pending.iter().map(|e| e.update_id).collect();
+    ids.sort();
+    assert_eq!(ids, (0..100).collect::<Vec<_>>());
+}
+
+/// An ack of the last entry racing with a new append never drops the tenant from the set while
+/// it has entries, or a replica would not find them.
+#[tokio::test]
+async fn redis_inbox_keeps_the_tenant_listed_while_it_has_entries() {
+    let redis = Redis::start().await;
+    let (router1, router2) = (RedisInbox::new(redis.pool()), RedisInbox::new(redis.pool()));
+    let t = tid("race");
+    for u in 0..200 {
+        router1.append(&t, u, b"{}").await.unwrap();
+        let head = router2.pending(&t, 1).await.unwrap().remove(0);
+        let (acked, appended) = tokio::join!(
+            router2.ack(&t, &head.id),
+            router1.append(&t, u + 10_000, b"{}")
+        );
+        acked.unwrap();
+        assert_eq!(appended.unwrap(), Appended::New);
+        let pending = router1.pending(&t, 1000).await.unwrap();
+        let listed = router2.tenants().await.unwrap().contains(&t);
+        assert_eq!(
+            listed,
+            !pending.is_empty(),
+            "round {u}: listed {listed}, {} pending",
+            pending.len()
+        );
+        for e in pending {
+            router2.ack(&t, &e.id).await.unwrap();
+        }
+        assert!(!router1.tenants().await.unwrap().contains(&t));
+    }
+}
+
+#[tokio::test]
+async fn redis_inbox_dedupe_marks_expire() {
+    let redis = Redis::start().await;
+    let inbox = RedisInbox::new(redis.pool());
+    let t = tid("marks");
+    inbox.append(&t, 7, b"{}").await.unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("router:inbox:seen:marks:7")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let day = common::inbox::DEDUPE_TTL.as_secs() as i64;
+    assert!((day - 10..=day).contains(&ttl), "dedupe mark ttl {ttl}");
+}
+
+#[tokio::test]
+async fn redis_inbox_fails_fast_during_an_outage_and_recovers() {
+    let mut redis = Redis::start().await;
+    let inbox = RedisInbox::new(redis.pool());
+    let t = tid("outage");
+    let mut u = 0;
+    let outage = redis_outage(&mut redis, Duration::from_secs(5), || {
+        u += 1;
+        let (inbox, t) = (&inbox, &t);
+        async move { inbox.append(t, u, b"{}").await.map(drop) }
+    })
+    .await;
+    assert!(inbox.stats().await.is_ok());
+    eprintln!("redis inbox outage: {outage:?}");
+}
