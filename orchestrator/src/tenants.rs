@@ -65,9 +65,10 @@ pub async fn get(app: &App, id: &TenantId) -> Result<TenantView, Error> {
     Ok(require(app, id).await?.view())
 }
 
-/// All tenants, optionally those of one status (`status` as given in the query string).
+/// All tenants, optionally those of one status (`status` as given in the query string; empty = all).
 pub async fn list(app: &App, status: Option<&str>) -> Result<Vec<TenantView>, Error> {
     let status = status
+        .filter(|s| !s.is_empty())
         .map(str::parse::<TenantStatus>)
         .transpose()
         .map_err(Error::BadRequest)?;
