@@ -60,17 +60,19 @@ fn run(args: &[String]) -> i32 {
     };
     let url = format!("http://127.0.0.1:{port}{}", call.path);
     let token = crate::config::var("API_TOKEN");
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("call: starting the runtime: {e}");
-            return 1;
-        }
-    };
-    match runtime.block_on(send(call.method.clone(), &url, token.as_deref(), body)) {
+    let method = call.method.clone();
+    let target = url.clone();
+    // A thread of its own, so this works whether or not the caller's `main` already runs a runtime.
+    let answer = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("starting the runtime: {e}"))?
+            .block_on(send(method, &target, token.as_deref(), body))
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the request thread panicked".into()));
+    match answer {
         Ok((status, body)) => {
             let mut out = std::io::stdout().lock();
             // A closed stdout cannot be reported anywhere more useful than the exit code.
