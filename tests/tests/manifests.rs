@@ -865,10 +865,7 @@ fn network_policies_admit_only_what_needs_it() {
     let dev = render("overlays/dev");
     assert_eq!(
         ingress(&dev, "moto"),
-        (
-            set(&["orchestrator", "aws-bootstrap"]),
-            BTreeSet::from([5000])
-        )
+        (set(&["orchestrator"]), BTreeSet::from([5000]))
     );
 }
 
@@ -1344,16 +1341,8 @@ fn dev_overlay_runs_without_kata_against_in_cluster_aws() {
     let moto: Service = r.get("moto");
     assert_eq!(moto.spec.unwrap().ports.unwrap()[0].port, 5000);
     r.get::<Deployment>("moto");
-    let job: Job = r.get("aws-bootstrap");
-    let script = job.spec.unwrap().template.spec.unwrap().containers[0]
-        .args
-        .clone()
-        .unwrap()
-        .join("\n");
-    assert!(
-        script.contains("create-table") && script.contains("AttributeName=tenant_id"),
-        "{script}"
-    );
+    // moto accepts any credentials, but the SDK's credential chain must find some.
+    assert!(value("AWS_ACCESS_KEY_ID").is_some() && value("AWS_SECRET_ACCESS_KEY").is_some());
     assert!(
         r.raw("NodePool", "kata-metal").is_none()
             && r.find::<StorageClass>("s3-tenant-state").is_none()
