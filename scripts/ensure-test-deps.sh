@@ -12,12 +12,20 @@ sudo_cmd() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+APT_UPDATED=0
+apt_install() {
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        sudo_cmd apt-get update -qq
+        APT_UPDATED=1
+    fi
+    sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 if command -v redis-server >/dev/null 2>&1; then
     say "redis-server present ($(redis-server --version | awk '{print $3}'))"
 else
     say "installing redis-server with apt"
-    sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive sudo_cmd apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+    apt_install redis-server
     # The package starts a system instance on 6379; the tests start their own on free ports.
     say "installed redis-server ($(redis-server --version | awk '{print $3}'))"
 fi
@@ -26,9 +34,8 @@ if [ -x "$VENV/bin/moto_server" ]; then
     say "moto_server present in $VENV"
 else
     if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
-        say "installing python3-venv with apt"
-        sudo_cmd apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive sudo_cmd apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+        say "installing python3 and python3-venv with apt"
+        apt_install python3 python3-venv ca-certificates
     fi
     if [ ! -x "$VENV/bin/pip" ]; then
         say "creating venv $VENV"

@@ -109,13 +109,16 @@ impl Inbox for RedisInbox {
         tenant: &TenantId,
         limit: usize,
     ) -> Result<Vec<InboxEntry>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let mut c = redis_pool::conn(&self.pool).await?;
         let reply: StreamRangeReply = redis::cmd("XRANGE")
             .arg(stream_key(tenant))
             .arg("-")
             .arg("+")
             .arg("COUNT")
-            .arg(limit.max(1))
+            .arg(limit)
             .query_async(&mut c)
             .await
             .map_err(redis_pool::err)?;
