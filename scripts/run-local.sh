@@ -32,8 +32,14 @@ done
 mkdir -p "$DATA_DIR"
 
 pids=()
+stopping=0
 stop() {
-    trap - INT TERM EXIT
+    # A Ctrl-C can arrive twice (terminal and a wrapper such as make or timeout): stop once, and let
+    # no second signal cut the clean-up short.
+    [ "$stopping" = 0 ] || return 0
+    stopping=1
+    trap '' INT TERM
+    trap - EXIT
     echo
     echo "run-local: stopping router, orchestrator and agents..."
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
