@@ -269,6 +269,8 @@ impl Delivery {
             match result {
                 Ok(endpoint) => {
                     self.metrics.wakes.inc(&["ok"]);
+                    // Chats that started waiting since the last look are told too, however fast the wake.
+                    self.announce(tenant, token, &mut announced).await;
                     tracing::info!(tenant = %tenant, endpoint = %endpoint, attempt, "agent awake");
                     if let Err(e) = self.cache.set(tenant, &endpoint, ENDPOINT_TTL).await {
                         tracing::warn!(tenant = %tenant, error = %e, "endpoint cache set failed");

@@ -438,3 +438,16 @@ async fn a_chat_that_starts_waiting_during_the_wake_is_told_once_too() {
         vec![STARTING, "echo: second", "echo: third"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_that_starts_waiting_during_a_fast_wake_is_told_before_its_reply() {
+    let mut h = Harness::new(fast());
+    let _agent = h.agent("quickwake");
+    h.orch.wake_delay_ms.store(200, Ordering::Relaxed); // ends before the first look for new chats
+    h.post("quickwake", 1, 1, "first").await;
+    eventually(WAIT, "wake under way", || h.orch.wakes("quickwake") == 1).await;
+    h.post("quickwake", 2, 2, "second").await;
+    h.wait_empty().await;
+    assert_eq!(h.tg.messages_to(1), vec![STARTING, "echo: first"]);
+    assert_eq!(h.tg.messages_to(2), vec![STARTING, "echo: second"]);
+}
