@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, CSIPersistentVolumeSource, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, ObjectReference, PersistentVolume,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
-    PersistentVolumeSpec, Pod, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, Secret as K8sSecret, SecretKeySelector,
-    SecurityContext, Toleration, Volume, VolumeMount, VolumeResourceRequirements,
+    CSIPersistentVolumeSource, Capabilities, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, ObjectReference, PersistentVolume, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PersistentVolumeSpec, Pod,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    Secret as K8sSecret, SecretKeySelector, SecurityContext, Toleration, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -240,7 +240,10 @@ pub fn tenant_pod(id: &TenantId, s: &K8sSettings, node_name: Option<&str>) -> Po
         metadata: ObjectMeta {
             name: Some(id.pod_name()),
             namespace: Some(s.namespace.clone()),
-            labels: Some(labels(&[(APP_LABEL, TENANT_APP), (TENANT_LABEL, id.as_str())])),
+            labels: Some(labels(&[
+                (APP_LABEL, TENANT_APP),
+                (TENANT_LABEL, id.as_str()),
+            ])),
             ..Default::default()
         },
         spec: Some(spec),
@@ -253,7 +256,10 @@ pub fn tenant_pv(id: &TenantId, s: &K8sSettings) -> PersistentVolume {
     PersistentVolume {
         metadata: ObjectMeta {
             name: Some(pv_name(id)),
-            labels: Some(labels(&[(APP_LABEL, TENANT_APP), (TENANT_LABEL, id.as_str())])),
+            labels: Some(labels(&[
+                (APP_LABEL, TENANT_APP),
+                (TENANT_LABEL, id.as_str()),
+            ])),
             ..Default::default()
         },
         spec: Some(PersistentVolumeSpec {
@@ -296,7 +302,10 @@ pub fn tenant_pvc(id: &TenantId, s: &K8sSettings) -> PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(pvc_name(id)),
             namespace: Some(s.namespace.clone()),
-            labels: Some(labels(&[(APP_LABEL, TENANT_APP), (TENANT_LABEL, id.as_str())])),
+            labels: Some(labels(&[
+                (APP_LABEL, TENANT_APP),
+                (TENANT_LABEL, id.as_str()),
+            ])),
             ..Default::default()
         },
         spec: Some(PersistentVolumeClaimSpec {
@@ -322,7 +331,10 @@ pub fn tenant_secret(id: &TenantId, token: &Secret, s: &K8sSettings) -> K8sSecre
         metadata: ObjectMeta {
             name: Some(secret_name(id)),
             namespace: Some(s.namespace.clone()),
-            labels: Some(labels(&[(APP_LABEL, TENANT_APP), (TENANT_LABEL, id.as_str())])),
+            labels: Some(labels(&[
+                (APP_LABEL, TENANT_APP),
+                (TENANT_LABEL, id.as_str()),
+            ])),
             ..Default::default()
         },
         type_: Some("Opaque".into()),
@@ -398,7 +410,10 @@ mod tests {
             .unwrap();
         assert!(token_env.value.is_none());
         let key = token_env.value_from.unwrap().secret_key_ref.unwrap();
-        assert_eq!((key.name.as_str(), key.key.as_str()), ("tenant-alice", BOT_TOKEN_KEY));
+        assert_eq!(
+            (key.name.as_str(), key.key.as_str()),
+            ("tenant-alice", BOT_TOKEN_KEY)
+        );
         assert!(!json.contains("123:ABC"));
     }
 
@@ -411,7 +426,9 @@ mod tests {
         let spec = tenant_pod(&id(), &s, Some("node-7")).spec.unwrap();
         assert_eq!(spec.runtime_class_name, None);
         assert_eq!(spec.node_name.as_deref(), Some("node-7"));
-        let spec = tenant_pod(&id(), &K8sSettings::default(), None).spec.unwrap();
+        let spec = tenant_pod(&id(), &K8sSettings::default(), None)
+            .spec
+            .unwrap();
         assert_eq!(spec.runtime_class_name.as_deref(), Some("kata-qemu"));
         assert_eq!(spec.node_name, None);
     }

@@ -56,7 +56,13 @@ enum Outcome {
 }
 
 impl LeaseElector {
-    pub fn new(client: Client, namespace: &str, name: &str, identity: &str, timing: LeaseTiming) -> Self {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        timing: LeaseTiming,
+    ) -> Self {
         LeaseElector {
             api: Api::namespaced(client, namespace),
             name: name.to_owned(),
@@ -110,18 +116,29 @@ impl LeaseElector {
             }
             let duration = spec
                 .lease_duration_seconds
-                .map_or(self.timing.lease_duration, |s| Duration::from_secs(s.max(0) as u64));
-            o.since.is_none_or(|since| started.duration_since(since) >= duration)
+                .map_or(self.timing.lease_duration, |s| {
+                    Duration::from_secs(s.max(0) as u64)
+                });
+            o.since
+                .is_none_or(|since| started.duration_since(since) >= duration)
         };
         let mine = holder.as_deref() == Some(self.identity.as_str());
         if !mine && holder.is_some() && !expired {
             return Ok(Outcome::Following);
         }
         let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!mine);
-        let acquire = if mine { spec.acquire_time.clone() } else { None };
+        let acquire = if mine {
+            spec.acquire_time.clone()
+        } else {
+            None
+        };
         lease.spec = Some(self.spec(acquire, transitions));
         // `replace` sends the resourceVersion we read: a concurrent writer makes this a 409.
-        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => Ok(Outcome::Leading(started)),
             Err(e) if is_status(&e, 409) => Ok(Outcome::Following),
             Err(e) => Err(e),
@@ -140,7 +157,11 @@ impl LeaseElector {
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(MicroTime(Timestamp::now()));
-        if let Err(e) = self.api.replace(&self.name, &PostParams::default(), &lease).await {
+        if let Err(e) = self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
             tracing::warn!(error = %e, "leader election: could not release the lease");
         }
     }

@@ -44,7 +44,12 @@ impl WarmPoolManager {
         let have = current.spec.as_ref();
         // Compare what we own, not the whole spec: the API server fills in defaults.
         let images = |d: &k8s_openapi::api::apps::v1::DeploymentSpec| -> Vec<Option<String>> {
-            d.template.spec.iter().flat_map(|s| &s.containers).map(|c| c.image.clone()).collect()
+            d.template
+                .spec
+                .iter()
+                .flat_map(|s| &s.containers)
+                .map(|c| c.image.clone())
+                .collect()
         };
         let labels = |d: &k8s_openapi::api::apps::v1::DeploymentSpec| {
             d.template.metadata.as_ref().and_then(|m| m.labels.clone())
@@ -55,7 +60,11 @@ impl WarmPoolManager {
         if drifted {
             let patch = serde_json::json!({ "spec": want });
             self.api
-                .patch(k8s::WARM_POOL_NAME, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch(
+                    k8s::WARM_POOL_NAME,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
                 .await?;
             tracing::info!(replicas = self.target, "warm pool: updated deployment");
         }

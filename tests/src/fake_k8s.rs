@@ -10,6 +10,9 @@
 //! under a mount path are rewritten to the host directory. A Deployment makes its replica pods like a
 //! ReplicaSet. Deleting a pod that runs an agent sends SIGTERM and removes the pod once it exited.
 
+// Handlers return `HttpResponse` errors straight to actix; boxing them buys nothing here.
+#![allow(clippy::result_large_err)]
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::path::{Path, PathBuf};
@@ -66,12 +69,48 @@ struct Kind {
 }
 
 const KINDS: &[Kind] = &[
-    Kind { resource: "pods", kind: "Pod", group_version: "v1", namespaced: true, max_name: 63 },
-    Kind { resource: "secrets", kind: "Secret", group_version: "v1", namespaced: true, max_name: 253 },
-    Kind { resource: "persistentvolumeclaims", kind: "PersistentVolumeClaim", group_version: "v1", namespaced: true, max_name: 253 },
-    Kind { resource: "persistentvolumes", kind: "PersistentVolume", group_version: "v1", namespaced: false, max_name: 253 },
-    Kind { resource: "deployments", kind: "Deployment", group_version: "apps/v1", namespaced: true, max_name: 63 },
-    Kind { resource: "leases", kind: "Lease", group_version: "coordination.k8s.io/v1", namespaced: true, max_name: 253 },
+    Kind {
+        resource: "pods",
+        kind: "Pod",
+        group_version: "v1",
+        namespaced: true,
+        max_name: 63,
+    },
+    Kind {
+        resource: "secrets",
+        kind: "Secret",
+        group_version: "v1",
+        namespaced: true,
+        max_name: 253,
+    },
+    Kind {
+        resource: "persistentvolumeclaims",
+        kind: "PersistentVolumeClaim",
+        group_version: "v1",
+        namespaced: true,
+        max_name: 253,
+    },
+    Kind {
+        resource: "persistentvolumes",
+        kind: "PersistentVolume",
+        group_version: "v1",
+        namespaced: false,
+        max_name: 253,
+    },
+    Kind {
+        resource: "deployments",
+        kind: "Deployment",
+        group_version: "apps/v1",
+        namespaced: true,
+        max_name: 63,
+    },
+    Kind {
+        resource: "leases",
+        kind: "Lease",
+        group_version: "coordination.k8s.io/v1",
+        namespaced: true,
+        max_name: 253,
+    },
 ];
 
 fn kind_of(resource: &str) -> Option<Kind> {
@@ -283,7 +322,12 @@ impl FakeK8s {
     pub fn insert_running_pod(&self, namespace: &str, name: &str, labels: Value, node: &str) {
         let mut st = self.shared.lock();
         let rv = st.next_rv();
-        let ip = format!("10.{}.{}.{}", (st.rv >> 16) & 255, (st.rv >> 8) & 255, st.rv & 255);
+        let ip = format!(
+            "10.{}.{}.{}",
+            (st.rv >> 16) & 255,
+            (st.rv >> 8) & 255,
+            st.rv & 255
+        );
         let key: Key = ("pods", namespace.to_owned(), name.to_owned());
         st.objects.insert(
             key.clone(),
@@ -446,18 +490,28 @@ fn parse_path(path: &str) -> Option<Target> {
 
 async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
     if req.path() == "/version" {
-        return ok_json(&json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-fake", "platform": "linux/amd64"}));
+        return ok_json(
+            &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-fake", "platform": "linux/amd64"}),
+        );
     }
     let Some(t) = parse_path(req.path()) else {
-        return status(404, "NotFound", "the server could not find the requested resource".into(), json!({}));
+        return status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource".into(),
+            json!({}),
+        );
     };
     let query: HashMap<String, String> =
         web::Query::<HashMap<String, String>>::from_query(req.query_string())
             .map(|q| q.into_inner())
             .unwrap_or_default();
     let parse_body = || -> Result<Value, HttpResponse> {
-        serde_json::from_slice::<Value>(&body)
-            .map_err(|e| bad_request(format!("the body of the request was in an unknown format: {e}")))
+        serde_json::from_slice::<Value>(&body).map_err(|e| {
+            bad_request(format!(
+                "the body of the request was in an unknown format: {e}"
+            ))
+        })
     };
     let method = req.method().as_str();
     let mut st = shared.lock();
@@ -466,9 +520,18 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
         ("GET", None) => {
             st.count("list", k.resource);
             if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
-                return status(405, "MethodNotAllowed", "watch is not supported by the fake".into(), json!({}));
+                return status(
+                    405,
+                    "MethodNotAllowed",
+                    "watch is not supported by the fake".into(),
+                    json!({}),
+                );
             }
-            let selector = match query.get("labelSelector").map(|s| parse_selector(s)).transpose() {
+            let selector = match query
+                .get("labelSelector")
+                .map(|s| parse_selector(s))
+                .transpose()
+            {
                 Ok(s) => s.unwrap_or_default(),
                 Err(e) => return bad_request(format!("unable to parse requirement: {e}")),
             };
@@ -552,7 +615,11 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
         }
         ("DELETE", None) => {
             st.count("deletecollection", k.resource);
-            let selector = match query.get("labelSelector").map(|s| parse_selector(s)).transpose() {
+            let selector = match query
+                .get("labelSelector")
+                .map(|s| parse_selector(s))
+                .transpose()
+            {
                 Ok(s) => s.unwrap_or_default(),
                 Err(e) => return bad_request(format!("unable to parse requirement: {e}")),
             };
@@ -560,16 +627,25 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
                 .objects
                 .iter()
                 .filter(|(key, v)| {
-                    key.0 == k.resource && key.1 == t.namespace && matches(&selector, &v["metadata"]["labels"])
+                    key.0 == k.resource
+                        && key.1 == t.namespace
+                        && matches(&selector, &v["metadata"]["labels"])
                 })
                 .map(|(key, _)| key.2.clone())
                 .collect();
             for n in names {
                 let _ = delete(&mut st, k, &t.namespace, &n, &Value::Null);
             }
-            ok_json(&json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}))
+            ok_json(
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+            )
         }
-        _ => status(405, "MethodNotAllowed", format!("{method} is not supported"), json!({})),
+        _ => status(
+            405,
+            "MethodNotAllowed",
+            format!("{method} is not supported"),
+            json!({}),
+        ),
     }
 }
 
@@ -589,19 +665,31 @@ fn create(st: &mut State, k: Kind, namespace: &str, mut obj: Value) -> HttpRespo
                 return invalid(
                     k,
                     "",
-                    vec![("metadata.name".into(), "Required value: name or generateName is required".into())],
+                    vec![(
+                        "metadata.name".into(),
+                        "Required value: name or generateName is required".into(),
+                    )],
                 )
             }
         },
     };
     if let Some(ns) = meta.get("namespace").and_then(Value::as_str) {
         if k.namespaced && ns != namespace {
-            return bad_request(format!(
+            return bad_request(
                 "the namespace of the provided object does not match the namespace sent on the request"
-            ));
+                    .into(),
+            );
         }
     }
-    let key: Key = (k.resource, if k.namespaced { namespace.to_owned() } else { String::new() }, name.clone());
+    let key: Key = (
+        k.resource,
+        if k.namespaced {
+            namespace.to_owned()
+        } else {
+            String::new()
+        },
+        name.clone(),
+    );
     if let Err(causes) = validate(k, &name, &obj) {
         return invalid(k, &name, causes);
     }
@@ -663,13 +751,27 @@ fn normalise_secret(o: &mut Map<String, Value>) {
     }
 }
 
-fn update(st: &mut State, k: Kind, namespace: &str, name: &str, body: Value, is_patch: bool) -> HttpResponse {
-    let ns = if k.namespaced { namespace.to_owned() } else { String::new() };
+fn update(
+    st: &mut State,
+    k: Kind,
+    namespace: &str,
+    name: &str,
+    body: Value,
+    is_patch: bool,
+) -> HttpResponse {
+    let ns = if k.namespaced {
+        namespace.to_owned()
+    } else {
+        String::new()
+    };
     let key: Key = (k.resource, ns, name.to_owned());
     let Some(current) = st.objects.get(&key).cloned() else {
         return not_found(k, name);
     };
-    let current_rv = current["metadata"]["resourceVersion"].as_str().unwrap_or("").to_owned();
+    let current_rv = current["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
     if let Some(rv) = body["metadata"]["resourceVersion"].as_str() {
         if rv != current_rv {
             return conflict(k, name);
@@ -720,7 +822,14 @@ fn update(st: &mut State, k: Kind, namespace: &str, name: &str, body: Value, is_
         .or_insert_with(|| json!({}))
         .as_object_mut()
         .expect("metadata object");
-    for f in ["uid", "creationTimestamp", "namespace", "name", "deletionTimestamp", "generation"] {
+    for f in [
+        "uid",
+        "creationTimestamp",
+        "namespace",
+        "name",
+        "deletionTimestamp",
+        "generation",
+    ] {
         match current["metadata"].get(f) {
             Some(v) => m.insert(f.into(), v.clone()),
             None => m.remove(f),
@@ -736,7 +845,11 @@ fn update(st: &mut State, k: Kind, namespace: &str, name: &str, body: Value, is_
 }
 
 fn delete(st: &mut State, k: Kind, namespace: &str, name: &str, opts: &Value) -> HttpResponse {
-    let ns = if k.namespaced { namespace.to_owned() } else { String::new() };
+    let ns = if k.namespaced {
+        namespace.to_owned()
+    } else {
+        String::new()
+    };
     let key: Key = (k.resource, ns, name.to_owned());
     let Some(current) = st.objects.get(&key).cloned() else {
         return not_found(k, name);
@@ -830,7 +943,8 @@ fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -846,7 +960,8 @@ fn is_label_value(s: &str) -> bool {
         || (b.len() <= 63
             && b[0].is_ascii_alphanumeric()
             && b[b.len() - 1].is_ascii_alphanumeric()
-            && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c)))
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c)))
 }
 
 fn is_label_key(s: &str) -> bool {
@@ -880,7 +995,10 @@ fn validate(k: Kind, name: &str, obj: &Value) -> Result<(), Vec<(String, String)
         "pods" => check_pod_spec("spec", spec, &mut errs),
         "deployments" => {
             if spec["replicas"].as_i64().is_some_and(|r| r < 0) {
-                errs.push(("spec.replicas".into(), "Invalid value: must be greater than or equal to 0".into()));
+                errs.push((
+                    "spec.replicas".into(),
+                    "Invalid value: must be greater than or equal to 0".into(),
+                ));
             }
             let sel = &spec["selector"]["matchLabels"];
             if sel.as_object().is_none_or(Map::is_empty) {
@@ -907,16 +1025,25 @@ fn validate(k: Kind, name: &str, obj: &Value) -> Result<(), Vec<(String, String)
             }
             let csi = &spec["csi"];
             if !csi.is_object() {
-                errs.push(("spec".into(), "Required value: must specify a volume type".into()));
+                errs.push((
+                    "spec".into(),
+                    "Required value: must specify a volume type".into(),
+                ));
             } else if csi["driver"].as_str().is_none_or(str::is_empty)
                 || csi["volumeHandle"].as_str().is_none_or(str::is_empty)
             {
-                errs.push(("spec.csi".into(), "Required value: driver and volumeHandle".into()));
+                errs.push((
+                    "spec.csi".into(),
+                    "Required value: driver and volumeHandle".into(),
+                ));
             }
         }
         "persistentvolumeclaims" => {
             if spec["accessModes"].as_array().is_none_or(Vec::is_empty) {
-                errs.push(("spec.accessModes".into(), "Required value: at least 1 access mode is required".into()));
+                errs.push((
+                    "spec.accessModes".into(),
+                    "Required value: at least 1 access mode is required".into(),
+                ));
             }
             if spec["resources"]["requests"]["storage"].as_str().is_none() {
                 errs.push(("spec.resources[storage]".into(), "Required value".into()));
@@ -926,20 +1053,26 @@ fn validate(k: Kind, name: &str, obj: &Value) -> Result<(), Vec<(String, String)
             if let Some(data) = obj["data"].as_object() {
                 for (key, v) in data {
                     let key_ok = !key.is_empty()
-                        && key.bytes().all(|c| c.is_ascii_alphanumeric() || b"-._".contains(&c));
+                        && key
+                            .bytes()
+                            .all(|c| c.is_ascii_alphanumeric() || b"-._".contains(&c));
                     if !key_ok {
                         errs.push((format!("data[{key}]"), "Invalid value: a valid config key must consist of alphanumeric characters, '-', '_' or '.'".into()));
                     }
                     if serde_json::from_value::<k8s_openapi::ByteString>(v.clone()).is_err() {
-                        errs.push((format!("data[{key}]"), "Invalid value: illegal base64 data".into()));
+                        errs.push((
+                            format!("data[{key}]"),
+                            "Invalid value: illegal base64 data".into(),
+                        ));
                     }
                 }
             }
         }
-        "leases" => {
-            if spec["leaseDurationSeconds"].as_i64().is_some_and(|d| d <= 0) {
-                errs.push(("spec.leaseDurationSeconds".into(), "Invalid value: must be greater than 0".into()));
-            }
+        "leases" if spec["leaseDurationSeconds"].as_i64().is_some_and(|d| d <= 0) => {
+            errs.push((
+                "spec.leaseDurationSeconds".into(),
+                "Invalid value: must be greater than 0".into(),
+            ));
         }
         _ => {}
     }
@@ -956,12 +1089,12 @@ fn check_labels(field: &str, labels: &Value, errs: &mut Vec<(String, String)>) {
     };
     for (key, v) in map {
         if !is_label_key(key) {
-            errs.push((format!("{field}"), format!("Invalid value: \"{key}\": name part must consist of alphanumeric characters, '-', '_' or '.'")));
+            errs.push((field.to_owned(), format!("Invalid value: \"{key}\": name part must consist of alphanumeric characters, '-', '_' or '.'")));
         }
         match v.as_str() {
             Some(s) if is_label_value(s) => {}
             _ => errs.push((
-                format!("{field}"),
+                field.to_owned(),
                 format!("Invalid value: {v}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (at most 63)"),
             )),
         }
@@ -988,20 +1121,30 @@ fn check_pod_spec(field: &str, spec: &Value, errs: &mut Vec<(String, String)>) {
         for m in c["volumeMounts"].as_array().into_iter().flatten() {
             let n = m["name"].as_str().unwrap_or("");
             if !volumes.contains(n) {
-                errs.push((format!("{f}.volumeMounts.name"), format!("Not found: \"{n}\"")));
+                errs.push((
+                    format!("{f}.volumeMounts.name"),
+                    format!("Not found: \"{n}\""),
+                ));
             }
         }
         for e in c["env"].as_array().into_iter().flatten() {
             let n = e["name"].as_str().unwrap_or("");
             let ok = !n.is_empty()
                 && !n.as_bytes()[0].is_ascii_digit()
-                && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
             if !ok {
                 errs.push((format!("{f}.env.name"), format!("Invalid value: \"{n}\"")));
             }
             let sk = &e["valueFrom"]["secretKeyRef"];
-            if sk.is_object() && (sk["name"].as_str().is_none_or(str::is_empty) || sk["key"].as_str().is_none_or(str::is_empty)) {
-                errs.push((format!("{f}.env.valueFrom.secretKeyRef"), "Required value: name and key".into()));
+            if sk.is_object()
+                && (sk["name"].as_str().is_none_or(str::is_empty)
+                    || sk["key"].as_str().is_none_or(str::is_empty))
+            {
+                errs.push((
+                    format!("{f}.env.valueFrom.secretKeyRef"),
+                    "Required value: name and key".into(),
+                ));
             }
         }
     }
@@ -1061,7 +1204,12 @@ fn parse_selector(s: &str) -> Result<Vec<Req>, String> {
             Req::Exists(p.into())
         };
         let key = match &req {
-            Req::Eq(k, _) | Req::NotEq(k, _) | Req::In(k, _) | Req::NotIn(k, _) | Req::Exists(k) | Req::NotExists(k) => k,
+            Req::Eq(k, _)
+            | Req::NotEq(k, _)
+            | Req::In(k, _)
+            | Req::NotIn(k, _)
+            | Req::Exists(k)
+            | Req::NotExists(k) => k,
         };
         if !is_label_key(key) {
             return Err(format!("invalid label key {key:?}"));
@@ -1108,7 +1256,11 @@ fn reconcile_deployments(st: &mut State) {
         let want = d["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
         let selector: Vec<Req> = d["spec"]["selector"]["matchLabels"]
             .as_object()
-            .map(|m| m.iter().map(|(k, v)| Req::Eq(k.clone(), v.as_str().unwrap_or("").into())).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| Req::Eq(k.clone(), v.as_str().unwrap_or("").into()))
+                    .collect()
+            })
             .unwrap_or_default();
         let owned: Vec<Key> = st
             .objects
@@ -1161,7 +1313,12 @@ fn waiting(pod: &mut Value, reason: &str, message: &str) {
 
 fn run_pods(shared: &Shared, st: &mut State) {
     let delay = shared.opts.pod_start_delay;
-    let keys: Vec<Key> = st.objects.keys().filter(|k| k.0 == "pods").cloned().collect();
+    let keys: Vec<Key> = st
+        .objects
+        .keys()
+        .filter(|k| k.0 == "pods")
+        .cloned()
+        .collect();
     for key in keys {
         if st.static_pods.contains(&key) {
             continue;
@@ -1198,8 +1355,14 @@ fn run_pods(shared: &Shared, st: &mut State) {
                 if !matches!(a.child.try_wait(), Ok(None)) {
                     let rv = st.next_rv();
                     let obj = st.objects.get_mut(&key).expect("present");
-                    if obj["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] != "CrashLoopBackOff" {
-                        waiting(obj, "CrashLoopBackOff", "back-off restarting failed container");
+                    if obj["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+                        != "CrashLoopBackOff"
+                    {
+                        waiting(
+                            obj,
+                            "CrashLoopBackOff",
+                            "back-off restarting failed container",
+                        );
                         obj["status"]["conditions"] = json!([{"type": "Ready", "status": "False"}]);
                         obj["metadata"]["resourceVersion"] = json!(rv);
                     }
@@ -1210,7 +1373,11 @@ fn run_pods(shared: &Shared, st: &mut State) {
         if phase != "Pending" {
             continue;
         }
-        let created = st.created_at.get(&key).copied().unwrap_or_else(Instant::now);
+        let created = st
+            .created_at
+            .get(&key)
+            .copied()
+            .unwrap_or_else(Instant::now);
         if created.elapsed() < delay {
             continue;
         }
@@ -1234,7 +1401,10 @@ fn run_pods(shared: &Shared, st: &mut State) {
                 format!("node-{}", (st.next_node - 1) % shared.opts.nodes.max(1) + 1)
             }
         };
-        let image = pod["spec"]["containers"][0]["image"].as_str().unwrap_or("").to_owned();
+        let image = pod["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
         let failure = st
             .image_failures
             .get(&image)
@@ -1304,7 +1474,12 @@ fn agent_port(pod: &Value) -> Option<u16> {
 /// A loopback address no other pod (of any fake in any test process) holds `port` on.
 fn free_loopback_ip(used: &mut HashSet<Ipv4Addr>, port: u16) -> Ipv4Addr {
     loop {
-        let ip = Ipv4Addr::new(127, rand::random_range(1..=254), rand::random(), rand::random_range(1..=254));
+        let ip = Ipv4Addr::new(
+            127,
+            rand::random_range(1..=254),
+            rand::random(),
+            rand::random_range(1..=254),
+        );
         if used.contains(&ip) {
             continue;
         }
@@ -1316,7 +1491,13 @@ fn free_loopback_ip(used: &mut HashSet<Ipv4Addr>, port: u16) -> Ipv4Addr {
 }
 
 /// Host directory behind a pod volume, or an error like the kubelet's when its source is missing.
-fn volume_dir(shared: &Shared, st: &State, key: &Key, pod: &Value, volume: &str) -> Result<PathBuf, String> {
+fn volume_dir(
+    shared: &Shared,
+    st: &State,
+    key: &Key,
+    pod: &Value,
+    volume: &str,
+) -> Result<PathBuf, String> {
     let v = pod["spec"]["volumes"]
         .as_array()
         .and_then(|vs| vs.iter().find(|v| v["name"] == volume))
@@ -1337,7 +1518,9 @@ fn volume_dir(shared: &Shared, st: &State, key: &Key, pod: &Value, volume: &str)
         .objects
         .get(&("persistentvolumes", String::new(), pv_name.to_owned()))
         .ok_or_else(|| format!("persistentvolume \"{pv_name}\" not found"))?;
-    let bucket = pv["spec"]["csi"]["volumeAttributes"]["bucketName"].as_str().unwrap_or("bucket");
+    let bucket = pv["spec"]["csi"]["volumeAttributes"]["bucketName"]
+        .as_str()
+        .unwrap_or("bucket");
     let prefix = pv["spec"]["mountOptions"]
         .as_array()
         .into_iter()
@@ -1349,7 +1532,13 @@ fn volume_dir(shared: &Shared, st: &State, key: &Key, pod: &Value, volume: &str)
 }
 
 /// Starts `tenant-agent` for a tenant pod with the pod's environment on `ip`.
-fn start_agent(shared: &Shared, st: &State, key: &Key, pod: &Value, ip: Ipv4Addr) -> Result<Option<Child>, String> {
+fn start_agent(
+    shared: &Shared,
+    st: &State,
+    key: &Key,
+    pod: &Value,
+    ip: Ipv4Addr,
+) -> Result<Option<Child>, String> {
     let container = &pod["spec"]["containers"][0];
     let mut mounts = Vec::new();
     for m in container["volumeMounts"].as_array().into_iter().flatten() {
@@ -1360,7 +1549,8 @@ fn start_agent(shared: &Shared, st: &State, key: &Key, pod: &Value, ip: Ipv4Addr
     let mut cmd = Command::new(&shared.opts.agent_binary);
     let logs = shared.root.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
-    let log = std::fs::File::create(logs.join(format!("{}.log", key.2))).map_err(|e| e.to_string())?;
+    let log =
+        std::fs::File::create(logs.join(format!("{}.log", key.2))).map_err(|e| e.to_string())?;
     let log_err = log.try_clone().map_err(|e| e.to_string())?;
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -33,9 +33,26 @@ async fn errors_are_status_objects_like_the_api_servers() {
     assert_eq!(body["message"], "pods \"nope\" not found");
 
     let json = "application/json";
-    assert_eq!(send(reqwest::Method::POST, pods.clone(), Some((json, pod("p1", json!({}))))).await.0, 201);
-    let (code, body) = send(reqwest::Method::POST, pods.clone(), Some((json, pod("p1", json!({}))))).await;
-    assert_eq!((code, body["reason"].as_str()), (409, Some("AlreadyExists")));
+    assert_eq!(
+        send(
+            reqwest::Method::POST,
+            pods.clone(),
+            Some((json, pod("p1", json!({}))))
+        )
+        .await
+        .0,
+        201
+    );
+    let (code, body) = send(
+        reqwest::Method::POST,
+        pods.clone(),
+        Some((json, pod("p1", json!({})))),
+    )
+    .await;
+    assert_eq!(
+        (code, body["reason"].as_str()),
+        (409, Some("AlreadyExists"))
+    );
 }
 
 #[tokio::test]
@@ -59,8 +76,16 @@ async fn invalid_objects_are_rejected_with_422() {
         assert_eq!(code, 422, "{c} → {body}");
         assert_eq!(body["reason"], "Invalid");
     }
-    let pvcs = format!("{}/api/v1/namespaces/tenants/persistentvolumeclaims", fake.url());
-    let (code, _) = send(reqwest::Method::POST, pvcs, Some((json, json!({"metadata": {"name": "c"}, "spec": {}})))).await;
+    let pvcs = format!(
+        "{}/api/v1/namespaces/tenants/persistentvolumeclaims",
+        fake.url()
+    );
+    let (code, _) = send(
+        reqwest::Method::POST,
+        pvcs,
+        Some((json, json!({"metadata": {"name": "c"}, "spec": {}}))),
+    )
+    .await;
     assert_eq!(code, 422);
     assert!(fake.list("pods").is_empty(), "nothing half-written");
 }
@@ -70,14 +95,37 @@ async fn stale_resource_versions_conflict_and_selectors_filter() {
     let fake = FakeK8s::start().await;
     let pods = format!("{}/api/v1/namespaces/tenants/pods", fake.url());
     let json = "application/json";
-    let (_, created) = send(reqwest::Method::POST, pods.clone(), Some((json, pod("a", json!({"app": "warm-pool", "warm": "true"}))))).await;
-    send(reqwest::Method::POST, pods.clone(), Some((json, pod("b", json!({"app": "zeroclaw", "tenant": "b"}))))).await;
-    let rv = created["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
+    let (_, created) = send(
+        reqwest::Method::POST,
+        pods.clone(),
+        Some((json, pod("a", json!({"app": "warm-pool", "warm": "true"})))),
+    )
+    .await;
+    send(
+        reqwest::Method::POST,
+        pods.clone(),
+        Some((json, pod("b", json!({"app": "zeroclaw", "tenant": "b"})))),
+    )
+    .await;
+    let rv = created["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let merge = "application/merge-patch+json";
     let claim = json!({"metadata": {"resourceVersion": rv, "labels": {"warm": "consuming"}}});
-    let (first, _) = send(reqwest::Method::PATCH, format!("{pods}/a"), Some((merge, claim.clone()))).await;
-    let (second, body) = send(reqwest::Method::PATCH, format!("{pods}/a"), Some((merge, claim))).await;
+    let (first, _) = send(
+        reqwest::Method::PATCH,
+        format!("{pods}/a"),
+        Some((merge, claim.clone())),
+    )
+    .await;
+    let (second, body) = send(
+        reqwest::Method::PATCH,
+        format!("{pods}/a"),
+        Some((merge, claim)),
+    )
+    .await;
     assert_eq!((first, second), (200, 409));
     assert_eq!(body["reason"], "Conflict");
 

@@ -19,8 +19,12 @@ fn check<T: serde::Serialize>(name: &str, obj: &T) {
         std::fs::write(&path, &yaml).unwrap();
         return;
     }
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create it)", path.display()));
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
+            path.display()
+        )
+    });
     assert_eq!(yaml, want, "{name} differs from {}", path.display());
 }
 
@@ -49,7 +53,10 @@ fn tenant_pod_pinned_without_runtime_class() {
         runtime_class: String::new(),
         ..settings()
     };
-    check("pod-pinned-no-runtime-class", &k8s::tenant_pod(&alice(), &s, Some("node-2")));
+    check(
+        "pod-pinned-no-runtime-class",
+        &k8s::tenant_pod(&alice(), &s, Some("node-2")),
+    );
 }
 
 #[test]
@@ -64,7 +71,10 @@ fn persistent_volume_claim() {
 
 #[test]
 fn secret() {
-    check("secret", &k8s::tenant_secret(&alice(), &Secret::new("123:ABC-golden"), &settings()));
+    check(
+        "secret",
+        &k8s::tenant_secret(&alice(), &Secret::new("123:ABC-golden"), &settings()),
+    );
 }
 
 #[test]
@@ -81,8 +91,16 @@ fn warm_pool_deployment_scaled_to_zero() {
 #[test]
 fn pod_never_carries_the_token() {
     let pod = serde_yaml::to_string(&k8s::tenant_pod(&alice(), &settings(), None)).unwrap();
-    let secret = serde_yaml::to_string(&k8s::tenant_secret(&alice(), &Secret::new("123:ABC-golden"), &settings())).unwrap();
+    let secret = serde_yaml::to_string(&k8s::tenant_secret(
+        &alice(),
+        &Secret::new("123:ABC-golden"),
+        &settings(),
+    ))
+    .unwrap();
     assert!(!pod.contains("123:ABC-golden"));
     assert!(pod.contains("secretKeyRef"));
-    assert!(!secret.contains("123:ABC-golden"), "secret data is base64, never plain text in YAML");
+    assert!(
+        !secret.contains("123:ABC-golden"),
+        "secret data is base64, never plain text in YAML"
+    );
 }

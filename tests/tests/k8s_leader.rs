@@ -17,7 +17,13 @@ use tokio_util::sync::CancellationToken;
 use k8s_support::*;
 
 async fn elector(fake: &FakeK8s, identity: &str, timing: LeaseTiming) -> Arc<LeaseElector> {
-    Arc::new(LeaseElector::new(fake.client().await, NS, "orchestrator-leader", identity, timing))
+    Arc::new(LeaseElector::new(
+        fake.client().await,
+        NS,
+        "orchestrator-leader",
+        identity,
+        timing,
+    ))
 }
 
 fn spawn(e: &Arc<LeaseElector>, stop: &CancellationToken) -> tokio::task::JoinHandle<()> {
@@ -40,11 +46,18 @@ async fn one_leader_and_the_other_takes_over_within_20s_after_the_leader_dies() 
     let lease = fake.get("leases", NS, "orchestrator-leader").unwrap();
     assert_eq!(lease["spec"]["leaseDurationSeconds"], 15);
 
-    let (dead, dead_task, survivor) = if a.is_leader() { (a, ta, b) } else { (b, tb, a) };
+    let (dead, dead_task, survivor) = if a.is_leader() {
+        (a, ta, b)
+    } else {
+        (b, tb, a)
+    };
     dead_task.abort(); // a crash: no release, the lease must expire
     let killed = Instant::now();
     while !survivor.is_leader() {
-        assert!(killed.elapsed() < Duration::from_secs(20), "no take-over within 20 s");
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "no take-over within 20 s"
+        );
         assert!(!(dead.is_leader() && survivor.is_leader()));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -76,7 +89,10 @@ async fn a_clean_shutdown_hands_the_lease_over_at_once() {
     stop_a.cancel();
     ta.await.unwrap();
     assert!(!a.is_leader());
-    assert!(eventually(Duration::from_secs(3), || b.is_leader()).await, "released lease taken at once");
+    assert!(
+        eventually(Duration::from_secs(3), || b.is_leader()).await,
+        "released lease taken at once"
+    );
     stop_b.cancel();
 }
 
@@ -109,7 +125,10 @@ async fn only_the_leader_stops_idle_tenants_and_each_once() {
         orchestrator::lifecycle::idle_check(follower)
     );
     assert_eq!((nl.unwrap(), nf.unwrap()), (1, 0));
-    assert_eq!(shared.registry.get(&id).await.unwrap().unwrap().status, TenantStatus::Idle);
+    assert_eq!(
+        shared.registry.get(&id).await.unwrap().unwrap().status,
+        TenantStatus::Idle
+    );
     assert_eq!(fake.count("delete", "pods"), 1, "stopped exactly once");
     stop.cancel();
 }

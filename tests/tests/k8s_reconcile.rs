@@ -40,8 +40,18 @@ async fn an_orphan_tenant_pod_is_deleted() {
     let shared = Shared::new();
     let app = replica(&fake, &shared, Duration::from_secs(30)).await;
     let id = shared.add_tenant("korphan").await;
-    fake.insert_running_pod(NS, "zeroclaw-korphan", json!({"app": "zeroclaw", "tenant": "korphan"}), "node-1");
-    fake.insert_running_pod(NS, "zeroclaw-nobody", json!({"app": "zeroclaw", "tenant": "nobody"}), "node-1");
+    fake.insert_running_pod(
+        NS,
+        "zeroclaw-korphan",
+        json!({"app": "zeroclaw", "tenant": "korphan"}),
+        "node-1",
+    );
+    fake.insert_running_pod(
+        NS,
+        "zeroclaw-nobody",
+        json!({"app": "zeroclaw", "tenant": "nobody"}),
+        "node-1",
+    );
 
     let report = reconcile(&app).await.unwrap();
 
@@ -65,13 +75,23 @@ async fn one_pass_over_10000_tenants_and_1000_pods_makes_one_list_call() {
             rec.status = TenantStatus::Running;
             rec.pod_name = id.pod_name();
             rec.pod_ip = "10.0.0.1".into();
-            fake.insert_running_pod(NS, &id.pod_name(), json!({"app": "zeroclaw", "tenant": id.as_str()}), "node-1");
+            fake.insert_running_pod(
+                NS,
+                &id.pod_name(),
+                json!({"app": "zeroclaw", "tenant": id.as_str()}),
+                "node-1",
+            );
         }
         shared.registry.create(&rec).await.unwrap();
     }
     // Unrelated pods in the namespace are not the reconciler's business.
     for i in 0..50 {
-        fake.insert_running_pod(NS, &format!("warm-pool-{i}"), json!({"app": "warm-pool", "warm": "true"}), "node-2");
+        fake.insert_running_pod(
+            NS,
+            &format!("warm-pool-{i}"),
+            json!({"app": "warm-pool", "warm": "true"}),
+            "node-2",
+        );
     }
     assert_eq!(fake.list("pods").len(), 1_050);
     fake.reset_counts();

@@ -32,7 +32,10 @@ async fn chat(endpoint: &str, text: &str) -> String {
 
 /// A Running warm pod created the way the warm-pool ReplicaSet would, on a known node.
 async fn warm_pod(fake: &FakeK8s, name: &str) -> (String, String) {
-    let template = k8s::warm_pool_deployment(&k8s_settings(), 1).spec.unwrap().template;
+    let template = k8s::warm_pool_deployment(&k8s_settings(), 1)
+        .spec
+        .unwrap()
+        .template;
     let pod = Pod {
         metadata: kube::api::ObjectMeta {
             name: Some(name.into()),
@@ -71,9 +74,14 @@ async fn wake_creates_secret_pv_pvc_and_a_pod_whose_agent_answers() {
     let token: k8s_openapi::ByteString =
         serde_json::from_value(secret["data"]["TELEGRAM_BOT_TOKEN"].clone()).unwrap();
     assert_eq!(token.0, b"123:ABC-secret");
-    let pv = fake.get("persistentvolumes", "", "pv-tenant-kcold").expect("pv");
+    let pv = fake
+        .get("persistentvolumes", "", "pv-tenant-kcold")
+        .expect("pv");
     assert_eq!(pv["spec"]["csi"]["driver"], "s3.csi.aws.com");
-    assert_eq!(pv["spec"]["csi"]["volumeAttributes"]["bucketName"], "zeroclaw-tenant-state");
+    assert_eq!(
+        pv["spec"]["csi"]["volumeAttributes"]["bucketName"],
+        "zeroclaw-tenant-state"
+    );
     assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Retain");
     assert_eq!(pv["spec"]["storageClassName"], "s3-tenant-state");
     assert!(pv["spec"]["mountOptions"]
@@ -81,19 +89,30 @@ async fn wake_creates_secret_pv_pvc_and_a_pod_whose_agent_answers() {
         .unwrap()
         .contains(&json!("prefix tenants/kcold/")));
     assert_eq!(pv["spec"]["claimRef"]["name"], "pvc-tenant-kcold");
-    let pvc = fake.get("persistentvolumeclaims", NS, "pvc-tenant-kcold").expect("pvc");
+    let pvc = fake
+        .get("persistentvolumeclaims", NS, "pvc-tenant-kcold")
+        .expect("pvc");
     assert_eq!(pvc["spec"]["volumeName"], "pv-tenant-kcold");
 
     let pod = fake.get("pods", NS, "zeroclaw-kcold").expect("pod");
-    assert_eq!(pod["metadata"]["labels"], json!({"app": "zeroclaw", "tenant": "kcold"}));
+    assert_eq!(
+        pod["metadata"]["labels"],
+        json!({"app": "zeroclaw", "tenant": "kcold"})
+    );
     assert_eq!(pod["spec"]["runtimeClassName"], "kata-qemu");
     assert_eq!(pod["spec"]["priorityClassName"], "tenant-normal");
     assert_eq!(pod["spec"]["serviceAccountName"], "zeroclaw-tenant");
     assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 30);
     let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
-    let token_env = env.iter().find(|e| e["name"] == "TELEGRAM_BOT_TOKEN").unwrap();
+    let token_env = env
+        .iter()
+        .find(|e| e["name"] == "TELEGRAM_BOT_TOKEN")
+        .unwrap();
     assert!(token_env.get("value").is_none());
-    assert_eq!(token_env["valueFrom"]["secretKeyRef"]["name"], "tenant-kcold");
+    assert_eq!(
+        token_env["valueFrom"]["secretKeyRef"]["name"],
+        "tenant-kcold"
+    );
     assert!(!pod.to_string().contains("123:ABC-secret"));
 
     assert_eq!(woken.pod_ip, pod["status"]["podIP"].as_str().unwrap());
@@ -102,7 +121,10 @@ async fn wake_creates_secret_pv_pvc_and_a_pod_whose_agent_answers() {
     let rec = shared.registry.get(&id).await.unwrap().unwrap();
     assert_eq!(rec.status, TenantStatus::Running);
     assert_eq!(rec.pod_name, "zeroclaw-kcold");
-    assert_eq!(log_lines(&["warm pool miss: cold start", "tenant=kcold"]).len(), 1);
+    assert_eq!(
+        log_lines(&["warm pool miss: cold start", "tenant=kcold"]).len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -118,7 +140,10 @@ async fn a_warm_hit_pins_the_node_and_deletes_the_warm_pod() {
 
     let pod = fake.get("pods", NS, "zeroclaw-kwarm").unwrap();
     assert_eq!(pod["spec"]["nodeName"], node.as_str());
-    assert!(fake.get("pods", NS, &warm).is_none(), "claimed warm pod deleted");
+    assert!(
+        fake.get("pods", NS, &warm).is_none(),
+        "claimed warm pod deleted"
+    );
     let hits = log_lines(&["warm pool hit: reusing node", "tenant=kwarm"]);
     assert_eq!(hits.len(), 1, "{hits:?}");
     assert!(hits[0].contains(&node));
@@ -142,7 +167,11 @@ async fn two_replicas_racing_for_one_warm_pod_claim_it_once() {
 
     let hits = log_lines(&["warm pool hit: reusing node", "krace-"]);
     let misses = log_lines(&["warm pool miss: cold start", "krace-"]);
-    assert_eq!(hits.len(), 1, "exactly one replica claims the pod: {hits:?}");
+    assert_eq!(
+        hits.len(),
+        1,
+        "exactly one replica claims the pod: {hits:?}"
+    );
     assert_eq!(misses.len(), 1, "the other cold-starts: {misses:?}");
     assert!(fake.get("pods", NS, &warm).is_none());
     assert!(fake.count("patch", "pods") >= 1);
@@ -160,17 +189,27 @@ async fn an_image_pull_failure_fails_the_wake_with_the_reason_and_frees_the_tena
     let started = Instant::now();
     let err = wake(&app, &id).await.unwrap_err();
 
-    assert!(started.elapsed() < Duration::from_secs(20), "fails before its deadline");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "fails before its deadline"
+    );
     assert!(err.to_string().contains("ErrImagePull"), "{err}");
     let rec = shared.registry.get(&id).await.unwrap().unwrap();
     assert_eq!(rec.status, TenantStatus::Idle);
     assert!(rec.pod_ip.is_empty());
     assert!(
-        shared.lock.try_acquire(&common::wake_lock_key(&id), "probe", Duration::from_secs(5)).await.unwrap(),
+        shared
+            .lock
+            .try_acquire(&common::wake_lock_key(&id), "probe", Duration::from_secs(5))
+            .await
+            .unwrap(),
         "wake lock released"
     );
     assert!(
-        eventually(Duration::from_secs(5), || fake.get("pods", NS, "zeroclaw-kpull").is_none()).await,
+        eventually(Duration::from_secs(5), || fake
+            .get("pods", NS, "zeroclaw-kpull")
+            .is_none())
+        .await,
         "failed pod deleted"
     );
 }
@@ -186,8 +225,16 @@ async fn an_unschedulable_pod_fails_at_the_deadline_with_the_reason() {
     let err = wake(&app, &id).await.unwrap_err();
 
     assert!(err.to_string().contains("Unschedulable"), "{err}");
-    assert_eq!(shared.registry.get(&id).await.unwrap().unwrap().status, TenantStatus::Idle);
-    assert!(eventually(Duration::from_secs(5), || fake.get("pods", NS, "zeroclaw-ksched").is_none()).await);
+    assert_eq!(
+        shared.registry.get(&id).await.unwrap().unwrap().status,
+        TenantStatus::Idle
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || fake
+            .get("pods", NS, "zeroclaw-ksched")
+            .is_none())
+        .await
+    );
 }
 
 #[tokio::test]
@@ -201,7 +248,10 @@ async fn stop_saves_state_through_sigterm_and_a_new_pod_continues_the_memory() {
 
     orchestrator::tenants::sleep(&app, &id).await.unwrap();
     assert!(
-        eventually(Duration::from_secs(35), || fake.get("pods", NS, "zeroclaw-kstate").is_none()).await,
+        eventually(Duration::from_secs(35), || fake
+            .get("pods", NS, "zeroclaw-kstate")
+            .is_none())
+        .await,
         "pod removed after its agent exited"
     );
     assert!(fake
@@ -215,8 +265,12 @@ async fn stop_saves_state_through_sigterm_and_a_new_pod_continues_the_memory() {
     app.runtime.stop(&id).await.unwrap();
     app.runtime.remove(&id).await.unwrap();
     assert!(fake.get("secrets", NS, "tenant-kstate").is_none());
-    assert!(fake.get("persistentvolumeclaims", NS, "pvc-tenant-kstate").is_none());
-    assert!(fake.get("persistentvolumes", "", "pv-tenant-kstate").is_none());
+    assert!(fake
+        .get("persistentvolumeclaims", NS, "pvc-tenant-kstate")
+        .is_none());
+    assert!(fake
+        .get("persistentvolumes", "", "pv-tenant-kstate")
+        .is_none());
     app.runtime.remove(&id).await.unwrap();
 }
 
@@ -227,10 +281,18 @@ async fn a_pod_that_already_runs_is_adopted_not_duplicated() {
     let app = replica(&fake, &shared, Duration::from_secs(30)).await;
     let id = shared.add_tenant("kadopt").await;
     let rec = shared.registry.get(&id).await.unwrap().unwrap();
-    let first = app.runtime.start(&rec, Duration::from_secs(30)).await.unwrap();
+    let first = app
+        .runtime
+        .start(&rec, Duration::from_secs(30))
+        .await
+        .unwrap();
     fake.reset_counts();
 
-    let again = app.runtime.start(&rec, Duration::from_secs(30)).await.unwrap();
+    let again = app
+        .runtime
+        .start(&rec, Duration::from_secs(30))
+        .await
+        .unwrap();
 
     assert_eq!(first, again);
     assert_eq!(fake.count("create", "pods"), 0);
@@ -244,12 +306,20 @@ async fn the_warm_pool_manager_keeps_the_deployment_at_its_target() {
     m.ensure().await.unwrap();
     let d = fake.get("deployments", NS, "warm-pool").unwrap();
     assert_eq!(d["spec"]["replicas"], 2);
-    assert_eq!(d["spec"]["template"]["spec"]["priorityClassName"], "tenant-low");
-    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], IMAGE);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["priorityClassName"],
+        "tenant-low"
+    );
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        IMAGE
+    );
     let warm = || {
         fake.list("pods")
             .iter()
-            .filter(|p| p["metadata"]["labels"]["warm"] == "true" && p["status"]["phase"] == "Running")
+            .filter(|p| {
+                p["metadata"]["labels"]["warm"] == "true" && p["status"]["phase"] == "Running"
+            })
             .count()
     };
     assert!(eventually(Duration::from_secs(10), || warm() == 2).await);
@@ -259,6 +329,9 @@ async fn the_warm_pool_manager_keeps_the_deployment_at_its_target() {
 
     let zero = WarmPoolManager::new(client, k8s_settings(), 0, Duration::from_secs(30));
     zero.ensure().await.unwrap();
-    assert_eq!(fake.get("deployments", NS, "warm-pool").unwrap()["spec"]["replicas"], 0);
+    assert_eq!(
+        fake.get("deployments", NS, "warm-pool").unwrap()["spec"]["replicas"],
+        0
+    );
     assert!(eventually(Duration::from_secs(10), || warm() == 0).await);
 }

@@ -52,7 +52,13 @@ impl Shared {
 
     pub async fn add_tenant(&self, id: &str) -> TenantId {
         let id = TenantId::parse(id).unwrap();
-        let rec = TenantRecord::new(id.clone(), Secret::new("123:ABC-secret"), 300, NS, Utc::now());
+        let rec = TenantRecord::new(
+            id.clone(),
+            Secret::new("123:ABC-secret"),
+            300,
+            NS,
+            Utc::now(),
+        );
         self.registry.create(&rec).await.unwrap();
         id
     }
