@@ -2,7 +2,11 @@
 //! DESIGN.md names (tenant pod, state PV/PVC, token Secret, warm-pool Deployment).
 //!
 //! State: the PVC mounts the tenant's S3 prefix (Mountpoint CSI) at `STATE_DIR`; the agent restores
-//! `STATE_DIR/brain.db` into `DATA_DIR` at start and saves it back after SIGTERM within the 30 s grace.
+//! `STATE_DIR/brain.db` into `DATA_DIR` at start and saves it back after SIGTERM within the 30 s grace
+//! (the agent contract; `tenant-agent` and the ZeroClaw gateway do both). We chose the contract over
+//! an init container plus a wrapping entrypoint because a wrapper needs a shell in the image and hides
+//! the agent's exit code; an image that cannot follow the contract can instead point `DATA_DIR` at
+//! `STATE_DIR` (Mountpoint writes files through on close).
 
 use std::collections::BTreeMap;
 
