@@ -5,8 +5,8 @@
 //! `STATE_DIR/brain.db` into `DATA_DIR` at start and saves it back after SIGTERM within the 30 s grace
 //! (the agent contract; `tenant-agent` and the ZeroClaw gateway do both). We chose the contract over
 //! an init container plus a wrapping entrypoint because a wrapper needs a shell in the image and hides
-//! the agent's exit code; an image that cannot follow the contract can instead point `DATA_DIR` at
-//! `STATE_DIR` (Mountpoint writes files through on close).
+//! signal handling; an image that cannot follow the contract needs such a wrapper (copy in, exec the
+//! agent, on TERM forward it and copy `brain.db` out), which this platform does not ship.
 
 use std::collections::BTreeMap;
 
