@@ -3,7 +3,7 @@
 //!
 //! State: the PVC mounts the tenant's S3 prefix (Mountpoint CSI) at `STATE_DIR`; the agent restores
 //! `STATE_DIR/brain.db` into `DATA_DIR` at start and saves it back after SIGTERM within the 30 s grace
-//! (the agent contract; `tenant-agent` and the ZeroClaw gateway do both). We chose the contract over
+//! (the agent contract in DESIGN.md, which `tenant-agent` follows). We chose the contract over
 //! an init container plus a wrapping entrypoint because a wrapper needs a shell in the image and hides
 //! signal handling; an image that cannot follow the contract needs such a wrapper (copy in, exec the
 //! agent, on TERM forward it and copy `brain.db` out), which this platform does not ship.
