@@ -26,7 +26,8 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Spawns `cmd` so that it also dies with the test process if a `Drop` never runs.
+/// Spawns `cmd` so that it also dies with the test process if a `Drop` never runs. Linux sends
+/// the signal when the spawning *thread* exits: keep a backend owned by the test that started it.
 fn spawn(cmd: &mut Command, what: &str) -> Child {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -55,14 +56,26 @@ pub struct Redis {
     port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// Append-only file fsynced on every write: a kill and restart loses nothing (production set-up).
+    aof: bool,
 }
 
 impl Redis {
     pub async fn start() -> Redis {
+        Redis::start_with(false).await
+    }
+
+    /// A server whose data survives `stop`/`restart` (AOF, `appendfsync always`).
+    pub async fn start_persistent() -> Redis {
+        Redis::start_with(true).await
+    }
+
+    async fn start_with(aof: bool) -> Redis {
         let mut r = Redis {
             port: free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
+            aof,
         };
         r.restart().await;
         r
@@ -93,7 +106,9 @@ impl Redis {
         let child = spawn(
             Command::new("redis-server")
                 .args(["--port", &self.port.to_string()])
-                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--bind", "127.0.0.1", "--save", ""])
+                .args(["--appendonly", if self.aof { "yes" } else { "no" }])
+                .args(["--appendfsync", "always"])
                 .current_dir(self.dir.path()),
             "redis-server",
         );
