@@ -241,7 +241,15 @@ impl Registry for DynamoRegistry {
             }
             let page = req.send().await.map_err(|e| sdk_err("Scan", e))?;
             for item in page.items() {
-                records.push(from_item(item)?);
+                // One unreadable item must not hide every other tenant from the operator.
+                match from_item(item) {
+                    Ok(r) => records.push(r),
+                    Err(e) => tracing::warn!(
+                        tenant = get_s(item, "tenant_id").unwrap_or("?"),
+                        error = %e,
+                        "registry: skipping unreadable item"
+                    ),
+                }
             }
             match page.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),
