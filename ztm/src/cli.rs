@@ -4,7 +4,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use common::TenantStatus;
 
 #[derive(Debug, Parser)]
-#[command(name = "ztm", version = common::VERSION, about = "Operate the multi-tenant agent platform")]
+#[command(
+    name = "ztm",
+    version = common::VERSION,
+    about = "Operate the multi-tenant agent platform",
+    after_help = "Environment: ZTM_API_TOKEN is sent as the Bearer token of the services' API_TOKEN.\n\
+                  Exit status: 0 success, 1 failed operation (one line on stderr), 2 usage error."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -24,10 +30,10 @@ pub struct Global {
     #[arg(long, global = true, env = "ZTM_NAMESPACE", default_value = common::tenant::DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// Orchestrator base URL (HTTP transport), e.g. http://localhost:8080.
-    #[arg(long, global = true, env = "ZTM_ORCHESTRATOR_URL")]
+    #[arg(long, global = true, env = "ZTM_ORCHESTRATOR_URL", value_parser = url)]
     pub orchestrator_url: Option<String>,
     /// Router base URL (HTTP transport), e.g. http://localhost:9090.
-    #[arg(long, global = true, env = "ZTM_ROUTER_URL")]
+    #[arg(long, global = true, env = "ZTM_ROUTER_URL", value_parser = url)]
     pub router_url: Option<String>,
     /// How to reach the services: auto = http when a URL is set, else kubectl port-forward.
     #[arg(long, global = true, value_enum, default_value_t = TransportKind::Auto)]
@@ -35,6 +41,12 @@ pub struct Global {
     /// API token sent as a Bearer token (from ZTM_API_TOKEN only, so it stays out of shell history).
     #[arg(skip = std::env::var("ZTM_API_TOKEN").ok().filter(|t| !t.is_empty()))]
     pub api_token: Option<String>,
+}
+
+/// An http(s) base URL; a malformed one is a usage error.
+fn url(v: &str) -> Result<String, String> {
+    common::config::check_url(v.trim())?;
+    Ok(v.trim().trim_end_matches('/').to_owned())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -204,6 +216,7 @@ mod tests {
             &["tenant", "list", "--status", "sleepy"],
             &["completion", "tcsh"],
             &["--transport", "ssh", "status"],
+            &["--orchestrator-url", "localhost:8080", "status"],
         ] {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");

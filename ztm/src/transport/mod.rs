@@ -133,9 +133,9 @@ impl Selected {
 
     fn pick(&self, service: Service) -> &dyn Transport {
         match (self.kind, &self.port_forward, &self.exec) {
-            (TransportKind::Http, _, _) => &self.http,
             (TransportKind::Exec, _, Some(exec)) => exec,
-            (_, Some(pf), _) if !self.http.has_url(service) => pf,
+            (TransportKind::PortForward, Some(pf), _) => pf,
+            (TransportKind::Auto, Some(pf), _) if !self.http.has_url(service) => pf,
             _ => &self.http,
         }
     }
@@ -173,9 +173,26 @@ pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         Some(i) => text[..i].to_owned(),
         None => text,
     };
+    // "Connection refused" → "connection refused", but "URL ..." stays as it is.
     let mut chars = text.chars();
-    match chars.next() {
-        Some(c) => c.to_lowercase().chain(chars).collect(),
-        None => text,
+    match (chars.next(), chars.next()) {
+        (Some(first), Some(second)) if !second.is_uppercase() => {
+            first.to_lowercase().chain(text.chars().skip(1)).collect()
+        }
+        _ => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_cause_is_the_innermost_error() {
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let outer = std::io::Error::other(io);
+        assert_eq!(root_cause(&outer), "connection refused");
+        let url = std::io::Error::other("URL scheme is not allowed");
+        assert_eq!(root_cause(&url), "URL scheme is not allowed");
     }
 }
