@@ -14,6 +14,7 @@ pub mod inbox;
 #[cfg(feature = "kube")]
 pub mod k8s;
 pub mod lock;
+pub mod metrics;
 #[cfg(feature = "redis")]
 pub mod redis_pool;
 pub mod registry;

@@ -11,6 +11,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use common::{Secret, StoreError, TenantId};
 use serde::Deserialize;
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::app::App;
 use crate::error::Error;
@@ -109,14 +110,23 @@ fn json_config() -> web::JsonConfig {
         })
 }
 
-/// Counts every request by method, route template and status (never by tenant id).
+/// Counts every request by method, route template and status (never by tenant id), and runs it in
+/// a span that continues the caller's trace (W3C `traceparent`).
 pub async fn track(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let app = req.app_data::<web::Data<App>>().cloned();
     let method = req.method().to_string();
-    let res = next.call(req).await;
+    let span = tracing::info_span!(
+        "http request",
+        method = %method,
+        route = req.match_pattern().as_deref().unwrap_or("unmatched")
+    );
+    common::telemetry::set_parent_from(&span, |name| {
+        req.headers().get(name).and_then(|v| v.to_str().ok())
+    });
+    let res = next.call(req).instrument(span).await;
     if let Some(app) = app {
         let (route, status) = match &res {
             Ok(r) => (r.request().match_pattern(), r.status()),
@@ -219,7 +229,7 @@ async fn readyz(app: web::Data<App>) -> Result<HttpResponse, Error> {
 async fn metrics(app: web::Data<App>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(app.metrics.render())
+        .body(app.metrics.render(app.runtime.warm_pool_claims()))
 }
 
 async fn create(app: web::Data<App>, body: web::Json<CreateTenant>) -> Result<HttpResponse, Error> {

@@ -12,14 +12,20 @@ use orchestrator::api::ApiConfig;
 use orchestrator::app::{App, Ports, Settings};
 use orchestrator::config::{Config, RuntimeKind};
 use orchestrator::leader::{AlwaysLeader, LeaderElector};
+use orchestrator::leader_lease::{LeaseElector, LeaseTiming};
+use orchestrator::runtime::kubernetes::KubeRuntime;
 use orchestrator::runtime::local::{self, LocalRuntime};
 use orchestrator::runtime::Runtime;
+use orchestrator::warm_pool::WarmPoolManager;
+
+/// How often the warm pool manager checks Deployment `warm-pool` (DESIGN.md: every 30 s).
+const WARM_POOL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn main() {
     if let Some(code) = common::call::from_args() {
         std::process::exit(code);
     }
-    common::telemetry::init("orchestrator");
+    let _telemetry = common::telemetry::init("orchestrator");
     if let Err(e) = start() {
         // One line naming what is wrong (e.g. the variable), no backtrace.
         eprintln!("orchestrator: {e:#}");
@@ -102,6 +108,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(DirStateStore::new(config.data_dir.join("state")))
     };
 
+    // One Kubernetes client (in-cluster config or KUBECONFIG) for runtime, lease and warm pool.
+    let mut kube_client = None;
     let runtime: Arc<dyn Runtime> = match config.runtime {
         RuntimeKind::Local => {
             let r = LocalRuntime::new(
@@ -119,9 +127,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
             Arc::new(r)
         }
-        RuntimeKind::Kubernetes => kubernetes_runtime(&config)?,
+        RuntimeKind::Kubernetes => {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
+            kube_client = Some(client.clone());
+            kubernetes_runtime(&config, client)?
+        }
     };
-    let (leader, leader_name) = leader_elector(&config);
+    let (leader, leader_name) = leader_elector(&config, kube_client.as_ref());
 
     tracing::info!(
         registry = registry.name(),
@@ -145,6 +159,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         TelegramClient::new(&config.telegram_api_url),
         Settings::from_config(&config),
     );
+    if let Some(client) = kube_client {
+        let pool = WarmPoolManager::new(
+            client,
+            k8s_settings(&config),
+            config.warm_pool_target,
+            WARM_POOL_INTERVAL,
+        );
+        app.tasks.spawn(pool.run(app.shutdown.clone()));
+    }
     let api = ApiConfig {
         api_token: config.api_token.clone(),
     };
@@ -154,11 +177,40 @@ async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// The Kubernetes runtime (pods `zeroclaw-{id}`, PV/PVC/Secret, warm pool).
-fn kubernetes_runtime(_config: &Config) -> anyhow::Result<Arc<dyn Runtime>> {
-    bail!("kubernetes runtime not built yet (use RUNTIME=local)")
+fn kubernetes_runtime(config: &Config, client: kube::Client) -> anyhow::Result<Arc<dyn Runtime>> {
+    Ok(Arc::new(KubeRuntime::new(client, k8s_settings(config))))
+}
+
+fn k8s_settings(config: &Config) -> common::k8s::K8sSettings {
+    common::k8s::K8sSettings {
+        namespace: config.k8s_namespace.clone(),
+        image: config.zeroclaw_image.clone(),
+        runtime_class: config.kata_runtime_class.clone(),
+        agent_port: config.agent_port,
+        s3_bucket: config.s3_bucket.clone(),
+    }
 }
 
 /// The idle controller's leader election; one replica without Kubernetes always leads.
-fn leader_elector(_config: &Config) -> (Arc<dyn LeaderElector>, &'static str) {
-    (Arc::new(AlwaysLeader), "always")
+/// With Kubernetes: Lease `orchestrator-leader`, identity `LEADER_ELECTION_ID`, else `POD_NAME`.
+fn leader_elector(
+    config: &Config,
+    kube: Option<&kube::Client>,
+) -> (Arc<dyn LeaderElector>, &'static str) {
+    let Some(client) = kube else {
+        return (Arc::new(AlwaysLeader), "always");
+    };
+    let identity = config
+        .leader_election_id
+        .clone()
+        .or_else(|| config.pod_name.clone())
+        .unwrap_or_else(|| format!("orchestrator-{}", uuid::Uuid::new_v4().simple()));
+    let elector = LeaseElector::new(
+        client.clone(),
+        &config.k8s_namespace,
+        common::k8s::LEADER_LEASE_NAME,
+        &identity,
+        LeaseTiming::default(),
+    );
+    (Arc::new(elector), "kubernetes-lease")
 }

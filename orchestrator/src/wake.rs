@@ -22,6 +22,7 @@ pub struct Woken {
 
 /// Wakes the tenant (or finds it running) and returns its address. Exactly one agent starts however
 /// many callers, in this process or other replicas, wake the same tenant at once.
+#[tracing::instrument(name = "wake", skip_all, fields(tenant = %id))]
 pub async fn wake(app: &Arc<App>, id: &TenantId) -> Result<Woken, Error> {
     if app.shutdown.is_cancelled() {
         return Err(Error::ShuttingDown);

@@ -65,9 +65,7 @@ impl AgentClient {
         idempotency_key: &str,
         text: &str,
     ) -> Result<String, ForwardError> {
-        let resp = self
-            .http
-            .post(format!("http://{endpoint}/webhook"))
+        let resp = common::telemetry::inject(self.http.post(format!("http://{endpoint}/webhook")))
             .timeout(self.timeout)
             .header("X-Idempotency-Key", idempotency_key)
             .header("X-Tenant-Id", tenant.as_str())

@@ -14,6 +14,7 @@ use common::{Secret, TenantId};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::activity::Activity;
 use crate::agent::{AgentClient, ForwardError};
@@ -116,7 +117,9 @@ impl Delivery {
                 if stop.is_cancelled() {
                     return Err(Interrupted);
                 }
-                match self.deliver(tenant, &entry, stop).await? {
+                let span =
+                    tracing::info_span!("delivery", tenant = %tenant, update_id = entry.update_id);
+                match self.deliver(tenant, &entry, stop).instrument(span).await? {
                     Step::Ack(result) => {
                         self.inbox_op("ack", stop, || self.inbox.ack(tenant, &entry.id))
                             .await?;

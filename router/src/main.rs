@@ -11,7 +11,7 @@ async fn main() {
     if let Some(code) = common::call::from_args() {
         std::process::exit(code);
     }
-    common::telemetry::init("router");
+    let _telemetry = common::telemetry::init("router");
     if let Err(e) = run().await {
         tracing::error!(error = format!("{e:#}"), "router failed");
         eprintln!("router: {e:#}");

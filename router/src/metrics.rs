@@ -1,131 +1,10 @@
-//! Prometheus text exposition, hand-rolled: a few counters, one histogram, gauges read at scrape.
+//! The router's metrics (rendering in `common::metrics`); inbox gauges are read at scrape time.
 //! Labels are bounded sets (route templates, results, methods), never tenant ids.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
 
 use common::inbox::{now_ms, InboxStats};
-
-/// A counter family keyed by label values.
-pub struct CounterVec {
-    name: &'static str,
-    help: &'static str,
-    labels: &'static [&'static str],
-    values: Mutex<BTreeMap<Vec<String>, u64>>,
-}
-
-impl CounterVec {
-    pub const fn new(
-        name: &'static str,
-        help: &'static str,
-        labels: &'static [&'static str],
-    ) -> Self {
-        CounterVec {
-            name,
-            help,
-            labels,
-            values: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    pub fn inc(&self, label_values: &[&str]) {
-        debug_assert_eq!(label_values.len(), self.labels.len());
-        let key = label_values.iter().map(|v| (*v).to_owned()).collect();
-        *self.lock().entry(key).or_insert(0) += 1;
-    }
-
-    pub fn get(&self, label_values: &[&str]) -> u64 {
-        let key: Vec<String> = label_values.iter().map(|v| (*v).to_owned()).collect();
-        self.lock().get(&key).copied().unwrap_or(0)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Vec<String>, u64>> {
-        self.values.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn render(&self, out: &mut String) {
-        let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
-        let _ = writeln!(out, "# TYPE {} counter", self.name);
-        for (values, n) in self.lock().iter() {
-            let _ = writeln!(out, "{}{{{}}} {n}", self.name, labels(self.labels, values));
-        }
-    }
-}
-
-fn labels(names: &[&str], values: &[String]) -> String {
-    names
-        .iter()
-        .zip(values)
-        .map(|(n, v)| format!("{n}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// A histogram of durations in seconds with fixed buckets.
-pub struct Histogram {
-    name: &'static str,
-    help: &'static str,
-    bounds: &'static [f64],
-    counts: Vec<AtomicU64>,
-    sum_micros: AtomicU64,
-    count: AtomicU64,
-}
-
-impl Histogram {
-    pub fn new(name: &'static str, help: &'static str, bounds: &'static [f64]) -> Self {
-        Histogram {
-            name,
-            help,
-            bounds,
-            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            sum_micros: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
-    }
-
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        for (bound, c) in self.bounds.iter().zip(&self.counts) {
-            if secs <= *bound {
-                c.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.sum_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    pub fn render(&self, out: &mut String) {
-        let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
-        let _ = writeln!(out, "# TYPE {} histogram", self.name);
-        for (bound, c) in self.bounds.iter().zip(&self.counts) {
-            let _ = writeln!(
-                out,
-                "{}_bucket{{le=\"{bound}\"}} {}",
-                self.name,
-                c.load(Ordering::Relaxed)
-            );
-        }
-        let count = self.count();
-        let _ = writeln!(out, "{}_bucket{{le=\"+Inf\"}} {count}", self.name);
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{}_sum {sum}", self.name);
-        let _ = writeln!(out, "{}_count {count}", self.name);
-    }
-}
-
-fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} gauge");
-    let _ = writeln!(out, "{name} {value}");
-}
+use common::metrics::{gauge, CounterVec, Histogram, LATENCY_BUCKETS};
 
 pub struct Metrics {
     /// result: delivered | skipped | failed | dropped
@@ -143,10 +22,6 @@ pub struct Metrics {
     pub http_requests: CounterVec,
     pub active_workers: AtomicU64,
 }
-
-const LATENCY_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -242,6 +117,8 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -65,7 +65,8 @@ impl OrchestratorClient {
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let rb = self.http.request(method, format!("{}{path}", self.base));
+        let rb =
+            common::telemetry::inject(self.http.request(method, format!("{}{path}", self.base)));
         match &self.api_token {
             Some(t) => rb.bearer_auth(t.expose()),
             None => rb,

@@ -2,6 +2,7 @@
 //! its bot token in Secret `tenant-{id}`; warm-pool pods are claimed to start on a node that already
 //! has the image.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -12,7 +13,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use super::{AgentAddress, AgentInfo, Runtime, RuntimeError};
+use super::{AgentAddress, AgentInfo, Runtime, RuntimeError, WarmPoolClaims};
 
 /// Container waiting reasons after which a pod will not become ready without someone's help.
 const FATAL_WAITING: &[&str] = &[
@@ -34,6 +35,8 @@ pub struct KubeRuntime {
     pvcs: Api<PersistentVolumeClaim>,
     pvs: Api<PersistentVolume>,
     http: reqwest::Client,
+    warm_hits: AtomicU64,
+    warm_misses: AtomicU64,
 }
 
 impl KubeRuntime {
@@ -51,6 +54,8 @@ impl KubeRuntime {
                 .build()
                 .expect("static reqwest configuration"),
             settings,
+            warm_hits: AtomicU64::new(0),
+            warm_misses: AtomicU64::new(0),
         }
     }
 
@@ -131,9 +136,11 @@ impl KubeRuntime {
                 Err(e) => return Err(backend("delete claimed warm pod", e)),
             }
             tracing::info!(tenant = %tenant, warm_pod = %name, node = %node, "warm pool hit: reusing node");
+            self.warm_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(node));
         }
         tracing::info!(tenant = %tenant, "warm pool miss: cold start");
+        self.warm_misses.fetch_add(1, Ordering::Relaxed);
         Ok(None)
     }
 
@@ -317,6 +324,13 @@ impl Runtime for KubeRuntime {
             .await
             .map(drop)
             .map_err(|e| backend("api server version", e))
+    }
+
+    fn warm_pool_claims(&self) -> Option<WarmPoolClaims> {
+        Some(WarmPoolClaims {
+            hits: self.warm_hits.load(Ordering::Relaxed),
+            misses: self.warm_misses.load(Ordering::Relaxed),
+        })
     }
 
     fn agent_port(&self) -> u16 {

@@ -42,6 +42,13 @@ impl AgentAddress {
     }
 }
 
+/// How many agent starts claimed a warm pod and how many started cold, since the process started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WarmPoolClaims {
+    pub hits: u64,
+    pub misses: u64,
+}
+
 /// One agent the runtime knows about, as seen in a single listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentInfo {
@@ -67,6 +74,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// Reachability of the runtime's backend, for `/readyz`.
     async fn ping(&self) -> Result<(), RuntimeError> {
         Ok(())
+    }
+    /// Warm pool hits and misses, for runtimes that keep a warm pool.
+    fn warm_pool_claims(&self) -> Option<WarmPoolClaims> {
+        None
     }
     /// Port agents listen on when `AgentAddress::agent_port` is `None`.
     fn agent_port(&self) -> u16;
