@@ -169,6 +169,19 @@ async fn dynamodb_registry_reads_go_items() {
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     assert!(r.delete(&tid("busy")).await.unwrap());
+
+    // One unreadable item does not hide the others from `list`.
+    batch_write(&r, vec![go_item("broken", "sleeping")], 1).await;
+    let err = r.get(&tid("broken")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    let listed: Vec<String> = r
+        .list(None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.tenant_id.to_string())
+        .collect();
+    assert_eq!(listed, ["sleepy"]);
 }
 
 #[tokio::test]
