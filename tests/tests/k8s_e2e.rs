@@ -90,6 +90,17 @@ async fn a_message_wakes_a_tenant_pod_on_a_warm_node_through_the_kubeconfig() {
         "token never logged"
     );
 
+    // Node loss: the reconciler (RECONCILE_INTERVAL_S=1 here) notices within one interval.
+    fake.delete_out_of_band(NS, "zeroclaw-kube");
+    let lost = Instant::now();
+    while p.tenant_status("kube").await != "idle" {
+        assert!(lost.elapsed() < Duration::from_secs(5), "not reset to idle");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    p.orchestrator
+        .wait_for_log("reconciler: pod missing, resetting state", 1, T)
+        .await;
+
     let r = p
         .request(Method::DELETE, &p.orch_url("/tenants/kube"))
         .send()
@@ -105,6 +116,41 @@ async fn a_message_wakes_a_tenant_pod_on_a_warm_node_through_the_kubeconfig() {
             && fake
                 .get("persistentvolumes", "", "pv-tenant-kube")
                 .is_none()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_pull_failure_tells_the_user_and_leaves_the_tenant_idle() {
+    let fake = FakeK8s::start().await;
+    let p = Platform::start_with(
+        Opts::default()
+            .orchestrator_env("RUNTIME", "kubernetes")
+            .orchestrator_env("LOCAL_MODE", "false")
+            .orchestrator_env("KUBECONFIG", fake.kubeconfig().display())
+            .orchestrator_env("ALLOW_SINGLE_REPLICA", "true")
+            .orchestrator_env("WARM_POOL_TARGET", 0),
+    )
+    .await;
+    fake.fail_pod("zeroclaw-broken", "ErrImagePull");
+    p.create_tenant("broken", &bot_token(), None).await;
+
+    let started = Instant::now();
+    p.send_text("broken", 1, 9, "hello").await;
+    p.telegram
+        .wait_for("a failure message", T, |calls| {
+            calls.iter().any(|c| {
+                c.method == "sendMessage"
+                    && c.chat_id() == Some(9)
+                    && c.text().is_some_and(|t| t.contains("Failed to start"))
+            })
+        })
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(p.tenant_status("broken").await, "idle");
+    p.orchestrator.wait_for_log("ErrImagePull", 1, T).await;
+    until("the failed pod to go", T, || {
+        fake.get("pods", NS, "zeroclaw-broken").is_none()
     })
     .await;
 }
