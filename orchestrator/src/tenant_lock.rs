@@ -19,6 +19,10 @@ use tokio_util::task::TaskTracker;
 /// How often a waiter retries the shared lock.
 pub const RETRY_EVERY: Duration = Duration::from_millis(100);
 
+/// Longest TTL the shared key gets: it is renewed every third of it while held, so a crashed
+/// holder's lock frees within this (issue 4: 20 s) however long `WAKE_LOCK_TTL_S` is.
+pub const MAX_LEASE: Duration = Duration::from_secs(15);
+
 type LocalMap = Arc<Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<()>>>>>;
 
 pub struct TenantLocks {
@@ -103,10 +107,11 @@ impl TenantGuard {
 }
 
 impl TenantLocks {
+    /// `ttl` is `WAKE_LOCK_TTL_S`; the key's lease is the shorter of it and `MAX_LEASE`.
     pub fn new(lock: Arc<dyn WakeLock>, ttl: Duration, tasks: TaskTracker) -> Self {
         TenantLocks {
             lock,
-            ttl,
+            ttl: ttl.min(MAX_LEASE),
             local: LocalMap::default(),
             tasks,
         }

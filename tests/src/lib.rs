@@ -2,6 +2,7 @@
 //! and a fake Kubernetes API server.
 
 pub mod backends;
+pub mod cluster;
 pub mod fake_k8s;
 pub mod platform;
 pub mod telegram;

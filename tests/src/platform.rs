@@ -161,7 +161,8 @@ pub struct Service {
 }
 
 impl Service {
-    fn new(name: &'static str, root: &Path, env: Vec<(String, String)>, port: u16) -> Service {
+    /// A service `name` (also its binary) with its data dir and log under `root`; not started yet.
+    pub fn new(name: &'static str, root: &Path, env: Vec<(String, String)>, port: u16) -> Service {
         let data_dir = root.join(name);
         std::fs::create_dir_all(&data_dir).expect("data dir");
         Service {
