@@ -95,6 +95,15 @@ pub fn set_parent_from<'a>(span: &tracing::Span, header: impl Fn(&str) -> Option
     let _ = (span, header);
 }
 
+/// Records the span's OpenTelemetry trace id in its `trace_id` field (declared `Empty`), so JSON log
+/// lines inside the span carry it; does nothing when spans are not exported.
+pub fn record_trace_id(span: &tracing::Span) {
+    #[cfg(feature = "otel")]
+    otel::record_trace_id(span);
+    #[cfg(not(feature = "otel"))]
+    let _ = span;
+}
+
 #[cfg(feature = "otel")]
 mod otel {
     use std::collections::HashMap;
@@ -159,6 +168,15 @@ mod otel {
         if carrier.contains_key("traceparent") {
             let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
             let _ = span.set_parent(cx);
+        }
+    }
+
+    pub fn record_trace_id(span: &tracing::Span) {
+        use opentelemetry::trace::TraceContextExt as _;
+        let cx = span.context();
+        let sc = cx.span().span_context().clone();
+        if sc.is_valid() {
+            span.record("trace_id", tracing::field::display(sc.trace_id()));
         }
     }
 

@@ -121,11 +121,13 @@ pub async fn track(
     let span = tracing::info_span!(
         "http request",
         method = %method,
-        route = req.match_pattern().as_deref().unwrap_or("unmatched")
+        route = req.match_pattern().as_deref().unwrap_or("unmatched"),
+        trace_id = tracing::field::Empty
     );
     common::telemetry::set_parent_from(&span, |name| {
         req.headers().get(name).and_then(|v| v.to_str().ok())
     });
+    common::telemetry::record_trace_id(&span);
     let res = next.call(req).instrument(span).await;
     if let Some(app) = app {
         let (route, status) = match &res {
@@ -532,6 +534,18 @@ mod tests {
             metrics.contains(r#"route="/tenants/{id}",status="404""#),
             "{metrics}"
         );
+        for line in [
+            r#"orchestrator_wakes_total{result="started"} 1"#,
+            "orchestrator_wake_duration_seconds_count 1",
+            "orchestrator_agent_starts_total 1",
+            r#"orchestrator_agent_stops_total{reason="sleep"} 1"#,
+            r#"orchestrator_http_requests_total{method="POST",route="/wake/{id}",status="200"} 1"#,
+        ] {
+            assert!(
+                metrics.lines().any(|l| l == line),
+                "{line} missing in\n{metrics}"
+            );
+        }
         assert!(!metrics.contains("bob"), "no tenant ids in labels");
     }
 

@@ -12,6 +12,7 @@ use common::telegram::TelegramClient;
 use common::{Secret, TenantId};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::error::Error;
@@ -132,13 +133,13 @@ impl App {
     }
 
     /// Runs `work` as an owned task on the main runtime and waits for it: it completes (and frees
-    /// any tenant lock) even if the caller goes away.
+    /// any tenant lock) even if the caller goes away. It stays in the caller's span (and trace).
     pub async fn run_owned<T: Send + 'static>(
         &self,
         work: impl Future<Output = Result<T, Error>> + Send + 'static,
     ) -> Result<T, Error> {
         self.tasks
-            .spawn_on(work, &self.rt)
+            .spawn_on(work.in_current_span(), &self.rt)
             .await
             .map_err(|e| Error::Internal(format!("task failed: {e}")))?
     }

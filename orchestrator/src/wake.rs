@@ -22,8 +22,9 @@ pub struct Woken {
 
 /// Wakes the tenant (or finds it running) and returns its address. Exactly one agent starts however
 /// many callers, in this process or other replicas, wake the same tenant at once.
-#[tracing::instrument(name = "wake", skip_all, fields(tenant = %id))]
+#[tracing::instrument(name = "wake", skip_all, fields(tenant = %id, trace_id = tracing::field::Empty))]
 pub async fn wake(app: &Arc<App>, id: &TenantId) -> Result<Woken, Error> {
+    common::telemetry::record_trace_id(&tracing::Span::current());
     if app.shutdown.is_cancelled() {
         return Err(Error::ShuttingDown);
     }

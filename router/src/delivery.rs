@@ -117,8 +117,13 @@ impl Delivery {
                 if stop.is_cancelled() {
                     return Err(Interrupted);
                 }
-                let span =
-                    tracing::info_span!("delivery", tenant = %tenant, update_id = entry.update_id);
+                let span = tracing::info_span!(
+                    "delivery",
+                    tenant = %tenant,
+                    update_id = entry.update_id,
+                    trace_id = tracing::field::Empty
+                );
+                common::telemetry::record_trace_id(&span);
                 match self.deliver(tenant, &entry, stop).instrument(span).await? {
                     Step::Ack(result) => {
                         self.inbox_op("ack", stop, || self.inbox.ack(tenant, &entry.id))

@@ -416,3 +416,41 @@ async fn probes_and_metrics() {
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     state.dispatcher.shutdown().await;
 }
+
+/// Issue 8: a delivery moves the delivery, wake, cache, forward-latency and Telegram series.
+#[actix_web::test]
+async fn metrics_move_after_a_delivery() {
+    let mut s = setup();
+    s.agent("bob");
+    let (svc, state) = service!(s, s.config());
+    let resp = test::call_service(
+        &svc,
+        TestRequest::post()
+            .uri("/tg/bob")
+            .set_payload(update(9, 78, "hi"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    eventually(
+        Duration::from_secs(10),
+        "the delivery to be counted",
+        || state.metrics.deliveries.get(&["delivered"]) == 1,
+    )
+    .await;
+    let resp = test::call_service(&svc, TestRequest::get().uri("/metrics").to_request()).await;
+    let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+    for line in [
+        r#"router_deliveries_total{result="delivered"} 1"#,
+        "router_forward_duration_seconds_count 1",
+        r#"router_wakes_total{result="ok"} 1"#,
+        r#"router_endpoint_cache_lookups_total{result="miss"} 1"#,
+        r#"router_telegram_calls_total{method="sendMessage",result="ok"} 2"#,
+        r#"router_http_requests_total{route="/tg/{id}",status="200"} 1"#,
+        "router_inbox_depth 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+    }
+    assert!(!text.contains("bob"), "no tenant ids in metrics");
+    state.dispatcher.shutdown().await;
+}
