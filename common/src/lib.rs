@@ -19,6 +19,8 @@ pub mod metrics;
 pub mod redis_pool;
 pub mod registry;
 pub mod secret;
+#[cfg(feature = "sqlite")]
+pub mod sqlite_db;
 pub mod state;
 pub mod telegram;
 pub mod telemetry;

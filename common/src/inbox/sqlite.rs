@@ -1,37 +1,26 @@
 //! Embedded inbox: `$DATA_DIR/inbox.db`, for a single router replica (claims live in memory).
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection};
+use rusqlite::params;
 
 use super::{now_ms, Appended, Inbox, InboxEntry, InboxStats, DEDUPE_TTL};
 use crate::lock::{MemoryLock, WakeLock};
+use crate::sqlite_db::{db_err, SqliteDb};
 use crate::{StoreError, TenantId};
 
 pub struct SqliteInbox {
-    conn: Arc<Mutex<Connection>>,
+    db: SqliteDb,
     claims: MemoryLock,
-}
-
-fn db_err(e: rusqlite::Error) -> StoreError {
-    StoreError::unavailable(format!("sqlite: {e}"))
 }
 
 impl SqliteInbox {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(StoreError::unavailable)?;
-        }
-        let conn = Connection::open(path).map_err(db_err)?;
-        // WAL + FULL: an acknowledged update survives a crash of the router and of the machine.
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL;
-             PRAGMA synchronous=FULL;
-             PRAGMA busy_timeout=5000;
-             CREATE TABLE IF NOT EXISTS entries (
+        let db = SqliteDb::open(
+            path,
+            "CREATE TABLE IF NOT EXISTS entries (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,
                 tenant TEXT NOT NULL,
                 update_id INTEGER NOT NULL,
@@ -45,25 +34,11 @@ impl SqliteInbox {
                 expires_ms INTEGER NOT NULL,
                 PRIMARY KEY (tenant, update_id)
              ) WITHOUT ROWID;",
-        )
-        .map_err(db_err)?;
+        )?;
         Ok(SqliteInbox {
-            conn: Arc::new(Mutex::new(conn)),
+            db,
             claims: MemoryLock::new(),
         })
-    }
-
-    async fn with<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut c)
-        })
-        .await
-        .map_err(StoreError::unavailable)?
     }
 }
 
@@ -81,7 +56,7 @@ impl Inbox for SqliteInbox {
     ) -> Result<Appended, StoreError> {
         let tenant = tenant.to_string();
         let payload = payload.to_vec();
-        self.with(move |c| {
+        self.db.with(move |c| {
             let now = now_ms();
             let tx = c.transaction().map_err(db_err)?;
             let fresh = tx
@@ -119,26 +94,27 @@ impl Inbox for SqliteInbox {
         limit: usize,
     ) -> Result<Vec<InboxEntry>, StoreError> {
         let tenant = tenant.to_string();
-        self.with(move |c| {
-            let mut stmt = c
-                .prepare_cached(
-                    "SELECT id, update_id, payload, received_at_ms FROM entries
+        self.db
+            .with(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT id, update_id, payload, received_at_ms FROM entries
                      WHERE tenant = ?1 ORDER BY id LIMIT ?2",
-                )
-                .map_err(db_err)?;
-            let rows = stmt
-                .query_map(params![tenant, limit as i64], |r| {
-                    Ok(InboxEntry {
-                        id: r.get::<_, i64>(0)?.to_string(),
-                        update_id: r.get(1)?,
-                        payload: r.get(2)?,
-                        received_at_ms: r.get(3)?,
+                    )
+                    .map_err(db_err)?;
+                let rows = stmt
+                    .query_map(params![tenant, limit as i64], |r| {
+                        Ok(InboxEntry {
+                            id: r.get::<_, i64>(0)?.to_string(),
+                            update_id: r.get(1)?,
+                            payload: r.get(2)?,
+                            received_at_ms: r.get(3)?,
+                        })
                     })
-                })
-                .map_err(db_err)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
-        })
-        .await
+                    .map_err(db_err)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+            })
+            .await
     }
 
     async fn ack(&self, tenant: &TenantId, entry_id: &str) -> Result<(), StoreError> {
@@ -146,33 +122,35 @@ impl Inbox for SqliteInbox {
         let id: i64 = entry_id
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("bad entry id {entry_id:?}")))?;
-        self.with(move |c| {
-            c.execute(
-                "DELETE FROM entries WHERE id = ?1 AND tenant = ?2",
-                params![id, tenant],
-            )
-            .map_err(db_err)?;
-            Ok(())
-        })
-        .await
+        self.db
+            .with(move |c| {
+                c.execute(
+                    "DELETE FROM entries WHERE id = ?1 AND tenant = ?2",
+                    params![id, tenant],
+                )
+                .map_err(db_err)?;
+                Ok(())
+            })
+            .await
     }
 
     async fn tenants(&self) -> Result<Vec<TenantId>, StoreError> {
-        self.with(|c| {
-            let mut stmt = c
-                .prepare_cached("SELECT DISTINCT tenant FROM entries")
-                .map_err(db_err)?;
-            let rows = stmt
-                .query_map([], |r| r.get::<_, String>(0))
-                .map_err(db_err)?;
-            let mut out = Vec::new();
-            for t in rows {
-                let t = t.map_err(db_err)?;
-                out.push(TenantId::parse(&t).map_err(|e| StoreError::Corrupt(e.to_string()))?);
-            }
-            Ok(out)
-        })
-        .await
+        self.db
+            .with(|c| {
+                let mut stmt = c
+                    .prepare_cached("SELECT DISTINCT tenant FROM entries")
+                    .map_err(db_err)?;
+                let rows = stmt
+                    .query_map([], |r| r.get::<_, String>(0))
+                    .map_err(db_err)?;
+                let mut out = Vec::new();
+                for t in rows {
+                    let t = t.map_err(db_err)?;
+                    out.push(TenantId::parse(&t).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+                }
+                Ok(out)
+            })
+            .await
     }
 
     async fn claim(
@@ -203,25 +181,25 @@ impl Inbox for SqliteInbox {
     }
 
     async fn stats(&self) -> Result<InboxStats, StoreError> {
-        self.with(|c| {
-            c.query_row(
-                "SELECT COUNT(*), MIN(received_at_ms) FROM entries",
-                [],
-                |r| {
-                    Ok(InboxStats {
-                        depth: r.get::<_, i64>(0)? as u64,
-                        oldest_received_at_ms: r.get(1)?,
-                    })
-                },
-            )
-            .map_err(db_err)
-        })
-        .await
+        self.db
+            .with(|c| {
+                c.query_row(
+                    "SELECT COUNT(*), MIN(received_at_ms) FROM entries",
+                    [],
+                    |r| {
+                        Ok(InboxStats {
+                            depth: r.get::<_, i64>(0)? as u64,
+                            oldest_received_at_ms: r.get(1)?,
+                        })
+                    },
+                )
+                .map_err(db_err)
+            })
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db_err))
-            .await
+        self.db.ping().await
     }
 
     fn name(&self) -> &'static str {

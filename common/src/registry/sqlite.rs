@@ -1,37 +1,27 @@
 //! Embedded registry: one SQLite file, `$DATA_DIR/registry.db`.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{Registry, SettingsUpdate, StatusUpdate};
+use crate::sqlite_db::{db_err, SqliteDb};
 use crate::tenant::{format_time, parse_time};
 use crate::{Secret, StoreError, TenantId, TenantRecord, TenantStatus};
 
 pub struct SqliteRegistry {
-    conn: Arc<Mutex<Connection>>,
+    db: SqliteDb,
 }
 
 const COLUMNS: &str = "tenant_id, status, pod_name, pod_ip, agent_port, namespace, s3_prefix, bot_token, created_at, last_active_at, idle_timeout_s";
 
-fn db_err(e: rusqlite::Error) -> StoreError {
-    StoreError::unavailable(format!("sqlite: {e}"))
-}
-
 impl SqliteRegistry {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(StoreError::unavailable)?;
-        }
-        let conn = Connection::open(path).map_err(db_err)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL;
-             PRAGMA synchronous=FULL;
-             PRAGMA busy_timeout=5000;
-             CREATE TABLE IF NOT EXISTS tenants (
+        let db = SqliteDb::open(
+            path,
+            "CREATE TABLE IF NOT EXISTS tenants (
                 tenant_id TEXT PRIMARY KEY,
                 status TEXT NOT NULL,
                 pod_name TEXT NOT NULL DEFAULT '',
@@ -44,25 +34,8 @@ impl SqliteRegistry {
                 last_active_at TEXT NOT NULL,
                 idle_timeout_s INTEGER NOT NULL
              );",
-        )
-        .map_err(db_err)?;
-        Ok(SqliteRegistry {
-            conn: Arc::new(Mutex::new(conn)),
-        })
-    }
-
-    /// Runs `f` on the connection off the async runtime.
-    async fn with<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut c)
-        })
-        .await
-        .map_err(StoreError::unavailable)?
+        )?;
+        Ok(SqliteRegistry { db })
     }
 }
 
@@ -108,7 +81,7 @@ fn get_sync(c: &Connection, id: &str) -> Result<Option<TenantRecord>, StoreError
 impl Registry for SqliteRegistry {
     async fn create(&self, r: &TenantRecord) -> Result<(), StoreError> {
         let r = r.clone();
-        self.with(move |c| {
+        self.db.with(move |c| {
             let n = c
                 .execute(
                     &format!("INSERT OR IGNORE INTO tenants ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"),
@@ -137,11 +110,11 @@ impl Registry for SqliteRegistry {
 
     async fn get(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {
         let id = id.to_string();
-        self.with(move |c| get_sync(c, &id)).await
+        self.db.with(move |c| get_sync(c, &id)).await
     }
 
     async fn list(&self, status: Option<TenantStatus>) -> Result<Vec<TenantRecord>, StoreError> {
-        self.with(move |c| {
+        self.db.with(move |c| {
             let mut stmt = c
                 .prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM tenants WHERE (?1 IS NULL OR status = ?1) ORDER BY tenant_id"
@@ -166,27 +139,28 @@ impl Registry for SqliteRegistry {
     ) -> Result<TenantRecord, StoreError> {
         let id = id.to_string();
         let u = u.clone();
-        self.with(move |c| {
-            let tx = c.transaction().map_err(db_err)?;
-            let n = tx
-                .execute(
-                    "UPDATE tenants SET bot_token = COALESCE(?2, bot_token),
+        self.db
+            .with(move |c| {
+                let tx = c.transaction().map_err(db_err)?;
+                let n = tx
+                    .execute(
+                        "UPDATE tenants SET bot_token = COALESCE(?2, bot_token),
                         idle_timeout_s = COALESCE(?3, idle_timeout_s) WHERE tenant_id = ?1",
-                    params![
-                        id,
-                        u.bot_token.as_ref().map(|t| t.expose().to_owned()),
-                        u.idle_timeout_s.map(|t| t as i64)
-                    ],
-                )
-                .map_err(db_err)?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
-            let rec = get_sync(&tx, &id)?.ok_or(StoreError::NotFound)?;
-            tx.commit().map_err(db_err)?;
-            Ok(rec)
-        })
-        .await
+                        params![
+                            id,
+                            u.bot_token.as_ref().map(|t| t.expose().to_owned()),
+                            u.idle_timeout_s.map(|t| t as i64)
+                        ],
+                    )
+                    .map_err(db_err)?;
+                if n == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                let rec = get_sync(&tx, &id)?.ok_or(StoreError::NotFound)?;
+                tx.commit().map_err(db_err)?;
+                Ok(rec)
+            })
+            .await
     }
 
     async fn set_status(
@@ -197,9 +171,10 @@ impl Registry for SqliteRegistry {
     ) -> Result<TenantRecord, StoreError> {
         let id = id.to_string();
         let u = u.clone();
-        self.with(move |c| {
-            let tx = c.transaction().map_err(db_err)?;
-            let n = tx
+        self.db
+            .with(move |c| {
+                let tx = c.transaction().map_err(db_err)?;
+                let n = tx
                 .execute(
                     "UPDATE tenants SET status = ?3, pod_name = ?4, pod_ip = ?5, agent_port = ?6,
                         last_active_at = COALESCE(?7, last_active_at)
@@ -215,54 +190,55 @@ impl Registry for SqliteRegistry {
                     ],
                 )
                 .map_err(db_err)?;
-            let rec = get_sync(&tx, &id)?;
-            match (n, rec) {
-                (_, None) => Err(StoreError::NotFound),
-                (0, Some(r)) => Err(StoreError::Conflict(format!(
-                    "status is {}, expected {from}",
-                    r.status
-                ))),
-                (_, Some(r)) => {
-                    tx.commit().map_err(db_err)?;
-                    Ok(r)
+                let rec = get_sync(&tx, &id)?;
+                match (n, rec) {
+                    (_, None) => Err(StoreError::NotFound),
+                    (0, Some(r)) => Err(StoreError::Conflict(format!(
+                        "status is {}, expected {from}",
+                        r.status
+                    ))),
+                    (_, Some(r)) => {
+                        tx.commit().map_err(db_err)?;
+                        Ok(r)
+                    }
                 }
-            }
-        })
-        .await
+            })
+            .await
     }
 
     async fn touch(&self, id: &TenantId, at: DateTime<Utc>) -> Result<(), StoreError> {
         let id = id.to_string();
-        self.with(move |c| {
-            let n = c
-                .execute(
-                    "UPDATE tenants SET last_active_at = ?2 WHERE tenant_id = ?1",
-                    params![id, format_time(&at)],
-                )
-                .map_err(db_err)?;
-            if n == 0 {
-                Err(StoreError::NotFound)
-            } else {
-                Ok(())
-            }
-        })
-        .await
+        self.db
+            .with(move |c| {
+                let n = c
+                    .execute(
+                        "UPDATE tenants SET last_active_at = ?2 WHERE tenant_id = ?1",
+                        params![id, format_time(&at)],
+                    )
+                    .map_err(db_err)?;
+                if n == 0 {
+                    Err(StoreError::NotFound)
+                } else {
+                    Ok(())
+                }
+            })
+            .await
     }
 
     async fn delete(&self, id: &TenantId) -> Result<bool, StoreError> {
         let id = id.to_string();
-        self.with(move |c| {
-            let n = c
-                .execute("DELETE FROM tenants WHERE tenant_id = ?1", params![id])
-                .map_err(db_err)?;
-            Ok(n > 0)
-        })
-        .await
+        self.db
+            .with(move |c| {
+                let n = c
+                    .execute("DELETE FROM tenants WHERE tenant_id = ?1", params![id])
+                    .map_err(db_err)?;
+                Ok(n > 0)
+            })
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db_err))
-            .await
+        self.db.ping().await
     }
 
     fn name(&self) -> &'static str {
