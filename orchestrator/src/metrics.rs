@@ -18,6 +18,8 @@ pub struct Metrics {
     /// `reason`: `sleep`, `idle`, `delete`, `reconcile`, `orphan`, `shutdown`, `aborted`.
     pub agent_stops: CounterVec,
     pub running_tenants: AtomicI64,
+    /// `method` (`setWebhook`, `deleteWebhook`), `result` (`ok`, `error`).
+    pub telegram_calls: CounterVec,
     /// `method`, `route` (template, e.g. `/tenants/{id}`), `status`.
     pub http_requests: CounterVec,
 }
@@ -46,6 +48,11 @@ impl Default for Metrics {
                 &["reason"],
             ),
             running_tenants: AtomicI64::new(0),
+            telegram_calls: CounterVec::new(
+                "orchestrator_telegram_calls_total",
+                "Telegram Bot API calls, by method and result.",
+                &["method", "result"],
+            ),
             http_requests: CounterVec::new(
                 "orchestrator_http_requests_total",
                 "HTTP requests by method, route template and status.",
@@ -99,6 +106,7 @@ impl Metrics {
             "Tenants whose record says running.",
             self.running_tenants.load(Ordering::Relaxed),
         );
+        self.telegram_calls.render(&mut out);
         self.http_requests.render(&mut out);
         out
     }

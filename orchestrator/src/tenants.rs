@@ -283,6 +283,7 @@ mod tests {
             1,
             "a duplicate does not touch Telegram"
         );
+        assert_eq!(t.app.metrics.telegram_calls.get(&["setWebhook", "ok"]), 1);
     }
 
     #[tokio::test]
@@ -302,6 +303,10 @@ mod tests {
         );
         assert!(!err.to_string().contains("123:abc"), "no token in errors");
         assert!(t.app.registry.get(&tid("bob")).await.unwrap().is_none());
+        assert_eq!(
+            t.app.metrics.telegram_calls.get(&["setWebhook", "error"]),
+            1
+        );
     }
 
     #[tokio::test]

@@ -24,13 +24,17 @@ pub async fn register(app: &App, id: &TenantId, token: &Secret) -> Result<(), Er
         .webhook_secret
         .as_ref()
         .map(|s| common::webhook::secret_token(s.expose(), id));
-    app.telegram
+    let result = app
+        .telegram
         .set_webhook(token, &url, secret.as_deref())
-        .await
-        .map_err(|e| Error::Telegram {
-            method: "setWebhook",
-            reason: reason(e),
-        })?;
+        .await;
+    app.metrics
+        .telegram_calls
+        .inc(&["setWebhook", if result.is_ok() { "ok" } else { "error" }]);
+    result.map_err(|e| Error::Telegram {
+        method: "setWebhook",
+        reason: reason(e),
+    })?;
     tracing::info!(tenant = %id, url = %url, "telegram webhook registered");
     Ok(())
 }
@@ -38,8 +42,14 @@ pub async fn register(app: &App, id: &TenantId, token: &Secret) -> Result<(), Er
 /// Removes the bot's webhook; best effort (the tenant is going away either way), failures logged.
 pub async fn unregister(app: &App, id: &TenantId, token: &Secret) {
     match app.telegram.delete_webhook(token).await {
-        Ok(()) => tracing::info!(tenant = %id, "telegram webhook deleted"),
-        Err(e) => tracing::warn!(tenant = %id, error = %e, "telegram deleteWebhook failed"),
+        Ok(()) => {
+            app.metrics.telegram_calls.inc(&["deleteWebhook", "ok"]);
+            tracing::info!(tenant = %id, "telegram webhook deleted")
+        }
+        Err(e) => {
+            app.metrics.telegram_calls.inc(&["deleteWebhook", "error"]);
+            tracing::warn!(tenant = %id, error = %e, "telegram deleteWebhook failed")
+        }
     }
 }
 
