@@ -781,7 +781,7 @@ def registry_measure(plat, prefix, moto_port=None):
     else:
         r["list"] = timed_gets(plat.orch_url, "/tenants", n_list)
     if moto_port is not None:
-        r["raw"] = moto_reference(moto_port, ids)
+        r["moto"] = moto_reference(moto_port, ids)
     r["list_body"] = body
     r["one_body"] = call(plat.orch_url, "GET", f"/tenants/{ids[0]}")[1]
     r["one"] = wrk(plat.orch_url, "get_ids.lua", [prefix, str(REGISTRY)], conns=4, duration=5)
@@ -890,7 +890,7 @@ def report(res, elapsed):
             r = reg.get(k)
             if not r:
                 continue
-            raw = r.get("raw")
+            raw = r.get("moto")
             if raw:
                 list_ref = f"moto alone, paginated Scan: {raw['scan_ms']:.0f} ms"
                 one_ref = f"moto alone, GetItem: p99 {raw['get_p99']:.2f} ms (p50 {raw['get_p50']:.2f})"
@@ -1035,11 +1035,11 @@ def details(res):
             f"API would take {REGISTRY / max(dy['api_create_per_s'], 1e-9):.0f} s. `GET /tenants`: "
             f"sequential requests on one keep-alive connection (whole body read); with moto one "
             f"request, since moto's own Scan of this table takes "
-            f"{dy.get('raw', {}).get('scan_ms', float('nan')) / 1000:.0f} s (measured alone, below: the "
+            f"{dy.get('moto', {}).get('scan_ms', float('nan')) / 1000:.0f} s (measured alone, below: the "
             f"emulator, not the orchestrator, is the cost). `GET /tenants/{{id}}`: wrk, 4 connections, "
             f"5 s, random ids. References: nginx serving the same bytes from a file; moto alone "
-            f"(paginated consistent Scan; 200 GetItem: p50 {dy.get('raw', {}).get('get_p50', float('nan')):.1f} ms, "
-            f"p99 {dy.get('raw', {}).get('get_p99', float('nan')):.1f} ms).",
+            f"(paginated consistent Scan; 200 GetItem: p50 {dy.get('moto', {}).get('get_p50', float('nan')):.1f} ms, "
+            f"p99 {dy.get('moto', {}).get('get_p99', float('nan')):.1f} ms).",
             "",
             "| backend | GET /tenants p50 / p99 ms | body | GET /tenants/{id} req/s | p50 / p99 ms |",
             "|---|---|---|---|---|",
