@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(os.environ.get("BENCH_BIN", ROOT / "target" / "release"))
 LUA = ROOT / "bench" / "lua"
-RESULTS = ROOT / "bench" / "results" / "latest.md"
+RESULTS = Path(os.environ.get("BENCH_RESULTS", ROOT / "bench" / "results" / "latest.md"))
 DURATION = int(os.environ.get("BENCH_DURATION_S", "10"))
 CONNS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 THREADS = 2
@@ -936,7 +936,7 @@ def report(res, elapsed):
     print("\n".join(table))
     for e in res.get("errors", []):
         print(f"FAILED {e}")
-    print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
+    print(f"\nwritten to {RESULTS}")
 
 
 def details(res):
