@@ -169,20 +169,24 @@ fn agent_container(s: &K8sSettings, env_vars: Vec<EnvVar>, mounts: Vec<VolumeMou
 }
 
 /// Scheduling and isolation shared by tenant and warm pods, so a warm pod's node fits the tenant pod.
+/// Without a runtime class (a cluster with no Kata nodes) the Kata node selector and toleration go too.
 fn base_pod_spec(s: &K8sSettings, priority_class: &str) -> PodSpec {
+    let kata = !s.runtime_class.is_empty();
     PodSpec {
-        runtime_class_name: (!s.runtime_class.is_empty()).then(|| s.runtime_class.clone()),
+        runtime_class_name: kata.then(|| s.runtime_class.clone()),
         priority_class_name: Some(priority_class.into()),
         service_account_name: Some("zeroclaw-tenant".into()),
         automount_service_account_token: Some(false),
-        node_selector: Some(labels(&[("katacontainers.io/kata-runtime", "true")])),
-        tolerations: Some(vec![Toleration {
-            key: Some("kata-runtime".into()),
-            operator: Some("Equal".into()),
-            value: Some("true".into()),
-            effect: Some("NoSchedule".into()),
-            ..Default::default()
-        }]),
+        node_selector: kata.then(|| labels(&[("katacontainers.io/kata-runtime", "true")])),
+        tolerations: kata.then(|| {
+            vec![Toleration {
+                key: Some("kata-runtime".into()),
+                operator: Some("Equal".into()),
+                value: Some("true".into()),
+                effect: Some("NoSchedule".into()),
+                ..Default::default()
+            }]
+        }),
         termination_grace_period_seconds: Some(GRACE_PERIOD_S),
         security_context: Some(pod_security()),
         ..Default::default()
@@ -429,11 +433,14 @@ mod tests {
         };
         let spec = tenant_pod(&id(), &s, Some("node-7")).spec.unwrap();
         assert_eq!(spec.runtime_class_name, None);
+        assert_eq!(spec.node_selector, None);
+        assert_eq!(spec.tolerations, None);
         assert_eq!(spec.node_name.as_deref(), Some("node-7"));
         let spec = tenant_pod(&id(), &K8sSettings::default(), None)
             .spec
             .unwrap();
         assert_eq!(spec.runtime_class_name.as_deref(), Some("kata-qemu"));
+        assert!(spec.node_selector.is_some() && spec.tolerations.is_some());
         assert_eq!(spec.node_name, None);
     }
 }
