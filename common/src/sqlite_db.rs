@@ -49,6 +49,15 @@ impl SqliteDb {
         .map_err(StoreError::unavailable)?
     }
 
+    /// Runs `f` on the connection from a thread that may block.
+    pub fn with_blocking<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut c)
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db_err))
             .await

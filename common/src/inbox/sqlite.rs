@@ -4,7 +4,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::params;
+use std::sync::mpsc;
+
+use rusqlite::{params, Connection};
+use tokio::sync::oneshot;
 
 use super::{now_ms, Appended, Inbox, InboxEntry, InboxStats, DEDUPE_TTL};
 use crate::lock::{MemoryLock, WakeLock};
@@ -14,6 +17,87 @@ use crate::{StoreError, TenantId};
 pub struct SqliteInbox {
     db: SqliteDb,
     claims: MemoryLock,
+    appends: mpsc::Sender<AppendJob>,
+}
+
+struct AppendJob {
+    tenant: String,
+    update_id: i64,
+    payload: Vec<u8>,
+    done: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+/// Most appends committed in one transaction (one fsync).
+const MAX_BATCH: usize = 256;
+
+/// Group commit: appends that queue up while a commit is on disk share the next transaction, so
+/// concurrent webhooks pay one fsync between them instead of one each. Ends when the inbox is dropped.
+fn run_appender(db: SqliteDb, jobs: mpsc::Receiver<AppendJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        match db.with_blocking(|c| append_batch(c, &batch)) {
+            Ok(outcomes) => {
+                for (job, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = job.done.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                for job in batch {
+                    let _ = job.done.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn append_batch(c: &mut Connection, batch: &[AppendJob]) -> Result<Vec<Appended>, StoreError> {
+    let now = now_ms();
+    let expires = now + DEDUPE_TTL.as_millis() as i64;
+    let tx = c.transaction().map_err(db_err)?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    {
+        let mut mark = tx
+            .prepare_cached(
+                "INSERT INTO seen (tenant, update_id, expires_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (tenant, update_id) DO UPDATE SET expires_ms = excluded.expires_ms
+                 WHERE seen.expires_ms < ?4",
+            )
+            .map_err(db_err)?;
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO entries (tenant, update_id, payload, received_at_ms) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(db_err)?;
+        for job in batch {
+            let fresh = mark
+                .execute(params![job.tenant, job.update_id, expires, now])
+                .map_err(db_err)?;
+            if fresh == 0 {
+                outcomes.push(Appended::Duplicate);
+                continue;
+            }
+            insert
+                .execute(params![job.tenant, job.update_id, job.payload, now])
+                .map_err(db_err)?;
+            outcomes.push(Appended::New);
+        }
+        // Expired dedupe marks go a few at a time (by index) so no append pays for a big sweep.
+        tx.prepare_cached(
+            "DELETE FROM seen WHERE (tenant, update_id) IN
+                (SELECT tenant, update_id FROM seen WHERE expires_ms < ?1 ORDER BY expires_ms LIMIT 64)",
+        )
+        .map_err(db_err)?
+        .execute(params![now])
+        .map_err(db_err)?;
+    }
+    tx.commit().map_err(db_err)?;
+    Ok(outcomes)
 }
 
 impl SqliteInbox {
@@ -33,11 +117,19 @@ impl SqliteInbox {
                 update_id INTEGER NOT NULL,
                 expires_ms INTEGER NOT NULL,
                 PRIMARY KEY (tenant, update_id)
-             ) WITHOUT ROWID;",
+             ) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS seen_by_expiry ON seen (expires_ms);",
         )?;
+        let (appends, jobs) = mpsc::channel();
+        let writer = db.clone();
+        std::thread::Builder::new()
+            .name("inbox-append".into())
+            .spawn(move || run_appender(writer, jobs))
+            .map_err(StoreError::unavailable)?;
         Ok(SqliteInbox {
             db,
             claims: MemoryLock::new(),
+            appends,
         })
     }
 }
@@ -54,38 +146,16 @@ impl Inbox for SqliteInbox {
         update_id: i64,
         payload: &[u8],
     ) -> Result<Appended, StoreError> {
-        let tenant = tenant.to_string();
-        let payload = payload.to_vec();
-        self.db.with(move |c| {
-            let now = now_ms();
-            let tx = c.transaction().map_err(db_err)?;
-            let fresh = tx
-                .execute(
-                    "INSERT INTO seen (tenant, update_id, expires_ms) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (tenant, update_id) DO UPDATE SET expires_ms = excluded.expires_ms
-                     WHERE seen.expires_ms < ?4",
-                    params![tenant, update_id, now + DEDUPE_TTL.as_millis() as i64, now],
-                )
-                .map_err(db_err)?;
-            if fresh == 0 {
-                return Ok(Appended::Duplicate);
-            }
-            tx.execute(
-                "INSERT INTO entries (tenant, update_id, payload, received_at_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![tenant, update_id, payload, now],
-            )
-            .map_err(db_err)?;
-            // Expired dedupe marks go a few at a time so no single append pays for a big sweep.
-            tx.execute(
-                "DELETE FROM seen WHERE (tenant, update_id) IN
-                    (SELECT tenant, update_id FROM seen WHERE expires_ms < ?1 LIMIT 16)",
-                params![now],
-            )
-            .map_err(db_err)?;
-            tx.commit().map_err(db_err)?;
-            Ok(Appended::New)
-        })
-        .await
+        let (done, result) = oneshot::channel();
+        let job = AppendJob {
+            tenant: tenant.to_string(),
+            update_id,
+            payload: payload.to_vec(),
+            done,
+        };
+        let closed = || StoreError::Unavailable("sqlite inbox writer stopped".into());
+        self.appends.send(job).map_err(|_| closed())?;
+        result.await.map_err(|_| closed())?
     }
 
     async fn pending(
