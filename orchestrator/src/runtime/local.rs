@@ -266,6 +266,8 @@ impl LocalRuntime {
         port: u16,
         deadline: Instant,
     ) -> Result<(), NotReady> {
+        // Fast polls first: a quick agent is answered within a few ms, a slow one costs few probes.
+        let mut pause = Duration::from_millis(2);
         loop {
             let exited = {
                 let mut table = self.table();
@@ -290,10 +292,11 @@ impl LocalRuntime {
                 }
                 Health::Down => {}
             }
-            if Instant::now() + POLL > deadline {
+            if Instant::now() + pause > deadline {
                 return Err(NotReady::Timeout);
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(POLL);
         }
     }
 
