@@ -6,6 +6,10 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer, Registry};
 
+use crate::config::ConfigError;
+
+const ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+
 /// Keeps the span exporter alive; dropping it flushes the spans not yet sent and shuts it down.
 #[must_use = "dropping the guard shuts the span exporter down"]
 pub struct Telemetry {
@@ -24,8 +28,10 @@ impl Drop for Telemetry {
     }
 }
 
-/// Installs the global subscriber for `service` (also the OTLP `service.name`).
-pub fn init(service: &'static str) -> Telemetry {
+/// Installs the global subscriber for `service` (also the OTLP `service.name`); a malformed
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is an error naming the variable.
+pub fn init(service: &'static str) -> Result<Telemetry, ConfigError> {
+    let endpoint = crate::config::url(ENDPOINT, None)?;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn,aws_config=warn,kube=warn"));
     let json = std::env::var("LOG_FORMAT")
@@ -41,10 +47,15 @@ pub fn init(service: &'static str) -> Telemetry {
         fmt::layer().with_target(false).boxed()
     };
     #[cfg(feature = "otel")]
-    let (provider, otel_error) = match otel::provider(service) {
-        Ok(p) => (p, None),
-        Err(e) => (None, Some(e)),
+    let provider = match endpoint {
+        Some(e) => Some(otel::provider(service, &e).map_err(|reason| ConfigError {
+            name: ENDPOINT.to_owned(),
+            reason,
+        })?),
+        None => None,
     };
+    #[cfg(not(feature = "otel"))]
+    let _ = endpoint;
     #[cfg(feature = "otel")]
     let otel_layer = provider.as_ref().map(|p| otel::layer(p, service));
     #[cfg(not(feature = "otel"))]
@@ -60,15 +71,13 @@ pub fn init(service: &'static str) -> Telemetry {
     }
     #[cfg(feature = "otel")]
     {
-        if let Some(e) = otel_error {
-            tracing::warn!(error = %e, "OTLP span export disabled");
-        } else if provider.is_some() {
+        if provider.is_some() {
             tracing::info!(service, "OTLP span export enabled");
         }
-        Telemetry { provider }
+        Ok(Telemetry { provider })
     }
     #[cfg(not(feature = "otel"))]
-    Telemetry {}
+    Ok(Telemetry {})
 }
 
 /// Adds the current span's W3C trace context (`traceparent`, `tracestate`) to an outgoing request.
@@ -119,31 +128,24 @@ mod otel {
     use tracing_subscriber::registry::LookupSpan;
     use tracing_subscriber::Layer;
 
-    const ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
     const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
-    /// The tracer provider when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (batch export, HTTP protobuf).
-    pub fn provider(service: &'static str) -> Result<Option<SdkTracerProvider>, String> {
-        let Some(endpoint) = std::env::var(ENDPOINT)
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-        else {
-            return Ok(None);
-        };
-        let client = ExportClient::new().map_err(|e| format!("{ENDPOINT}: {e}"))?;
+    /// The tracer provider exporting to `endpoint` (batch export, HTTP protobuf).
+    pub fn provider(service: &'static str, endpoint: &str) -> Result<SdkTracerProvider, String> {
+        let client = ExportClient::new().map_err(|e| e.to_string())?;
         let exporter = SpanExporter::builder()
             .with_http()
             .with_http_client(client)
             .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
             .with_timeout(EXPORT_TIMEOUT)
             .build()
-            .map_err(|e| format!("{ENDPOINT}: {e}"))?;
+            .map_err(|e| e.to_string())?;
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_resource(Resource::builder().with_service_name(service).build())
             .build();
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-        Ok(Some(provider))
+        Ok(provider)
     }
 
     pub fn layer<S>(provider: &SdkTracerProvider, service: &'static str) -> impl Layer<S>

@@ -25,7 +25,13 @@ fn main() {
     if let Some(code) = common::call::from_args() {
         std::process::exit(code);
     }
-    let _telemetry = common::telemetry::init("orchestrator");
+    let _telemetry = match common::telemetry::init("orchestrator") {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("orchestrator: {e}");
+            std::process::exit(1);
+        }
+    };
     if let Err(e) = start() {
         // One line naming what is wrong (e.g. the variable), no backtrace.
         eprintln!("orchestrator: {e:#}");

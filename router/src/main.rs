@@ -11,7 +11,13 @@ async fn main() {
     if let Some(code) = common::call::from_args() {
         std::process::exit(code);
     }
-    let _telemetry = common::telemetry::init("router");
+    let _telemetry = match common::telemetry::init("router") {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("router: {e}");
+            std::process::exit(1);
+        }
+    };
     if let Err(e) = run().await {
         tracing::error!(error = format!("{e:#}"), "router failed");
         eprintln!("router: {e:#}");

@@ -127,9 +127,37 @@ async fn one_delivery_forms_one_trace_across_router_and_orchestrator() {
         "no orchestrator request span in the delivery's trace"
     );
     // JSON log lines inside the spans carry the trace id, in both services.
-    let hex: String = delivery.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = delivery
+        .trace_id
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let field = format!("\"trace_id\":\"{hex}\"");
     assert!(p.router.log().contains(&field), "router log lacks {field}");
-    assert!(p.orchestrator.log().contains(&field), "orchestrator log lacks {field}");
+    assert!(
+        p.orchestrator.log().contains(&field),
+        "orchestrator log lacks {field}"
+    );
     receiver.stop(false).await;
+}
+
+/// A malformed `OTEL_EXPORTER_OTLP_ENDPOINT` stops each service at start-up, naming the variable.
+#[test]
+fn a_bad_otlp_endpoint_stops_start_up_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    for service in ["router", "orchestrator"] {
+        let out = std::process::Command::new(platform_tests::platform::bin_path(service))
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")
+            .env("DATA_DIR", dir.path())
+            .env("RUNTIME", "local")
+            .env("PORT", platform_tests::platform::free_port().to_string())
+            .output()
+            .expect("run the service");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{service}: {stderr}");
+        assert!(
+            stderr.contains("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            "{service}: {stderr}"
+        );
+    }
 }
