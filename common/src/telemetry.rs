@@ -44,7 +44,10 @@ pub fn init(service: &'static str) -> Result<Telemetry, ConfigError> {
             .flatten_event(true)
             .boxed()
     } else {
-        fmt::layer().with_target(false).boxed()
+        // Colour only on a terminal (and not with NO_COLOR): log files stay greppable.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
+            && std::env::var_os("NO_COLOR").is_none();
+        fmt::layer().with_target(false).with_ansi(ansi).boxed()
     };
     #[cfg(feature = "otel")]
     let provider = match endpoint {

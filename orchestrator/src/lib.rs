@@ -12,9 +12,9 @@ pub mod reconciler;
 pub mod runtime;
 pub mod server;
 pub mod tenant_lock;
+pub mod tenants;
 #[cfg(test)]
 mod testing;
-pub mod tenants;
 pub mod wake;
 pub mod warm_pool;
 pub mod webhook;

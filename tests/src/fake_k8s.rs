@@ -1068,7 +1068,11 @@ fn validate(k: Kind, name: &str, obj: &Value) -> Result<(), Vec<(String, String)
                 }
             }
         }
-        "leases" if spec["leaseDurationSeconds"].as_i64().is_some_and(|d| d <= 0) => {
+        "leases"
+            if spec["leaseDurationSeconds"]
+                .as_i64()
+                .is_some_and(|d| d <= 0) =>
+        {
             errs.push((
                 "spec.leaseDurationSeconds".into(),
                 "Invalid value: must be greater than 0".into(),
