@@ -146,6 +146,13 @@ pub fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Dis
     let _ = writeln!(out, "{name} {value}");
 }
 
+/// `{service}_build_info{version="..."} 1`: how `ztm version` learns a server's version.
+pub fn build_info(out: &mut String, service: &str) {
+    let name = format!("{service}_build_info");
+    header(out, &name, "Version of the running binary.", "gauge");
+    let _ = writeln!(out, "{name}{{version=\"{}\"}} 1", crate::VERSION);
+}
+
 /// A counter family whose values the caller read elsewhere (e.g. from an adapter), by one label.
 pub fn counter_by(out: &mut String, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {
     header(out, name, help, "counter");

@@ -87,6 +87,7 @@ impl Metrics {
     /// The exposition text; `warm_pool` comes from the runtime (`None` when it has no warm pool).
     pub fn render(&self, warm_pool: Option<WarmPoolClaims>) -> String {
         let mut out = String::new();
+        common::metrics::build_info(&mut out, "orchestrator");
         self.wakes.render(&mut out);
         self.wake_duration.render(&mut out);
         if let Some(w) = warm_pool {

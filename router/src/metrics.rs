@@ -66,6 +66,7 @@ impl Metrics {
     /// The exposition text; `inbox` is read by the caller at scrape time (`None` when unavailable).
     pub fn render(&self, inbox: Option<InboxStats>) -> String {
         let mut out = String::new();
+        common::metrics::build_info(&mut out, "router");
         match inbox {
             Some(s) => {
                 gauge(

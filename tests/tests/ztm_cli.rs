@@ -104,6 +104,10 @@ async fn ztm_drives_every_command_over_http() {
     // version, status, completion
     let v = ok(&p, &["version"]).await;
     assert!(v.stdout.contains(env!("CARGO_PKG_VERSION")), "{}", v.stdout);
+    let v = ok(&p, &["version", "-o", "json"]).await.json();
+    for service in ["orchestrator", "router"] {
+        assert_eq!(v[service]["version"], env!("CARGO_PKG_VERSION"), "{v}");
+    }
     let s = ok(&p, &["status"]).await;
     assert!(!s.stdout.trim().is_empty());
     let s = ok(&p, &["status", "-o", "json"]).await;
