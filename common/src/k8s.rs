@@ -58,6 +58,16 @@ pub struct K8sSettings {
     pub runtime_class: String,
     pub agent_port: u16,
     pub s3_bucket: String,
+    /// `STATE_STORAGE_CLASS`: `s3-tenant-state` mounts the tenant's S3 prefix through a static CSI PV;
+    /// any other class gets a dynamically provisioned claim (dev clusters without the S3 CSI driver).
+    pub state_storage_class: String,
+}
+
+impl K8sSettings {
+    /// Whether tenant state lives on the S3 CSI volume (a static PV per tenant).
+    pub fn uses_s3_csi(&self) -> bool {
+        self.state_storage_class == STATE_STORAGE_CLASS
+    }
 }
 
 impl Default for K8sSettings {
@@ -68,6 +78,7 @@ impl Default for K8sSettings {
             runtime_class: "kata-qemu".into(),
             agent_port: 3000,
             s3_bucket: "zeroclaw-tenant-state".into(),
+            state_storage_class: STATE_STORAGE_CLASS.into(),
         }
     }
 }
@@ -304,8 +315,10 @@ pub fn tenant_pv(id: &TenantId, s: &K8sSettings) -> PersistentVolume {
     }
 }
 
-/// The claim the tenant pod mounts, bound statically to `pv-tenant-{id}`.
+/// The claim the tenant pod mounts: bound statically to `pv-tenant-{id}` on S3, or provisioned by
+/// the cluster's storage class otherwise.
 pub fn tenant_pvc(id: &TenantId, s: &K8sSettings) -> PersistentVolumeClaim {
+    let s3 = s.uses_s3_csi();
     PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(pvc_name(id)),
@@ -317,9 +330,11 @@ pub fn tenant_pvc(id: &TenantId, s: &K8sSettings) -> PersistentVolumeClaim {
             ..Default::default()
         },
         spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteMany".into()]),
-            storage_class_name: Some(STATE_STORAGE_CLASS.into()),
-            volume_name: Some(pv_name(id)),
+            access_modes: Some(vec![
+                if s3 { "ReadWriteMany" } else { "ReadWriteOnce" }.into()
+            ]),
+            storage_class_name: Some(s.state_storage_class.clone()),
+            volume_name: s3.then(|| pv_name(id)),
             resources: Some(VolumeResourceRequirements {
                 requests: Some(BTreeMap::from([(
                     "storage".to_string(),

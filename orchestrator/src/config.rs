@@ -55,6 +55,8 @@ pub struct Config {
     pub redis_addr: Option<String>,
     pub k8s_namespace: String,
     pub s3_bucket: String,
+    /// Storage class of tenant state claims (`s3-tenant-state`: S3 CSI static PVs).
+    pub state_storage_class: String,
     pub s3_endpoint: Option<String>,
     /// True when `S3_ENDPOINT` is set or `STATE_STORE=s3`.
     pub use_s3: bool,
@@ -122,6 +124,7 @@ impl Config {
             redis_addr: env::var("REDIS_ADDR"),
             k8s_namespace: env::string("K8S_NAMESPACE", common::tenant::DEFAULT_NAMESPACE),
             s3_bucket: env::string("S3_BUCKET", "zeroclaw-tenant-state"),
+            state_storage_class: env::string("STATE_STORAGE_CLASS", "s3-tenant-state"),
             s3_endpoint,
             use_s3,
             warm_pool_target: env::parse("WARM_POOL_TARGET", 10)?,

@@ -194,6 +194,7 @@ fn k8s_settings(config: &Config) -> common::k8s::K8sSettings {
         runtime_class: config.kata_runtime_class.clone(),
         agent_port: config.agent_port,
         s3_bucket: config.s3_bucket.clone(),
+        state_storage_class: config.state_storage_class.clone(),
     }
 }
 

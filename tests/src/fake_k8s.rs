@@ -1518,6 +1518,10 @@ fn volume_dir(
         .get(&("persistentvolumeclaims", key.1.clone(), claim.to_owned()))
         .ok_or_else(|| format!("persistentvolumeclaim \"{claim}\" not found"))?;
     let pv_name = pvc["spec"]["volumeName"].as_str().unwrap_or("");
+    if pv_name.is_empty() && pvc["spec"]["storageClassName"].is_string() {
+        // Dynamic provisioning (a local-path provisioner): one directory per claim.
+        return Ok(shared.root.join("provisioned").join(&key.1).join(claim));
+    }
     let pv = st
         .objects
         .get(&("persistentvolumes", String::new(), pv_name.to_owned()))

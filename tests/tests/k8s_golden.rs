@@ -35,6 +35,7 @@ fn settings() -> K8sSettings {
         runtime_class: "kata-qemu".into(),
         agent_port: 3000,
         s3_bucket: "zeroclaw-tenant-state".into(),
+        state_storage_class: k8s::STATE_STORAGE_CLASS.into(),
     }
 }
 
@@ -67,6 +68,17 @@ fn persistent_volume() {
 #[test]
 fn persistent_volume_claim() {
     check("pvc", &k8s::tenant_pvc(&alice(), &settings()));
+}
+
+/// Without the S3 CSI driver (dev clusters) the claim is provisioned by the cluster's storage class.
+#[test]
+fn persistent_volume_claim_on_another_storage_class() {
+    let s = K8sSettings {
+        state_storage_class: "standard".into(),
+        ..settings()
+    };
+    assert!(!s.uses_s3_csi());
+    check("pvc-dynamic", &k8s::tenant_pvc(&alice(), &s));
 }
 
 #[test]

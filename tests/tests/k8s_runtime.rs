@@ -237,6 +237,47 @@ async fn an_unschedulable_pod_fails_at_the_deadline_with_the_reason() {
     );
 }
 
+/// Dev clusters (no S3 CSI driver): no static PV, a claim from the storage class, memory still kept.
+#[tokio::test]
+async fn another_storage_class_gets_a_provisioned_claim_and_keeps_the_memory() {
+    let fake = FakeK8s::start().await;
+    let shared = Shared::new();
+    let settings = common::k8s::K8sSettings {
+        state_storage_class: "standard".into(),
+        ..k8s_settings()
+    };
+    let leader = std::sync::Arc::new(orchestrator::leader::AlwaysLeader);
+    let app =
+        replica_with_settings(&fake, &shared, Duration::from_secs(30), leader, settings).await;
+    let id = shared.add_tenant("kdyn").await;
+
+    let first = wake(&app, &id).await.unwrap();
+    assert!(fake
+        .get("persistentvolumes", "", "pv-tenant-kdyn")
+        .is_none());
+    let pvc = fake
+        .get("persistentvolumeclaims", NS, "pvc-tenant-kdyn")
+        .expect("pvc");
+    assert_eq!(pvc["spec"]["storageClassName"], "standard");
+    assert!(pvc["spec"]["volumeName"].is_null());
+    assert_eq!(chat(&first.endpoint, "one").await, "echo: one (#1)");
+
+    orchestrator::tenants::sleep(&app, &id).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(35), || fake
+            .get("pods", NS, "zeroclaw-kdyn")
+            .is_none())
+        .await
+    );
+    let second = wake(&app, &id).await.unwrap();
+    assert_eq!(chat(&second.endpoint, "two").await, "echo: two (#2)");
+    app.runtime.stop(&id).await.unwrap();
+    app.runtime.remove(&id).await.unwrap();
+    assert!(fake
+        .get("persistentvolumeclaims", NS, "pvc-tenant-kdyn")
+        .is_none());
+}
+
 #[tokio::test]
 async fn stop_saves_state_through_sigterm_and_a_new_pod_continues_the_memory() {
     let fake = FakeK8s::start().await;

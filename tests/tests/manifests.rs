@@ -1454,6 +1454,9 @@ fn pods_the_orchestrator_creates_fit_the_manifests() {
             runtime_class,
             agent_port: 3000,
             s3_bucket: data["S3_BUCKET"].clone(),
+            state_storage_class: env(&o, "STATE_STORAGE_CLASS")
+                .and_then(|e| e.value.clone())
+                .unwrap_or_else(|| k8s::STATE_STORAGE_CLASS.into()),
         };
         let tenant = k8s::tenant_pod(&id, &settings, None);
         let warm = k8s::warm_pool_deployment(&settings, 1)

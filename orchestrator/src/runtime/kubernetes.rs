@@ -78,12 +78,14 @@ impl KubeRuntime {
             }
             Err(e) => return Err(backend("create secret", e)),
         }
-        create_if_absent(
-            &self.pvs,
-            &k8s::tenant_pv(id, &self.settings),
-            "persistent volume",
-        )
-        .await?;
+        if self.settings.uses_s3_csi() {
+            create_if_absent(
+                &self.pvs,
+                &k8s::tenant_pv(id, &self.settings),
+                "persistent volume",
+            )
+            .await?;
+        }
         create_if_absent(
             &self.pvcs,
             &k8s::tenant_pvc(id, &self.settings),

@@ -30,6 +30,7 @@ pub fn k8s_settings() -> K8sSettings {
         runtime_class: "kata-qemu".into(),
         agent_port: 3000,
         s3_bucket: "zeroclaw-tenant-state".into(),
+        state_storage_class: common::k8s::STATE_STORAGE_CLASS.into(),
     }
 }
 
@@ -75,7 +76,17 @@ pub async fn replica_with(
     ready_wait: Duration,
     leader: Arc<dyn LeaderElector>,
 ) -> Arc<App> {
-    let runtime = KubeRuntime::new(fake.client().await, k8s_settings());
+    replica_with_settings(fake, shared, ready_wait, leader, k8s_settings()).await
+}
+
+pub async fn replica_with_settings(
+    fake: &FakeK8s,
+    shared: &Shared,
+    ready_wait: Duration,
+    leader: Arc<dyn LeaderElector>,
+    k8s: K8sSettings,
+) -> Arc<App> {
+    let runtime = KubeRuntime::new(fake.client().await, k8s);
     let ports = Ports {
         registry: shared.registry.clone(),
         lock: shared.lock.clone(),
