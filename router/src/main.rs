@@ -50,7 +50,7 @@ async fn run() -> anyhow::Result<()> {
         endpoint_cache = cache.name(),
         orchestrator = %config.orchestrator_addr,
         replica = %replica,
-        "router adapters"
+        "adapters selected"
     );
     if config.api_token.is_none() {
         tracing::warn!(
