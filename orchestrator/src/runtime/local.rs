@@ -25,6 +25,8 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 const EARLY_EXIT: Duration = Duration::from_secs(2);
 const START_ATTEMPTS: u32 = 3;
 const POLL: Duration = Duration::from_millis(50);
+/// Longest pause between health probes while an agent starts.
+const READY_POLL_MAX: Duration = Duration::from_millis(5);
 
 struct LocalAgent {
     pid: i32,
@@ -266,8 +268,8 @@ impl LocalRuntime {
         port: u16,
         deadline: Instant,
     ) -> Result<(), NotReady> {
-        // Fast polls first: a quick agent is answered within a few ms, a slow one costs few probes.
-        let mut pause = Duration::from_millis(2);
+        // Short polls (a refused local connect costs microseconds): readiness is seen within ~5 ms.
+        let mut pause = Duration::from_millis(1);
         loop {
             let exited = {
                 let mut table = self.table();
@@ -296,7 +298,7 @@ impl LocalRuntime {
                 return Err(NotReady::Timeout);
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(POLL);
+            pause = (pause * 2).min(READY_POLL_MAX);
         }
     }
 
