@@ -15,7 +15,8 @@ use redis::streams::StreamRangeReply;
 use redis::{Script, Value};
 
 use super::{Appended, Inbox, InboxEntry, InboxStats, DEDUPE_TTL};
-use crate::lock::redis::{RELEASE, RENEW};
+use crate::lock::redis::RedisLock;
+use crate::lock::WakeLock;
 use crate::redis_pool::{self, Pool};
 use crate::{StoreError, TenantId};
 
@@ -59,11 +60,16 @@ static ACK: LazyLock<Script> = LazyLock::new(|| {
 
 pub struct RedisInbox {
     pool: Pool,
+    /// Delivery claims are wake-lock-style leases on `router:inbox:lease:{id}`.
+    claims: RedisLock,
 }
 
 impl RedisInbox {
     pub fn new(pool: Pool) -> Self {
-        RedisInbox { pool }
+        RedisInbox {
+            claims: RedisLock::new(pool.clone()),
+            pool,
+        }
     }
 }
 
@@ -172,17 +178,9 @@ impl Inbox for RedisInbox {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let mut c = redis_pool::conn(&self.pool).await?;
-        let set: Option<String> = redis::cmd("SET")
-            .arg(lease_key(tenant))
-            .arg(owner)
-            .arg("NX")
-            .arg("PX")
-            .arg(redis_pool::px(ttl))
-            .query_async(&mut c)
+        self.claims
+            .try_acquire(&lease_key(tenant), owner, ttl)
             .await
-            .map_err(redis_pool::err)?;
-        Ok(set.is_some())
     }
 
     async fn renew_claim(
@@ -191,26 +189,14 @@ impl Inbox for RedisInbox {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let mut c = redis_pool::conn(&self.pool).await?;
-        let n: i64 = RENEW
-            .key(lease_key(tenant))
-            .arg(owner)
-            .arg(redis_pool::px(ttl))
-            .invoke_async(&mut c)
-            .await
-            .map_err(redis_pool::err)?;
-        Ok(n == 1)
+        self.claims.renew(&lease_key(tenant), owner, ttl).await
     }
 
     async fn release_claim(&self, tenant: &TenantId, owner: &str) -> Result<(), StoreError> {
-        let mut c = redis_pool::conn(&self.pool).await?;
-        RELEASE
-            .key(lease_key(tenant))
-            .arg(owner)
-            .invoke_async::<i64>(&mut c)
+        self.claims
+            .release(&lease_key(tenant), owner)
             .await
             .map(drop)
-            .map_err(redis_pool::err)
     }
 
     async fn stats(&self) -> Result<InboxStats, StoreError> {

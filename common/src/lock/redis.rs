@@ -12,7 +12,7 @@ use crate::redis_pool::{self, Pool};
 use crate::StoreError;
 
 /// Extends `KEYS[1]` by `ARGV[2]` ms if it still holds the owner token `ARGV[1]`.
-pub(crate) static RENEW: LazyLock<Script> = LazyLock::new(|| {
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "if redis.call('get', KEYS[1]) == ARGV[1] then \
            return redis.call('pexpire', KEYS[1], ARGV[2]) \
@@ -21,7 +21,7 @@ pub(crate) static RENEW: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// Deletes `KEYS[1]` if it still holds the owner token `ARGV[1]`.
-pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "if redis.call('get', KEYS[1]) == ARGV[1] then \
            return redis.call('del', KEYS[1]) \
