@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::lock::WakeLock;
 use crate::{StoreError, TenantId};
 
 #[cfg(feature = "redis")]
@@ -54,24 +55,42 @@ pub trait Inbox: Send + Sync + 'static {
     async fn ack(&self, tenant: &TenantId, entry_id: &str) -> Result<(), StoreError>;
     /// Tenants that have undelivered entries.
     async fn tenants(&self) -> Result<Vec<TenantId>, StoreError>;
+    /// The lease store behind delivery claims (`router:inbox:lease:{id}`).
+    fn claims(&self) -> &dyn WakeLock;
     /// Takes the right to deliver a tenant's entries (one deliverer per tenant across replicas).
     async fn claim(
         &self,
         tenant: &TenantId,
         owner: &str,
         ttl: Duration,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool, StoreError> {
+        self.claims()
+            .try_acquire(&claim_key(tenant), owner, ttl)
+            .await
+    }
     /// Extends a claim; `Ok(false)` if it was lost.
     async fn renew_claim(
         &self,
         tenant: &TenantId,
         owner: &str,
         ttl: Duration,
-    ) -> Result<bool, StoreError>;
-    async fn release_claim(&self, tenant: &TenantId, owner: &str) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError> {
+        self.claims().renew(&claim_key(tenant), owner, ttl).await
+    }
+    async fn release_claim(&self, tenant: &TenantId, owner: &str) -> Result<(), StoreError> {
+        self.claims()
+            .release(&claim_key(tenant), owner)
+            .await
+            .map(drop)
+    }
     async fn stats(&self) -> Result<InboxStats, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
     fn name(&self) -> &'static str;
+}
+
+/// Key of a tenant's delivery claim.
+pub fn claim_key(tenant: &TenantId) -> String {
+    format!("router:inbox:lease:{tenant}")
 }
 
 pub fn now_ms() -> i64 {

@@ -8,7 +8,6 @@
 //! Durability across a Redis crash needs AOF (`appendonly yes`, `appendfsync everysec` or `always`).
 
 use std::sync::LazyLock;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::streams::StreamRangeReply;
@@ -28,10 +27,6 @@ fn stream_key(t: &TenantId) -> String {
 
 fn seen_key(t: &TenantId, update_id: i64) -> String {
     format!("router:inbox:seen:{t}:{update_id}")
-}
-
-fn lease_key(t: &TenantId) -> String {
-    format!("router:inbox:lease:{t}")
 }
 
 /// KEYS: seen mark, stream, tenant set. ARGV: dedupe TTL s, update_id, payload, tenant.
@@ -172,31 +167,8 @@ impl Inbox for RedisInbox {
         Ok(ids)
     }
 
-    async fn claim(
-        &self,
-        tenant: &TenantId,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        self.claims
-            .try_acquire(&lease_key(tenant), owner, ttl)
-            .await
-    }
-
-    async fn renew_claim(
-        &self,
-        tenant: &TenantId,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        self.claims.renew(&lease_key(tenant), owner, ttl).await
-    }
-
-    async fn release_claim(&self, tenant: &TenantId, owner: &str) -> Result<(), StoreError> {
-        self.claims
-            .release(&lease_key(tenant), owner)
-            .await
-            .map(drop)
+    fn claims(&self) -> &dyn WakeLock {
+        &self.claims
     }
 
     async fn stats(&self) -> Result<InboxStats, StoreError> {

@@ -1,7 +1,6 @@
 //! Embedded inbox: `$DATA_DIR/inbox.db`, for a single router replica (claims live in memory).
 
 use std::path::Path;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use std::sync::mpsc;
@@ -134,10 +133,6 @@ impl SqliteInbox {
     }
 }
 
-fn claim_key(tenant: &TenantId) -> String {
-    format!("router:inbox:lease:{tenant}")
-}
-
 #[async_trait]
 impl Inbox for SqliteInbox {
     async fn append(
@@ -223,31 +218,8 @@ impl Inbox for SqliteInbox {
             .await
     }
 
-    async fn claim(
-        &self,
-        tenant: &TenantId,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        self.claims
-            .try_acquire(&claim_key(tenant), owner, ttl)
-            .await
-    }
-
-    async fn renew_claim(
-        &self,
-        tenant: &TenantId,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        self.claims.renew(&claim_key(tenant), owner, ttl).await
-    }
-
-    async fn release_claim(&self, tenant: &TenantId, owner: &str) -> Result<(), StoreError> {
-        self.claims
-            .release(&claim_key(tenant), owner)
-            .await
-            .map(|_| ())
+    fn claims(&self) -> &dyn WakeLock {
+        &self.claims
     }
 
     async fn stats(&self) -> Result<InboxStats, StoreError> {
