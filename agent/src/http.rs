@@ -55,13 +55,28 @@ async fn webhook(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>)
             )
         }
     };
+    let trace_id = header(&req, "traceparent")
+        .and_then(Result::ok)
+        .and_then(trace_id)
+        .unwrap_or_default();
     match state.agent.handle(key, msg.message).await {
-        Ok(response) => HttpResponse::Ok().json(json!({ "response": response })),
+        Ok(response) => {
+            // The caller's trace id (W3C `traceparent`) joins this line to the router's delivery.
+            tracing::debug!(trace_id, "message answered");
+            HttpResponse::Ok().json(json!({ "response": response }))
+        }
         Err(e) => {
             tracing::error!(error = %e, "storing message failed");
             error(StatusCode::INTERNAL_SERVER_ERROR, "storing message failed")
         }
     }
+}
+
+/// The trace id of a W3C `traceparent` (`00-{32 hex}-{16 hex}-{2 hex}`).
+fn trace_id(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.split('-');
+    let (_version, id) = (parts.next()?, parts.next()?);
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
 }
 
 async fn health(state: web::Data<AppState>) -> HttpResponse {
@@ -152,5 +167,15 @@ mod tests {
             body,
             serde_json::json!({"status": "ok", "tenant_id": "bob"})
         );
+    }
+
+    #[test]
+    fn trace_id_is_read_from_a_traceparent_and_junk_is_ignored() {
+        assert_eq!(
+            trace_id("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(trace_id("00-short-00f067aa0ba902b7-01"), None);
+        assert_eq!(trace_id(""), None);
     }
 }

@@ -45,6 +45,11 @@ impl AgentClient {
         AgentClient { http, timeout }
     }
 
+    /// The same settings over a new connection pool.
+    pub fn with_own_pool(&self) -> Self {
+        AgentClient::new(self.timeout)
+    }
+
     /// Sends `text`; returns the agent's reply and how long the call took.
     pub async fn forward(
         &self,

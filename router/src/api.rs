@@ -15,6 +15,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use thiserror::Error;
+use tracing::Instrument;
 
 use crate::chat::{ChatError, ChatService};
 use crate::delivery::Dispatcher;
@@ -29,6 +30,7 @@ pub struct AppState {
     pub inbox: Arc<dyn Inbox>,
     pub cache: Arc<dyn EndpointCache>,
     pub dispatcher: Arc<Dispatcher>,
+    /// Template of the `/chat` service; each actix worker serves with its own `for_worker` copy.
     pub chat: ChatService,
     pub admin: WebhookAdmin,
     pub metrics: Arc<Metrics>,
@@ -110,8 +112,9 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("no such route".into()))
 }
 
-/// Counts every response by route template (never by concrete path: it would carry tenant ids).
-pub async fn count_requests(
+/// Counts every response by route template (never by concrete path: it would carry tenant ids),
+/// and runs the request in a span that continues the caller's trace (W3C `traceparent`).
+pub async fn track(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
@@ -119,7 +122,17 @@ pub async fn count_requests(
     let metrics = req
         .app_data::<web::Data<AppState>>()
         .map(|s| s.metrics.clone());
-    let res = next.call(req).await?;
+    let span = tracing::info_span!(
+        "http request",
+        method = %req.method(),
+        route = %route,
+        trace_id = tracing::field::Empty
+    );
+    common::telemetry::set_parent_from(&span, |name| {
+        req.headers().get(name).and_then(|v| v.to_str().ok())
+    });
+    common::telemetry::record_trace_id(&span);
+    let res = next.call(req).instrument(span).await?;
     if let Some(m) = metrics {
         m.http_requests.inc(&[&route, res.status().as_str()]);
     }
@@ -242,6 +255,7 @@ async fn chat(
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
+    chat: web::Data<ChatService>,
 ) -> Result<HttpResponse, ApiError> {
     require_api_token(&req, &state)?;
     let id = tenant_id(&path)?;
@@ -251,7 +265,7 @@ async fn chat(
     if request.message.trim().is_empty() {
         return Err(ApiError::BadRequest("message must not be empty".into()));
     }
-    let response = state.chat.chat(&id, &request.message).await?;
+    let response = chat.chat(&id, &request.message).await?;
     Ok(HttpResponse::Ok().json(json!({ "response": response })))
 }
 

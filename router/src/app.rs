@@ -94,9 +94,11 @@ pub fn app(
         InitError = (),
     >,
 > {
+    let chat = web::Data::new(state.chat.for_worker());
     App::new()
         .app_data(state)
-        .wrap(from_fn(api::count_requests))
+        .app_data(chat)
+        .wrap(from_fn(api::track))
         .configure(api::configure)
         .default_service(web::to(api::not_found))
 }

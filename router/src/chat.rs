@@ -30,6 +30,18 @@ pub struct ChatService {
 }
 
 impl ChatService {
+    /// A copy with its own connection pool, for one actix worker: a pooled connection is driven by
+    /// the worker that opened it, so a shared pool hands each forward to another thread and back.
+    pub fn for_worker(&self) -> ChatService {
+        ChatService {
+            cache: self.cache.clone(),
+            orch: self.orch.clone(),
+            agent: self.agent.with_own_pool(),
+            activity: self.activity.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
     /// Forwards `message` and returns the agent's reply; a stale endpoint costs one re-wake.
     pub async fn chat(&self, tenant: &TenantId, message: &str) -> Result<String, ChatError> {
         let key = format!("{tenant}:chat:{}", uuid::Uuid::new_v4().simple());

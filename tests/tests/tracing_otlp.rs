@@ -1,6 +1,7 @@
 //! Issue 8, tracing: with `OTEL_EXPORTER_OTLP_ENDPOINT` set, both services export spans over
 //! OTLP/HTTP, and one Telegram update forms ONE trace: the router's delivery span and the
-//! orchestrator's wake span share a trace id (W3C `traceparent` carried on the wake call).
+//! orchestrator's wake span share a trace id (W3C `traceparent` carried on the wake call), and the
+//! agent's log line for the message carries it too (router → orchestrator → agent).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -87,7 +88,8 @@ async fn one_delivery_forms_one_trace_across_router_and_orchestrator() {
         Opts::default()
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
             .env("OTEL_BSP_SCHEDULE_DELAY", 100)
-            .env("LOG_FORMAT", "json"),
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info,tenant_agent=debug"),
     )
     .await;
     p.create_tenant("traced", &bot_token(), None).await;
@@ -137,6 +139,42 @@ async fn one_delivery_forms_one_trace_across_router_and_orchestrator() {
     assert!(
         p.orchestrator.log().contains(&field),
         "orchestrator log lacks {field}"
+    );
+    // Local agents write to the orchestrator's stdout: the agent answered inside the same trace.
+    assert!(
+        p.orchestrator
+            .log()
+            .lines()
+            .any(|l| l.contains("message answered") && l.contains(&field)),
+        "no agent line 'message answered' with {field}"
+    );
+
+    // `/chat` continues a caller's trace: the router's request span and the agent's line join it.
+    let caller = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let resp = p
+        .request(reqwest::Method::POST, &p.router_url("/chat/traced"))
+        .header("traceparent", format!("00-{caller}-00f067aa0ba902b7-01"))
+        .json(&serde_json::json!({ "message": "traced chat" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let caller_bytes: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&caller[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    wait_until("the router's /chat request span", T, || async {
+        spans.lock().unwrap().iter().any(|s| {
+            s.service == "router" && s.name == "http request" && s.trace_id == caller_bytes
+        })
+    })
+    .await;
+    let caller_field = format!("\"trace_id\":\"{caller}\"");
+    assert!(
+        p.orchestrator
+            .log()
+            .lines()
+            .any(|l| l.contains("message answered") && l.contains(&caller_field)),
+        "no agent line 'message answered' with {caller_field}"
     );
     receiver.stop(false).await;
 }

@@ -14,24 +14,34 @@ use crate::sqlite_db::{db_err, SqliteDb};
 use crate::{StoreError, TenantId};
 
 pub struct SqliteInbox {
-    db: SqliteDb,
+    /// Reads run on their own connection: in WAL mode they never wait for a commit's fsync.
+    reader: SqliteDb,
     claims: MemoryLock,
-    appends: mpsc::Sender<AppendJob>,
+    writes: mpsc::Sender<WriteJob>,
 }
 
-struct AppendJob {
-    tenant: String,
-    update_id: i64,
-    payload: Vec<u8>,
-    done: oneshot::Sender<Result<Appended, StoreError>>,
+/// A write for the one writer thread; `done` hears back after the commit is on disk.
+enum WriteJob {
+    Append {
+        tenant: String,
+        update_id: i64,
+        payload: Vec<u8>,
+        done: oneshot::Sender<Result<Appended, StoreError>>,
+    },
+    Ack {
+        tenant: String,
+        id: i64,
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
-/// Most appends committed in one transaction (one fsync).
+/// Most writes committed in one transaction (one fsync).
 const MAX_BATCH: usize = 256;
 
-/// Group commit: appends that queue up while a commit is on disk share the next transaction, so
-/// concurrent webhooks pay one fsync between them instead of one each. Ends when the inbox is dropped.
-fn run_appender(db: SqliteDb, jobs: mpsc::Receiver<AppendJob>) {
+/// Group commit: writes (appends and acks) that queue up while a commit is on disk share the next
+/// transaction, so concurrent webhooks and deliveries pay one fsync between them instead of one
+/// each. Every caller still hears back only after its commit. Ends when the inbox is dropped.
+fn run_writer(db: SqliteDb, jobs: mpsc::Receiver<WriteJob>) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -40,22 +50,29 @@ fn run_appender(db: SqliteDb, jobs: mpsc::Receiver<AppendJob>) {
                 Err(_) => break,
             }
         }
-        match db.with_blocking(|c| append_batch(c, &batch)) {
+        match db.with_blocking(|c| write_batch(c, &batch)) {
             Ok(outcomes) => {
                 for (job, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = job.done.send(Ok(outcome));
+                    match job {
+                        WriteJob::Append { done, .. } => drop(done.send(Ok(outcome))),
+                        WriteJob::Ack { done, .. } => drop(done.send(Ok(()))),
+                    }
                 }
             }
             Err(e) => {
                 for job in batch {
-                    let _ = job.done.send(Err(e.clone()));
+                    match job {
+                        WriteJob::Append { done, .. } => drop(done.send(Err(e.clone()))),
+                        WriteJob::Ack { done, .. } => drop(done.send(Err(e.clone()))),
+                    }
                 }
             }
         }
     }
 }
 
-fn append_batch(c: &mut Connection, batch: &[AppendJob]) -> Result<Vec<Appended>, StoreError> {
+/// Applies a batch in one transaction; one outcome per job (acks report `New`, unused).
+fn write_batch(c: &mut Connection, batch: &[WriteJob]) -> Result<Vec<Appended>, StoreError> {
     let now = now_ms();
     let expires = now + DEDUPE_TTL.as_millis() as i64;
     let tx = c.transaction().map_err(db_err)?;
@@ -73,20 +90,36 @@ fn append_batch(c: &mut Connection, batch: &[AppendJob]) -> Result<Vec<Appended>
                 "INSERT INTO entries (tenant, update_id, payload, received_at_ms) VALUES (?1, ?2, ?3, ?4)",
             )
             .map_err(db_err)?;
+        let mut delete = tx
+            .prepare_cached("DELETE FROM entries WHERE id = ?1 AND tenant = ?2")
+            .map_err(db_err)?;
         for job in batch {
-            let fresh = mark
-                .execute(params![job.tenant, job.update_id, expires, now])
-                .map_err(db_err)?;
-            if fresh == 0 {
-                outcomes.push(Appended::Duplicate);
-                continue;
+            match job {
+                WriteJob::Append {
+                    tenant,
+                    update_id,
+                    payload,
+                    ..
+                } => {
+                    let fresh = mark
+                        .execute(params![tenant, update_id, expires, now])
+                        .map_err(db_err)?;
+                    if fresh == 0 {
+                        outcomes.push(Appended::Duplicate);
+                        continue;
+                    }
+                    insert
+                        .execute(params![tenant, update_id, payload, now])
+                        .map_err(db_err)?;
+                    outcomes.push(Appended::New);
+                }
+                WriteJob::Ack { tenant, id, .. } => {
+                    delete.execute(params![id, tenant]).map_err(db_err)?;
+                    outcomes.push(Appended::New);
+                }
             }
-            insert
-                .execute(params![job.tenant, job.update_id, job.payload, now])
-                .map_err(db_err)?;
-            outcomes.push(Appended::New);
         }
-        // Expired dedupe marks go a few at a time (by index) so no append pays for a big sweep.
+        // Expired dedupe marks go a few at a time (by index) so no write pays for a big sweep.
         tx.prepare_cached(
             "DELETE FROM seen WHERE (tenant, update_id) IN
                 (SELECT tenant, update_id FROM seen WHERE expires_ms < ?1 ORDER BY expires_ms LIMIT 64)",
@@ -119,18 +152,26 @@ impl SqliteInbox {
              ) WITHOUT ROWID;
              CREATE INDEX IF NOT EXISTS seen_by_expiry ON seen (expires_ms);",
         )?;
-        let (appends, jobs) = mpsc::channel();
-        let writer = db.clone();
+        let reader = SqliteDb::open(path, "")?;
+        let (writes, jobs) = mpsc::channel();
         std::thread::Builder::new()
-            .name("inbox-append".into())
-            .spawn(move || run_appender(writer, jobs))
+            .name("inbox-writer".into())
+            .spawn(move || run_writer(db, jobs))
             .map_err(StoreError::unavailable)?;
         Ok(SqliteInbox {
-            db,
+            reader,
             claims: MemoryLock::new(),
-            appends,
+            writes,
         })
     }
+
+    fn write(&self, job: WriteJob) -> Result<(), StoreError> {
+        self.writes.send(job).map_err(|_| writer_stopped())
+    }
+}
+
+fn writer_stopped() -> StoreError {
+    StoreError::Unavailable("sqlite inbox writer stopped".into())
 }
 
 #[async_trait]
@@ -142,15 +183,13 @@ impl Inbox for SqliteInbox {
         payload: &[u8],
     ) -> Result<Appended, StoreError> {
         let (done, result) = oneshot::channel();
-        let job = AppendJob {
+        self.write(WriteJob::Append {
             tenant: tenant.to_string(),
             update_id,
             payload: payload.to_vec(),
             done,
-        };
-        let closed = || StoreError::Unavailable("sqlite inbox writer stopped".into());
-        self.appends.send(job).map_err(|_| closed())?;
-        result.await.map_err(|_| closed())?
+        })?;
+        result.await.map_err(|_| writer_stopped())?
     }
 
     async fn pending(
@@ -159,7 +198,7 @@ impl Inbox for SqliteInbox {
         limit: usize,
     ) -> Result<Vec<InboxEntry>, StoreError> {
         let tenant = tenant.to_string();
-        self.db
+        self.reader
             .with(move |c| {
                 let mut stmt = c
                     .prepare_cached(
@@ -183,24 +222,20 @@ impl Inbox for SqliteInbox {
     }
 
     async fn ack(&self, tenant: &TenantId, entry_id: &str) -> Result<(), StoreError> {
-        let tenant = tenant.to_string();
         let id: i64 = entry_id
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("bad entry id {entry_id:?}")))?;
-        self.db
-            .with(move |c| {
-                c.execute(
-                    "DELETE FROM entries WHERE id = ?1 AND tenant = ?2",
-                    params![id, tenant],
-                )
-                .map_err(db_err)?;
-                Ok(())
-            })
-            .await
+        let (done, result) = oneshot::channel();
+        self.write(WriteJob::Ack {
+            tenant: tenant.to_string(),
+            id,
+            done,
+        })?;
+        result.await.map_err(|_| writer_stopped())?
     }
 
     async fn tenants(&self) -> Result<Vec<TenantId>, StoreError> {
-        self.db
+        self.reader
             .with(|c| {
                 let mut stmt = c
                     .prepare_cached("SELECT DISTINCT tenant FROM entries")
@@ -223,7 +258,7 @@ impl Inbox for SqliteInbox {
     }
 
     async fn stats(&self) -> Result<InboxStats, StoreError> {
-        self.db
+        self.reader
             .with(|c| {
                 c.query_row(
                     "SELECT COUNT(*), MIN(received_at_ms) FROM entries",
@@ -241,7 +276,7 @@ impl Inbox for SqliteInbox {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.db.ping().await
+        self.reader.ping().await
     }
 
     fn name(&self) -> &'static str {
