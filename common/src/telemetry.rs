@@ -10,6 +10,14 @@ use crate::config::ConfigError;
 
 const ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans leave the process (OTLP): per-request spans on hot paths are only worth their
+/// cost then.
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Keeps the span exporter alive; dropping it flushes the spans not yet sent and shuts it down.
 #[must_use = "dropping the guard shuts the span exporter down"]
 pub struct Telemetry {
@@ -75,6 +83,7 @@ pub fn init(service: &'static str) -> Result<Telemetry, ConfigError> {
     #[cfg(feature = "otel")]
     {
         if provider.is_some() {
+            EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(service, "OTLP span export enabled");
         }
         Ok(Telemetry { provider })

@@ -1,10 +1,11 @@
 //! Forwarding a message to a tenant's agent (`POST http://{endpoint}/webhook`).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::TenantId;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -26,6 +27,11 @@ impl ForwardError {
     }
 }
 
+#[derive(Serialize)]
+struct AgentMessage<'a> {
+    message: &'a str,
+}
+
 #[derive(Deserialize)]
 struct AgentReply {
     response: String,
@@ -34,7 +40,13 @@ struct AgentReply {
 pub struct AgentClient {
     http: reqwest::Client,
     timeout: Duration,
+    /// Parsed `/webhook` URLs by endpoint: parsing one costs more than the rest of a forward's
+    /// request building.
+    urls: Mutex<HashMap<String, reqwest::Url>>,
 }
+
+/// Endpoints remembered before the URL cache starts over (endpoints change only on wakes).
+const MAX_CACHED_URLS: usize = 4096;
 
 impl AgentClient {
     pub fn new(timeout: Duration) -> Self {
@@ -42,7 +54,11 @@ impl AgentClient {
             .connect_timeout(Duration::from_secs(3))
             .build()
             .expect("reqwest client");
-        AgentClient { http, timeout }
+        AgentClient {
+            http,
+            timeout,
+            urls: Mutex::default(),
+        }
     }
 
     /// The same settings over a new connection pool.
@@ -63,6 +79,20 @@ impl AgentClient {
         (result, started.elapsed())
     }
 
+    fn webhook_url(&self, endpoint: &str) -> Result<reqwest::Url, ForwardError> {
+        let mut urls = self.urls.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(url) = urls.get(endpoint) {
+            return Ok(url.clone());
+        }
+        let url = reqwest::Url::parse(&format!("http://{endpoint}/webhook"))
+            .map_err(|e| ForwardError::Unreachable(format!("bad endpoint {endpoint:?}: {e}")))?;
+        if urls.len() >= MAX_CACHED_URLS {
+            urls.clear();
+        }
+        urls.insert(endpoint.to_owned(), url.clone());
+        Ok(url)
+    }
+
     async fn call(
         &self,
         endpoint: &str,
@@ -70,11 +100,11 @@ impl AgentClient {
         idempotency_key: &str,
         text: &str,
     ) -> Result<String, ForwardError> {
-        let resp = common::telemetry::inject(self.http.post(format!("http://{endpoint}/webhook")))
+        let resp = common::telemetry::inject(self.http.post(self.webhook_url(endpoint)?))
             .timeout(self.timeout)
             .header("X-Idempotency-Key", idempotency_key)
             .header("X-Tenant-Id", tenant.as_str())
-            .json(&json!({ "message": text }))
+            .json(&AgentMessage { message: text })
             .send()
             .await
             .map_err(|e| {

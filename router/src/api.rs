@@ -12,7 +12,7 @@ use common::cache::EndpointCache;
 use common::inbox::{Appended, Inbox};
 use common::{Secret, TenantId};
 use futures::StreamExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use thiserror::Error;
 use tracing::Instrument;
@@ -113,7 +113,8 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
 }
 
 /// Counts every response by route template (never by concrete path: it would carry tenant ids),
-/// and runs the request in a span that continues the caller's trace (W3C `traceparent`).
+/// and, when spans are exported, runs the request in a span that continues the caller's trace
+/// (W3C `traceparent`).
 pub async fn track(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -122,16 +123,21 @@ pub async fn track(
     let metrics = req
         .app_data::<web::Data<AppState>>()
         .map(|s| s.metrics.clone());
-    let span = tracing::info_span!(
-        "http request",
-        method = %req.method(),
-        route = %route,
-        trace_id = tracing::field::Empty
-    );
-    common::telemetry::set_parent_from(&span, |name| {
-        req.headers().get(name).and_then(|v| v.to_str().ok())
-    });
-    common::telemetry::record_trace_id(&span);
+    let span = if common::telemetry::exporting() {
+        let span = tracing::info_span!(
+            "http request",
+            method = %req.method(),
+            route = %route,
+            trace_id = tracing::field::Empty
+        );
+        common::telemetry::set_parent_from(&span, |name| {
+            req.headers().get(name).and_then(|v| v.to_str().ok())
+        });
+        common::telemetry::record_trace_id(&span);
+        span
+    } else {
+        tracing::Span::none()
+    };
     let res = next.call(req).instrument(span).await?;
     if let Some(m) = metrics {
         m.http_requests.inc(&[&route, res.status().as_str()]);
@@ -241,13 +247,20 @@ async fn telegram_update(
             ));
         }
     }
-    Ok(HttpResponse::Ok().json(json!({ "ok": true })))
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(r#"{"ok":true}"#))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChatRequest {
     message: String,
+}
+
+#[derive(Serialize)]
+struct ChatReply<'a> {
+    response: &'a str,
 }
 
 async fn chat(
@@ -266,7 +279,9 @@ async fn chat(
         return Err(ApiError::BadRequest("message must not be empty".into()));
     }
     let response = chat.chat(&id, &request.message).await?;
-    Ok(HttpResponse::Ok().json(json!({ "response": response })))
+    Ok(HttpResponse::Ok().json(ChatReply {
+        response: &response,
+    }))
 }
 
 async fn register_webhook(

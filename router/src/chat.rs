@@ -1,5 +1,6 @@
 //! `POST /chat/{id}`: a plain HTTP channel to a tenant's agent, waking it when needed.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use common::cache::{EndpointCache, ENDPOINT_TTL};
@@ -29,6 +30,16 @@ pub struct ChatService {
     pub metrics: Arc<Metrics>,
 }
 
+/// A fresh idempotency key: unique across replicas and restarts (a random process prefix) without a
+/// `getrandom` call per message.
+fn chat_key(tenant: &TenantId) -> String {
+    static PROCESS: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| uuid::Uuid::new_v4().simple().to_string());
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("{tenant}:chat:{}-{n}", *PROCESS)
+}
+
 impl ChatService {
     /// A copy with its own connection pool, for one actix worker: a pooled connection is driven by
     /// the worker that opened it, so a shared pool hands each forward to another thread and back.
@@ -44,7 +55,7 @@ impl ChatService {
 
     /// Forwards `message` and returns the agent's reply; a stale endpoint costs one re-wake.
     pub async fn chat(&self, tenant: &TenantId, message: &str) -> Result<String, ChatError> {
-        let key = format!("{tenant}:chat:{}", uuid::Uuid::new_v4().simple());
+        let key = chat_key(tenant);
         let mut retried = false;
         loop {
             let endpoint = self.endpoint(tenant).await?;

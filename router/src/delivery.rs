@@ -478,9 +478,34 @@ pub fn split_message(text: &str) -> Vec<&str> {
     parts
 }
 
+/// Tenants with new entries, rung by the HTTP side: a burst of webhooks for one tenant wakes the
+/// dispatcher once instead of once per update.
+#[derive(Default)]
+struct Doorbell {
+    pending: std::sync::Mutex<HashSet<TenantId>>,
+    bell: tokio::sync::Notify,
+}
+
+impl Doorbell {
+    fn ring(&self, tenant: &TenantId) {
+        let first = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let was_empty = pending.is_empty();
+            pending.insert(tenant.clone()) && was_empty
+        };
+        if first {
+            self.bell.notify_one();
+        }
+    }
+
+    fn take(&self) -> HashSet<TenantId> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
 /// The handle the HTTP side uses to announce new entries, and to stop delivery.
 pub struct Dispatcher {
-    tx: mpsc::UnboundedSender<TenantId>,
+    doorbell: Arc<Doorbell>,
     cancel: CancellationToken,
     task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -492,11 +517,17 @@ impl Dispatcher {
         activity_rx: mpsc::Receiver<TenantId>,
         grace: Duration,
     ) -> Dispatcher {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let doorbell = Arc::new(Doorbell::default());
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(run(delivery, rx, activity_rx, cancel.clone(), grace));
+        let task = tokio::spawn(run(
+            delivery,
+            doorbell.clone(),
+            activity_rx,
+            cancel.clone(),
+            grace,
+        ));
         Dispatcher {
-            tx,
+            doorbell,
             cancel,
             task: tokio::sync::Mutex::new(Some(task)),
         }
@@ -504,7 +535,7 @@ impl Dispatcher {
 
     /// A new entry is in the inbox for `tenant`.
     pub fn notify(&self, tenant: &TenantId) {
-        let _ = self.tx.send(tenant.clone());
+        self.doorbell.ring(tenant);
     }
 
     /// Stops delivery: workers finish their update in flight within the grace period or leave it in
@@ -528,7 +559,7 @@ struct Slot {
 
 async fn run(
     d: Arc<Delivery>,
-    mut rx: mpsc::UnboundedReceiver<TenantId>,
+    doorbell: Arc<Doorbell>,
     activity_rx: mpsc::Receiver<TenantId>,
     cancel: CancellationToken,
     grace: Duration,
@@ -585,7 +616,9 @@ async fn run(
                     start(tenant, &mut workers, &mut active, &mut tenants_of);
                 }
             }
-            Some(t) = rx.recv() => start(t, &mut workers, &mut active, &mut tenants_of),
+            _ = doorbell.bell.notified() => for t in doorbell.take() {
+                start(t, &mut workers, &mut active, &mut tenants_of);
+            },
             _ = scan.tick() => match d.inbox.tenants().await {
                 Ok(ts) => for t in ts {
                     start(t, &mut workers, &mut active, &mut tenants_of);
