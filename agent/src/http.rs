@@ -170,7 +170,7 @@ mod tests {
     }
 
     #[test]
-    fn trace_id_is_read_from_a_traceparent_and_junk_is_ignored() {
+    async fn trace_id_is_read_from_a_traceparent_and_junk_is_ignored() {
         assert_eq!(
             trace_id("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
             Some("4bf92f3577b34da6a3ce929d0e0e4736")
