@@ -28,7 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(os.environ.get("BENCH_BIN", ROOT / "target" / "release"))
 LUA = ROOT / "bench" / "lua"
-RESULTS = Path(os.environ.get("BENCH_RESULTS", ROOT / "bench" / "results" / "latest.md"))
+# A partial run (BENCH_ONLY) must not replace the full results: it goes to partial.md (not committed).
+RESULTS = Path(os.environ.get("BENCH_RESULTS", ROOT / "bench" / "results" / (
+    "partial.md" if os.environ.get("BENCH_ONLY") else "latest.md")))
 DURATION = int(os.environ.get("BENCH_DURATION_S", "10"))
 CONNS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 THREADS = 2

@@ -94,18 +94,21 @@ pub fn init(service: &'static str) -> Result<Telemetry, ConfigError> {
 
 /// Adds the current span's W3C trace context (`traceparent`, `tracestate`) to an outgoing request.
 pub fn inject(rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-    #[cfg(feature = "otel")]
-    {
-        let mut headers = reqwest::header::HeaderMap::new();
-        otel::inject(&mut headers);
-        if headers.is_empty() {
-            rb
-        } else {
-            rb.headers(headers)
-        }
+    let mut headers = reqwest::header::HeaderMap::new();
+    inject_headers(&mut headers);
+    if headers.is_empty() {
+        rb
+    } else {
+        rb.headers(headers)
     }
+}
+
+/// [`inject`] for a request built by hand (`http::HeaderMap`).
+pub fn inject_headers(headers: &mut reqwest::header::HeaderMap) {
+    #[cfg(feature = "otel")]
+    otel::inject(headers);
     #[cfg(not(feature = "otel"))]
-    rb
+    let _ = headers;
 }
 
 /// Makes `span` a child of the trace named by an incoming request's W3C headers (`header` looks one up).

@@ -1,10 +1,20 @@
 //! Forwarding a message to a tenant's agent (`POST http://{endpoint}/webhook`).
+//!
+//! A plain hyper client rather than reqwest: this is the router's hot path, and reqwest's URL
+//! parsing, redirect and proxy layers cost more CPU than the forward itself (bench/results/profile.md).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use common::TenantId;
+use http::header::CONTENT_TYPE;
+use http::{Request, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -37,27 +47,28 @@ struct AgentReply {
     response: String,
 }
 
-pub struct AgentClient {
-    http: reqwest::Client,
-    timeout: Duration,
-    /// Parsed `/webhook` URLs by endpoint: parsing one costs more than the rest of a forward's
-    /// request building.
-    urls: Mutex<HashMap<String, reqwest::Url>>,
-}
+/// Largest agent reply read (Telegram messages are split at 4,096 characters anyway).
+const MAX_REPLY_BYTES: usize = 1024 * 1024;
 
-/// Endpoints remembered before the URL cache starts over (endpoints change only on wakes).
-const MAX_CACHED_URLS: usize = 4096;
+/// Endpoints remembered before the URI cache starts over (endpoints change only on wakes).
+const MAX_CACHED_URIS: usize = 4096;
+
+pub struct AgentClient {
+    http: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+    /// Parsed `/webhook` URIs by endpoint.
+    uris: Mutex<HashMap<String, Uri>>,
+}
 
 impl AgentClient {
     pub fn new(timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .expect("reqwest client");
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(3)));
+        connector.set_nodelay(true);
         AgentClient {
-            http,
+            http: Client::builder(TokioExecutor::new()).build(connector),
             timeout,
-            urls: Mutex::default(),
+            uris: Mutex::default(),
         }
     }
 
@@ -75,22 +86,34 @@ impl AgentClient {
         text: &str,
     ) -> (Result<String, ForwardError>, Duration) {
         let started = Instant::now();
-        let result = self.call(endpoint, tenant, idempotency_key, text).await;
+        let result = match tokio::time::timeout(
+            self.timeout,
+            self.call(endpoint, tenant, idempotency_key, text),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(ForwardError::Failed(format!(
+                "timed out after {:?}",
+                self.timeout
+            ))),
+        };
         (result, started.elapsed())
     }
 
-    fn webhook_url(&self, endpoint: &str) -> Result<reqwest::Url, ForwardError> {
-        let mut urls = self.urls.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(url) = urls.get(endpoint) {
-            return Ok(url.clone());
+    fn webhook_uri(&self, endpoint: &str) -> Result<Uri, ForwardError> {
+        let mut uris = self.uris.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(uri) = uris.get(endpoint) {
+            return Ok(uri.clone());
         }
-        let url = reqwest::Url::parse(&format!("http://{endpoint}/webhook"))
+        let uri: Uri = format!("http://{endpoint}/webhook")
+            .parse()
             .map_err(|e| ForwardError::Unreachable(format!("bad endpoint {endpoint:?}: {e}")))?;
-        if urls.len() >= MAX_CACHED_URLS {
-            urls.clear();
+        if uris.len() >= MAX_CACHED_URIS {
+            uris.clear();
         }
-        urls.insert(endpoint.to_owned(), url.clone());
-        Ok(url)
+        uris.insert(endpoint.to_owned(), uri.clone());
+        Ok(uri)
     }
 
     async fn call(
@@ -100,27 +123,33 @@ impl AgentClient {
         idempotency_key: &str,
         text: &str,
     ) -> Result<String, ForwardError> {
-        let resp = common::telemetry::inject(self.http.post(self.webhook_url(endpoint)?))
-            .timeout(self.timeout)
-            .header("X-Idempotency-Key", idempotency_key)
-            .header("X-Tenant-Id", tenant.as_str())
-            .json(&AgentMessage { message: text })
-            .send()
+        let uri = self.webhook_uri(endpoint)?;
+        let body = serde_json::to_vec(&AgentMessage { message: text })
+            .map_err(|e| ForwardError::Failed(format!("cannot encode the message: {e}")))?;
+        let mut req = Request::post(uri)
+            .header(CONTENT_TYPE, "application/json")
+            .header("x-idempotency-key", idempotency_key)
+            .header("x-tenant-id", tenant.as_str())
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ForwardError::Failed(format!("cannot build the request: {e}")))?;
+        common::telemetry::inject_headers(req.headers_mut());
+        let resp = self
+            .http
+            .request(req)
             .await
-            .map_err(|e| {
-                if e.is_timeout() && !e.is_connect() {
-                    ForwardError::Failed(format!("timed out after {:?}", self.timeout))
-                } else {
-                    ForwardError::Unreachable(e.without_url().to_string())
-                }
-            })?;
+            .map_err(|e| ForwardError::Unreachable(error_chain(&e)))?;
         let status = resp.status().as_u16();
         match status {
-            200..=299 => resp
-                .json::<AgentReply>()
-                .await
-                .map(|r| r.response)
-                .map_err(|e| ForwardError::Failed(format!("bad reply: {}", e.without_url()))),
+            200..=299 => {
+                let body = Limited::new(resp.into_body(), MAX_REPLY_BYTES)
+                    .collect()
+                    .await
+                    .map_err(|e| ForwardError::Failed(format!("bad reply: {e}")))?
+                    .to_bytes();
+                serde_json::from_slice::<AgentReply>(&body)
+                    .map(|r| r.response)
+                    .map_err(|e| ForwardError::Failed(format!("bad reply: {e}")))
+            }
             421 => Err(ForwardError::Unreachable(
                 "endpoint serves another tenant (421)".into(),
             )),
@@ -128,4 +157,16 @@ impl AgentClient {
             _ => Err(ForwardError::Rejected(status)),
         }
     }
+}
+
+/// An error with its causes ("client error (Connect): tcp connect error: Connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
 }

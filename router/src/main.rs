@@ -6,7 +6,9 @@ use common::inbox::sqlite::SqliteInbox;
 use common::inbox::Inbox;
 use router::config::Config;
 
-#[tokio::main]
+/// HTTP is served by actix's own worker threads; delivery is I/O-bound and runs on this one thread,
+/// which spares it the cross-thread wake-ups of a work-stealing runtime.
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     if let Some(code) = common::call::from_args() {
         std::process::exit(code);

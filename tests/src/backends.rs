@@ -147,24 +147,38 @@ pub struct Moto {
 impl Moto {
     pub async fn start() -> Moto {
         set_aws_env();
-        let bin = workspace_root().join(".venv/bin/moto_server");
-        let port = free_port();
-        let child = spawn(
-            Command::new(&bin).args(["-H", "127.0.0.1", "-p", &port.to_string()]),
-            &bin.display().to_string(),
-        );
-        let moto = Moto {
-            port,
-            child: Some(child),
+        let mut moto = Moto {
+            port: free_port(),
+            child: None,
         };
-        let url = moto.endpoint();
+        moto.spawn().await;
+        moto
+    }
+
+    async fn spawn(&mut self) {
+        let bin = workspace_root().join(".venv/bin/moto_server");
+        self.child = Some(spawn(
+            Command::new(&bin).args(["-H", "127.0.0.1", "-p", &self.port.to_string()]),
+            &bin.display().to_string(),
+        ));
+        let url = self.endpoint();
         let http = reqwest::Client::new();
         wait_until("moto_server to answer", START_TIMEOUT, || {
             let req = http.get(format!("{url}/moto-api/")).send();
             async move { req.await.is_ok() }
         })
         .await;
-        moto
+    }
+
+    /// Kills the emulator (an outage); its tables and buckets are gone with it.
+    pub fn stop(&mut self) {
+        kill(&mut self.child);
+    }
+
+    /// Starts an empty emulator on the same port.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
     }
 
     /// The endpoint URL for `DYNAMODB_ENDPOINT` and `S3_ENDPOINT`.

@@ -243,3 +243,41 @@ async fn dynamodb_registry_errors_are_unavailable_and_hold_no_secret() {
         started.elapsed()
     );
 }
+
+/// DynamoDB going away mid-use: calls fail fast as `Unavailable` (the API answers 503), and the same
+/// client works again once DynamoDB is back, without a restart of the service.
+#[tokio::test]
+async fn dynamodb_registry_fails_fast_in_an_outage_and_recovers_without_a_rebuild() {
+    let mut moto = Moto::start().await;
+    let table = unique_name("outage");
+    let r = moto.registry(&table).await;
+    r.ping().await.expect("works before the outage");
+
+    moto.stop();
+    for _ in 0..2 {
+        let started = Instant::now();
+        let err = r.get(&tid("during")).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "failing took {:?}",
+            started.elapsed()
+        );
+    }
+
+    moto.restart().await;
+    // The emulator keeps nothing across a restart; real DynamoDB keeps the table.
+    r.ensure_table().await.expect("table again");
+    let rec = common::TenantRecord::new(
+        tid("after"),
+        common::Secret::new("1:after"),
+        300,
+        "tenants",
+        chrono::Utc::now(),
+    );
+    r.create(&rec).await.expect("create after the outage");
+    assert_eq!(
+        r.get(&tid("after")).await.unwrap().map(|t| t.tenant_id),
+        Some(tid("after"))
+    );
+}

@@ -72,6 +72,18 @@ pub async fn lock(l: &dyn WakeLock) {
         "new owner still holds it"
     );
 
+    // A lapsed lock that nobody took is no longer held: its old owner's release says so.
+    let key = "tenant:waking:lapsed";
+    assert!(l.try_acquire(key, "a", SHORT).await.unwrap());
+    // Waiting out the TTL is the point here: no condition to poll for.
+    tokio::time::sleep(SHORT * 2).await;
+    assert!(
+        !l.release(key, "a").await.unwrap(),
+        "a lapsed lock is not reported released"
+    );
+    assert!(!l.renew(key, "a", LONG).await.unwrap());
+    assert!(l.try_acquire(key, "b", LONG).await.unwrap());
+
     // Renewal keeps a lock alive past its first TTL.
     let key = "tenant:waking:renewed";
     assert!(l.try_acquire(key, "a", SHORT).await.unwrap());

@@ -47,7 +47,13 @@ impl WakeLock for MemoryLock {
 
     async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
         match held.get(key) {
+            // As in Redis, where the key is gone by then: a lapsed lock was no longer held.
+            Some((_, expires)) if *expires <= now => {
+                held.remove(key);
+                Ok(false)
+            }
             Some((o, _)) if o == owner => {
                 held.remove(key);
                 Ok(true)
