@@ -257,6 +257,25 @@ def wrk(url, script, args=(), conns=CONNS, threads=THREADS, duration=DURATION):
     return r
 
 
+def interleaved(runs):
+    """Runs each (name, fn) twice, in the order A B C C B A, so that drift during the row (agents'
+    databases growing, other load) weighs on every configuration alike; figures are the means of
+    the two runs (requests and errors the sums)."""
+    first = {name: fn() for name, fn in runs}
+    second = {name: fn() for name, fn in reversed(runs)}
+    out = {}
+    for name, _ in runs:
+        a, b = first[name], second[name]
+        m = dict(a)
+        for f in ("rps", "p50", "p75", "p90", "p99"):
+            m[f] = (a[f] + b[f]) / 2
+        for f in ("requests", "errors", "duration"):
+            m[f] = a[f] + b[f]
+        m["raw"] = a["raw"] + b["raw"]
+        out[name] = m
+    return out
+
+
 def key():
     """A fresh X-Idempotency-Key prefix for chat.lua, so no run repeats another's keys."""
     key.n = getattr(key, "n", 0) + 1
@@ -458,24 +477,36 @@ def row_hot_path(procs, work, plat, tg_stub, res):
                             ("nginx", nginx_url + "/chat/b0", [key()])):
         wrk(url, "chat.lua", args, duration=2)  # warm-up: connections, pools, page cache
     runs = {}
-    runs["direct_1"] = wrk(direct_url, "chat.lua", [key()])
-    runs["router_1"] = wrk(router.url + "/chat/b0", "chat.lua", [])
-    runs["nginx_1"] = wrk(nginx_url + "/chat/b0", "chat.lua", [key()])
+    half_d = max(1, DURATION // 2)
+    runs.update(interleaved([
+        ("direct_1", lambda: wrk(direct_url, "chat.lua", [key()], duration=half_d)),
+        ("router_1", lambda: wrk(router.url + "/chat/b0", "chat.lua", [], duration=half_d)),
+        ("nginx_1", lambda: wrk(nginx_url + "/chat/b0", "chat.lua", [key()], duration=half_d)),
+    ]))
     paths = [f"/chat/{t}" for t in ids]
-    runs["router_4"] = wrk(router.url + paths[0], "chat.lua", paths)
-    runs["nginx_4"] = wrk(nginx_url + paths[0], "chat.lua", paths + [key()])
+    runs.update(interleaved([
+        ("router_4", lambda: wrk(router.url + paths[0], "chat.lua", paths, duration=half_d)),
+        ("nginx_4", lambda: wrk(nginx_url + paths[0], "chat.lua", paths + [key()], duration=half_d)),
+    ]))
     # Latency alone: one connection, no pause.
-    runs["direct_c1"] = wrk(direct_url, "chat.lua", [key()], conns=1, duration=5)
-    runs["router_c1"] = wrk(router.url + "/chat/b0", "chat.lua", [], conns=1, duration=5)
-    runs["nginx_c1"] = wrk(nginx_url + "/chat/b0", "chat.lua", [key()], conns=1, duration=5)
+    runs.update(interleaved([
+        ("direct_c1", lambda: wrk(direct_url, "chat.lua", [key()], conns=1, duration=3)),
+        ("router_c1", lambda: wrk(router.url + "/chat/b0", "chat.lua", [], conns=1, duration=3)),
+        ("nginx_c1", lambda: wrk(nginx_url + "/chat/b0", "chat.lua", [key()], conns=1, duration=3)),
+    ]))
     # Half the peak: connections pausing 5 ms between requests, as many as half the lowest
     # single-agent peak needs at the unloaded latency, so all three get the same offered rate.
     half = 0.5 * min(runs["direct_1"]["rps"], runs["router_1"]["rps"], runs["nginx_1"]["rps"])
     pause = 5
     conns = max(1, round(half * (pause + runs["direct_c1"]["p50"]) / 1000.0))
-    runs["direct_half"] = wrk(direct_url, "chat.lua", [key(), f"delay={pause}"], conns=conns)
-    runs["router_half"] = wrk(router.url + "/chat/b0", "chat.lua", [f"delay={pause}"], conns=conns)
-    runs["nginx_half"] = wrk(nginx_url + "/chat/b0", "chat.lua", [key(), f"delay={pause}"], conns=conns)
+    runs.update(interleaved([
+        ("direct_half", lambda: wrk(direct_url, "chat.lua", [key(), f"delay={pause}"], conns=conns,
+                                    duration=half_d)),
+        ("router_half", lambda: wrk(router.url + "/chat/b0", "chat.lua", [f"delay={pause}"],
+                                    conns=conns, duration=half_d)),
+        ("nginx_half", lambda: wrk(nginx_url + "/chat/b0", "chat.lua", [key(), f"delay={pause}"],
+                                   conns=conns, duration=half_d)),
+    ]))
     for k, r in runs.items():
         log(f"  {k}: {fmt_wrk(r)}")
     res["hot"] = {"runs": runs, "half_target": half, "half_conns": conns, "pause": pause}
@@ -969,8 +1000,11 @@ def details(res):
         for k, v in r.items():
             out.append(f"| {k} | {v['rps']:.0f} | {v['p50']:.3f} | {v['p75']:.3f} | {v['p90']:.3f} | "
                        f"{v['p99']:.3f} | {v['errors']} |")
-        out += ["", f"(`_1`: 1 agent, `_4`: 4 agents, {THREADS} threads × {CONNS} connections × "
-                f"{DURATION} s; `_half`: ~half peak; `_c1`: one connection, latency alone.)", ""]
+        out += ["", f"(`_1`: 1 agent, `_4`: 4 agents, {THREADS} threads × {CONNS} connections; "
+                "`_half`: ~half peak; `_c1`: one connection, latency alone. Each configuration of a "
+                "group ran twice, in the order A B C C B A, for half the time each "
+                f"({max(1, DURATION // 2)} s; 3 s for `_c1`); the figures are the means of the two "
+                "runs.)", ""]
     ing = res.get("ingest")
     if ing:
         out += [
