@@ -960,7 +960,7 @@ def report(res, elapsed):
         lines.append(f"- FAILED {e}")
     extra = ROOT / "bench" / "results" / "profile.md"
     if extra.exists():
-        lines += ["", "Profiles of the misses and the hot spots found: "
+        lines += ["", "Profiles of the misses, the hot spots fixed and the figures before and after: "
                   "[`bench/results/profile.md`](profile.md)."]
     text = "\n".join(lines) + "\n"
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -13,21 +13,34 @@ cd "$ROOT"
 say() { echo "bench: $*"; }
 sudo_cmd() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-missing=()
-command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
-if [ "${#missing[@]}" -gt 0 ]; then
-    say "installing ${missing[*]} with apt"
-    sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    # The Debian package may start a system nginx on :80; the benchmark runs its own on free ports.
+# Tools install (apt, pip) while cargo builds: on a fresh machine each takes minutes.
+deps_log="$(mktemp)"
+(
+    missing=()
+    command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        say "installing ${missing[*]} with apt"
+        sudo_cmd apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        # The Debian package may start a system nginx on :80; the benchmark runs its own on free ports.
+    fi
+    # redis-server and moto_server (.venv) for the Redis inbox and DynamoDB emulator rows.
+    bash scripts/ensure-test-deps.sh
+) >"$deps_log" 2>&1 &
+deps_pid=$!
+
+say "building release binaries (tools install meanwhile)"
+cargo build --release -p orchestrator -p router -p tenant-agent
+deps_ok=0
+wait "$deps_pid" || deps_ok=$?
+cat "$deps_log"
+rm -f "$deps_log"
+if [ "$deps_ok" -ne 0 ]; then
+    say "installing wrk, nginx, redis-server or moto failed (exit $deps_ok)"
+    exit 1
 fi
 export PATH="$PATH:/usr/sbin"
-# redis-server and moto_server (.venv) for the Redis inbox and DynamoDB emulator rows.
-bash scripts/ensure-test-deps.sh
-
-say "building release binaries"
-cargo build --release -p orchestrator -p router -p tenant-agent
 
 # 1,000 agents plus their connections need more than the usual 1,024 descriptors.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
