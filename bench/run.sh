@@ -3,7 +3,7 @@
 # moto), builds the release binaries, runs every row beside its reference in this one run, writes
 # bench/results/latest.md and prints the table. Loopback only; every process started is stopped.
 # Knobs (env): BENCH_ONLY=1,2,... rows to run (written to bench/results/partial.md, not latest.md);
-# BENCH_DURATION_S (10) per wrk run; BENCH_CONNECTIONS (32); BENCH_WAKES (100); BENCH_STORM (1000);
+# BENCH_DURATION_S (8) per wrk run; BENCH_CONNECTIONS (32); BENCH_WAKES (100); BENCH_STORM (1000);
 # BENCH_REGISTRY (10000); BENCH_KEEP=1 keeps the work dir.
 set -euo pipefail
 

@@ -10,8 +10,18 @@ pub struct Incoming {
 
 /// The `update_id` of a raw update, or `None` when the body is not a JSON object carrying an integer one.
 pub fn update_id(body: &[u8]) -> Option<i64> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    v.get("update_id")?.as_i64()
+    /// Only the field the webhook needs: the rest is skipped, not built into a tree.
+    #[derive(serde::Deserialize)]
+    struct Head {
+        update_id: i64,
+    }
+    // A derived struct also accepts a JSON array (`[12]`); an update is an object.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_slice::<Head>(body)
+        .ok()
+        .map(|h| h.update_id)
 }
 
 /// Text (or caption) of a message, edited message or channel post, or a callback query's data.
@@ -126,6 +136,12 @@ mod tests {
         assert_eq!(update_id(br#"{"update_id": 1.5}"#), None);
         assert_eq!(update_id(br#"{"message": {}}"#), None);
         assert_eq!(update_id(b"[1]"), None);
+        assert_eq!(update_id(b" [1]"), None);
+        assert_eq!(
+            update_id(br#" {"message": {"text": "x"}, "update_id": 7}"#),
+            Some(7)
+        );
+        assert_eq!(update_id(br#"{"update_id": 12} trailing"#), None);
         assert_eq!(update_id(b"nope"), None);
     }
 }
