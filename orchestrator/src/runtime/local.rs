@@ -25,6 +25,8 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 const EARLY_EXIT: Duration = Duration::from_secs(2);
 const START_ATTEMPTS: u32 = 3;
 const POLL: Duration = Duration::from_millis(50);
+/// How long an agent that runs but does not answer its health check is given before a wake replaces it.
+const SLOW_AGENT_GRACE: Duration = Duration::from_secs(10);
 /// Longest pause between health probes while an agent starts (each is a refused connect until it
 /// listens, which costs microseconds).
 const READY_POLL_MAX: Duration = Duration::from_millis(2);
@@ -267,6 +269,23 @@ impl LocalRuntime {
         Ok(())
     }
 
+    /// Whether our running agent answers its health check before `until`: one that is alive but slow
+    /// (a storm of starts on a small machine) is waited for, not replaced by a second start.
+    async fn healthy_within(&self, id: &TenantId, port: u16, until: Instant) -> bool {
+        loop {
+            match self.health(port, id).await {
+                Health::Ok => return true,
+                Health::OtherTenant(_) => return false,
+                Health::Down => {}
+            }
+            let alive = self.table().get_mut(id).is_some_and(|a| a.alive());
+            if !alive || Instant::now() + POLL > until {
+                return false;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Waits until the recorded agent answers its health check for this tenant.
     async fn wait_ready(
         &self,
@@ -332,7 +351,8 @@ impl Runtime for LocalRuntime {
             table.get_mut(id).and_then(|a| a.alive().then_some(a.port))
         };
         if let Some(port) = running {
-            if matches!(self.health(port, id).await, Health::Ok) {
+            let grace = Instant::now() + deadline.min(SLOW_AGENT_GRACE);
+            if self.healthy_within(id, port, grace).await {
                 tracing::info!(tenant = %id, port, "local runtime: agent already running, adopting it");
                 return Ok(address(port));
             }
@@ -624,6 +644,40 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever(poll_interval=0.05)
         rt2.stop(id).await.unwrap(); // idempotent
         rt2.remove(id).await.unwrap();
         assert!(!dir.path().join("agents/bob").exists());
+    }
+
+    /// A wake that finds our agent alive but not answering (a storm on a small machine) waits for
+    /// it: a second start of the same tenant would replace a working agent.
+    #[tokio::test]
+    async fn a_running_agent_slower_than_a_health_probe_is_waited_for_not_started_twice() {
+        let Some(py) = python() else {
+            eprintln!("python3 not available: skipping");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("agent.py");
+        std::fs::write(&script, PY_AGENT).unwrap();
+        let (rt, _) = runtime(dir.path(), vec![py, script.to_string_lossy().into_owned()]);
+        let rec = record("slow");
+        let id = &rec.tenant_id;
+        let addr = rt.start(&rec, Duration::from_secs(10)).await.unwrap();
+        let pid = rt.table().get(id).unwrap().pid;
+
+        // Frozen for longer than one health probe's timeout (2 s), then running again.
+        signal(pid, libc::SIGSTOP);
+        let resume = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            signal(pid, libc::SIGCONT);
+        });
+        let again = rt.start(&rec, Duration::from_secs(30)).await.unwrap();
+        resume.await.unwrap();
+        assert_eq!(again, addr);
+        assert_eq!(
+            rt.table().get(id).unwrap().pid,
+            pid,
+            "the same process, not a second start"
+        );
+        rt.stop(id).await.unwrap();
     }
 
     #[tokio::test]
