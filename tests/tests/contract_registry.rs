@@ -228,13 +228,7 @@ async fn dynamodb_registry_errors_are_unavailable_and_hold_no_secret() {
     let started = Instant::now();
     let err = r.ping().await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
-    let rec = common::TenantRecord::new(
-        tid("leak"),
-        common::Secret::new("999:TOP-SECRET"),
-        300,
-        "tenants",
-        chrono::Utc::now(),
-    );
+    let rec = contract::registry::record("leak", "999:TOP-SECRET");
     let err = r.create(&rec).await.unwrap_err();
     assert!(!err.to_string().contains("TOP-SECRET"), "{err}");
     assert!(
@@ -268,13 +262,7 @@ async fn dynamodb_registry_fails_fast_in_an_outage_and_recovers_without_a_rebuil
     moto.restart().await;
     // The emulator keeps nothing across a restart; real DynamoDB keeps the table.
     r.ensure_table().await.expect("table again");
-    let rec = common::TenantRecord::new(
-        tid("after"),
-        common::Secret::new("1:after"),
-        300,
-        "tenants",
-        chrono::Utc::now(),
-    );
+    let rec = contract::registry::record("after", "1:after");
     r.create(&rec).await.expect("create after the outage");
     assert_eq!(
         r.get(&tid("after")).await.unwrap().map(|t| t.tenant_id),

@@ -14,7 +14,8 @@ fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(0)
 }
 
-fn record(id: &str, token: &str) -> TenantRecord {
+/// A tenant record created an hour ago (idle, 300 s idle timeout, namespace `tenants`).
+pub fn record(id: &str, token: &str) -> TenantRecord {
     TenantRecord::new(
         tid(id),
         Secret::new(token),

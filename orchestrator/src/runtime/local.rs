@@ -589,6 +589,17 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever(poll_interval=0.05)
         )
     }
 
+    /// The Python test agent written into `dir`, as an `AGENT_COMMAND`; `None` without python3.
+    fn py_agent(dir: &Path) -> Option<Vec<String>> {
+        let Some(py) = python() else {
+            eprintln!("python3 not available: skipping");
+            return None;
+        };
+        let script = dir.join("agent.py");
+        std::fs::write(&script, PY_AGENT).unwrap();
+        Some(vec![py, script.to_string_lossy().into_owned()])
+    }
+
     fn runtime(dir: &Path, command: Vec<String>) -> (LocalRuntime, Arc<DirStateStore>) {
         let store = Arc::new(DirStateStore::new(dir.join("state")));
         let rt = LocalRuntime::new(dir, command, store.clone(), Duration::from_secs(5));
@@ -597,14 +608,10 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever(poll_interval=0.05)
 
     #[tokio::test]
     async fn starts_restores_stops_saves_and_adopts() {
-        let Some(py) = python() else {
-            eprintln!("python3 not available: skipping");
+        let dir = tempfile::tempdir().unwrap();
+        let Some(command) = py_agent(dir.path()) else {
             return;
         };
-        let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("agent.py");
-        std::fs::write(&script, PY_AGENT).unwrap();
-        let command = vec![py, script.to_string_lossy().into_owned()];
         let (rt, store) = runtime(dir.path(), command.clone());
         let rec = record("bob");
         let id = &rec.tenant_id;
@@ -650,14 +657,11 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever(poll_interval=0.05)
     /// it: a second start of the same tenant would replace a working agent.
     #[tokio::test]
     async fn a_running_agent_slower_than_a_health_probe_is_waited_for_not_started_twice() {
-        let Some(py) = python() else {
-            eprintln!("python3 not available: skipping");
+        let dir = tempfile::tempdir().unwrap();
+        let Some(command) = py_agent(dir.path()) else {
             return;
         };
-        let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("agent.py");
-        std::fs::write(&script, PY_AGENT).unwrap();
-        let (rt, _) = runtime(dir.path(), vec![py, script.to_string_lossy().into_owned()]);
+        let (rt, _) = runtime(dir.path(), command);
         let rec = record("slow");
         let id = &rec.tenant_id;
         let addr = rt.start(&rec, Duration::from_secs(10)).await.unwrap();
@@ -715,13 +719,11 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever(poll_interval=0.05)
 
     #[tokio::test]
     async fn an_agent_that_dies_is_no_longer_listed() {
-        let Some(py) = python() else {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(command) = py_agent(dir.path()) else {
             return;
         };
-        let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("agent.py");
-        std::fs::write(&script, PY_AGENT).unwrap();
-        let (rt, _) = runtime(dir.path(), vec![py, script.to_string_lossy().into_owned()]);
+        let (rt, _) = runtime(dir.path(), command);
         rt.start(&record("bob"), Duration::from_secs(10))
             .await
             .unwrap();
