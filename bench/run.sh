@@ -31,7 +31,9 @@ deps_log="$(mktemp)"
 deps_pid=$!
 
 say "building release binaries (tools install meanwhile)"
-cargo build --release -p orchestrator -p router -p tenant-agent
+# Without the orchestrator's `kube` and `s3` features: the bench runs the local runtime, and those
+# SDKs are minutes of a cold build (`cargo build --release --timings`).
+cargo build --release -p orchestrator -p router -p tenant-agent --no-default-features
 deps_ok=0
 wait "$deps_pid" || deps_ok=$?
 cat "$deps_log"

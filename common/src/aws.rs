@@ -4,7 +4,11 @@ use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+// The same smithy types, re-exported by whichever SDK this build has.
+#[cfg(feature = "dynamodb")]
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+#[cfg(not(feature = "dynamodb"))]
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use crate::StoreError;
 

@@ -2,7 +2,7 @@
 //!
 //! Adapters sit behind cargo features so that a binary compiles only the SDKs it uses.
 
-#[cfg(feature = "aws")]
+#[cfg(any(feature = "dynamodb", feature = "s3"))]
 pub mod aws;
 pub mod cache;
 pub mod call;

@@ -5,6 +5,7 @@ pub mod app;
 pub mod config;
 pub mod error;
 pub mod leader;
+#[cfg(feature = "kube")]
 pub mod leader_lease;
 pub mod lifecycle;
 pub mod metrics;
@@ -16,6 +17,7 @@ pub mod tenants;
 #[cfg(test)]
 mod testing;
 pub mod wake;
+#[cfg(feature = "kube")]
 pub mod warm_pool;
 pub mod webhook;
 

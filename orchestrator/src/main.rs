@@ -12,14 +12,31 @@ use orchestrator::api::ApiConfig;
 use orchestrator::app::{App, Ports, Settings};
 use orchestrator::config::{Config, RuntimeKind};
 use orchestrator::leader::{AlwaysLeader, LeaderElector};
-use orchestrator::leader_lease::{LeaseElector, LeaseTiming};
-use orchestrator::runtime::kubernetes::KubeRuntime;
 use orchestrator::runtime::local::{self, LocalRuntime};
 use orchestrator::runtime::Runtime;
-use orchestrator::warm_pool::WarmPoolManager;
 
-/// How often the warm pool manager checks Deployment `warm-pool` (DESIGN.md: every 30 s).
-const WARM_POOL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+#[cfg(not(feature = "kube"))]
+mod kube_wiring {
+    //! Stand-ins for a build without the `kube` feature (`make bench`): RUNTIME=kubernetes is refused.
+    /// No value exists: code holding a client is unreachable in this build.
+    #[derive(Clone)]
+    pub enum Client {}
+
+    pub async fn connect() -> anyhow::Result<Client> {
+        anyhow::bail!("RUNTIME=kubernetes: this orchestrator was built without the `kube` feature")
+    }
+}
+#[cfg(feature = "kube")]
+mod kube_wiring {
+    pub type Client = kube::Client;
+
+    pub async fn connect() -> anyhow::Result<Client> {
+        use anyhow::Context;
+        kube::Client::try_default()
+            .await
+            .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")
+    }
+}
 
 fn main() {
     if let Some(code) = common::call::from_args() {
@@ -99,24 +116,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
 
     let state: Arc<dyn StateStore> = if config.use_s3 {
-        let s = common::state::s3::S3StateStore::connect(
-            &config.s3_bucket,
-            config.s3_endpoint.as_deref(),
-            config.aws_region.as_deref(),
-        )
-        .await
-        .context("connecting to S3")?;
-        if config.s3_endpoint.is_some() {
-            s.ensure_bucket().await.context("creating the S3 bucket")?;
-        }
-        Arc::new(s)
+        s3_state_store(&config).await?
     } else {
         Arc::new(DirStateStore::new(config.data_dir.join("state")))
     };
 
     // One Kubernetes client (in-cluster config or KUBECONFIG) for runtime, lease and warm pool.
-    let mut kube_client = None;
-    let runtime: Arc<dyn Runtime> = match config.runtime {
+    let (runtime, kube_client): (Arc<dyn Runtime>, _) = match config.runtime {
         RuntimeKind::Local => {
             let r = LocalRuntime::new(
                 &config.data_dir,
@@ -131,14 +137,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
                     "local runtime: adopted agents left by a previous run"
                 );
             }
-            Arc::new(r)
+            (Arc::new(r), None)
         }
         RuntimeKind::Kubernetes => {
-            let client = kube::Client::try_default()
-                .await
-                .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
-            kube_client = Some(client.clone());
-            kubernetes_runtime(&config, client)?
+            let client = kube_wiring::connect().await?;
+            (kubernetes_runtime(&config, client.clone())?, Some(client))
         }
     };
     let (leader, leader_name) = leader_elector(&config, kube_client.as_ref());
@@ -166,13 +169,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Settings::from_config(&config),
     );
     if let Some(client) = kube_client {
-        let pool = WarmPoolManager::new(
-            client,
-            k8s_settings(&config),
-            config.warm_pool_target,
-            WARM_POOL_INTERVAL,
-        );
-        app.tasks.spawn(pool.run(app.shutdown.clone()));
+        spawn_warm_pool(&app, &config, client);
     }
     let api = ApiConfig {
         api_token: config.api_token.clone(),
@@ -182,11 +179,67 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("serving on port {}", config.port))
 }
 
+#[cfg(feature = "s3")]
+async fn s3_state_store(config: &Config) -> anyhow::Result<Arc<dyn StateStore>> {
+    let s = common::state::s3::S3StateStore::connect(
+        &config.s3_bucket,
+        config.s3_endpoint.as_deref(),
+        config.aws_region.as_deref(),
+    )
+    .await
+    .context("connecting to S3")?;
+    if config.s3_endpoint.is_some() {
+        s.ensure_bucket().await.context("creating the S3 bucket")?;
+    }
+    Ok(Arc::new(s))
+}
+
+#[cfg(not(feature = "s3"))]
+async fn s3_state_store(_: &Config) -> anyhow::Result<Arc<dyn StateStore>> {
+    bail!("STATE_STORE=s3: this orchestrator was built without the `s3` feature")
+}
+
+#[cfg(not(feature = "kube"))]
+fn kubernetes_runtime(_: &Config, client: kube_wiring::Client) -> anyhow::Result<Arc<dyn Runtime>> {
+    match client {}
+}
+
+#[cfg(not(feature = "kube"))]
+fn leader_elector(
+    _: &Config,
+    kube: Option<&kube_wiring::Client>,
+) -> (Arc<dyn LeaderElector>, &'static str) {
+    if let Some(client) = kube {
+        match *client {}
+    }
+    (Arc::new(AlwaysLeader), "always")
+}
+
+#[cfg(not(feature = "kube"))]
+fn spawn_warm_pool(_: &App, _: &Config, client: kube_wiring::Client) {
+    match client {}
+}
+
+/// Deployment `warm-pool`, checked every 30 s (DESIGN.md).
+#[cfg(feature = "kube")]
+fn spawn_warm_pool(app: &App, config: &Config, client: kube::Client) {
+    let pool = orchestrator::warm_pool::WarmPoolManager::new(
+        client,
+        k8s_settings(config),
+        config.warm_pool_target,
+        std::time::Duration::from_secs(30),
+    );
+    app.tasks.spawn(pool.run(app.shutdown.clone()));
+}
+
 /// The Kubernetes runtime (pods `zeroclaw-{id}`, PV/PVC/Secret, warm pool).
+#[cfg(feature = "kube")]
 fn kubernetes_runtime(config: &Config, client: kube::Client) -> anyhow::Result<Arc<dyn Runtime>> {
+    use orchestrator::runtime::kubernetes::KubeRuntime;
     Ok(Arc::new(KubeRuntime::new(client, k8s_settings(config))))
 }
 
+#[cfg(feature = "kube")]
 fn k8s_settings(config: &Config) -> common::k8s::K8sSettings {
     common::k8s::K8sSettings {
         namespace: config.k8s_namespace.clone(),
@@ -200,6 +253,7 @@ fn k8s_settings(config: &Config) -> common::k8s::K8sSettings {
 
 /// The idle controller's leader election; one replica without Kubernetes always leads.
 /// With Kubernetes: Lease `orchestrator-leader`, identity `LEADER_ELECTION_ID`, else `POD_NAME`.
+#[cfg(feature = "kube")]
 fn leader_elector(
     config: &Config,
     kube: Option<&kube::Client>,
@@ -212,6 +266,7 @@ fn leader_elector(
         .clone()
         .or_else(|| config.pod_name.clone())
         .unwrap_or_else(|| format!("orchestrator-{}", uuid::Uuid::new_v4().simple()));
+    use orchestrator::leader_lease::{LeaseElector, LeaseTiming};
     let elector = LeaseElector::new(
         client.clone(),
         &config.k8s_namespace,

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use crate::{Secret, StoreError, TenantId, TenantRecord, TenantStatus};
 
-#[cfg(feature = "aws")]
+#[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

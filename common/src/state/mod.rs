@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use crate::{StoreError, TenantId};
 
-#[cfg(feature = "aws")]
+#[cfg(feature = "s3")]
 pub mod s3;
 
 /// File name of the agent's memory, in the agent's `DATA_DIR` and in the store.

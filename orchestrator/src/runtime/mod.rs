@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use common::{TenantId, TenantRecord};
 use thiserror::Error;
 
+#[cfg(feature = "kube")]
 pub mod kubernetes;
 pub mod local;
 
