@@ -134,10 +134,7 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let result = self
-                .conn
-                .req_packed_commands(pipeline, offset, count)
-                .await;
+            let result = self.conn.req_packed_commands(pipeline, offset, count).await;
             self.observe(&result);
             result
         })

@@ -52,3 +52,45 @@ async fn redis_cache_fails_fast_during_an_outage_and_recovers() {
     assert!(cache.get(&id).await.is_ok());
     eprintln!("redis cache outage: {outage:?}");
 }
+
+/// Redis closing the services' connection (`CLIENT KILL`, an idle timeout, a failover) costs at
+/// most one failed call: the next one runs on a new connection.
+#[tokio::test]
+async fn a_connection_redis_closes_is_replaced_by_the_next_call() {
+    let redis = Redis::start().await;
+    let cache = RedisCache::new(redis.pool());
+    let id = tid("killed");
+    cache
+        .set(&id, "127.0.0.1:1", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let admin = redis::Client::open(redis.url()).unwrap();
+    let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
+    let me: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(
+        killed, 1,
+        "the cache's one connection (admin is client {me})"
+    );
+    let first = cache.get(&id).await;
+    if let Err(e) = &first {
+        assert!(matches!(e, common::StoreError::Unavailable(_)), "{e:?}");
+    }
+    assert_eq!(
+        cache.get(&id).await.unwrap().as_deref(),
+        Some("127.0.0.1:1"),
+        "the call after the kill uses a new connection"
+    );
+}

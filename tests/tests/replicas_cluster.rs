@@ -98,7 +98,9 @@ async fn killing_the_wake_lock_holder_mid_wake_lets_the_other_finish_it() {
     )
     .await;
     let holder = holder.unwrap();
-    let mut redis = common::redis_pool::conn(&cluster.redis.pool()).await.expect("redis");
+    let mut redis = common::redis_pool::conn(&cluster.redis.pool())
+        .await
+        .expect("redis");
     let owner: Option<String> = redis::cmd("GET")
         .arg("tenant:waking:crash-0")
         .query_async(&mut redis)
