@@ -482,24 +482,37 @@ pub fn split_message(text: &str) -> Vec<&str> {
 /// dispatcher once instead of once per update.
 #[derive(Default)]
 struct Doorbell {
-    pending: std::sync::Mutex<HashSet<TenantId>>,
+    tenants: std::sync::Mutex<Tenants>,
     bell: tokio::sync::Notify,
+}
+
+/// Who has news and who is being delivered, under one lock: a ring for a tenant whose worker is
+/// running only marks it (the dispatcher restarts the worker when it ends), so a busy tenant's
+/// webhooks do not wake the dispatcher once each.
+#[derive(Default)]
+struct Tenants {
+    waiting: HashSet<TenantId>,
+    running: HashMap<TenantId, Slot>,
 }
 
 impl Doorbell {
     fn ring(&self, tenant: &TenantId) {
         let first = {
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            let was_empty = pending.is_empty();
-            pending.insert(tenant.clone()) && was_empty
+            let mut t = self.lock();
+            if let Some(slot) = t.running.get_mut(tenant) {
+                slot.again = true;
+                return;
+            }
+            let was_empty = t.waiting.is_empty();
+            t.waiting.insert(tenant.clone()) && was_empty
         };
         if first {
             self.bell.notify_one();
         }
     }
 
-    fn take(&self) -> HashSet<TenantId> {
-        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tenants> {
+        self.tenants.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -566,23 +579,23 @@ async fn run(
 ) {
     let reporter = tokio::spawn(crate::activity::report(activity_rx, d.orch.clone()));
     let mut workers: JoinSet<()> = JoinSet::new();
-    let mut active: HashMap<TenantId, Slot> = HashMap::new();
     let mut tenants_of: HashMap<tokio::task::Id, TenantId> = HashMap::new();
     let mut scan = tokio::time::interval(d.cfg.scan_interval);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
+    // Runs a worker for `t`, or marks its running worker to run again.
     let start = |t: TenantId,
+                 running: &mut HashMap<TenantId, Slot>,
                  workers: &mut JoinSet<()>,
-                 active: &mut HashMap<TenantId, Slot>,
                  tenants_of: &mut HashMap<tokio::task::Id, TenantId>| {
-        if let Some(slot) = active.get_mut(&t) {
+        if let Some(slot) = running.get_mut(&t) {
             slot.again = true;
             return;
         }
         let (d, stop, tenant) = (d.clone(), cancel.clone(), t.clone());
         let handle = workers.spawn(async move { d.work(&tenant, &stop).await });
         tenants_of.insert(handle.id(), t.clone());
-        active.insert(
+        running.insert(
             t,
             Slot {
                 task: handle.id(),
@@ -594,9 +607,9 @@ async fn run(
     loop {
         d.metrics
             .active_workers
-            .store(active.len() as u64, Ordering::Relaxed);
+            .store(doorbell.lock().running.len() as u64, Ordering::Relaxed);
         tokio::select! {
-            // Shutdown first, then finished workers (so `active` is current), then new work.
+            // Shutdown first, then finished workers (so `running` is current), then new work.
             biased;
             _ = cancel.cancelled() => break,
             Some(done) = workers.join_next_with_id() => {
@@ -608,21 +621,40 @@ async fn run(
                     }
                 };
                 let Some(tenant) = tenants_of.remove(&id) else { continue };
-                let again = active.remove(&tenant).is_some_and(|s| s.again && s.task == id);
+                // From here a ring sees the tenant not running and wakes the dispatcher; one
+                // before was recorded in `again`.
+                let again = {
+                    let mut t = doorbell.lock();
+                    match t.running.get(&tenant) {
+                        Some(slot) if slot.task == id => {
+                            let again = slot.again;
+                            t.running.remove(&tenant);
+                            again
+                        }
+                        _ => false,
+                    }
+                };
                 if let Err(e) = d.inbox.release_claim(&tenant, &d.replica).await {
                     tracing::warn!(tenant = %tenant, error = %e, "claim release failed");
                 }
                 if again && !cancel.is_cancelled() {
-                    start(tenant, &mut workers, &mut active, &mut tenants_of);
+                    start(tenant, &mut doorbell.lock().running, &mut workers, &mut tenants_of);
                 }
             }
-            _ = doorbell.bell.notified() => for t in doorbell.take() {
-                start(t, &mut workers, &mut active, &mut tenants_of);
+            _ = doorbell.bell.notified() => {
+                let mut t = doorbell.lock();
+                let t = &mut *t;
+                for tenant in std::mem::take(&mut t.waiting) {
+                    start(tenant, &mut t.running, &mut workers, &mut tenants_of);
+                }
             },
             _ = scan.tick() => match d.inbox.tenants().await {
-                Ok(ts) => for t in ts {
-                    start(t, &mut workers, &mut active, &mut tenants_of);
-                },
+                Ok(ts) => {
+                    let mut t = doorbell.lock();
+                    for tenant in ts {
+                        start(tenant, &mut t.running, &mut workers, &mut tenants_of);
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "inbox scan failed"),
             },
         }
@@ -640,7 +672,8 @@ async fn run(
             }
         }
     }
-    for tenant in active.keys() {
+    let running: Vec<TenantId> = doorbell.lock().running.drain().map(|(t, _)| t).collect();
+    for tenant in &running {
         if let Err(e) = d.inbox.release_claim(tenant, &d.replica).await {
             tracing::warn!(tenant = %tenant, error = %e, "claim release failed");
         }
