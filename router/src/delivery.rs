@@ -686,6 +686,34 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::FutureExt;
+
+    #[tokio::test]
+    async fn a_webhook_for_a_tenant_being_delivered_marks_it_without_waking_the_dispatcher() {
+        let bell = Doorbell::default();
+        let (busy, idle) = (
+            TenantId::parse("busy").unwrap(),
+            TenantId::parse("idle").unwrap(),
+        );
+        let task = tokio::spawn(async {}).id();
+        bell.lock()
+            .running
+            .insert(busy.clone(), Slot { task, again: false });
+
+        bell.ring(&busy);
+        assert!(
+            bell.lock().running[&busy].again,
+            "the running worker runs again"
+        );
+        assert!(bell.lock().waiting.is_empty());
+        assert!(bell.bell.notified().now_or_never().is_none(), "no wake-up");
+
+        bell.ring(&idle);
+        bell.ring(&idle);
+        assert_eq!(bell.lock().waiting, HashSet::from([idle]));
+        assert!(bell.bell.notified().now_or_never().is_some(), "one wake-up");
+        assert!(bell.bell.notified().now_or_never().is_none());
+    }
 
     #[test]
     fn long_replies_are_split_for_telegram() {
