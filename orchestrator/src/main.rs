@@ -15,26 +15,99 @@ use orchestrator::leader::{AlwaysLeader, LeaderElector};
 use orchestrator::runtime::local::{self, LocalRuntime};
 use orchestrator::runtime::Runtime;
 
-#[cfg(not(feature = "kube"))]
-mod kube_wiring {
-    //! Stand-ins for a build without the `kube` feature (`make bench`): RUNTIME=kubernetes is refused.
-    /// No value exists: code holding a client is unreachable in this build.
-    #[derive(Clone)]
-    pub enum Client {}
+/// The Kubernetes runtime, the Lease leader election and the warm pool, from one client.
+#[cfg(feature = "kube")]
+mod kubernetes {
+    use std::sync::Arc;
 
-    pub async fn connect() -> anyhow::Result<Client> {
-        anyhow::bail!("RUNTIME=kubernetes: this orchestrator was built without the `kube` feature")
+    use anyhow::Context;
+    use orchestrator::config::Config;
+    use orchestrator::leader::LeaderElector;
+    use orchestrator::leader_lease::{LeaseElector, LeaseTiming};
+    use orchestrator::runtime::kubernetes::KubeRuntime;
+    use orchestrator::runtime::Runtime;
+    use orchestrator::warm_pool::WarmPoolManager;
+
+    /// How often the warm pool manager checks Deployment `warm-pool` (DESIGN.md: every 30 s).
+    const WARM_POOL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+    pub struct Kubernetes {
+        runtime: Arc<dyn Runtime>,
+        leader: Arc<dyn LeaderElector>,
+        warm_pool: WarmPoolManager,
+    }
+
+    /// One client (in-cluster config or KUBECONFIG) for runtime, lease and warm pool. The lease
+    /// is `orchestrator-leader`, held as `LEADER_ELECTION_ID`, else `POD_NAME`.
+    pub async fn connect(config: &Config) -> anyhow::Result<Kubernetes> {
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
+        let settings = common::k8s::K8sSettings {
+            namespace: config.k8s_namespace.clone(),
+            image: config.zeroclaw_image.clone(),
+            runtime_class: config.kata_runtime_class.clone(),
+            agent_port: config.agent_port,
+            s3_bucket: config.s3_bucket.clone(),
+            state_storage_class: config.state_storage_class.clone(),
+        };
+        let identity = config
+            .leader_election_id
+            .clone()
+            .or_else(|| config.pod_name.clone())
+            .unwrap_or_else(|| format!("orchestrator-{}", uuid::Uuid::new_v4().simple()));
+        Ok(Kubernetes {
+            leader: Arc::new(LeaseElector::new(
+                client.clone(),
+                &config.k8s_namespace,
+                common::k8s::LEADER_LEASE_NAME,
+                &identity,
+                LeaseTiming::default(),
+            )),
+            warm_pool: WarmPoolManager::new(
+                client.clone(),
+                settings.clone(),
+                config.warm_pool_target,
+                WARM_POOL_INTERVAL,
+            ),
+            runtime: Arc::new(KubeRuntime::new(client, settings)),
+        })
+    }
+
+    impl Kubernetes {
+        pub fn parts(&self) -> (Arc<dyn Runtime>, Arc<dyn LeaderElector>) {
+            (self.runtime.clone(), self.leader.clone())
+        }
+
+        pub fn start_warm_pool(self, app: &orchestrator::app::App) {
+            app.tasks.spawn(self.warm_pool.run(app.shutdown.clone()));
+        }
     }
 }
-#[cfg(feature = "kube")]
-mod kube_wiring {
-    pub type Client = kube::Client;
 
-    pub async fn connect() -> anyhow::Result<Client> {
-        use anyhow::Context;
-        kube::Client::try_default()
-            .await
-            .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")
+/// A build without the `kube` feature (`make bench`) refuses RUNTIME=kubernetes.
+#[cfg(not(feature = "kube"))]
+mod kubernetes {
+    use std::sync::Arc;
+
+    use orchestrator::leader::LeaderElector;
+    use orchestrator::runtime::Runtime;
+
+    /// Never built: `connect` always fails.
+    pub enum Kubernetes {}
+
+    pub async fn connect(_: &orchestrator::config::Config) -> anyhow::Result<Kubernetes> {
+        anyhow::bail!("RUNTIME=kubernetes: this orchestrator was built without the `kube` feature")
+    }
+
+    impl Kubernetes {
+        pub fn parts(&self) -> (Arc<dyn Runtime>, Arc<dyn LeaderElector>) {
+            match *self {}
+        }
+
+        pub fn start_warm_pool(self, _: &orchestrator::app::App) {
+            match self {}
+        }
     }
 }
 
@@ -121,8 +194,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(DirStateStore::new(config.data_dir.join("state")))
     };
 
-    // One Kubernetes client (in-cluster config or KUBECONFIG) for runtime, lease and warm pool.
-    let (runtime, kube_client): (Arc<dyn Runtime>, _) = match config.runtime {
+    let (runtime, leader, leader_name, kubernetes): (
+        Arc<dyn Runtime>,
+        Arc<dyn LeaderElector>,
+        _,
+        _,
+    ) = match config.runtime {
         RuntimeKind::Local => {
             let r = LocalRuntime::new(
                 &config.data_dir,
@@ -137,14 +214,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
                     "local runtime: adopted agents left by a previous run"
                 );
             }
-            (Arc::new(r), None)
+            // One replica without Kubernetes always leads.
+            (Arc::new(r), Arc::new(AlwaysLeader), "always", None)
         }
         RuntimeKind::Kubernetes => {
-            let client = kube_wiring::connect().await?;
-            (kubernetes_runtime(&config, client.clone())?, Some(client))
+            let k = kubernetes::connect(&config).await?;
+            let (runtime, leader) = k.parts();
+            (runtime, leader, "kubernetes-lease", Some(k))
         }
     };
-    let (leader, leader_name) = leader_elector(&config, kube_client.as_ref());
 
     tracing::info!(
         registry = registry.name(),
@@ -168,8 +246,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         TelegramClient::new(&config.telegram_api_url),
         Settings::from_config(&config),
     );
-    if let Some(client) = kube_client {
-        spawn_warm_pool(&app, &config, client);
+    if let Some(k) = kubernetes {
+        k.start_warm_pool(&app);
     }
     let api = ApiConfig {
         api_token: config.api_token.clone(),
@@ -197,82 +275,4 @@ async fn s3_state_store(config: &Config) -> anyhow::Result<Arc<dyn StateStore>> 
 #[cfg(not(feature = "s3"))]
 async fn s3_state_store(_: &Config) -> anyhow::Result<Arc<dyn StateStore>> {
     bail!("STATE_STORE=s3: this orchestrator was built without the `s3` feature")
-}
-
-#[cfg(not(feature = "kube"))]
-fn kubernetes_runtime(_: &Config, client: kube_wiring::Client) -> anyhow::Result<Arc<dyn Runtime>> {
-    match client {}
-}
-
-#[cfg(not(feature = "kube"))]
-fn leader_elector(
-    _: &Config,
-    kube: Option<&kube_wiring::Client>,
-) -> (Arc<dyn LeaderElector>, &'static str) {
-    if let Some(client) = kube {
-        match *client {}
-    }
-    (Arc::new(AlwaysLeader), "always")
-}
-
-#[cfg(not(feature = "kube"))]
-fn spawn_warm_pool(_: &App, _: &Config, client: kube_wiring::Client) {
-    match client {}
-}
-
-/// Deployment `warm-pool`, checked every 30 s (DESIGN.md).
-#[cfg(feature = "kube")]
-fn spawn_warm_pool(app: &App, config: &Config, client: kube::Client) {
-    let pool = orchestrator::warm_pool::WarmPoolManager::new(
-        client,
-        k8s_settings(config),
-        config.warm_pool_target,
-        std::time::Duration::from_secs(30),
-    );
-    app.tasks.spawn(pool.run(app.shutdown.clone()));
-}
-
-/// The Kubernetes runtime (pods `zeroclaw-{id}`, PV/PVC/Secret, warm pool).
-#[cfg(feature = "kube")]
-fn kubernetes_runtime(config: &Config, client: kube::Client) -> anyhow::Result<Arc<dyn Runtime>> {
-    use orchestrator::runtime::kubernetes::KubeRuntime;
-    Ok(Arc::new(KubeRuntime::new(client, k8s_settings(config))))
-}
-
-#[cfg(feature = "kube")]
-fn k8s_settings(config: &Config) -> common::k8s::K8sSettings {
-    common::k8s::K8sSettings {
-        namespace: config.k8s_namespace.clone(),
-        image: config.zeroclaw_image.clone(),
-        runtime_class: config.kata_runtime_class.clone(),
-        agent_port: config.agent_port,
-        s3_bucket: config.s3_bucket.clone(),
-        state_storage_class: config.state_storage_class.clone(),
-    }
-}
-
-/// The idle controller's leader election; one replica without Kubernetes always leads.
-/// With Kubernetes: Lease `orchestrator-leader`, identity `LEADER_ELECTION_ID`, else `POD_NAME`.
-#[cfg(feature = "kube")]
-fn leader_elector(
-    config: &Config,
-    kube: Option<&kube::Client>,
-) -> (Arc<dyn LeaderElector>, &'static str) {
-    let Some(client) = kube else {
-        return (Arc::new(AlwaysLeader), "always");
-    };
-    let identity = config
-        .leader_election_id
-        .clone()
-        .or_else(|| config.pod_name.clone())
-        .unwrap_or_else(|| format!("orchestrator-{}", uuid::Uuid::new_v4().simple()));
-    use orchestrator::leader_lease::{LeaseElector, LeaseTiming};
-    let elector = LeaseElector::new(
-        client.clone(),
-        &config.k8s_namespace,
-        common::k8s::LEADER_LEASE_NAME,
-        &identity,
-        LeaseTiming::default(),
-    );
-    (Arc::new(elector), "kubernetes-lease")
 }
