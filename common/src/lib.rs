@@ -4,6 +4,7 @@
 
 #[cfg(any(feature = "dynamodb", feature = "s3"))]
 pub mod aws;
+pub mod agent_config;
 pub mod cache;
 pub mod call;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod secret;
 #[cfg(feature = "sqlite")]
 pub mod sqlite_db;
 pub mod state;
+pub mod state_file;
 pub mod telegram;
 pub mod telemetry;
 pub mod tenant;
