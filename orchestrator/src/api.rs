@@ -1,4 +1,4 @@
-//! The HTTP API (DESIGN.md "Orchestrator HTTP API"): routes, auth, and the one mapping of `Error`
+//! The HTTP API: routes, auth, and the one mapping of `Error`
 //! to HTTP statuses.
 
 use std::sync::Arc;

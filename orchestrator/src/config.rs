@@ -1,4 +1,4 @@
-//! Orchestrator configuration from the environment (DESIGN.md "Configuration").
+//! Orchestrator configuration from the environment.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -28,7 +28,7 @@ mod kubernetes {
     use orchestrator::runtime::Runtime;
     use orchestrator::warm_pool::WarmPoolManager;
 
-    /// How often the warm pool manager checks Deployment `warm-pool` (DESIGN.md: every 30 s).
+    /// How often the warm pool manager checks Deployment `warm-pool` (every 30 s).
     const WARM_POOL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
     pub struct Kubernetes {

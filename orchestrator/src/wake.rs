@@ -1,4 +1,4 @@
-//! Wake: make a tenant's agent run and return its address (DESIGN.md "Wake").
+//! Wake: make a tenant's agent run and return its address (docs/architecture.md, "A wake").
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! Router configuration from the environment (DESIGN.md "Configuration"), plus delivery tuning knobs
+//! Router configuration from the environment, plus delivery tuning knobs
 //! whose defaults suit production and which tests shorten.
 
 use std::path::PathBuf;
