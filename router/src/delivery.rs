@@ -40,6 +40,43 @@ const ANNOUNCE_POLL: Duration = Duration::from_millis(250);
 pub struct Interrupted;
 
 /// What to do after one entry.
+/// A worker's hold on its tenant's delivery claim. It is good until the last successful renewal's
+/// TTL runs out (less a margin for the send in flight), on the monotonic clock, which keeps running
+/// while the process is frozen: a router paused past the TTL finds its claim gone when it resumes,
+/// before it sends anything.
+struct Claim {
+    valid_until: std::sync::Mutex<tokio::time::Instant>,
+    margin: Duration,
+}
+
+impl Claim {
+    fn taken(at: tokio::time::Instant, ttl: Duration) -> Claim {
+        Claim {
+            valid_until: std::sync::Mutex::new(at + ttl),
+            margin: ttl / 5,
+        }
+    }
+
+    fn renewed(&self, at: tokio::time::Instant, ttl: Duration) {
+        *self.valid_until.lock().unwrap_or_else(|p| p.into_inner()) = at + ttl;
+    }
+
+    fn held(&self) -> bool {
+        let until = *self.valid_until.lock().unwrap_or_else(|p| p.into_inner());
+        tokio::time::Instant::now() + self.margin < until
+    }
+
+    /// `Err(Interrupted)` once the claim may have passed to another replica.
+    fn check(&self, tenant: &TenantId) -> Result<(), Interrupted> {
+        if self.held() {
+            Ok(())
+        } else {
+            tracing::warn!(tenant = %tenant, "delivery claim expired, leaving the update to the replica that holds it");
+            Err(Interrupted)
+        }
+    }
+}
+
 enum Step {
     /// Acknowledge the entry and count it under this result.
     Ack(&'static str),
@@ -102,11 +139,17 @@ impl Delivery {
     }
 
     /// Delivers the tenant's entries until none is left; the caller holds the claim.
-    async fn drain(&self, tenant: &TenantId, stop: &CancellationToken) -> Result<(), Interrupted> {
+    async fn drain(
+        &self,
+        tenant: &TenantId,
+        claim: &Claim,
+        stop: &CancellationToken,
+    ) -> Result<(), Interrupted> {
         'fetch: loop {
             if stop.is_cancelled() {
                 return Err(Interrupted);
             }
+            claim.check(tenant)?;
             let batch = self
                 .inbox_op("pending", stop, || self.inbox.pending(tenant, BATCH))
                 .await?;
@@ -124,7 +167,12 @@ impl Delivery {
                     trace_id = tracing::field::Empty
                 );
                 common::telemetry::record_trace_id(&span);
-                match self.deliver(tenant, &entry, stop).instrument(span).await? {
+                claim.check(tenant)?;
+                match self
+                    .deliver(tenant, &entry, claim, stop)
+                    .instrument(span)
+                    .await?
+                {
                     Step::Ack(result) => {
                         self.inbox_op("ack", stop, || self.inbox.ack(tenant, &entry.id))
                             .await?;
@@ -140,6 +188,7 @@ impl Delivery {
         &self,
         tenant: &TenantId,
         entry: &InboxEntry,
+        claim: &Claim,
         stop: &CancellationToken,
     ) -> Result<Step, Interrupted> {
         let Some(msg) = update::parse(&entry.payload) else {
@@ -170,11 +219,21 @@ impl Delivery {
                     }
                 },
             };
-            let (result, took) = self.agent.forward(&endpoint, tenant, &key, &msg.text).await;
+            claim.check(tenant)?;
+            let (result, took) = self
+                .activity
+                .while_busy(
+                    tenant,
+                    self.agent.forward(&endpoint, tenant, &key, &msg.text),
+                )
+                .await;
             let err = match result {
                 Ok(reply) => {
                     self.metrics.forward_latency.observe(took);
                     self.activity.touch(tenant);
+                    // The reply is sent only while the claim holds: after a freeze past the TTL
+                    // another replica owns the entry and sends the (idempotent) reply itself.
+                    claim.check(tenant)?;
                     for part in split_message(&reply) {
                         self.send(tenant, &token, msg.chat_id, part).await;
                     }
@@ -421,6 +480,7 @@ impl Delivery {
     async fn work(&self, tenant: &TenantId, shutdown: &CancellationToken) {
         let ttl = self.cfg.claim_ttl;
         tracing::debug!(tenant = %tenant, "delivery worker started");
+        let asked = tokio::time::Instant::now();
         match self.inbox.claim(tenant, &self.replica, ttl).await {
             Ok(true) => {}
             Ok(false) => {
@@ -432,20 +492,31 @@ impl Delivery {
                 return;
             }
         }
+        let claim = Claim::taken(asked, ttl);
         let stop = shutdown.child_token();
-        let work = self.drain(tenant, &stop);
+        let work = self.drain(tenant, &claim, &stop);
         tokio::pin!(work);
+        // Renews every third of the TTL; stops delivery as soon as the claim is lost or could not
+        // be renewed before it runs out (a Redis outage, or this process frozen).
         let renew = async {
             loop {
                 tokio::time::sleep(ttl / 3).await;
+                let asked = tokio::time::Instant::now();
                 match self.inbox.renew_claim(tenant, &self.replica, ttl).await {
-                    Ok(true) => {}
+                    Ok(true) => claim.renewed(asked, ttl),
                     Ok(false) => {
-                        tracing::warn!(tenant = %tenant, "delivery claim lost, stopping after the current update");
+                        tracing::warn!(tenant = %tenant, "delivery claim lost, stopping delivery");
                         stop.cancel();
                         return;
                     }
-                    Err(e) => tracing::warn!(tenant = %tenant, error = %e, "claim renewal failed"),
+                    Err(e) => {
+                        tracing::warn!(tenant = %tenant, error = %e, "claim renewal failed");
+                        if !claim.held() {
+                            tracing::warn!(tenant = %tenant, "delivery claim could not be renewed in time, stopping delivery");
+                            stop.cancel();
+                            return;
+                        }
+                    }
                 }
             }
         };
@@ -577,7 +648,11 @@ async fn run(
     cancel: CancellationToken,
     grace: Duration,
 ) {
-    let reporter = tokio::spawn(crate::activity::report(activity_rx, d.orch.clone()));
+    let reporter = tokio::spawn(crate::activity::report(
+        activity_rx,
+        d.orch.clone(),
+        d.activity.clone(),
+    ));
     let mut workers: JoinSet<()> = JoinSet::new();
     let mut tenants_of: HashMap<tokio::task::Id, TenantId> = HashMap::new();
     let mut scan = tokio::time::interval(d.cfg.scan_interval);
