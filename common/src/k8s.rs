@@ -36,6 +36,10 @@ pub const WARM_POOL_NAME: &str = "warm-pool";
 pub const TENANT_POD_SELECTOR: &str = "app=zeroclaw";
 /// Label selector of claimable warm pods.
 pub const WARM_POD_SELECTOR: &str = "app=warm-pool,warm=true";
+/// Warm pods a wake has claimed (relabelled) and is about to delete.
+pub const CLAIMED_WARM_POD_SELECTOR: &str = "app=warm-pool,warm=consuming";
+/// When a warm pod was claimed (RFC 3339), so an orphaned claim can be told from one in progress.
+pub const CLAIMED_AT_ANNOTATION: &str = "zeroclaw.io/claimed-at";
 pub const LEADER_LEASE_NAME: &str = "orchestrator-leader";
 /// Key of the bot token inside Secret `tenant-{id}`.
 pub const BOT_TOKEN_KEY: &str = "TELEGRAM_BOT_TOKEN";

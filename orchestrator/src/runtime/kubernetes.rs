@@ -117,7 +117,11 @@ impl KubeRuntime {
                 continue;
             };
             let patch = json!({
-                "metadata": { "resourceVersion": rv, "labels": { k8s::WARM_LABEL: "consuming" } }
+                "metadata": {
+                    "resourceVersion": rv,
+                    "labels": { k8s::WARM_LABEL: "consuming" },
+                    "annotations": { k8s::CLAIMED_AT_ANNOTATION: chrono::Utc::now().to_rfc3339() },
+                }
             });
             match self
                 .pods
