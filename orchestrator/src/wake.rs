@@ -106,6 +106,12 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
         Ok(addr) => addr,
         Err(e) => {
             tracing::warn!(tenant = %id, reason = %e, "wake failed");
+            if lost.is_cancelled() {
+                // Another replica may hold the lock by now and have adopted this agent: stopping
+                // it or writing the record would undo that wake. What nobody finishes, the
+                // reconciler repairs (a stuck `provisioning` record, an agent nobody records).
+                return Err(e);
+            }
             // A start that failed or was interrupted may have left an agent half up.
             stop_quietly(app, id, "aborted").await;
             if let Err(se) = app
@@ -118,6 +124,12 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
             return Err(e);
         }
     };
+    if lost.is_cancelled() {
+        tracing::warn!(tenant = %id, "wake failed: wake lock lost before the agent was recorded; leaving it to the lock's new holder");
+        return Err(Error::WakeFailed(
+            "wake lock lost while starting the agent".into(),
+        ));
+    }
     let running =
         StatusUpdate::running(addr.pod_name.clone(), addr.pod_ip.clone(), addr.agent_port);
     if let Err(e) = app
@@ -125,10 +137,13 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
         .set_status(id, TenantStatus::Provisioning, &running)
         .await
     {
-        // Deleted or taken over meanwhile: the agent we started belongs to nobody.
+        // Deleted or taken over meanwhile: the agent we started belongs to nobody, unless the
+        // lock passed to another replica, whose wake owns it now.
         let err = lost_race(id, e);
         tracing::warn!(tenant = %id, reason = %err, "wake failed");
-        stop_quietly(app, id, "aborted").await;
+        if !lost.is_cancelled() {
+            stop_quietly(app, id, "aborted").await;
+        }
         return Err(err);
     }
     let endpoint = addr.endpoint(app.runtime.agent_port());
@@ -192,6 +207,7 @@ mod tests {
     use common::TenantStatus;
 
     use super::*;
+    use crate::app::Settings;
     use crate::testing::*;
 
     const NO_TELEGRAM: &str = "http://127.0.0.1:1";
@@ -286,7 +302,7 @@ mod tests {
             tokio::spawn(async move { wake(&app, &id).await })
         };
         // Another replica deletes the record while the agent starts (bypassing our lock).
-        wait_for_status(&t, &id, TenantStatus::Provisioning).await;
+        wait_for_status(&t.app, &id, TenantStatus::Provisioning).await;
         assert!(t.app.registry.delete(&id).await.unwrap());
         let result = waking.await.unwrap();
         assert!(matches!(result, Err(Error::NotFound(_))), "{result:?}");
@@ -346,7 +362,7 @@ mod tests {
             let (app, id) = (t.app.clone(), id.clone());
             tokio::spawn(async move { wake(&app, &id).await })
         };
-        wait_for_status(&t, &id, TenantStatus::Provisioning).await;
+        wait_for_status(&t.app, &id, TenantStatus::Provisioning).await;
         crate::tenants::sleep(&t.app, &id).await.unwrap();
         waking.await.unwrap().unwrap();
         // The stop ran after the start completed, never concurrently with it.
@@ -359,11 +375,38 @@ mod tests {
         );
     }
 
-    async fn wait_for_status(t: &TestApp, id: &TenantId, want: TenantStatus) {
+    async fn wait_for_status(app: &App, id: &TenantId, want: TenantStatus) {
         let deadline = Instant::now() + Duration::from_secs(5);
-        while t.app.registry.get(id).await.unwrap().map(|r| r.status) != Some(want) {
+        while app.registry.get(id).await.unwrap().map(|r| r.status) != Some(want) {
             assert!(Instant::now() < deadline, "status never became {want}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wake_that_lost_its_lock_leaves_the_agent_to_the_replica_that_took_over() {
+        let runtime = FakeRuntime::new(Duration::from_millis(1000));
+        let settings = Settings {
+            wake_lock_ttl: Duration::from_millis(600),
+            ..quick_settings()
+        };
+        let (a, b, lock, _dir) = two_replicas(runtime.clone(), settings);
+        let id = add_tenant(&a, "bob").await;
+        let first = tokio::spawn({
+            let (a, id) = (a.clone(), id.clone());
+            async move { wake(&a, &id).await }
+        });
+        wait_for_status(&a, &id, TenantStatus::Provisioning).await;
+        // Replica A is cut off past the lock's TTL while its agent starts; B takes the lock over.
+        lock.lapse();
+        let second = wake(&b, &id).await;
+        let first = first.await.unwrap();
+
+        assert!(first.is_err(), "the wake that lost its lock fails");
+        let woken = second.expect("the replica that took the lock over wakes the tenant");
+        let rec = b.registry.get(&id).await.unwrap().unwrap();
+        assert_eq!(rec.status, TenantStatus::Running);
+        assert_eq!(rec.endpoint(3000).as_deref(), Some(woken.endpoint.as_str()));
+        assert!(runtime.running(&id), "the adopted agent still runs");
     }
 }
