@@ -31,9 +31,8 @@ impl ResponseError for Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::AlreadyExists(_) => StatusCode::CONFLICT,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Telegram { .. } => StatusCode::BAD_GATEWAY,
-            Error::WakeFailed(_)
-            | Error::WakeTimeout(_)
+            Error::Telegram { .. } | Error::WakeFailed(_) => StatusCode::BAD_GATEWAY,
+            Error::WakeTimeout(_)
             | Error::Busy(_)
             | Error::ShuttingDown
             | Error::NotReady(_)
@@ -49,6 +48,13 @@ impl ResponseError for Error {
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let Error::WakeFailed(_) = self {
+            // Tells the router this failure is definitive (the agent's own), not an outage.
+            return HttpResponse::build(self.status_code()).json(json!({
+                "error": self.to_string(),
+                "code": common::error::AGENT_START_FAILED,
+            }));
+        }
         error_json(self.status_code(), &self.to_string())
     }
 }
@@ -372,6 +378,29 @@ mod tests {
         let status = res.status().as_u16();
         let body = read_body(res).await;
         (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    /// The router keeps an update through an outage but gives up on an agent that cannot start:
+    /// the two must be told apart by more than a status a proxy could also produce.
+    #[tokio::test]
+    async fn a_failed_start_is_told_apart_from_a_backend_outage() {
+        let runtime = FakeRuntime::new(Duration::ZERO);
+        let t = test_app(runtime.clone(), quick_settings(), "http://127.0.0.1:1");
+        add_tenant(&t.app, "bob").await;
+        let svc = service!(t.app, None::<&str>);
+        let wake = || TestRequest::post().uri("/wake/bob").to_request();
+
+        *runtime.fail_with.lock().unwrap() = Some("image pull failed".into());
+        let (s, v) = json_of(call_service(&svc, wake()).await).await;
+        assert_eq!(s, 502, "{v}");
+        assert_eq!(v["code"], common::error::AGENT_START_FAILED);
+        assert!(v["error"].as_str().unwrap().contains("image pull failed"));
+
+        *runtime.fail_with.lock().unwrap() = None;
+        *runtime.backend_down.lock().unwrap() = Some("kubernetes API: connection refused".into());
+        let (s, v) = json_of(call_service(&svc, wake()).await).await;
+        assert_eq!(s, 503, "{v}");
+        assert!(v.get("code").is_none(), "{v}");
     }
 
     #[tokio::test]

@@ -180,6 +180,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let (lock, cache): (Arc<dyn WakeLock>, Arc<dyn EndpointCache>) = match &config.redis_addr {
         Some(addr) => {
             let pool = common::redis_pool::pool(addr).context("REDIS_ADDR")?;
+            common::redis_pool::check_credentials(&pool)
+                .await
+                .context("REDIS_ADDR")?;
             (
                 Arc::new(common::lock::redis::RedisLock::new(pool.clone())),
                 Arc::new(common::cache::redis::RedisCache::new(pool)),

@@ -119,6 +119,8 @@ pub struct FakeRuntime {
     pub stops: AtomicUsize,
     /// Set: every start fails with this reason.
     pub fail_with: Mutex<Option<String>>,
+    /// Set: every start fails as if the runtime's backend (Kubernetes API) were down.
+    pub backend_down: Mutex<Option<String>>,
     /// How long a start takes (lets concurrent wakes overlap).
     pub start_delay: Mutex<Duration>,
     agents: Mutex<HashMap<TenantId, StubServer>>,
@@ -157,6 +159,9 @@ impl Runtime for FakeRuntime {
         self.starts.fetch_add(1, Ordering::SeqCst);
         if let Some(why) = self.fail_with.lock().unwrap().clone() {
             return Err(RuntimeError::StartFailed(why));
+        }
+        if let Some(why) = self.backend_down.lock().unwrap().clone() {
+            return Err(RuntimeError::Unavailable(why));
         }
         // An agent that already runs is adopted, as the real runtimes do.
         if let Some(port) = self

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use crate::app::App;
 use crate::error::Error;
+use crate::runtime::RuntimeError;
 use crate::tenant_lock::{TenantGuard, RETRY_EVERY};
 
 /// Where the woken agent answers.
@@ -98,8 +99,12 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
     let began = Instant::now();
     let lost = guard.lost();
     let started = tokio::select! {
-        r = app.runtime.start(&rec, app.settings.pod_ready_wait) => r.map_err(|e| Error::WakeFailed(e.to_string())),
-        _ = lost.cancelled() => Err(Error::WakeFailed("wake lock lost while starting the agent".into())),
+        r = app.runtime.start(&rec, app.settings.pod_ready_wait) => r.map_err(start_error),
+        // The lock's backend failed (or was slow) under us: an outage, not the agent's fault.
+        _ = lost.cancelled() => Err(Error::Store {
+            what: "wake lock",
+            source: StoreError::Unavailable("lock lost while starting the agent".into()),
+        }),
         _ = app.shutdown.cancelled() => Err(Error::ShuttingDown),
     };
     let addr = match started {
@@ -183,10 +188,21 @@ async fn ready(app: &App, rec: &TenantRecord) -> Option<Woken> {
 fn lost_race(id: &TenantId, e: StoreError) -> Error {
     match e {
         StoreError::NotFound => Error::NotFound(id.clone()),
+        // Changed under us (a stop, another replica): worth another try, not a failed start.
         StoreError::Conflict(why) => {
-            Error::WakeFailed(format!("tenant changed during the wake: {why}"))
+            tracing::info!(tenant = %id, reason = %why, "tenant changed during the wake");
+            Error::Busy(id.clone())
         }
         other => Error::store("registry set_status")(other),
+    }
+}
+
+/// The agent's own failures (image, crash, not healthy in time) are definitive; a runtime backend
+/// that is unavailable (Kubernetes API, state store) is an outage the caller retries.
+fn start_error(e: RuntimeError) -> Error {
+    match e {
+        RuntimeError::Unavailable(_) => Error::Runtime(e),
+        RuntimeError::StartFailed(_) | RuntimeError::Timeout(_) => Error::WakeFailed(e.to_string()),
     }
 }
 

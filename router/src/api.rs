@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 use crate::chat::{ChatError, ChatService};
 use crate::delivery::Dispatcher;
+use crate::known_tenants::KnownTenants;
 use crate::metrics::Metrics;
 use crate::update;
 use crate::webhook_admin::{AdminError, WebhookAdmin};
@@ -36,6 +37,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub api_token: Option<Secret>,
     pub webhook_secret: Option<Secret>,
+    /// Without `WEBHOOK_SECRET`: which tenants exist, so that forged updates are refused unwritten.
+    pub known_tenants: Option<KnownTenants>,
     /// Set on SIGTERM so that load balancers stop sending traffic.
     pub draining: AtomicBool,
 }
@@ -235,6 +238,19 @@ async fn telegram_update(
     let update_id = update::update_id(&body).ok_or_else(|| {
         ApiError::BadRequest("body must be a JSON object with an integer update_id".into())
     })?;
+    // The secret proves the tenant was registered; without it, ask before anything is written.
+    if let Some(known) = &state.known_tenants {
+        match known.exists(&id).await {
+            Ok(true) => {}
+            Ok(false) => return Err(ApiError::NotFound("tenant not found".into())),
+            Err(e) => {
+                tracing::warn!(tenant = %id, error = %e, "cannot check the tenant, refusing the update");
+                return Err(ApiError::Unavailable(
+                    "orchestrator unavailable, retry later".into(),
+                ));
+            }
+        }
+    }
     match state.inbox.append(&id, update_id, &body).await {
         Ok(Appended::New) => state.dispatcher.notify(&id),
         Ok(Appended::Duplicate) => {

@@ -15,6 +15,7 @@ use crate::api::{self, AppState};
 use crate::chat::ChatService;
 use crate::config::Config;
 use crate::delivery::{Delivery, Dispatcher};
+use crate::known_tenants::KnownTenants;
 use crate::metrics::Metrics;
 use crate::orchestrator_client::OrchestratorClient;
 use crate::webhook_admin::WebhookAdmin;
@@ -69,7 +70,7 @@ pub fn build(
             metrics: metrics.clone(),
         },
         admin: WebhookAdmin {
-            orch: api_orch,
+            orch: api_orch.clone(),
             telegram: TelegramClient::new(&config.telegram_api_url),
             public_base_url: config.public_base_url.clone(),
             webhook_secret: config.webhook_secret.clone(),
@@ -78,6 +79,13 @@ pub fn build(
         metrics,
         api_token: config.api_token.clone(),
         webhook_secret: config.webhook_secret.clone(),
+        known_tenants: config.webhook_secret.is_none().then(|| {
+            KnownTenants::new(
+                api_orch.clone(),
+                config.delivery.known_tenant_ttl,
+                config.delivery.unknown_tenant_ttl,
+            )
+        }),
         draining: Default::default(),
     })
 }

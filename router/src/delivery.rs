@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::cache::{EndpointCache, ENDPOINT_TTL};
-use common::inbox::{Inbox, InboxEntry};
+use common::inbox::{now_ms, Inbox, InboxEntry};
 use common::telegram::TelegramClient;
 use common::{Secret, TenantId};
 use tokio::sync::mpsc;
@@ -87,8 +87,10 @@ enum Step {
 enum Wake {
     Up(String),
     UnknownTenant,
-    /// Every attempt failed; these entries were waiting for it.
+    /// The agent itself could not be started, attempt after attempt; these entries were waiting for it.
     Failed(Vec<InboxEntry>),
+    /// An outage outlasted `INBOX_MAX_AGE_S`: these entries are too old to keep waiting.
+    Expired(Vec<InboxEntry>),
 }
 
 /// Everything a worker needs; shared by all workers.
@@ -204,7 +206,7 @@ impl Delivery {
         loop {
             let endpoint = match self.cached_endpoint(tenant).await {
                 Some(ep) => ep,
-                None => match self.wake_phase(tenant, &token, stop).await? {
+                None => match self.wake_phase(tenant, &token, entry, stop).await? {
                     Wake::Up(ep) => ep,
                     Wake::UnknownTenant => {
                         self.drop_all(tenant, stop).await?;
@@ -214,7 +216,13 @@ impl Delivery {
                         if !waiting.iter().any(|e| e.id == entry.id) {
                             waiting.insert(0, entry.clone());
                         }
-                        self.fail_waiting(tenant, &token, &waiting, stop).await?;
+                        self.fail_waiting(tenant, &token, &waiting, "failed", stop)
+                            .await?;
+                        return Ok(Step::Refetch);
+                    }
+                    Wake::Expired(expired) => {
+                        self.fail_waiting(tenant, &token, &expired, "expired", stop)
+                            .await?;
                         return Ok(Step::Refetch);
                     }
                 },
@@ -309,19 +317,22 @@ impl Delivery {
         }
     }
 
-    /// Announces the wake to every waiting chat (once per chat), wakes the agent with bounded
-    /// retries, and caches its endpoint.
+    /// Announces the wake to every waiting chat (once per chat), wakes the agent and caches its
+    /// endpoint. A start that fails is retried `WAKE_ATTEMPTS` times; an outage (orchestrator or
+    /// its backends unavailable) is waited out with capped backoff until `oldest` is older than
+    /// `INBOX_MAX_AGE_S`, and each waiting chat is told once that the bot is delayed.
     async fn wake_phase(
         &self,
         tenant: &TenantId,
         token: &Secret,
+        oldest: &InboxEntry,
         stop: &CancellationToken,
     ) -> Result<Wake, Interrupted> {
         let mut announced = HashSet::new();
+        let mut delayed = Delayed::new(&self.metrics);
         let mut waiting = self.announce(tenant, token, &mut announced).await;
-        let mut attempt = 0;
+        let (mut attempt, mut outage) = (0u32, 0u32);
         loop {
-            attempt += 1;
             let wake = self.orch.wake(tenant);
             tokio::pin!(wake);
             let result = loop {
@@ -348,7 +359,37 @@ impl Delivery {
                     self.metrics.wakes.inc(&["not_found"]);
                     return Ok(Wake::UnknownTenant);
                 }
+                Err(e) if e.is_outage() => {
+                    outage += 1;
+                    self.metrics.wakes.inc(&["unavailable"]);
+                    tracing::warn!(tenant = %tenant, error = %e, attempt = outage,
+                        "wake failed: orchestrator unavailable, keeping the updates");
+                    let latest = self.announce(tenant, token, &mut announced).await;
+                    if !latest.is_empty() {
+                        waiting = latest;
+                    }
+                    let max_age = self.cfg.inbox_max_age.as_millis() as i64;
+                    let now = now_ms();
+                    if now - oldest.received_at_ms > max_age {
+                        let mut expired: Vec<InboxEntry> = waiting
+                            .into_iter()
+                            .filter(|e| now - e.received_at_ms > max_age)
+                            .collect();
+                        if !expired.iter().any(|e| e.id == oldest.id) {
+                            expired.insert(0, oldest.clone());
+                        }
+                        tracing::error!(tenant = %tenant, entries = expired.len(),
+                            "outage outlasted INBOX_MAX_AGE_S, giving up on the oldest updates");
+                        return Ok(Wake::Expired(expired));
+                    }
+                    if outage >= self.cfg.wake_attempts {
+                        delayed.tell(self, tenant, token, &waiting).await;
+                    }
+                    self.metrics.retries.inc(&["wake"]);
+                    self.pause(self.cfg.backoff(outage), stop).await?;
+                }
                 Err(e) => {
+                    attempt += 1;
                     self.metrics.wakes.inc(&["failed"]);
                     tracing::warn!(tenant = %tenant, error = %e, attempt,
                         attempts = self.cfg.wake_attempts, "wake failed");
@@ -392,12 +433,14 @@ impl Delivery {
         pending
     }
 
-    /// Tells each chat of the entries that its agent could not be started, and removes the entries.
+    /// Tells each chat of the entries that its agent could not be started, and removes the entries
+    /// (counted as `failed`, or `expired` after an outage longer than `INBOX_MAX_AGE_S`).
     async fn fail_waiting(
         &self,
         tenant: &TenantId,
         token: &Secret,
         waiting: &[InboxEntry],
+        failed: &'static str,
         stop: &CancellationToken,
     ) -> Result<(), Interrupted> {
         tracing::error!(tenant = %tenant, entries = waiting.len(), "wake failed, answering the waiting chats");
@@ -411,7 +454,7 @@ impl Delivery {
             }
             self.inbox_op("ack", stop, || self.inbox.ack(tenant, &entry.id))
                 .await?;
-            let result = if msg.is_some() { "failed" } else { "skipped" };
+            let result = if msg.is_some() { failed } else { "skipped" };
             self.metrics.deliveries.inc(&[result]);
         }
         Ok(())
@@ -526,6 +569,53 @@ impl Delivery {
         };
         if outcome.is_err() {
             tracing::info!(tenant = %tenant, "delivery interrupted, remaining updates stay in the inbox");
+        }
+    }
+}
+
+/// The chats of one wake phase told that the bot is delayed by an outage (each once); counted in
+/// the `router_delayed_tenants` gauge from the first notice until the phase ends.
+struct Delayed<'a> {
+    chats: HashSet<i64>,
+    metrics: &'a Metrics,
+    counted: bool,
+}
+
+impl<'a> Delayed<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        Delayed {
+            chats: HashSet::new(),
+            metrics,
+            counted: false,
+        }
+    }
+
+    async fn tell(
+        &mut self,
+        d: &Delivery,
+        tenant: &TenantId,
+        token: &Secret,
+        waiting: &[InboxEntry],
+    ) {
+        if !self.counted {
+            self.counted = true;
+            self.metrics.delayed_tenants.fetch_add(1, Ordering::Relaxed);
+        }
+        let new_chats: Vec<i64> = waiting
+            .iter()
+            .filter_map(|e| update::parse(&e.payload))
+            .map(|m| m.chat_id)
+            .filter(|c| self.chats.insert(*c))
+            .collect();
+        let text = d.cfg.delayed_message.as_str();
+        futures::future::join_all(new_chats.iter().map(|c| d.send(tenant, token, *c, text))).await;
+    }
+}
+
+impl Drop for Delayed<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            self.metrics.delayed_tenants.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

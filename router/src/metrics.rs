@@ -7,20 +7,22 @@ use common::inbox::{now_ms, InboxStats};
 use common::metrics::{gauge, CounterVec, Histogram, LATENCY_BUCKETS};
 
 pub struct Metrics {
-    /// result: delivered | skipped | failed | dropped
+    /// result: delivered | skipped | failed | dropped | expired
     pub deliveries: CounterVec,
     pub forward_latency: Histogram,
     /// kind: wake | agent | reconnect | telegram | inbox
     pub retries: CounterVec,
     /// result: hit | miss | error
     pub cache: CounterVec,
-    /// result: ok | not_found | failed
+    /// result: ok | not_found | failed (the agent could not start) | unavailable (an outage)
     pub wakes: CounterVec,
     /// method: sendMessage | setWebhook | deleteWebhook; result: ok | error
     pub telegram_calls: CounterVec,
     /// route: the route template (`/tg/{id}`), status: the HTTP status code
     pub http_requests: CounterVec,
     pub active_workers: AtomicU64,
+    /// Tenants whose updates are waiting out an outage past the wake retry budget.
+    pub delayed_tenants: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -58,6 +60,7 @@ impl Default for Metrics {
                 &["route", "status"],
             ),
             active_workers: AtomicU64::new(0),
+            delayed_tenants: AtomicU64::new(0),
         }
     }
 }
@@ -104,6 +107,12 @@ impl Metrics {
             "router_delivery_workers",
             "Tenants being delivered by this replica.",
             self.active_workers.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "router_delayed_tenants",
+            "Tenants whose updates wait out an outage of the orchestrator or its backends.",
+            self.delayed_tenants.load(Ordering::Relaxed),
         );
         self.deliveries.render(&mut out);
         self.forward_latency.render(&mut out);

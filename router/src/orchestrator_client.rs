@@ -12,11 +12,26 @@ use thiserror::Error;
 pub enum OrchestratorError {
     #[error("tenant not found")]
     NotFound,
-    /// The orchestrator answered but could not do it (a wake whose start failed: 503 with its reason).
+    /// The agent itself could not be started (the orchestrator's `code: agent_start_failed`):
+    /// definitive, unlike every other failure here.
+    #[error("agent could not be started: {0}")]
+    AgentFailed(String),
+    /// The orchestrator answered but could not do it now (a backend down, shutting down, a proxy's
+    /// error page): an outage, worth retrying.
     #[error("orchestrator failed ({status}): {reason}")]
     Failed { status: u16, reason: String },
     #[error("orchestrator unreachable: {0}")]
     Unreachable(String),
+}
+
+impl OrchestratorError {
+    /// An outage of the orchestrator or its backends (neither the tenant's absence nor its agent's fault).
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            OrchestratorError::Failed { .. } | OrchestratorError::Unreachable(_)
+        )
+    }
 }
 
 pub struct OrchestratorClient {
@@ -41,6 +56,8 @@ struct TokenResponse {
 #[derive(Deserialize)]
 struct ErrorBody {
     error: String,
+    #[serde(default)]
+    code: Option<String>,
 }
 
 impl OrchestratorClient {
@@ -89,9 +106,13 @@ impl OrchestratorClient {
             return Err(OrchestratorError::NotFound);
         }
         let text = resp.text().await.unwrap_or_default();
-        let reason = serde_json::from_str::<ErrorBody>(&text)
-            .map(|b| b.error)
-            .unwrap_or_else(|_| text.chars().take(200).collect());
+        let (reason, code) = match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(b) => (b.error, b.code),
+            Err(_) => (text.chars().take(200).collect(), None),
+        };
+        if code.as_deref() == Some(common::error::AGENT_START_FAILED) {
+            return Err(OrchestratorError::AgentFailed(reason));
+        }
         Err(OrchestratorError::Failed {
             status: status.as_u16(),
             reason,
@@ -129,6 +150,18 @@ impl OrchestratorClient {
         self.lock_tokens()
             .insert(id.clone(), (body.bot_token.clone(), Instant::now()));
         Ok(body.bot_token)
+    }
+
+    /// Whether the orchestrator knows the tenant (`GET /tenants/{id}`: 200 or 404).
+    pub async fn exists(&self, id: &TenantId) -> Result<bool, OrchestratorError> {
+        let rb = self
+            .request(reqwest::Method::GET, &format!("/tenants/{id}"))
+            .timeout(Duration::from_secs(5));
+        match self.send(rb).await {
+            Ok(_) => Ok(true),
+            Err(OrchestratorError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Forgets a cached token, e.g. after Telegram rejected it.

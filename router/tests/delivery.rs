@@ -13,7 +13,7 @@ use common::telegram::TelegramClient;
 use common::TenantId;
 use router::activity::Activity;
 use router::agent::AgentClient;
-use router::config::DeliveryConfig;
+use router::config::{DeliveryConfig, DEFAULT_DELAYED_MESSAGE};
 use router::delivery::{Delivery, Dispatcher, AGENT_FAILED, FAILED_TO_START};
 use router::metrics::Metrics;
 use router::orchestrator_client::OrchestratorClient;
@@ -296,7 +296,7 @@ async fn an_agent_of_another_tenant_answering_421_counts_as_a_stale_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_wake_is_retried_then_every_waiting_chat_is_told() {
     let h = Harness::new(fast());
-    h.orch.set("broken", WakeReply::Status(503));
+    h.orch.set("broken", WakeReply::AgentFailed);
     h.post("broken", 1, 11, "a").await;
     h.post("broken", 2, 12, "b").await;
     h.post("broken", 3, 11, "c").await;
@@ -305,6 +305,60 @@ async fn failing_wake_is_retried_then_every_waiting_chat_is_told() {
     assert_eq!(h.tg.messages_to(11), vec![STARTING, FAILED_TO_START]);
     assert_eq!(h.tg.messages_to(12), vec![STARTING, FAILED_TO_START]);
     assert_eq!(h.metrics.deliveries.get(&["failed"]), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orchestrator_outage_longer_than_the_wake_budget_keeps_every_update() {
+    let mut h = Harness::new(fast());
+    h.orch.set("bob", WakeReply::Status(503));
+    for (i, chat) in [(1, 21), (2, 22), (3, 21)] {
+        h.post("bob", i, chat, &format!("m{i}")).await;
+    }
+    // Far past WAKE_ATTEMPTS (3) wakes: today's budget would have answered "Failed to start".
+    eventually(WAIT, "the outage to outlast the wake budget", || {
+        h.orch.wakes("bob") >= 12
+    })
+    .await;
+    assert_eq!(h.depth().await, 3, "every update is kept");
+    assert_eq!(h.metrics.delayed_tenants.load(Ordering::Relaxed), 1);
+    assert!(h.metrics.render(None).contains("router_delayed_tenants 1"));
+    let agent = h.agent("bob"); // the orchestrator is back
+    h.wait_empty().await;
+    assert_eq!(
+        agent.messages(),
+        vec!["m1", "m2", "m3"],
+        "each answered once, in order"
+    );
+    assert_eq!(
+        h.tg.messages_to(21),
+        vec![STARTING, DEFAULT_DELAYED_MESSAGE, "echo: m1", "echo: m3"]
+    );
+    assert_eq!(
+        h.tg.messages_to(22),
+        vec![STARTING, DEFAULT_DELAYED_MESSAGE, "echo: m2"]
+    );
+    assert_eq!(h.metrics.deliveries.get(&["failed"]), 0);
+    assert_eq!(h.metrics.delayed_tenants.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_older_than_the_maximum_age_are_given_up_during_an_outage() {
+    let h = Harness::new(DeliveryConfig {
+        inbox_max_age: Duration::from_millis(800),
+        ..fast()
+    });
+    h.orch.set("bob", WakeReply::Status(503));
+    h.post("bob", 1, 31, "old").await;
+    h.wait_empty().await;
+    assert!(
+        h.orch.wakes("bob") > 3,
+        "retried past the wake budget first"
+    );
+    assert_eq!(
+        h.tg.messages_to(31),
+        vec![STARTING, DEFAULT_DELAYED_MESSAGE, FAILED_TO_START]
+    );
+    assert_eq!(h.metrics.deliveries.get(&["expired"]), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -208,7 +208,10 @@ impl Agent {
 #[derive(Debug, Clone)]
 pub enum WakeReply {
     Endpoint(String),
+    /// An error status without the orchestrator's "agent could not start" code (an outage).
     Status(u16),
+    /// 502 with `code: agent_start_failed`: the agent itself could not be started.
+    AgentFailed,
 }
 
 /// Knows the tenants in `wake`; answers their bot token and wakes them as configured.
@@ -219,6 +222,8 @@ pub struct Orchestrator {
     pub wakes: Mutex<HashMap<String, usize>>,
     pub activity: Mutex<HashMap<String, usize>>,
     pub token_calls: AtomicUsize,
+    /// `GET /tenants/{id}` calls (the webhook's existence check).
+    pub view_calls: AtomicUsize,
 }
 
 impl Orchestrator {
@@ -243,9 +248,25 @@ impl Orchestrator {
                                 Some(WakeReply::Status(s)) => HttpResponse::build(
                                     actix_web::http::StatusCode::from_u16(s).unwrap(),
                                 )
-                                .json(json!({"error": "agent did not start"})),
+                                .json(json!({"error": "backend unavailable"})),
+                                Some(WakeReply::AgentFailed) => HttpResponse::BadGateway().json(
+                                    json!({"error": "agent did not start", "code": "agent_start_failed"}),
+                                ),
                                 None => HttpResponse::NotFound()
                                     .json(json!({"error": "tenant not found"})),
+                            }
+                        },
+                    ),
+                )
+                .route(
+                    "/tenants/{id}",
+                    web::get().to(
+                        |id: web::Path<String>, o: web::Data<Orchestrator>| async move {
+                            o.view_calls.fetch_add(1, Ordering::Relaxed);
+                            if o.wake.lock().unwrap().contains_key(id.as_str()) {
+                                HttpResponse::Ok().json(json!({"tenant_id": id.as_str()}))
+                            } else {
+                                HttpResponse::NotFound().json(json!({"error": "tenant not found"}))
                             }
                         },
                     ),
