@@ -201,6 +201,7 @@ struct Agent {
     child: Child,
     port: u16,
     http: reqwest::Client,
+    log: tempfile::NamedTempFile,
 }
 
 const AGENT_TOKEN: &str = "state-mountpoint-agent-token";
@@ -208,6 +209,7 @@ const AGENT_TOKEN: &str = "state-mountpoint-agent-token";
 impl Agent {
     async fn start(data: &Path, state: &Path) -> Agent {
         let port = free_port();
+        let log = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new(bin_path("tenant-agent"))
             .env("TENANT_ID", "memo")
             .env("AGENT_HOST", "127.0.0.1")
@@ -218,14 +220,15 @@ impl Agent {
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(log.reopen().unwrap())
+            .stderr(log.reopen().unwrap())
             .spawn()
             .expect("run tenant-agent (cargo build -p tenant-agent)");
         let agent = Agent {
             child,
             port,
             http: reqwest::Client::new(),
+            log,
         };
         let deadline = Instant::now() + T;
         loop {
@@ -267,10 +270,9 @@ impl Agent {
     /// Waits for the exit; returns whether it succeeded and what it logged.
     async fn exit(mut self) -> (bool, String) {
         let status = tokio::task::spawn_blocking(move || {
-            let out = self.child.wait_with_output().unwrap();
-            let log = String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr);
-            (out.status.success(), log)
+            let status = self.child.wait().unwrap();
+            let log = fs::read_to_string(self.log.path()).unwrap_or_default();
+            (status.success(), log)
         });
         tokio::time::timeout(T, status)
             .await
@@ -279,8 +281,8 @@ impl Agent {
     }
 }
 
-/// Gives a good generation 1 holding two messages; returns the data dir used.
-async fn first_life(m: &Mount) -> tempfile::TempDir {
+/// Gives a good generation 1 holding two messages.
+async fn first_life(m: &Mount) {
     let data = tempfile::tempdir().unwrap();
     let agent = Agent::start(data.path(), m.path()).await;
     assert_eq!(agent.chat("one").await, "echo: one (#1)");
@@ -294,20 +296,18 @@ async fn first_life(m: &Mount) -> tempfile::TempDir {
             .map(|s| s.generation),
         Some(1)
     );
-    data
 }
 
-/// A second life that grows brain.db past one 64 KiB write, so its save takes several writes.
-async fn second_life(m: &Mount) -> Agent {
+/// A second life that grows brain.db past one 64 KiB write, so its save takes several writes; the
+/// agent and its data directory.
+async fn second_life(m: &Mount) -> (Agent, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
     let agent = Agent::start(data.path(), m.path()).await;
     let big = "m".repeat(4000);
     for i in 3..=40 {
         assert_eq!(agent.chat(&big).await, format!("echo: {big} (#{i})"));
     }
-    // The TempDir is leaked on purpose: the agent may still write there while it is killed.
-    std::mem::forget(data);
-    agent
+    (agent, data)
 }
 
 /// A save cut by SIGKILL after its first write leaves a partial file in the bucket (the kernel
@@ -317,7 +317,7 @@ async fn an_agent_killed_midway_through_its_save_leaves_the_previous_generation_
     let root = tempfile::tempdir().unwrap();
     let m = mount(root.path(), pv_options());
     first_life(&m).await;
-    let agent = second_life(&m).await;
+    let (agent, _data) = second_life(&m).await;
 
     m.on_write(|name, offset| {
         if name == "brain.db.0000000002" && offset >= 64 * 1024 {
@@ -371,7 +371,7 @@ async fn a_save_whose_upload_fails_keeps_the_previous_generation_and_the_agent_e
     let root = tempfile::tempdir().unwrap();
     let m = mount(root.path(), pv_options());
     first_life(&m).await;
-    let agent = second_life(&m).await;
+    let (agent, _data) = second_life(&m).await;
 
     m.on_write(|name, offset| {
         if name.starts_with("brain.db.") && offset >= 64 * 1024 {
