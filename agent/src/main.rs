@@ -61,11 +61,11 @@ async fn main() -> anyhow::Result<()> {
         served?;
     }
 
-    agent
+    let generation = agent
         .save(&config.state_dir)
         .await
         .context("saving brain.db to the state directory")?;
-    tracing::info!(dir = %config.state_dir.display(), "brain.db saved");
+    tracing::info!(dir = %config.state_dir.display(), generation, "brain.db saved");
     Ok(())
 }
 

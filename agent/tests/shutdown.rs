@@ -93,12 +93,16 @@ fn sigterm_finishes_the_reply_in_flight_then_saves() {
         "the bot token is never logged"
     );
 
-    assert!(state.path().join("brain.db").exists());
-    let names: Vec<_> = std::fs::read_dir(state.path())
+    let mut names: Vec<_> = std::fs::read_dir(state.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(names, ["brain.db"], "no temp file left behind");
+    names.sort();
+    assert_eq!(
+        names,
+        ["brain.db.0000000001", "brain.db.0000000001.sha256"],
+        "one generation and its marker, no temp file left behind"
+    );
 
     // A new node: empty local disk, memory restored from the state directory.
     let fresh = tempfile::tempdir().unwrap();

@@ -2,7 +2,8 @@
 //! DESIGN.md names (tenant pod, state PV/PVC, token Secret, warm-pool Deployment).
 //!
 //! State: the PVC mounts the tenant's S3 prefix (Mountpoint CSI) at `STATE_DIR`; the agent restores
-//! `STATE_DIR/brain.db` into `DATA_DIR` at start and saves it back after SIGTERM within the 30 s grace
+//! the newest saved `brain.db` (a `common::state_file` generation: Mountpoint allows no rename and no
+//! overwrite) into `DATA_DIR` at start and saves a new one after SIGTERM within the 30 s grace
 //! (the agent contract in DESIGN.md, which `tenant-agent` follows). We chose the contract over
 //! an init container plus a wrapping entrypoint because a wrapper needs a shell in the image and hides
 //! signal handling; an image that cannot follow the contract needs such a wrapper (copy in, exec the
@@ -275,6 +276,8 @@ pub fn tenant_pod(id: &TenantId, s: &K8sSettings, node_name: Option<&str>) -> Po
 }
 
 /// The tenant's state volume: its S3 prefix through the Mountpoint CSI driver, kept on release.
+/// `allow-delete` lets a save remove the generations it replaced; `allow-overwrite` stays off, as
+/// saves only create new files; `allow-other` with uid/gid lets the non-root agent write.
 pub fn tenant_pv(id: &TenantId, s: &K8sSettings) -> PersistentVolume {
     PersistentVolume {
         metadata: ObjectMeta {

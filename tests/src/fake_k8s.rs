@@ -6,8 +6,10 @@
 //! kubelet simulator schedules pods onto fake nodes, gives each a distinct loopback IP (127.x.y.z), and
 //! for every tenant pod (`app=zeroclaw`) really starts `tenant-agent` with the pod's environment,
 //! bound to that IP on the pod's `AGENT_PORT`, so `podIP:3000` answers as in a cluster. Volumes are
-//! host directories: emptyDir per pod, and the S3 CSI PV as `{root}/s3/{bucket}/{prefix}`; env values
-//! under a mount path are rewritten to the host directory. A Deployment makes its replica pods like a
+//! host directories: emptyDir per pod, and the S3 CSI PV as `{root}/s3/{bucket}/{prefix}`, which each
+//! pod sees through its own [`crate::mountpoint`] mount enforcing the driver's rules with the PV's
+//! mount options (as the CSI driver runs one Mountpoint per volume); env values under a mount path are
+//! rewritten to the host directory. A Deployment makes its replica pods like a
 //! ReplicaSet. Deleting a pod that runs an agent sends SIGTERM and removes the pod once it exited.
 
 // Handlers return `HttpResponse` errors straight to actix; boxing them buys nothing here.
@@ -22,6 +24,8 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Map, Value};
+
+use crate::mountpoint::{Mount, MountOptions, Refusal};
 
 /// Knobs of the simulated cluster.
 #[derive(Debug, Clone)]
@@ -165,6 +169,10 @@ impl State {
 
 struct Shared {
     state: Mutex<State>,
+    /// Each pod's S3 CSI mounts, unmounted once the pod is gone and its agent exited.
+    s3_mounts: Mutex<HashMap<Key, Vec<Mount>>>,
+    /// What the S3 CSI mounts of removed pods refused.
+    s3_refused: Mutex<Vec<Refusal>>,
     opts: FakeK8sOptions,
     root: PathBuf,
     agent_port_default: u16,
@@ -200,6 +208,8 @@ impl FakeK8s {
         let dir = tempfile::tempdir().expect("tempdir");
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
+            s3_mounts: Mutex::default(),
+            s3_refused: Mutex::default(),
             opts,
             root: dir.path().to_owned(),
             agent_port_default: 3000,
@@ -364,6 +374,39 @@ impl FakeK8s {
             .is_some_and(|a| matches!(a.child.try_wait(), Ok(None)))
     }
 
+    /// Where the pod's S3 CSI volumes are mounted (the host paths its agent got), while it runs.
+    pub fn s3_mount_paths(&self, namespace: &str, name: &str) -> Vec<PathBuf> {
+        let key: Key = ("pods", namespace.to_owned(), name.to_owned());
+        let mounts = self
+            .shared
+            .s3_mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        mounts
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .map(|m| m.path().to_owned())
+            .collect()
+    }
+
+    /// Every operation an S3 CSI mount refused (the driver's rules broken), of any pod so far.
+    pub fn s3_refusals(&self) -> Vec<Refusal> {
+        let mut out = self
+            .shared
+            .s3_refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mounts = self
+            .shared
+            .s3_mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        out.extend(mounts.values().flatten().flat_map(Mount::refusals));
+        out
+    }
+
     /// Host directory of a tenant's S3 state volume (`{root}/s3/{bucket}/{prefix}`).
     pub fn s3_dir(&self, bucket: &str, prefix: &str) -> PathBuf {
         self.shared.root.join("s3").join(bucket).join(prefix)
@@ -380,6 +423,12 @@ impl Drop for FakeK8s {
             let _ = a.child.kill();
             let _ = a.child.wait();
         }
+        drop(st);
+        self.shared
+            .s3_mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }
 
@@ -1316,6 +1365,18 @@ fn waiting(pod: &mut Value, reason: &str, message: &str) {
 }
 
 fn run_pods(shared: &Shared, st: &mut State) {
+    shared
+        .s3_mounts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|k, mounts| {
+            let keep = st.objects.contains_key(k) || st.agents.contains_key(k);
+            if !keep {
+                let mut refused = shared.s3_refused.lock().unwrap_or_else(|e| e.into_inner());
+                refused.extend(mounts.iter().flat_map(Mount::refusals));
+            }
+            keep
+        });
     let delay = shared.opts.pod_start_delay;
     let keys: Vec<Key> = st
         .objects
@@ -1494,21 +1555,22 @@ fn free_loopback_ip(used: &mut HashSet<Ipv4Addr>, port: u16) -> Ipv4Addr {
     }
 }
 
-/// Host directory behind a pod volume, or an error like the kubelet's when its source is missing.
+/// Host directory behind a pod volume (with the PV's mount options for an S3 CSI volume), or an
+/// error like the kubelet's when its source is missing.
 fn volume_dir(
     shared: &Shared,
     st: &State,
     key: &Key,
     pod: &Value,
     volume: &str,
-) -> Result<PathBuf, String> {
+) -> Result<(PathBuf, Option<MountOptions>), String> {
     let v = pod["spec"]["volumes"]
         .as_array()
         .and_then(|vs| vs.iter().find(|v| v["name"] == volume))
         .ok_or_else(|| format!("volume {volume:?} not found"))?;
     if v.get("emptyDir").is_some() {
         let uid = pod["metadata"]["uid"].as_str().unwrap_or("pod");
-        return Ok(shared.root.join("pods").join(uid).join(volume));
+        return Ok((shared.root.join("pods").join(uid).join(volume), None));
     }
     let claim = v["persistentVolumeClaim"]["claimName"]
         .as_str()
@@ -1520,7 +1582,10 @@ fn volume_dir(
     let pv_name = pvc["spec"]["volumeName"].as_str().unwrap_or("");
     if pv_name.is_empty() && pvc["spec"]["storageClassName"].is_string() {
         // Dynamic provisioning (a local-path provisioner): one directory per claim.
-        return Ok(shared.root.join("provisioned").join(&key.1).join(claim));
+        return Ok((
+            shared.root.join("provisioned").join(&key.1).join(claim),
+            None,
+        ));
     }
     let pv = st
         .objects
@@ -1529,14 +1594,19 @@ fn volume_dir(
     let bucket = pv["spec"]["csi"]["volumeAttributes"]["bucketName"]
         .as_str()
         .unwrap_or("bucket");
-    let prefix = pv["spec"]["mountOptions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
+    let options = || {
+        pv["spec"]["mountOptions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+    };
+    let prefix = options()
         .find_map(|o| o.strip_prefix("prefix "))
         .unwrap_or("");
-    Ok(shared.root.join("s3").join(bucket).join(prefix))
+    let rules =
+        (pv["spec"]["csi"]["driver"] == "s3.csi.aws.com").then(|| MountOptions::from_pv(options()));
+    Ok((shared.root.join("s3").join(bucket).join(prefix), rules))
 }
 
 /// Starts `tenant-agent` for a tenant pod with the pod's environment on `ip`.
@@ -1549,9 +1619,19 @@ fn start_agent(
 ) -> Result<Option<Child>, String> {
     let container = &pod["spec"]["containers"][0];
     let mut mounts = Vec::new();
+    let mut s3_mounts = Vec::new();
     for m in container["volumeMounts"].as_array().into_iter().flatten() {
-        let dir = volume_dir(shared, st, key, pod, m["name"].as_str().unwrap_or(""))?;
+        let volume = m["name"].as_str().unwrap_or("");
+        let (mut dir, rules) = volume_dir(shared, st, key, pod, volume)?;
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        if let Some(rules) = rules {
+            let uid = pod["metadata"]["uid"].as_str().unwrap_or("pod");
+            let at = shared.root.join("pods").join(uid).join(volume);
+            let mount = Mount::at(&at, &dir, rules)
+                .map_err(|e| format!("MountVolume.SetUp failed for volume {volume:?}: {e}"))?;
+            s3_mounts.push(mount);
+            dir = at;
+        }
         mounts.push((m["mountPath"].as_str().unwrap_or("").to_owned(), dir));
     }
     let mut cmd = Command::new(&shared.opts.agent_binary);
@@ -1596,7 +1676,15 @@ fn start_agent(
     for (k, v) in &shared.opts.agent_env {
         cmd.env(k, v);
     }
-    cmd.spawn()
-        .map(Some)
-        .map_err(|e| format!("failed to start container: {e}"))
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("failed to start container: {e}"))?;
+    if !s3_mounts.is_empty() {
+        shared
+            .s3_mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), s3_mounts);
+    }
+    Ok(Some(child))
 }

@@ -295,10 +295,12 @@ async fn stop_saves_state_through_sigterm_and_a_new_pod_continues_the_memory() {
         .await,
         "pod removed after its agent exited"
     );
-    assert!(fake
-        .s3_dir("zeroclaw-tenant-state", "tenants/kstate/")
-        .join("brain.db")
-        .exists());
+    assert!(common::state_file::newest(
+        &fake.s3_dir("zeroclaw-tenant-state", "tenants/kstate/"),
+        "brain.db"
+    )
+    .unwrap()
+    .is_some_and(|saved| saved.generation > 0));
 
     let second = wake(&app, &id).await.unwrap();
     assert_eq!(chat(&second.endpoint, "two").await, "echo: two (#2)");

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use common::state::{StateStore, BRAIN_FILE};
+use common::state_file;
 use common::{TenantId, TenantRecord};
 use tokio::process::Child;
 use tokio::time::Instant;
@@ -177,7 +178,8 @@ impl LocalRuntime {
         }
     }
 
-    /// Writes the saved `brain.db` where the agent restores it from.
+    /// Writes the saved `brain.db` where the agent restores it from, as a new generation
+    /// ([`common::state_file`]): the state directory may enforce the S3 CSI driver's rules.
     async fn restore_state(&self, id: &TenantId, state_dir: &Path) -> Result<(), RuntimeError> {
         let saved = self
             .state
@@ -187,33 +189,39 @@ impl LocalRuntime {
         let Some(bytes) = saved else {
             return Ok(());
         };
-        let tmp = state_dir.join(format!("{BRAIN_FILE}.restore"));
-        tokio::fs::write(&tmp, &bytes)
+        let dir = state_dir.to_owned();
+        tokio::task::spawn_blocking(move || state_file::save_bytes(&dir, BRAIN_FILE, &bytes))
             .await
-            .map_err(|e| io_failed("write restored state", e))?;
-        tokio::fs::rename(&tmp, state_dir.join(BRAIN_FILE))
-            .await
+            .map_err(|e| RuntimeError::Unavailable(format!("restore task: {e}")))?
+            .map(drop)
             .map_err(|e| io_failed("write restored state", e))
     }
 
-    /// Saves the agent's `brain.db` to the state store, if it wrote one since `since`.
+    /// Saves the agent's newest complete `brain.db` to the state store, if it wrote one since `since`.
     async fn save_state(
         &self,
         id: &TenantId,
         since: Option<SystemTime>,
     ) -> Result<(), RuntimeError> {
-        let file = self.dir(id).join("state").join(BRAIN_FILE);
-        let Ok(meta) = tokio::fs::metadata(&file).await else {
+        let dir = self.dir(id).join("state");
+        let newest = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let Some(saved) = state_file::newest(&dir, BRAIN_FILE)? else {
+                return Ok(None);
+            };
+            let modified = std::fs::metadata(&saved.path)?.modified().ok();
+            Ok(Some((std::fs::read(&saved.path)?, modified)))
+        })
+        .await
+        .map_err(|e| RuntimeError::Unavailable(format!("save task: {e}")))?
+        .map_err(|e| io_failed("read agent state", e))?;
+        let Some((bytes, modified)) = newest else {
             return Ok(());
         };
-        if let (Some(since), Ok(modified)) = (since, meta.modified()) {
+        if let (Some(since), Some(modified)) = (since, modified) {
             if modified < since {
                 return Ok(());
             }
         }
-        let bytes = tokio::fs::read(&file)
-            .await
-            .map_err(|e| io_failed("read agent state", e))?;
         self.state
             .save(id, &bytes)
             .await
@@ -546,13 +554,24 @@ mod tests {
     use super::*;
 
     /// A stand-in agent: answers `/health` with its tenant and, on SIGTERM, saves `brain.db` as the
-    /// restored content plus "+".
+    /// restored content plus "+", in `common::state_file`'s layout (generation file, then its
+    /// sha256 marker).
     const PY_AGENT: &str = r#"
-import http.server, json, os, signal
+import hashlib, http.server, json, os, re, signal
 tid = os.environ["TENANT_ID"]
 port = int(os.environ["AGENT_PORT"])
-brain = os.path.join(os.environ["STATE_DIR"], "brain.db")
-data = open(brain).read() if os.path.exists(brain) else ""
+state = os.environ["STATE_DIR"]
+gens = sorted(int(m.group(1)) for m in (re.fullmatch(r"brain\.db\.(\d{10})(\.sha256)?", n) for n in os.listdir(state)) if m)
+data = ""
+for g in reversed(gens):
+    try:
+        body = open(os.path.join(state, "brain.db.%010d" % g), "rb").read()
+        mark = open(os.path.join(state, "brain.db.%010d.sha256" % g)).read().strip()
+    except OSError:
+        continue
+    if hashlib.sha256(body).hexdigest() == mark:
+        data = body.decode()
+        break
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         body = json.dumps({"status": "ok", "tenant_id": tid}).encode()
@@ -563,9 +582,12 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 def term(*_):
-    with open(brain + ".tmp", "w") as f:
-        f.write(data + "+")
-    os.replace(brain + ".tmp", brain)
+    g = (gens[-1] if gens else 0) + 1
+    body = (data + "+").encode()
+    with open(os.path.join(state, "brain.db.%010d" % g), "xb") as f:
+        f.write(body)
+    with open(os.path.join(state, "brain.db.%010d.sha256" % g), "x") as f:
+        f.write(hashlib.sha256(body).hexdigest())
     os._exit(0)
 signal.signal(signal.SIGTERM, term)
 http.server.HTTPServer(("127.0.0.1", port), H).serve_forever(poll_interval=0.05)
