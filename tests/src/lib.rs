@@ -4,5 +4,6 @@
 pub mod backends;
 pub mod cluster;
 pub mod fake_k8s;
+pub mod model;
 pub mod platform;
 pub mod telegram;
