@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::state_file;
 use platform_tests::model::{messages_with_role, reply_to, StandInModel};
-use platform_tests::platform::{bin_path, free_port, wait_until};
+use platform_tests::platform::{bin_path, free_port};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
