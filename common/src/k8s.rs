@@ -7,7 +7,8 @@
 //! (the agent contract in DESIGN.md, which `tenant-agent` follows). We chose the contract over
 //! an init container plus a wrapping entrypoint because a wrapper needs a shell in the image and hides
 //! signal handling; an image that cannot follow the contract needs such a wrapper (copy in, exec the
-//! agent, on TERM forward it and copy `brain.db` out), which this platform does not ship.
+//! agent, on TERM forward it and copy `brain.db` out): for ZeroClaw that is `zeroclaw-launcher`
+//! (`launcher/`, the entrypoint of `docker/zeroclaw.Dockerfile`), a binary rather than a script.
 
 use std::collections::BTreeMap;
 
@@ -49,6 +50,9 @@ pub const STATE_DIR: &str = "/s3-state";
 pub const CSI_DRIVER: &str = "s3.csi.aws.com";
 pub const STATE_STORAGE_CLASS: &str = "s3-tenant-state";
 pub const GRACE_PERIOD_S: i64 = 30;
+/// Secret holding the platform's LLM API key, and its key.
+pub const LLM_SECRET_NAME: &str = "llm-credentials";
+pub const LLM_SECRET_KEY: &str = "api_key";
 const AGENT_UID: i64 = 1000;
 /// Mountpoint S3 ignores capacity, but the API requires one.
 const STATE_CAPACITY: &str = "1Gi";
@@ -225,6 +229,23 @@ fn mount(name: &str, path: &str) -> VolumeMount {
     }
 }
 
+/// `LLM_API_KEY` from Secret `llm-credentials` (key `api_key`) when the installation has one: the
+/// only way an LLM key reaches agents. Optional, so a keyless local model needs no Secret.
+fn llm_api_key_env() -> EnvVar {
+    EnvVar {
+        name: "LLM_API_KEY".into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: LLM_SECRET_NAME.into(),
+                key: LLM_SECRET_KEY.into(),
+                optional: Some(true),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// The tenant's agent pod `zeroclaw-{id}`, optionally pinned to a claimed warm pod's node.
 pub fn tenant_pod(id: &TenantId, s: &K8sSettings, node_name: Option<&str>) -> Pod {
     let env_vars = vec![
@@ -244,6 +265,7 @@ pub fn tenant_pod(id: &TenantId, s: &K8sSettings, node_name: Option<&str>) -> Po
             }),
             ..Default::default()
         },
+        llm_api_key_env(),
     ];
     let mounts = vec![mount("local-state", DATA_DIR), mount("s3-state", STATE_DIR)];
     let mut spec = base_pod_spec(s, "tenant-normal");
@@ -389,6 +411,8 @@ pub fn warm_pool_deployment(s: &K8sSettings, replicas: i32) -> Deployment {
             env("AGENT_PORT", s.agent_port.to_string()),
             env("DATA_DIR", DATA_DIR),
             env("STATE_DIR", format!("{DATA_DIR}/state")),
+            // No tenant and no Secret: the launcher pairs ZeroClaw with a random credential.
+            env("AGENT_WARM", "1"),
         ],
         vec![mount("local-state", DATA_DIR)],
     )];
