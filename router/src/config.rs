@@ -47,6 +47,14 @@ pub struct DeliveryConfig {
     pub wake_timeout: Duration,
     pub activity_interval: Duration,
     pub bot_token_ttl: Duration,
+    /// Telegram pacing (`router::reply`): messages a second per bot, a chat's burst, then
+    /// messages a minute per private chat and per group (burst + rate stay within 20 a minute).
+    pub telegram_bot_per_s: u32,
+    pub telegram_chat_burst: u32,
+    pub telegram_chat_per_min: u32,
+    pub telegram_group_per_min: u32,
+    /// How often `typing…` is renewed while the agent works.
+    pub typing_interval: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -64,6 +72,11 @@ impl Default for DeliveryConfig {
             wake_timeout: Duration::from_secs(240),
             activity_interval: Duration::from_secs(10),
             bot_token_ttl: Duration::from_secs(60),
+            telegram_bot_per_s: 30,
+            telegram_chat_burst: 3,
+            telegram_chat_per_min: 60,
+            telegram_group_per_min: 17,
+            typing_interval: Duration::from_secs(4),
         }
     }
 }
@@ -126,6 +139,17 @@ impl Config {
             wake_timeout: positive("WAKE_TIMEOUT_S", secs("WAKE_TIMEOUT_S", d.wake_timeout)?)?,
             activity_interval: millis("ACTIVITY_INTERVAL_MS", d.activity_interval)?,
             bot_token_ttl: secs("BOT_TOKEN_CACHE_S", d.bot_token_ttl)?,
+            telegram_bot_per_s: at_least_one("TELEGRAM_BOT_PER_S", d.telegram_bot_per_s)?,
+            telegram_chat_burst: at_least_one("TELEGRAM_CHAT_BURST", d.telegram_chat_burst)?,
+            telegram_chat_per_min: at_least_one("TELEGRAM_CHAT_PER_MIN", d.telegram_chat_per_min)?,
+            telegram_group_per_min: at_least_one(
+                "TELEGRAM_GROUP_PER_MIN",
+                d.telegram_group_per_min,
+            )?,
+            typing_interval: positive(
+                "TYPING_INTERVAL_MS",
+                millis("TYPING_INTERVAL_MS", d.typing_interval)?,
+            )?,
         };
         Ok(Config {
             port: config::parse("PORT", 9090u16)?,

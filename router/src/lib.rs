@@ -10,5 +10,6 @@ pub mod config;
 pub mod delivery;
 pub mod metrics;
 pub mod orchestrator_client;
+pub mod reply;
 pub mod update;
 pub mod webhook_admin;
