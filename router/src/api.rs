@@ -107,7 +107,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/tg/{id}", web::post().to(telegram_update))
         .route("/chat/{id}", web::post().to(chat))
         .route("/admin/webhook/{id}", web::post().to(register_webhook))
-        .route("/admin/webhook/{id}", web::delete().to(delete_webhook));
+        .route("/admin/webhook/{id}", web::delete().to(delete_webhook))
+        .route("/admin/webhook/{id}", web::get().to(webhook_info));
 }
 
 /// The fallback for unknown paths and methods.
@@ -320,4 +321,14 @@ async fn delete_webhook(
     let id = tenant_id(&path)?;
     state.admin.unregister(&id).await?;
     Ok(HttpResponse::Ok().json(json!({ "ok": true })))
+}
+
+async fn webhook_info(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    require_api_token(&req, &state)?;
+    let id = tenant_id(&path)?;
+    Ok(HttpResponse::Ok().json(state.admin.info(&id).await?))
 }

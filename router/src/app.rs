@@ -18,6 +18,7 @@ use crate::delivery::{Delivery, Dispatcher};
 use crate::known_tenants::KnownTenants;
 use crate::metrics::Metrics;
 use crate::orchestrator_client::OrchestratorClient;
+use crate::reply::Sender;
 use crate::webhook_admin::WebhookAdmin;
 
 fn orchestrator(config: &Config) -> Arc<OrchestratorClient> {
@@ -41,12 +42,18 @@ pub fn build(
 ) -> web::Data<AppState> {
     let metrics = Arc::new(Metrics::default());
     let (activity, activity_rx) = Activity::new(config.delivery.activity_interval);
+    let orch = orchestrator(config);
     let delivery = Arc::new(Delivery {
         inbox: inbox.clone(),
         cache: cache.clone(),
-        orch: orchestrator(config),
+        orch: orch.clone(),
         agent: AgentClient::new(config.delivery.agent_timeout),
-        telegram: TelegramClient::new(&config.telegram_api_url),
+        telegram: Sender::new(
+            TelegramClient::new(&config.telegram_api_url),
+            orch,
+            metrics.clone(),
+            &config.delivery,
+        ),
         activity: activity.clone(),
         metrics: metrics.clone(),
         cfg: config.delivery.clone(),

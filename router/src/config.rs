@@ -60,6 +60,14 @@ pub struct DeliveryConfig {
     /// does not (short, so that a tenant just created is accepted at once).
     pub known_tenant_ttl: Duration,
     pub unknown_tenant_ttl: Duration,
+    /// Telegram pacing (`router::reply`): messages a second per bot, a chat's burst, then
+    /// messages a minute per private chat and per group (burst + rate stay within 20 a minute).
+    pub telegram_bot_per_s: u32,
+    pub telegram_chat_burst: u32,
+    pub telegram_chat_per_min: u32,
+    pub telegram_group_per_min: u32,
+    /// How often `typing…` is renewed while the agent works.
+    pub typing_interval: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -81,6 +89,11 @@ impl Default for DeliveryConfig {
             bot_token_ttl: Duration::from_secs(60),
             known_tenant_ttl: Duration::from_secs(300),
             unknown_tenant_ttl: Duration::from_secs(1),
+            telegram_bot_per_s: 30,
+            telegram_chat_burst: 3,
+            telegram_chat_per_min: 60,
+            telegram_group_per_min: 17,
+            typing_interval: Duration::from_secs(4),
         }
     }
 }
@@ -147,6 +160,17 @@ impl Config {
             bot_token_ttl: secs("BOT_TOKEN_CACHE_S", d.bot_token_ttl)?,
             known_tenant_ttl: secs("KNOWN_TENANT_CACHE_S", d.known_tenant_ttl)?,
             unknown_tenant_ttl: millis("UNKNOWN_TENANT_CACHE_MS", d.unknown_tenant_ttl)?,
+            telegram_bot_per_s: at_least_one("TELEGRAM_BOT_PER_S", d.telegram_bot_per_s)?,
+            telegram_chat_burst: at_least_one("TELEGRAM_CHAT_BURST", d.telegram_chat_burst)?,
+            telegram_chat_per_min: at_least_one("TELEGRAM_CHAT_PER_MIN", d.telegram_chat_per_min)?,
+            telegram_group_per_min: at_least_one(
+                "TELEGRAM_GROUP_PER_MIN",
+                d.telegram_group_per_min,
+            )?,
+            typing_interval: positive(
+                "TYPING_INTERVAL_MS",
+                millis("TYPING_INTERVAL_MS", d.typing_interval)?,
+            )?,
         };
         Ok(Config {
             port: config::parse("PORT", 9090u16)?,

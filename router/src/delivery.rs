@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::cache::{EndpointCache, ENDPOINT_TTL};
 use common::inbox::{now_ms, Inbox, InboxEntry};
-use common::telegram::TelegramClient;
+use common::telegram::Target;
 use common::{Secret, TenantId};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -21,6 +21,7 @@ use crate::agent::{AgentClient, ForwardError};
 use crate::config::DeliveryConfig;
 use crate::metrics::Metrics;
 use crate::orchestrator_client::{OrchestratorClient, OrchestratorError};
+use crate::reply::Sender;
 use crate::update;
 
 /// Sent to every chat waiting for a wake that failed.
@@ -99,7 +100,8 @@ pub struct Delivery {
     pub cache: Arc<dyn EndpointCache>,
     pub orch: Arc<OrchestratorClient>,
     pub agent: AgentClient,
-    pub telegram: TelegramClient,
+    /// Telegram sends: pacing, flood control, token rotation, typing (`crate::reply`).
+    pub telegram: Sender,
     pub activity: Arc<Activity>,
     pub metrics: Arc<Metrics>,
     pub cfg: DeliveryConfig,
@@ -193,13 +195,21 @@ impl Delivery {
         claim: &Claim,
         stop: &CancellationToken,
     ) -> Result<Step, Interrupted> {
-        let Some(msg) = update::parse(&entry.payload) else {
+        let msg = update::parse(&entry.payload);
+        let callback = update::callback_query_id(&entry.payload);
+        if msg.is_none() && callback.is_none() {
             tracing::debug!(tenant = %tenant, update_id = entry.update_id, "update without text, skipped");
             return Ok(Step::Ack("skipped"));
-        };
+        }
         let Some(token) = self.bot_token(tenant, stop).await? else {
             self.drop_all(tenant, stop).await?;
             return Ok(Step::Refetch);
+        };
+        if let Some(id) = &callback {
+            self.telegram.answer_callback(tenant, &token, id).await;
+        }
+        let Some(msg) = msg else {
+            return Ok(Step::Ack("skipped"));
         };
         let key = format!("{tenant}:{}", entry.update_id);
         let (mut agent_failures, mut reconnects) = (0u32, 0u32);
@@ -228,11 +238,13 @@ impl Delivery {
                 },
             };
             claim.check(tenant)?;
+            let forward = self.agent.forward(&endpoint, tenant, &key, &msg.text);
             let (result, took) = self
                 .activity
                 .while_busy(
                     tenant,
-                    self.agent.forward(&endpoint, tenant, &key, &msg.text),
+                    self.telegram
+                        .typing_while(tenant, &token, &msg.place(), forward),
                 )
                 .await;
             let err = match result {
@@ -242,9 +254,9 @@ impl Delivery {
                     // The reply is sent only while the claim holds: after a freeze past the TTL
                     // another replica owns the entry and sends the (idempotent) reply itself.
                     claim.check(tenant)?;
-                    for part in split_message(&reply) {
-                        self.send(tenant, &token, msg.chat_id, part).await;
-                    }
+                    self.telegram
+                        .reply(tenant, &token, &msg.target(), &reply)
+                        .await;
                     return Ok(Step::Ack("delivered"));
                 }
                 Err(e) => e,
@@ -271,7 +283,7 @@ impl Delivery {
             if give_up {
                 tracing::error!(tenant = %tenant, update_id = entry.update_id, error = %err,
                     "delivery failed, giving up on the update");
-                self.send(tenant, &token, msg.chat_id, AGENT_FAILED).await;
+                self.send(tenant, &token, &msg.target(), AGENT_FAILED).await;
                 return Ok(Step::Ack("failed"));
             }
             let attempt = agent_failures.max(reconnects);
@@ -412,7 +424,7 @@ impl Delivery {
         &self,
         tenant: &TenantId,
         token: &Secret,
-        announced: &mut HashSet<i64>,
+        announced: &mut HashSet<(i64, Option<i64>)>,
     ) -> Vec<InboxEntry> {
         let pending = match self.inbox.pending(tenant, WAITING_SCAN).await {
             Ok(p) => p,
@@ -421,14 +433,15 @@ impl Delivery {
                 return Vec::new();
             }
         };
-        let new_chats: Vec<i64> = pending
+        // Per chat and forum topic: each topic is its own conversation.
+        let new_chats: Vec<Target> = pending
             .iter()
             .filter_map(|e| update::parse(&e.payload))
-            .map(|m| m.chat_id)
-            .filter(|c| announced.insert(*c))
+            .map(|m| m.place())
+            .filter(|t| announced.insert((t.chat_id, t.thread_id)))
             .collect();
         let text = self.cfg.starting_message.as_str();
-        futures::future::join_all(new_chats.iter().map(|c| self.send(tenant, token, *c, text)))
+        futures::future::join_all(new_chats.iter().map(|c| self.send(tenant, token, c, text)))
             .await;
         pending
     }
@@ -448,8 +461,8 @@ impl Delivery {
         for entry in waiting {
             let msg = update::parse(&entry.payload);
             if let Some(m) = &msg {
-                if told.insert(m.chat_id) {
-                    self.send(tenant, token, m.chat_id, FAILED_TO_START).await;
+                if told.insert((m.chat_id, m.thread_id)) {
+                    self.send(tenant, token, &m.place(), FAILED_TO_START).await;
                 }
             }
             self.inbox_op("ack", stop, || self.inbox.ack(tenant, &entry.id))
@@ -485,37 +498,10 @@ impl Delivery {
         Ok(())
     }
 
-    /// `sendMessage` with bounded retries of retryable errors; a final failure is logged, not returned,
-    /// since the update was handled either way.
-    async fn send(&self, tenant: &TenantId, token: &Secret, chat_id: i64, text: &str) -> bool {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.telegram.send_message(token, chat_id, text).await {
-                Ok(()) => {
-                    self.metrics.telegram_calls.inc(&["sendMessage", "ok"]);
-                    return true;
-                }
-                Err(e) => {
-                    self.metrics.telegram_calls.inc(&["sendMessage", "error"]);
-                    if matches!(
-                        &e,
-                        common::telegram::TelegramError::Api {
-                            code: 401 | 404,
-                            ..
-                        }
-                    ) {
-                        self.orch.forget_token(tenant);
-                    }
-                    if !e.is_retryable() || attempt >= self.cfg.telegram_attempts {
-                        tracing::error!(tenant = %tenant, chat_id, error = %e, "telegram sendMessage failed");
-                        return false;
-                    }
-                    self.metrics.retries.inc(&["telegram"]);
-                    tokio::time::sleep(self.cfg.backoff(attempt)).await;
-                }
-            }
-        }
+    /// `sendMessage` (see `Sender::send`); a final failure is logged, not returned, since the
+    /// update was handled either way.
+    async fn send(&self, tenant: &TenantId, token: &Secret, to: &Target, text: &str) -> bool {
+        self.telegram.send(tenant, token, to, text).await
     }
 
     /// One tenant's worker: claim, deliver while renewing the claim, stop when the inbox is empty.
@@ -576,7 +562,7 @@ impl Delivery {
 /// The chats of one wake phase told that the bot is delayed by an outage (each once); counted in
 /// the `router_delayed_tenants` gauge from the first notice until the phase ends.
 struct Delayed<'a> {
-    chats: HashSet<i64>,
+    chats: HashSet<(i64, Option<i64>)>,
     metrics: &'a Metrics,
     counted: bool,
 }
@@ -601,14 +587,14 @@ impl<'a> Delayed<'a> {
             self.counted = true;
             self.metrics.delayed_tenants.fetch_add(1, Ordering::Relaxed);
         }
-        let new_chats: Vec<i64> = waiting
+        let new_chats: Vec<Target> = waiting
             .iter()
             .filter_map(|e| update::parse(&e.payload))
-            .map(|m| m.chat_id)
-            .filter(|c| self.chats.insert(*c))
+            .map(|m| m.place())
+            .filter(|t| self.chats.insert((t.chat_id, t.thread_id)))
             .collect();
         let text = d.cfg.delayed_message.as_str();
-        futures::future::join_all(new_chats.iter().map(|c| d.send(tenant, token, *c, text))).await;
+        futures::future::join_all(new_chats.iter().map(|c| d.send(tenant, token, c, text))).await;
     }
 }
 
@@ -618,25 +604,6 @@ impl Drop for Delayed<'_> {
             self.metrics.delayed_tenants.fetch_sub(1, Ordering::Relaxed);
         }
     }
-}
-
-/// Telegram's limit on the text of one message, in characters.
-const TELEGRAM_MAX_CHARS: usize = 4096;
-
-/// Splits a reply into pieces Telegram accepts, on character boundaries.
-pub fn split_message(text: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let mut rest = text;
-    while rest.chars().count() > TELEGRAM_MAX_CHARS {
-        let cut = rest
-            .char_indices()
-            .nth(TELEGRAM_MAX_CHARS)
-            .map_or(rest.len(), |(i, _)| i);
-        parts.push(&rest[..cut]);
-        rest = &rest[cut..];
-    }
-    parts.push(rest);
-    parts
 }
 
 /// Tenants with new entries, rung by the HTTP side: a burst of webhooks for one tenant wakes the
@@ -878,16 +845,5 @@ mod tests {
         assert_eq!(bell.lock().waiting, HashSet::from([idle]));
         assert!(bell.bell.notified().now_or_never().is_some(), "one wake-up");
         assert!(bell.bell.notified().now_or_never().is_none());
-    }
-
-    #[test]
-    fn long_replies_are_split_for_telegram() {
-        assert_eq!(split_message("short"), vec!["short"]);
-        let long = "é".repeat(TELEGRAM_MAX_CHARS * 2 + 5);
-        let parts = split_message(&long);
-        assert_eq!(parts.len(), 3);
-        assert_eq!(parts[0].chars().count(), TELEGRAM_MAX_CHARS);
-        assert_eq!(parts[2].chars().count(), 5);
-        assert_eq!(parts.concat(), long);
     }
 }

@@ -11,5 +11,6 @@ pub mod delivery;
 pub mod known_tenants;
 pub mod metrics;
 pub mod orchestrator_client;
+pub mod reply;
 pub mod update;
 pub mod webhook_admin;

@@ -10,7 +10,7 @@ pub struct Metrics {
     /// result: delivered | skipped | failed | dropped | expired
     pub deliveries: CounterVec,
     pub forward_latency: Histogram,
-    /// kind: wake | agent | reconnect | telegram | inbox
+    /// kind: wake | agent | reconnect | telegram | flood | token | inbox
     pub retries: CounterVec,
     /// result: hit | miss | error
     pub cache: CounterVec,
@@ -18,6 +18,8 @@ pub struct Metrics {
     pub wakes: CounterVec,
     /// method: sendMessage | setWebhook | deleteWebhook; result: ok | error
     pub telegram_calls: CounterVec,
+    /// method; reason: one of `common::telegram::REFUSAL_REASONS`
+    pub telegram_refusals: CounterVec,
     /// route: the route template (`/tg/{id}`), status: the HTTP status code
     pub http_requests: CounterVec,
     pub active_workers: AtomicU64,
@@ -53,6 +55,11 @@ impl Default for Metrics {
                 "router_telegram_calls_total",
                 "Telegram Bot API calls, by method and result.",
                 &["method", "result"],
+            ),
+            telegram_refusals: CounterVec::new(
+                "router_telegram_refusals_total",
+                "Telegram calls refused for good (blocked, chat not found, ...), by method and reason.",
+                &["method", "reason"],
             ),
             http_requests: CounterVec::new(
                 "router_http_requests_total",
@@ -120,6 +127,7 @@ impl Metrics {
         self.cache.render(&mut out);
         self.wakes.render(&mut out);
         self.telegram_calls.render(&mut out);
+        self.telegram_refusals.render(&mut out);
         self.http_requests.render(&mut out);
         out
     }

@@ -164,6 +164,13 @@ impl OrchestratorClient {
         }
     }
 
+    /// The tenant's current bot token from the orchestrator, bypassing (and refreshing) the cache:
+    /// after Telegram refused the cached one, which a rotation revoked.
+    pub async fn fresh_bot_token(&self, id: &TenantId) -> Result<Secret, OrchestratorError> {
+        self.forget_token(id);
+        self.bot_token(id).await
+    }
+
     /// Forgets a cached token, e.g. after Telegram rejected it.
     pub fn forget_token(&self, id: &TenantId) {
         self.lock_tokens().remove(id);

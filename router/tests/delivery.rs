@@ -17,6 +17,7 @@ use router::config::{DeliveryConfig, DEFAULT_DELAYED_MESSAGE};
 use router::delivery::{Delivery, Dispatcher, AGENT_FAILED, FAILED_TO_START};
 use router::metrics::Metrics;
 use router::orchestrator_client::OrchestratorClient;
+use router::reply::Sender;
 use support::*;
 
 const STARTING: &str = "⏳ Starting up...";
@@ -76,17 +77,23 @@ impl Harness {
         let orch_url = self._servers[1].url();
         let tg_url = self._servers[0].url();
         let (activity, activity_rx) = Activity::new(cfg.activity_interval);
+        let orch = Arc::new(OrchestratorClient::new(
+            &orch_url,
+            None,
+            cfg.wake_timeout,
+            cfg.bot_token_ttl,
+        ));
         let delivery = Delivery {
             inbox: self.inbox.clone(),
             cache: self.cache.clone(),
-            orch: Arc::new(OrchestratorClient::new(
-                &orch_url,
-                None,
-                cfg.wake_timeout,
-                cfg.bot_token_ttl,
-            )),
+            orch: orch.clone(),
             agent: AgentClient::new(cfg.agent_timeout),
-            telegram: TelegramClient::new(&tg_url),
+            telegram: Sender::new(
+                TelegramClient::new(&tg_url),
+                orch,
+                self.metrics.clone(),
+                &cfg,
+            ),
             activity,
             metrics: self.metrics.clone(),
             cfg,

@@ -130,8 +130,16 @@ pub enum TenantCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum WebhookCommand {
-    Register { id: String },
-    Delete { id: String },
+    Register {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
+    /// The bot's webhook as Telegram sees it (URL, pending updates, last error), token never shown.
+    Info {
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -76,6 +76,12 @@ pub async fn run(command: Command, transport: &dyn Transport) -> Result<Run, Ztm
             let text = format!("webhook of tenant {:?} deleted\n", id.as_str());
             Outcome::Report { data, text }
         }
+        Command::Webhook(WebhookCommand::Info { id }) => {
+            let id = tenant_id(&id)?;
+            let data = api.webhook(&id, Method::Get).await?;
+            let text = output::webhook_info(&data, Utc::now().timestamp());
+            Outcome::Report { data, text }
+        }
         Command::Chat { id, message } => {
             let id = tenant_id(&id)?;
             let data = api.chat(&id, &message).await?;

@@ -126,6 +126,83 @@ pub fn tenant_table(tenants: &[TenantView], now: DateTime<Utc>, colour: bool) ->
     )
 }
 
+/// `ztm webhook info`: Telegram's view of the bot's webhook, with what is wrong spelled out.
+pub fn webhook_info(v: &serde_json::Value, now: i64) -> String {
+    let s = |k: &str| v.get(k).and_then(serde_json::Value::as_str);
+    let id = s("tenant_id").unwrap_or("?");
+    let url = s("url").unwrap_or_default();
+    let mut out = String::new();
+    let mut line = |k: &str, val: String| out.push_str(&format!("{k:<18}{val}\n"));
+    line(
+        "url:",
+        if url.is_empty() {
+            "(none)".into()
+        } else {
+            url.to_owned()
+        },
+    );
+    match (s("expected_url"), v.get("url_matches").and_then(serde_json::Value::as_bool)) {
+        (Some(e), Some(true)) => line("expected:", format!("{e} (matches)")),
+        (Some(e), _) => line(
+            "expected:",
+            format!("{e} (MISROUTED: Telegram sends this bot's updates elsewhere; run `ztm webhook register {id}`)"),
+        ),
+        (None, _) => line("expected:", "unknown (the router has no PUBLIC_BASE_URL)".into()),
+    }
+    let pending = v
+        .get("pending_update_count")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    line("pending updates:", pending.to_string());
+    let error = match (
+        s("last_error_message"),
+        v.get("last_error_date").and_then(serde_json::Value::as_i64),
+    ) {
+        (Some(m), Some(d)) => {
+            let at = DateTime::from_timestamp(d, 0).unwrap_or_default();
+            let now = DateTime::from_timestamp(now, 0).unwrap_or_default();
+            format!("{m} ({})", ago(now, at))
+        }
+        (Some(m), None) => m.to_owned(),
+        (None, _) => "none".into(),
+    };
+    line("last error:", error);
+    if let Some(n) = v.get("max_connections").and_then(serde_json::Value::as_u64) {
+        line("max connections:", n.to_string());
+    }
+    let list = |k: &str| {
+        v.get(k).and_then(serde_json::Value::as_array).map(|a| {
+            a.iter()
+                .filter_map(serde_json::Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+    };
+    match (
+        list("allowed_updates"),
+        v.get("allowed_updates_match")
+            .and_then(serde_json::Value::as_bool),
+    ) {
+        (Some(a), Some(false)) => line(
+            "allowed updates:",
+            format!(
+                "{a} (the platform subscribes to {}: re-register)",
+                list("expected_allowed_updates").unwrap_or_default()
+            ),
+        ),
+        (Some(a), _) => line(
+            "allowed updates:",
+            if a.is_empty() {
+                "all (Telegram's default)".into()
+            } else {
+                a
+            },
+        ),
+        (None, _) => {}
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -227,5 +304,23 @@ idle_timeout_s: 300
 bot_token_set: true
 "
         );
+    }
+
+    #[test]
+    fn webhook_info_explains_a_misrouted_bot() {
+        let v = serde_json::json!({
+            "tenant_id": "bob", "url": "https://old.example/tg/bob",
+            "expected_url": "https://new.example/tg/bob", "url_matches": false,
+            "pending_update_count": 7, "last_error_message": "Connection refused",
+            "last_error_date": 1000, "max_connections": 40,
+            "allowed_updates": ["message"], "expected_allowed_updates": ["message", "callback_query"],
+            "allowed_updates_match": false
+        });
+        let text = webhook_info(&v, 1000 + 300);
+        assert!(text.contains("MISROUTED"), "{text}");
+        assert!(text.contains("ztm webhook register bob"), "{text}");
+        assert!(text.contains("pending updates:  7"), "{text}");
+        assert!(text.contains("Connection refused (5m ago)"), "{text}");
+        assert!(text.contains("re-register"), "{text}");
     }
 }
