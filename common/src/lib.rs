@@ -2,9 +2,9 @@
 //!
 //! Adapters sit behind cargo features so that a binary compiles only the SDKs it uses.
 
+pub mod agent_config;
 #[cfg(any(feature = "dynamodb", feature = "s3"))]
 pub mod aws;
-pub mod agent_config;
 pub mod cache;
 pub mod call;
 pub mod config;
