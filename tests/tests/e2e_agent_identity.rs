@@ -235,6 +235,7 @@ async fn ztm(p: &Platform, args: &[&str], env: &[(&str, &str)]) -> Run {
         .args(args)
         .env("ZTM_ORCHESTRATOR_URL", p.orchestrator.url())
         .env("ZTM_ROUTER_URL", p.router.url())
+        .env("ZTM_API_TOKEN", p.api_token.as_deref().unwrap_or_default())
         .env("NO_COLOR", "1")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
