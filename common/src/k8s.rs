@@ -14,11 +14,12 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    CSIPersistentVolumeSource, Capabilities, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, ObjectReference, PersistentVolume, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PersistentVolumeSpec, Pod,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    Secret as K8sSecret, SecretKeySelector, SecurityContext, Toleration, Volume, VolumeMount,
+    CSIPersistentVolumeSource, Capabilities, ConfigMap, ConfigMapVolumeSource, Container,
+    ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectReference,
+    PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, PersistentVolumeSpec, Pod, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret as K8sSecret,
+    SecretKeySelector, SecurityContext, Toleration, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -45,6 +46,13 @@ pub const CLAIMED_AT_ANNOTATION: &str = "zeroclaw.io/claimed-at";
 pub const LEADER_LEASE_NAME: &str = "orchestrator-leader";
 /// Key of the bot token inside Secret `tenant-{id}`.
 pub const BOT_TOKEN_KEY: &str = "TELEGRAM_BOT_TOKEN";
+/// Key of the agent credential inside Secret `tenant-{id}`.
+pub const AGENT_TOKEN_KEY: &str = "AGENT_TOKEN";
+/// Where the tenant's ConfigMap (`tenant.json`) is mounted read-only (`AGENT_CONFIG_DIR`).
+pub const CONFIG_DIR: &str = "/zeroclaw-config";
+/// Secret with the platform's LLM API key (key [`LLM_API_KEY_KEY`]), optional.
+pub const LLM_SECRET_NAME: &str = "llm-credentials";
+pub const LLM_API_KEY_KEY: &str = "api_key";
 pub const DATA_DIR: &str = "/zeroclaw-data";
 pub const STATE_DIR: &str = "/s3-state";
 pub const CSI_DRIVER: &str = "s3.csi.aws.com";
@@ -104,11 +112,31 @@ pub fn secret_name(id: &TenantId) -> String {
     format!("tenant-{id}")
 }
 
+/// ConfigMap with the tenant's rendered agent configuration.
+pub fn config_map_name(id: &TenantId) -> String {
+    format!("tenant-config-{id}")
+}
+
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+fn secret_env(name: &str, secret: String, key: &str, optional: bool) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret,
+                key: key.into(),
+                optional: Some(optional),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
@@ -253,21 +281,20 @@ pub fn tenant_pod(id: &TenantId, s: &K8sSettings, node_name: Option<&str>) -> Po
         env("AGENT_PORT", s.agent_port.to_string()),
         env("DATA_DIR", DATA_DIR),
         env("STATE_DIR", STATE_DIR),
-        EnvVar {
-            name: "TELEGRAM_BOT_TOKEN".into(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: secret_name(id),
-                    key: BOT_TOKEN_KEY.into(),
-                    optional: Some(false),
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
+        env("AGENT_CONFIG_DIR", CONFIG_DIR),
+        secret_env("TELEGRAM_BOT_TOKEN", secret_name(id), BOT_TOKEN_KEY, false),
+        secret_env("AGENT_TOKEN", secret_name(id), AGENT_TOKEN_KEY, false),
+        secret_env("LLM_API_KEY", LLM_SECRET_NAME.into(), LLM_API_KEY_KEY, true),
+    ];
+    let mounts = vec![
+        mount("local-state", DATA_DIR),
+        mount("s3-state", STATE_DIR),
+        VolumeMount {
+            read_only: Some(true),
+            ..mount("agent-config", CONFIG_DIR)
         },
         llm_api_key_env(),
     ];
-    let mounts = vec![mount("local-state", DATA_DIR), mount("s3-state", STATE_DIR)];
     let mut spec = base_pod_spec(s, "tenant-normal");
     spec.node_name = node_name.map(str::to_owned);
     spec.containers = vec![agent_container(s, env_vars, mounts)];
@@ -278,6 +305,15 @@ pub fn tenant_pod(id: &TenantId, s: &K8sSettings, node_name: Option<&str>) -> Po
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
                 claim_name: pvc_name(id),
                 read_only: Some(false),
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "agent-config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(id),
+                optional: Some(false),
+                ..Default::default()
             }),
             ..Default::default()
         },
@@ -377,8 +413,14 @@ pub fn tenant_pvc(id: &TenantId, s: &K8sSettings) -> PersistentVolumeClaim {
     }
 }
 
-/// Secret `tenant-{id}` holding the bot token, so the pod spec never carries it.
-pub fn tenant_secret(id: &TenantId, token: &Secret, s: &K8sSettings) -> K8sSecret {
+/// Secret `tenant-{id}` holding the bot token and the agent credential, so the pod spec never
+/// carries either.
+pub fn tenant_secret(
+    id: &TenantId,
+    token: &Secret,
+    agent_token: &Secret,
+    s: &K8sSettings,
+) -> K8sSecret {
     K8sSecret {
         metadata: ObjectMeta {
             name: Some(secret_name(id)),
@@ -390,9 +432,36 @@ pub fn tenant_secret(id: &TenantId, token: &Secret, s: &K8sSettings) -> K8sSecre
             ..Default::default()
         },
         type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([
+            (
+                BOT_TOKEN_KEY.to_string(),
+                ByteString(token.expose().as_bytes().to_vec()),
+            ),
+            (
+                AGENT_TOKEN_KEY.to_string(),
+                ByteString(agent_token.expose().as_bytes().to_vec()),
+            ),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// ConfigMap `tenant-config-{id}`: the rendered agent configuration as `tenant.json` (no secrets:
+/// the LLM key comes from Secret `llm-credentials`, the credential from `tenant-{id}`).
+pub fn tenant_config_map(id: &TenantId, rendered_json: &str, s: &K8sSettings) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(config_map_name(id)),
+            namespace: Some(s.namespace.clone()),
+            labels: Some(labels(&[
+                (APP_LABEL, TENANT_APP),
+                (TENANT_LABEL, id.as_str()),
+            ])),
+            ..Default::default()
+        },
         data: Some(BTreeMap::from([(
-            BOT_TOKEN_KEY.to_string(),
-            ByteString(token.expose().as_bytes().to_vec()),
+            crate::agent_config::CONFIG_FILE.to_string(),
+            rendered_json.to_owned(),
         )])),
         ..Default::default()
     }
@@ -469,6 +538,23 @@ mod tests {
             ("tenant-alice", BOT_TOKEN_KEY)
         );
         assert!(!json.contains("123:ABC"));
+        let env = pod.spec.as_ref().unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        let agent = env.iter().find(|e| e.name == "AGENT_TOKEN").unwrap();
+        assert!(agent.value.is_none(), "the credential is never a literal");
+        let key = agent.value_from.clone().unwrap().secret_key_ref.unwrap();
+        assert_eq!(
+            (key.name.as_str(), key.key.as_str(), key.optional),
+            ("tenant-alice", AGENT_TOKEN_KEY, Some(false))
+        );
+        let llm = env.iter().find(|e| e.name == "LLM_API_KEY").unwrap();
+        let key = llm.value_from.clone().unwrap().secret_key_ref.unwrap();
+        assert_eq!(
+            (key.name.as_str(), key.key.as_str(), key.optional),
+            (LLM_SECRET_NAME, LLM_API_KEY_KEY, Some(true))
+        );
     }
 
     #[test]

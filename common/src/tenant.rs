@@ -180,6 +180,17 @@ pub struct TenantRecord {
     pub created_at: DateTime<Utc>,
     pub last_active_at: DateTime<Utc>,
     pub idle_timeout_s: u64,
+    /// The credential only this tenant's agent accepts (`AGENT_TOKEN`); empty until one is
+    /// generated (a record the Go platform wrote gets one at its next wake). Never in a view.
+    pub agent_token: Secret,
+    /// The tenant's [`crate::agent_config::AgentConfig`] as validated JSON; `None` = platform defaults.
+    pub agent_config: Option<String>,
+}
+
+/// A fresh random agent credential (256 bits, hex).
+pub fn new_agent_token() -> Secret {
+    let bytes: [u8; 32] = rand::random();
+    Secret::new(hex::encode(bytes))
 }
 
 impl TenantRecord {
@@ -203,6 +214,8 @@ impl TenantRecord {
             created_at: now,
             last_active_at: now,
             idle_timeout_s,
+            agent_token: Secret::new(""),
+            agent_config: None,
         }
     }
 
@@ -308,9 +321,16 @@ mod tests {
     #[test]
     fn view_hides_token_and_round_trips() {
         let id = TenantId::parse("bob").unwrap();
-        let rec = TenantRecord::new(id, Secret::new("1:SECRET"), 300, "tenants", Utc::now());
+        let mut rec = TenantRecord::new(id, Secret::new("1:SECRET"), 300, "tenants", Utc::now());
+        rec.agent_token = new_agent_token();
         let json = serde_json::to_string(&rec.view()).unwrap();
         assert!(!json.contains("SECRET"));
+        assert!(
+            !json.contains(rec.agent_token.expose()),
+            "no agent credential"
+        );
+        assert_eq!(rec.agent_token.expose().len(), 64);
+        assert_ne!(new_agent_token(), rec.agent_token);
         assert!(json.contains("\"bot_token_set\":true"));
         let back: TenantView = serde_json::from_str(&json).unwrap();
         assert_eq!(back.tenant_id.as_str(), "bob");

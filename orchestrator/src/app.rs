@@ -152,6 +152,23 @@ impl App {
         )
     }
 
+    /// True when the agent at `endpoint` is this tenant's: `GET /api/health` with its credential
+    /// answers 200 (another tenant's agent at a reused address answers 401, so a bare 2xx from
+    /// `/health` proves nothing).
+    pub async fn agent_is(&self, endpoint: &str, agent_token: &Secret) -> bool {
+        if agent_token.is_empty() {
+            return false;
+        }
+        matches!(
+            self.http
+                .get(format!("http://{endpoint}/api/health"))
+                .bearer_auth(agent_token.expose())
+                .send()
+                .await,
+            Ok(r) if r.status().is_success()
+        )
+    }
+
     /// Drops the tenant's cached endpoint; a failure only delays the router noticing.
     pub async fn forget_endpoint(&self, id: &TenantId) {
         if let Err(e) = self.cache.remove(id).await {

@@ -80,6 +80,12 @@ pub struct Config {
     pub webhook_secret: Option<Secret>,
     pub telegram_api_url: String,
     pub allow_single_replica: bool,
+    /// `LLM_PROVIDER` (default `llamacpp`), `LLM_API_URL`, `LLM_MODEL`: what every tenant's
+    /// `tenant.json` falls back to.
+    pub agent_defaults: common::agent_config::PlatformDefaults,
+    /// `LLM_API_KEY`, handed to local agents as their env (in Kubernetes it comes from Secret
+    /// `llm-credentials` instead); never stored in a tenant configuration.
+    pub llm_api_key: Option<Secret>,
 }
 
 impl Config {
@@ -157,8 +163,30 @@ impl Config {
             )?
             .unwrap_or_default(),
             allow_single_replica: env::flag("ALLOW_SINGLE_REPLICA")?,
+            agent_defaults: agent_defaults()?,
+            llm_api_key: env::var("LLM_API_KEY").map(Secret::new),
         })
     }
+}
+
+fn agent_defaults() -> Result<common::agent_config::PlatformDefaults, ConfigError> {
+    let d = common::agent_config::PlatformDefaults::default();
+    let name = |var: &str, default: String| -> Result<String, ConfigError> {
+        let v = env::string(var, &default);
+        if v.chars().any(char::is_control) || v.chars().count() > 200 {
+            return Err(ConfigError {
+                name: var.into(),
+                reason: "must be at most 200 characters with no control characters".into(),
+            });
+        }
+        Ok(v)
+    };
+    Ok(common::agent_config::PlatformDefaults {
+        provider: name("LLM_PROVIDER", d.provider)?,
+        api_url: env::url("LLM_API_URL", None)?,
+        model: name("LLM_MODEL", d.model)?,
+        temperature: d.temperature,
+    })
 }
 
 /// A whole number of seconds, at least 1.

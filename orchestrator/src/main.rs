@@ -70,7 +70,9 @@ mod kubernetes {
                 config.warm_pool_target,
                 WARM_POOL_INTERVAL,
             ),
-            runtime: Arc::new(KubeRuntime::new(client, settings)),
+            runtime: Arc::new(
+                KubeRuntime::new(client, settings).with_agent_config(config.agent_defaults.clone()),
+            ),
         })
     }
 
@@ -209,7 +211,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 local::agent_command(config.agent_command.clone()),
                 state.clone(),
                 local::DEFAULT_GRACE,
-            );
+            )
+            .with_agent_config(config.agent_defaults.clone(), config.llm_api_key.clone());
             let adopted = r.adopt_running().await;
             if adopted > 0 {
                 tracing::info!(

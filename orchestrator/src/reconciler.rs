@@ -67,10 +67,25 @@ pub async fn reconcile(app: &App) -> Result<Report, Error> {
             .count(),
     );
 
+    // Where the runtime says each agent answers: a running record pointing elsewhere (its pod was
+    // replaced, its address reused by another tenant) is checked like a missing one.
+    let addresses: HashMap<&TenantId, (&str, Option<u16>)> = agents
+        .iter()
+        .filter_map(|a| {
+            let addr = a.address.as_ref()?;
+            Some((&a.tenant, (addr.pod_ip.as_str(), addr.agent_port)))
+        })
+        .collect();
+    let moved = |r: &common::TenantRecord| {
+        addresses
+            .get(&r.tenant_id)
+            .is_some_and(|(ip, port)| *ip != r.pod_ip || *port != r.agent_port)
+    };
+
     let mut todo: Vec<(TenantId, Fix)> = Vec::new();
     for r in &records {
         match r.status {
-            TenantStatus::Running if !listed.contains(&r.tenant_id) => {
+            TenantStatus::Running if !listed.contains(&r.tenant_id) || moved(r) => {
                 todo.push((r.tenant_id.clone(), Fix::Missing))
             }
             TenantStatus::Provisioning => todo.push((r.tenant_id.clone(), Fix::Stuck)),
@@ -134,9 +149,10 @@ async fn apply(
             let Some(rec) = rec.filter(|r| r.status == TenantStatus::Running) else {
                 return Ok(false);
             };
-            // A wake may have finished since the listing: an agent that answers is not missing.
+            // A wake may have finished since the listing: the tenant's own agent answering is not
+            // missing (another tenant's agent at a reused address is).
             if let Some(ep) = rec.endpoint(app.runtime.agent_port()) {
-                if app.agent_healthy(&ep).await {
+                if app.agent_is(&ep, &rec.agent_token).await {
                     return Ok(false);
                 }
             }

@@ -1,6 +1,7 @@
 //! Tenant management: create, read, update, delete, sleep and activity.
 
 use chrono::Utc;
+use common::agent_config::{AgentConfig, PlatformDefaults};
 use common::registry::SettingsUpdate;
 use common::tenant::{validate_bot_token, validate_idle_timeout};
 use common::{Secret, StoreError, TenantId, TenantRecord, TenantStatus, TenantView};
@@ -46,13 +47,14 @@ pub async fn create(app: &App, req: CreateTenant) -> Result<TenantView, Error> {
         return Err(Error::AlreadyExists(id));
     }
     webhook::register(app, &id, &token).await?;
-    let rec = TenantRecord::new(
+    let mut rec = TenantRecord::new(
         id.clone(),
         token,
         timeout,
         &app.settings.namespace,
         Utc::now(),
     );
+    rec.agent_token = common::tenant::new_agent_token();
     app.registry.create(&rec).await.map_err(|e| match e {
         StoreError::AlreadyExists => Error::AlreadyExists(id.clone()),
         other => Error::store("registry create")(other),
@@ -83,6 +85,57 @@ pub async fn list(app: &App, status: Option<&str>) -> Result<Vec<TenantView>, Er
 /// The bot token, for the router (the only place it leaves the service).
 pub async fn bot_token(app: &App, id: &TenantId) -> Result<Secret, Error> {
     Ok(require(app, id).await?.bot_token)
+}
+
+/// The agent credential, for the router (the only place it leaves the service). A record without
+/// one (written by the Go platform) gets one now, the same conditional write a wake does.
+pub async fn agent_token(app: &App, id: &TenantId) -> Result<Secret, Error> {
+    let rec = require(app, id).await?;
+    if !rec.agent_token.is_empty() {
+        return Ok(rec.agent_token);
+    }
+    let rec = app
+        .registry
+        .set_agent_token_if_absent(id, &common::tenant::new_agent_token())
+        .await
+        .map_err(|e| not_found_or(id, e, "registry set agent token"))?;
+    Ok(rec.agent_token)
+}
+
+/// The tenant's agent configuration as stored (platform defaults not applied).
+pub async fn get_config(app: &App, id: &TenantId) -> Result<AgentConfig, Error> {
+    let rec = require(app, id).await?;
+    match rec.agent_config {
+        None => Ok(AgentConfig::default()),
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| Error::Internal(format!("stored agent configuration is unreadable: {e}"))),
+    }
+}
+
+/// Validates and stores the whole configuration; in force from the agent's next start.
+/// Nothing is stored when it is refused.
+pub async fn set_config(
+    app: &App,
+    id: &TenantId,
+    config: AgentConfig,
+) -> Result<AgentConfig, Error> {
+    config
+        .render(id.as_str(), &PlatformDefaults::default())
+        .map_err(|e| Error::BadRequest(format!("invalid agent configuration: {e}")))?;
+    let empty = config == AgentConfig::default();
+    let json = serde_json::to_string(&config)
+        .map_err(|e| Error::Internal(format!("cannot encode the configuration: {e}")))?;
+    app.registry
+        .set_agent_config(id, (!empty).then_some(json.as_str()))
+        .await
+        .map_err(|e| not_found_or(id, e, "registry set agent config"))?;
+    tracing::info!(
+        tenant = %id,
+        files = ?config.files.keys().collect::<Vec<_>>(),
+        delegates = config.agents.len(),
+        "agent configuration stored; in force from the next start"
+    );
+    Ok(config)
 }
 
 /// Changes the bot token and/or idle timeout. A new token re-registers the webhook before it is stored.

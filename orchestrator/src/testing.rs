@@ -352,13 +352,14 @@ pub fn tid(s: &str) -> TenantId {
 /// Stores an idle tenant directly in the registry.
 pub async fn add_tenant(app: &App, id: &str) -> TenantId {
     let id = tid(id);
-    let rec = TenantRecord::new(
+    let mut rec = TenantRecord::new(
         id.clone(),
         Secret::new("123:abc"),
         300,
         "tenants",
         Utc::now(),
     );
+    rec.agent_token = common::tenant::new_agent_token();
     app.registry.create(&rec).await.unwrap();
     id
 }

@@ -91,6 +91,7 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
         app.metrics.wakes.inc(&["joined"]);
         return Ok(w);
     }
+    let rec = ensure_agent_token(app, rec).await?;
     let rec = app
         .registry
         .set_status(id, rec.status, &StatusUpdate::provisioning())
@@ -176,13 +177,31 @@ async fn get(app: &App, id: &TenantId) -> Result<TenantRecord, Error> {
         .ok_or_else(|| Error::NotFound(id.clone()))
 }
 
-/// The record's address if it says running and the agent answers.
+/// Gives a record without an agent credential (one the Go platform wrote, or one from before
+/// credentials) its own, with a conditional write so that racing replicas agree on one.
+async fn ensure_agent_token(app: &App, rec: TenantRecord) -> Result<TenantRecord, Error> {
+    if !rec.agent_token.is_empty() {
+        return Ok(rec);
+    }
+    let id = rec.tenant_id.clone();
+    let rec = app
+        .registry
+        .set_agent_token_if_absent(&id, &common::tenant::new_agent_token())
+        .await
+        .map_err(|e| lost_race(&id, e))?;
+    tracing::info!(tenant = %id, "wake: agent credential generated for a record without one");
+    Ok(rec)
+}
+
+/// The record's address if it says running and the agent there proves to be this tenant's.
 async fn ready(app: &App, rec: &TenantRecord) -> Option<Woken> {
     let endpoint = rec.endpoint(app.runtime.agent_port())?;
-    app.agent_healthy(&endpoint).await.then(|| Woken {
-        pod_ip: rec.pod_ip.clone(),
-        endpoint,
-    })
+    app.agent_is(&endpoint, &rec.agent_token)
+        .await
+        .then(|| Woken {
+            pod_ip: rec.pod_ip.clone(),
+            endpoint,
+        })
 }
 
 fn lost_race(id: &TenantId, e: StoreError) -> Error {
@@ -388,6 +407,37 @@ mod tests {
         assert_eq!(
             t.app.registry.get(&id).await.unwrap().unwrap().status,
             TenantStatus::Idle
+        );
+    }
+
+    /// A record the Go platform wrote has no credential: the wake gives it one (conditionally, so
+    /// a racing replica's wins), and the agent starts with it.
+    #[tokio::test]
+    async fn a_record_without_a_credential_gets_one_at_its_wake() {
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            quick_settings(),
+            NO_TELEGRAM,
+        );
+        let id = tid("legacy");
+        let rec = TenantRecord::new(
+            id.clone(),
+            common::Secret::new("1:go"),
+            300,
+            "tenants",
+            chrono::Utc::now(),
+        );
+        t.app.registry.create(&rec).await.unwrap();
+        wake(&t.app, &id).await.unwrap();
+        let after = t.app.registry.get(&id).await.unwrap().unwrap();
+        assert_eq!(after.agent_token.expose().len(), 64);
+        assert_eq!(after.status, TenantStatus::Running);
+        // The fast path now confirms the agent with that credential; it stays the same.
+        wake(&t.app, &id).await.unwrap();
+        assert_eq!(t.runtime.starts(), 1);
+        assert_eq!(
+            t.app.registry.get(&id).await.unwrap().unwrap().agent_token,
+            after.agent_token
         );
     }
 

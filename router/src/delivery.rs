@@ -237,8 +237,14 @@ impl Delivery {
                     }
                 },
             };
+            let Some(credential) = self.agent_token(tenant, stop).await? else {
+                self.drop_all(tenant, stop).await?;
+                return Ok(Step::Refetch);
+            };
             claim.check(tenant)?;
-            let forward = self.agent.forward(&endpoint, tenant, &key, &msg.text);
+            let forward = self
+                .agent
+                .forward(&endpoint, tenant, &credential, &key, &msg.text);
             let (result, took) = self
                 .activity
                 .while_busy(
@@ -265,6 +271,8 @@ impl Delivery {
                 ForwardError::Unreachable(reason) => {
                     tracing::warn!(tenant = %tenant, endpoint = %endpoint, error = %reason,
                         "forward to pod failed, invalidating cache");
+                    // A refused credential may be ours that is stale: fetch it again after the wake.
+                    self.orch.forget_agent_token(tenant);
                     if let Err(e) = self.cache.remove(tenant).await {
                         tracing::warn!(tenant = %tenant, error = %e, "endpoint cache remove failed");
                     }
@@ -305,6 +313,27 @@ impl Delivery {
                 Err(e) => {
                     attempt += 1;
                     tracing::warn!(tenant = %tenant, error = %e, attempt, "bot token unavailable, retrying");
+                    self.pause(self.cfg.backoff(attempt), stop).await?;
+                }
+            }
+        }
+    }
+
+    /// The tenant's agent credential, waiting for the orchestrator as long as it takes; `None` for
+    /// an unknown tenant.
+    async fn agent_token(
+        &self,
+        tenant: &TenantId,
+        stop: &CancellationToken,
+    ) -> Result<Option<Secret>, Interrupted> {
+        let mut attempt = 0;
+        loop {
+            match self.orch.agent_token(tenant).await {
+                Ok(t) => return Ok(Some(t)),
+                Err(OrchestratorError::NotFound) => return Ok(None),
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(tenant = %tenant, error = %e, attempt, "agent credential unavailable, retrying");
                     self.pause(self.cfg.backoff(attempt), stop).await?;
                 }
             }

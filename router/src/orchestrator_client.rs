@@ -41,6 +41,8 @@ pub struct OrchestratorClient {
     wake_timeout: Duration,
     token_ttl: Duration,
     tokens: Mutex<HashMap<TenantId, (Secret, Instant)>>,
+    /// Agent credentials: they never change once set, so kept until an agent refuses one.
+    agent_tokens: Mutex<HashMap<TenantId, Secret>>,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +53,11 @@ struct WakeResponse {
 #[derive(Deserialize)]
 struct TokenResponse {
     bot_token: Secret,
+}
+
+#[derive(Deserialize)]
+struct AgentTokenResponse {
+    agent_token: Secret,
 }
 
 #[derive(Deserialize)]
@@ -78,6 +85,7 @@ impl OrchestratorClient {
             wake_timeout,
             token_ttl,
             tokens: Mutex::new(HashMap::new()),
+            agent_tokens: Mutex::new(HashMap::new()),
         }
     }
 
@@ -174,6 +182,34 @@ impl OrchestratorClient {
     /// Forgets a cached token, e.g. after Telegram rejected it.
     pub fn forget_token(&self, id: &TenantId) {
         self.lock_tokens().remove(id);
+    }
+
+    /// The credential the tenant's agent accepts, from memory once fetched.
+    pub async fn agent_token(&self, id: &TenantId) -> Result<Secret, OrchestratorError> {
+        if let Some(t) = self.lock_agent_tokens().get(id) {
+            return Ok(t.clone());
+        }
+        let rb = self
+            .request(reqwest::Method::GET, &format!("/tenants/{id}/agent_token"))
+            .timeout(Duration::from_secs(10));
+        let resp = self.send(rb).await?;
+        let body: AgentTokenResponse =
+            resp.json().await.map_err(|e| OrchestratorError::Failed {
+                status: 200,
+                reason: format!("bad agent_token response: {}", e.without_url()),
+            })?;
+        self.lock_agent_tokens()
+            .insert(id.clone(), body.agent_token.clone());
+        Ok(body.agent_token)
+    }
+
+    /// Forgets a cached agent credential: an agent refused it (401), so the next forward refetches.
+    pub fn forget_agent_token(&self, id: &TenantId) {
+        self.lock_agent_tokens().remove(id);
+    }
+
+    fn lock_agent_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, Secret>> {
+        self.agent_tokens.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub async fn activity(&self, id: &TenantId) -> Result<(), OrchestratorError> {

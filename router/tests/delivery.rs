@@ -300,6 +300,48 @@ async fn an_agent_of_another_tenant_answering_421_counts_as_a_stale_endpoint() {
     );
 }
 
+/// A reused address now serving another tenant's agent that ignores `X-Tenant-Id` (ZeroClaw):
+/// it refuses this tenant's credential (401), so the answer never comes from it; the router drops
+/// the cache entry, wakes again and delivers through the tenant's own agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_refusing_the_credential_is_never_the_answer_and_costs_a_re_wake() {
+    let mut h = Harness::new(fast());
+    let other = h.agent("other");
+    other
+        .ignores_tenant_header
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let mine = h.agent("mine");
+    let other_ep = match h.orch.wake.lock().unwrap().get("other").cloned() {
+        Some(WakeReply::Endpoint(ep)) => ep,
+        _ => unreachable!(),
+    };
+    h.cache
+        .set(&tid("mine"), &other_ep, Duration::from_secs(300))
+        .await
+        .unwrap();
+    h.post("mine", 1, 3, "hi").await;
+    h.wait_empty().await;
+    assert_eq!(
+        other.call_count(),
+        0,
+        "the other tenant's agent answered nothing"
+    );
+    assert_eq!(other.refused.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(h.orch.wakes("mine"), 1);
+    assert_eq!(mine.messages(), vec!["hi"]);
+    assert_eq!(
+        h.tg.messages_to(3).last().map(String::as_str),
+        Some("echo: hi")
+    );
+    assert!(
+        h.orch
+            .agent_token_calls
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2,
+        "the credential is fetched again after a refusal"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_wake_is_retried_then_every_waiting_chat_is_told() {
     let h = Harness::new(fast());

@@ -88,6 +88,13 @@ const KINDS: &[Kind] = &[
         max_name: 253,
     },
     Kind {
+        resource: "configmaps",
+        kind: "ConfigMap",
+        group_version: "v1",
+        namespaced: true,
+        max_name: 253,
+    },
+    Kind {
         resource: "persistentvolumeclaims",
         kind: "PersistentVolumeClaim",
         group_version: "v1",
@@ -365,6 +372,24 @@ impl FakeK8s {
         }
     }
 
+    /// The pod stops the way a node's kubelet reports it: its agent is killed, the object stays
+    /// with `status.phase` (e.g. `Failed`) and `status.reason` (e.g. `Evicted`).
+    pub fn end_pod(&self, namespace: &str, name: &str, phase: &str, reason: &str) {
+        let mut st = self.shared.lock();
+        let key: Key = ("pods", namespace.to_owned(), name.to_owned());
+        if let Some(mut a) = st.agents.remove(&key) {
+            let _ = a.child.kill();
+            let _ = a.child.wait();
+        }
+        let rv = st.next_rv();
+        if let Some(obj) = st.objects.get_mut(&key) {
+            obj["metadata"]["resourceVersion"] = json!(rv);
+            obj["status"]["phase"] = json!(phase);
+            obj["status"]["reason"] = json!(reason);
+            obj["status"]["message"] = json!(format!("pod {reason}"));
+        }
+    }
+
     /// Whether an agent process of this pod is alive.
     pub fn agent_running(&self, namespace: &str, name: &str) -> bool {
         let mut st = self.shared.lock();
@@ -405,6 +430,11 @@ impl FakeK8s {
             .unwrap_or_else(|e| e.into_inner());
         out.extend(mounts.values().flatten().flat_map(Mount::refusals));
         out
+    }
+
+    /// The output (stdout and stderr) of the agent process of pod `name` (its latest start).
+    pub fn agent_log(&self, name: &str) -> PathBuf {
+        self.shared.root.join("logs").join(format!("{name}.log"))
     }
 
     /// Host directory of a tenant's S3 state volume (`{root}/s3/{bucket}/{prefix}`).
@@ -1572,6 +1602,21 @@ fn volume_dir(
         let uid = pod["metadata"]["uid"].as_str().unwrap_or("pod");
         return Ok((shared.root.join("pods").join(uid).join(volume), None));
     }
+    if let Some(cm) = v["configMap"]["name"].as_str() {
+        // The kubelet projects each key as a file (read-only in the pod; a copy per pod here).
+        let obj = st
+            .objects
+            .get(&("configmaps", key.1.clone(), cm.to_owned()))
+            .ok_or_else(|| format!("configmap \"{cm}\" not found"))?;
+        let uid = pod["metadata"]["uid"].as_str().unwrap_or("pod");
+        let dir = shared.root.join("pods").join(uid).join(volume);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        for (k, v) in obj["data"].as_object().into_iter().flatten() {
+            std::fs::write(dir.join(k), v.as_str().unwrap_or_default())
+                .map_err(|e| e.to_string())?;
+        }
+        return Ok((dir, None));
+    }
     let claim = v["persistentVolumeClaim"]["claimName"]
         .as_str()
         .ok_or_else(|| format!("volume {volume:?} has an unsupported source"))?;
@@ -1660,11 +1705,19 @@ fn start_agent(
         } else if let Some(sk) = e["valueFrom"]["secretKeyRef"].as_object() {
             let sname = sk.get("name").and_then(Value::as_str).unwrap_or("");
             let skey = sk.get("key").and_then(Value::as_str).unwrap_or("");
+            let optional = sk.get("optional").and_then(Value::as_bool) == Some(true);
             let secret = st
                 .objects
-                .get(&("secrets", key.1.clone(), sname.to_owned()))
-                .ok_or_else(|| format!("secret \"{sname}\" not found"))?;
+                .get(&("secrets", key.1.clone(), sname.to_owned()));
+            let secret = match secret {
+                Some(s) => s,
+                None if optional => continue,
+                None => return Err(format!("secret \"{sname}\" not found")),
+            };
             let raw = secret["data"][skey].clone();
+            if raw.is_null() && optional {
+                continue;
+            }
             let bytes: k8s_openapi::ByteString = serde_json::from_value(raw)
                 .map_err(|_| format!("couldn't find key {skey} in Secret {}/{sname}", key.1))?;
             String::from_utf8_lossy(&bytes.0).into_owned()

@@ -126,6 +126,50 @@ pub enum TenantCommand {
     Sleep {
         id: String,
     },
+    /// Show or change the tenant's agent configuration (persona, model, delegates); in force from
+    /// the agent's next start.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the configuration (YAML; `-o json` for JSON).
+    Get { id: String },
+    /// Change the configuration: the current one with the given changes (or `--from-json` as the
+    /// base), validated by the orchestrator before it is stored.
+    Set {
+        id: String,
+        /// A persona file, NAME=PATH (e.g. SOUL.md=./soul.md); repeatable.
+        #[arg(long = "file", value_name = "NAME=PATH", value_parser = file_arg)]
+        files: Vec<(String, std::path::PathBuf)>,
+        /// A directory of persona files (AGENTS.md, SOUL.md, ...), with delegate agents' files in
+        /// `agents/<slug>/*.md`.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        provider: Option<String>,
+        /// 0 to 2.
+        #[arg(long, allow_negative_numbers = true)]
+        temperature: Option<f64>,
+        /// A whole configuration (JSON or YAML) replacing the current one.
+        #[arg(long, value_name = "FILE")]
+        from_json: Option<std::path::PathBuf>,
+    },
+    /// Open the configuration in $VISUAL/$EDITOR as YAML and store it when saved (validated first).
+    Edit { id: String },
+}
+
+/// `NAME=PATH` of `--file`.
+fn file_arg(v: &str) -> Result<(String, std::path::PathBuf), String> {
+    match v.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => {
+            Ok((name.to_owned(), path.into()))
+        }
+        _ => Err(format!("{v:?} is not NAME=PATH (e.g. SOUL.md=./soul.md)")),
+    }
 }
 
 #[derive(Debug, Subcommand)]

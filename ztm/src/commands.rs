@@ -146,6 +146,7 @@ async fn tenant(c: TenantCommand, api: &Api<'_>) -> Result<Outcome, ZtmError> {
             let text = format!("tenant {:?} is asleep (state saved)\n", id.as_str());
             Outcome::Report { data, text }
         }
+        TenantCommand::Config(c) => crate::config_cmd::run(c, api).await?,
     })
 }
 

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod cli;
 pub mod commands;
+pub mod config_cmd;
 pub mod error;
 pub mod output;
 pub mod transport;

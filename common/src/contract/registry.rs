@@ -131,6 +131,56 @@ pub async fn registry(r: &dyn Registry) {
     );
     assert_eq!(got.last_active_at, woke_at, "no touch, no change");
 
+    // Agent credential: set once (the first writer wins), kept by every other write.
+    assert!(got.agent_token.is_empty(), "a record without a credential");
+    let first = crate::tenant::new_agent_token();
+    let got = r.set_agent_token_if_absent(&id, &first).await.unwrap();
+    assert_eq!(got.agent_token, first);
+    let got = r
+        .set_agent_token_if_absent(&id, &crate::tenant::new_agent_token())
+        .await
+        .unwrap();
+    assert_eq!(
+        got.agent_token, first,
+        "an existing credential is never replaced"
+    );
+    assert_eq!(
+        r.set_agent_token_if_absent(&ghost, &first)
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+    // Agent configuration: replaced whole, cleared with None, only on an existing tenant.
+    let got = r
+        .set_agent_config(&id, Some(r#"{"model":"m"}"#))
+        .await
+        .unwrap();
+    assert_eq!(got.agent_config.as_deref(), Some(r#"{"model":"m"}"#));
+    assert_eq!(got.agent_token, first);
+    assert_eq!(r.get(&id).await.unwrap().unwrap(), got);
+    let got = r.set_agent_config(&id, None).await.unwrap();
+    assert_eq!(got.agent_config, None);
+    r.set_agent_config(&id, Some(r#"{"model":"m2"}"#))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.set_agent_config(&ghost, Some("{}")).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    assert_eq!(r.get(&ghost).await.unwrap(), None, "never creates");
+    let got = r
+        .set_status(&id, TenantStatus::Idle, &StatusUpdate::provisioning())
+        .await
+        .unwrap();
+    assert_eq!(
+        (got.agent_token.clone(), got.agent_config.as_deref()),
+        (first.clone(), Some(r#"{"model":"m2"}"#)),
+        "status changes keep credential and configuration"
+    );
+    r.set_status(&id, TenantStatus::Provisioning, &StatusUpdate::idle())
+        .await
+        .unwrap();
+
     // Touch.
     let later = now() + Duration::minutes(5);
     r.touch(&id, later).await.unwrap();

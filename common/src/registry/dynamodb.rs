@@ -154,6 +154,12 @@ fn to_item(r: &TenantRecord) -> Item {
     if let Some(p) = r.agent_port {
         item.insert("agent_port".into(), n(p.into()));
     }
+    if !r.agent_token.is_empty() {
+        item.insert("agent_token".into(), s(r.agent_token.expose()));
+    }
+    if let Some(c) = &r.agent_config {
+        item.insert("agent_config".into(), s(c));
+    }
     item
 }
 
@@ -197,6 +203,8 @@ fn from_item(item: &Item) -> Result<TenantRecord, StoreError> {
         last_active_at: time("last_active_at").unwrap_or(created_at),
         created_at,
         idle_timeout_s: get_n(item, "idle_timeout_s").unwrap_or(DEFAULT_IDLE_TIMEOUT_S),
+        agent_token: Secret::new(get_s(item, "agent_token").unwrap_or_default()),
+        agent_config: get_s(item, "agent_config").map(str::to_owned),
         tenant_id,
     })
 }
@@ -373,6 +381,60 @@ impl Registry for DynamoRegistry {
         }
     }
 
+    async fn set_agent_token_if_absent(
+        &self,
+        id: &TenantId,
+        token: &Secret,
+    ) -> Result<TenantRecord, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("tenant_id", s(id.as_str()))
+            .update_expression("SET agent_token = :token")
+            .condition_expression(
+                "attribute_exists(tenant_id) AND (attribute_not_exists(agent_token) OR agent_token = :empty)",
+            )
+            .expression_attribute_values(":token", s(token.expose()))
+            .expression_attribute_values(":empty", s(""))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match res {
+            Ok(out) => from_item(out.attributes().ok_or(StoreError::NotFound)?),
+            // Absent, or another replica stored one first: the stored record says which.
+            Err(e) if is_condition_failed(&e) => {
+                self.get_item(id).await?.ok_or(StoreError::NotFound)
+            }
+            Err(e) => Err(sdk_err("UpdateItem", e)),
+        }
+    }
+
+    async fn set_agent_config(
+        &self,
+        id: &TenantId,
+        config: Option<&str>,
+    ) -> Result<TenantRecord, StoreError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("tenant_id", s(id.as_str()))
+            .condition_expression("attribute_exists(tenant_id)")
+            .return_values(ReturnValue::AllNew);
+        req = match config {
+            Some(c) => req
+                .update_expression("SET agent_config = :config")
+                .expression_attribute_values(":config", s(c)),
+            None => req.update_expression("REMOVE agent_config"),
+        };
+        match req.send().await {
+            Ok(out) => from_item(out.attributes().ok_or(StoreError::NotFound)?),
+            Err(e) if is_condition_failed(&e) => Err(StoreError::NotFound),
+            Err(e) => Err(sdk_err("UpdateItem", e)),
+        }
+    }
+
     async fn delete(&self, id: &TenantId) -> Result<bool, StoreError> {
         let out = self
             .client
@@ -443,6 +505,9 @@ mod tests {
             parse_time("2024-05-01T10:00:00Z").unwrap(),
         );
         r.agent_port = Some(4000);
+        assert_eq!(from_item(&to_item(&r)).unwrap(), r);
+        r.agent_token = crate::tenant::new_agent_token();
+        r.agent_config = Some(r#"{"model":"m"}"#.into());
         assert_eq!(from_item(&to_item(&r)).unwrap(), r);
     }
 }

@@ -82,6 +82,20 @@ pub trait Registry: Send + Sync + 'static {
     ) -> Result<TenantRecord, StoreError>;
     /// Sets `last_active_at`; `NotFound` if absent.
     async fn touch(&self, id: &TenantId, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Stores `token` as the tenant's agent credential unless it already has one (conditional write:
+    /// two replicas racing agree on the first). Returns the record with the credential that won;
+    /// `NotFound` if absent.
+    async fn set_agent_token_if_absent(
+        &self,
+        id: &TenantId,
+        token: &Secret,
+    ) -> Result<TenantRecord, StoreError>;
+    /// Replaces the tenant's agent configuration (validated JSON; `None` clears it); `NotFound` if absent.
+    async fn set_agent_config(
+        &self,
+        id: &TenantId,
+        config: Option<&str>,
+    ) -> Result<TenantRecord, StoreError>;
     /// Removes the tenant; `Ok(false)` if it was not there.
     async fn delete(&self, id: &TenantId) -> Result<bool, StoreError>;
     /// Cheap reachability check for `/readyz`.

@@ -15,7 +15,7 @@ pub struct SqliteRegistry {
     db: SqliteDb,
 }
 
-const COLUMNS: &str = "tenant_id, status, pod_name, pod_ip, agent_port, namespace, s3_prefix, bot_token, created_at, last_active_at, idle_timeout_s";
+const COLUMNS: &str = "tenant_id, status, pod_name, pod_ip, agent_port, namespace, s3_prefix, bot_token, created_at, last_active_at, idle_timeout_s, agent_token, agent_config";
 
 impl SqliteRegistry {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -35,8 +35,28 @@ impl SqliteRegistry {
                 idle_timeout_s INTEGER NOT NULL
              );",
         )?;
+        // Columns added after the first schema: an older registry.db gains them on open.
+        db.with_blocking(|c| {
+            add_column(c, "agent_token", "TEXT NOT NULL DEFAULT ''")?;
+            add_column(c, "agent_config", "TEXT")
+        })?;
         Ok(SqliteRegistry { db })
     }
+}
+
+fn add_column(c: &Connection, name: &str, decl: &str) -> Result<(), StoreError> {
+    let exists: bool = c
+        .query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('tenants') WHERE name = ?1",
+            params![name],
+            |r| r.get(0),
+        )
+        .map_err(db_err)?;
+    if !exists {
+        c.execute_batch(&format!("ALTER TABLE tenants ADD COLUMN {name} {decl}"))
+            .map_err(db_err)?;
+    }
+    Ok(())
 }
 
 fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<TenantRecord, StoreError>> {
@@ -61,6 +81,8 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<TenantRecord, StoreError>>
             last_active_at: parse_time(&active)
                 .ok_or_else(|| StoreError::Corrupt("last_active_at".into()))?,
             idle_timeout_s: timeout.max(0) as u64,
+            agent_token: Secret::new(row.get::<_, String>(11).unwrap_or_default()),
+            agent_config: row.get(12).unwrap_or_default(),
         })
     };
     Ok(parse())
@@ -84,7 +106,7 @@ impl Registry for SqliteRegistry {
         self.db.with(move |c| {
             let n = c
                 .execute(
-                    &format!("INSERT OR IGNORE INTO tenants ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"),
+                    &format!("INSERT OR IGNORE INTO tenants ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"),
                     params![
                         r.tenant_id.as_str(),
                         r.status.as_str(),
@@ -96,7 +118,9 @@ impl Registry for SqliteRegistry {
                         r.bot_token.expose(),
                         format_time(&r.created_at),
                         format_time(&r.last_active_at),
-                        r.idle_timeout_s as i64
+                        r.idle_timeout_s as i64,
+                        r.agent_token.expose(),
+                        r.agent_config
                     ],
                 )
                 .map_err(db_err)?;
@@ -221,6 +245,54 @@ impl Registry for SqliteRegistry {
                 } else {
                     Ok(())
                 }
+            })
+            .await
+    }
+
+    async fn set_agent_token_if_absent(
+        &self,
+        id: &TenantId,
+        token: &Secret,
+    ) -> Result<TenantRecord, StoreError> {
+        let id = id.to_string();
+        let token = token.expose().to_owned();
+        self.db
+            .with(move |c| {
+                let tx = c.transaction().map_err(db_err)?;
+                tx.execute(
+                    "UPDATE tenants SET agent_token = ?2 WHERE tenant_id = ?1 AND agent_token = ''",
+                    params![id, token],
+                )
+                .map_err(db_err)?;
+                let rec = get_sync(&tx, &id)?.ok_or(StoreError::NotFound)?;
+                tx.commit().map_err(db_err)?;
+                Ok(rec)
+            })
+            .await
+    }
+
+    async fn set_agent_config(
+        &self,
+        id: &TenantId,
+        config: Option<&str>,
+    ) -> Result<TenantRecord, StoreError> {
+        let id = id.to_string();
+        let config = config.map(str::to_owned);
+        self.db
+            .with(move |c| {
+                let tx = c.transaction().map_err(db_err)?;
+                let n = tx
+                    .execute(
+                        "UPDATE tenants SET agent_config = ?2 WHERE tenant_id = ?1",
+                        params![id, config],
+                    )
+                    .map_err(db_err)?;
+                if n == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                let rec = get_sync(&tx, &id)?.ok_or(StoreError::NotFound)?;
+                tx.commit().map_err(db_err)?;
+                Ok(rec)
             })
             .await
     }

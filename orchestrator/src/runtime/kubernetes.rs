@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use common::agent_config::PlatformDefaults;
 use common::k8s::{self, K8sSettings};
 use common::{TenantId, TenantRecord};
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
@@ -32,11 +33,13 @@ pub struct KubeRuntime {
     settings: K8sSettings,
     pods: Api<Pod>,
     secrets: Api<Secret>,
+    config_maps: Api<ConfigMap>,
     pvcs: Api<PersistentVolumeClaim>,
     pvs: Api<PersistentVolume>,
     http: reqwest::Client,
     warm_hits: AtomicU64,
     warm_misses: AtomicU64,
+    defaults: PlatformDefaults,
 }
 
 impl KubeRuntime {
@@ -45,6 +48,7 @@ impl KubeRuntime {
         KubeRuntime {
             pods: Api::namespaced(client.clone(), ns),
             secrets: Api::namespaced(client.clone(), ns),
+            config_maps: Api::namespaced(client.clone(), ns),
             pvcs: Api::namespaced(client.clone(), ns),
             pvs: Api::all(client.clone()),
             client,
@@ -56,13 +60,48 @@ impl KubeRuntime {
             settings,
             warm_hits: AtomicU64::new(0),
             warm_misses: AtomicU64::new(0),
+            defaults: PlatformDefaults::default(),
+        }
+    }
+
+    /// Platform defaults rendered into every tenant's ConfigMap.
+    pub fn with_agent_config(mut self, defaults: PlatformDefaults) -> Self {
+        self.defaults = defaults;
+        self
+    }
+
+    /// Writes ConfigMap `tenant-config-{id}` (the whole `tenant.json`, replaced on every start).
+    async fn ensure_config_map(&self, record: &TenantRecord) -> Result<(), RuntimeError> {
+        let id = &record.tenant_id;
+        let json = super::rendered_config(record, &self.defaults)?;
+        let cm = k8s::tenant_config_map(id, &json, &self.settings);
+        match self.config_maps.create(&PostParams::default(), &cm).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 409) => {
+                let patch = json!({ "data": cm.data });
+                self.config_maps
+                    .patch(
+                        &k8s::config_map_name(id),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                    .map(drop)
+                    .map_err(|e| backend("update config map", e))
+            }
+            Err(e) => Err(backend("create config map", e)),
         }
     }
 
     /// Creates or refreshes Secret, PV and PVC; existing PV/PVC are kept (their spec is immutable).
     async fn ensure_objects(&self, record: &TenantRecord) -> Result<(), RuntimeError> {
         let id = &record.tenant_id;
-        let secret = k8s::tenant_secret(id, &record.bot_token, &self.settings);
+        if record.agent_token.is_empty() {
+            return Err(RuntimeError::StartFailed(
+                "the tenant has no agent credential yet".into(),
+            ));
+        }
+        let secret = k8s::tenant_secret(id, &record.bot_token, &record.agent_token, &self.settings);
         match self.secrets.create(&PostParams::default(), &secret).await {
             Ok(_) => {}
             Err(e) if is_status(&e, 409) => {
@@ -78,6 +117,7 @@ impl KubeRuntime {
             }
             Err(e) => return Err(backend("create secret", e)),
         }
+        self.ensure_config_map(record).await?;
         if self.settings.uses_s3_csi() {
             create_if_absent(
                 &self.pvs,
@@ -154,6 +194,7 @@ impl KubeRuntime {
     async fn wait_ready(
         &self,
         id: &TenantId,
+        credential: &common::Secret,
         until: Instant,
         deadline: Duration,
     ) -> Result<AgentAddress, RuntimeError> {
@@ -178,8 +219,10 @@ impl KubeRuntime {
             let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
             let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
             if let (true, Some(ip)) = (running, ip) {
-                let url = format!("http://{ip}:{}/health", self.settings.agent_port);
-                if matches!(self.http.get(&url).send().await, Ok(r) if r.status().is_success()) {
+                // Identity, not just liveness: only this tenant's agent accepts its credential.
+                let url = format!("http://{ip}:{}/api/health", self.settings.agent_port);
+                let probe = self.http.get(&url).bearer_auth(credential.expose());
+                if matches!(probe.send().await, Ok(r) if r.status().is_success()) {
                     return Ok(AgentAddress {
                         pod_name: name,
                         pod_ip: ip,
@@ -252,6 +295,13 @@ impl Runtime for KubeRuntime {
                 self.wait_gone(&name, until).await?;
                 None
             }
+            // A Failed or Evicted pod never answers again: gone, replaced by a new one.
+            Some(p) if pod_gone(&p) => {
+                tracing::warn!(tenant = %id, pod = %name, "previous pod failed or was evicted, replacing it");
+                self.delete_pod(&name).await;
+                self.wait_gone(&name, until).await?;
+                None
+            }
             other => other,
         };
         if existing.is_some() {
@@ -272,7 +322,8 @@ impl Runtime for KubeRuntime {
                 }
             }
         }
-        self.wait_ready(id, until, deadline).await
+        self.wait_ready(id, &record.agent_token, until, deadline)
+            .await
     }
 
     async fn stop(&self, tenant: &TenantId) -> Result<(), RuntimeError> {
@@ -293,7 +344,7 @@ impl Runtime for KubeRuntime {
         Ok(pods
             .items
             .into_iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| p.metadata.deletion_timestamp.is_none() && !pod_gone(p))
             .filter_map(|p| {
                 let tenant = p.metadata.labels.as_ref()?.get(k8s::TENANT_LABEL)?;
                 let tenant = TenantId::parse(tenant).ok()?;
@@ -317,6 +368,12 @@ impl Runtime for KubeRuntime {
         ignore_404(
             self.pvs.delete(&k8s::pv_name(tenant), &dp).await,
             "delete persistent volume",
+        )?;
+        ignore_404(
+            self.config_maps
+                .delete(&k8s::config_map_name(tenant), &dp)
+                .await,
+            "delete config map",
         )?;
         ignore_404(
             self.secrets.delete(&k8s::secret_name(tenant), &dp).await,
@@ -380,6 +437,13 @@ fn api_message(e: &kube::Error) -> String {
 
 fn backend(what: &str, e: kube::Error) -> RuntimeError {
     RuntimeError::Unavailable(format!("{what}: {}", api_message(&e)))
+}
+
+/// A pod in phase Failed, or Evicted: its agent is gone even though the object remains.
+fn pod_gone(pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    status.and_then(|s| s.phase.as_deref()) == Some("Failed")
+        || status.and_then(|s| s.reason.as_deref()) == Some("Evicted")
 }
 
 /// Why the pod will not start by itself: phase Failed or a container stuck in a fatal waiting state.

@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use common::agent_config::{PlatformDefaults, CONFIG_FILE};
 use common::state::{StateStore, BRAIN_FILE};
 use common::state_file;
-use common::{TenantId, TenantRecord};
+use common::{Secret, TenantId, TenantRecord};
 use tokio::process::Child;
 use tokio::time::Instant;
 
@@ -56,6 +57,8 @@ pub struct LocalRuntime {
     agents: Mutex<HashMap<TenantId, LocalAgent>>,
     http: reqwest::Client,
     grace: Duration,
+    defaults: PlatformDefaults,
+    llm_api_key: Option<Secret>,
 }
 
 /// Why waiting for an agent's health failed.
@@ -91,7 +94,21 @@ impl LocalRuntime {
                 .build()
                 .expect("reqwest client"),
             grace,
+            defaults: PlatformDefaults::default(),
+            llm_api_key: None,
         }
+    }
+
+    /// Platform defaults rendered into every agent's `tenant.json`, and the LLM key its agents get
+    /// as `LLM_API_KEY` (the orchestrator's own, passed through; never written to a file).
+    pub fn with_agent_config(
+        mut self,
+        defaults: PlatformDefaults,
+        llm_api_key: Option<Secret>,
+    ) -> Self {
+        self.defaults = defaults;
+        self.llm_api_key = llm_api_key;
+        self
     }
 
     fn dir(&self, id: &TenantId) -> PathBuf {
@@ -130,7 +147,8 @@ impl LocalRuntime {
                 let _ = tokio::fs::remove_file(&pid_file).await;
                 continue;
             };
-            if pid > 1 && pid_alive(pid) && matches!(self.health(port, &id).await, Health::Ok) {
+            if pid > 1 && pid_alive(pid) && matches!(self.health(port, &id, None).await, Health::Ok)
+            {
                 tracing::info!(tenant = %id, pid, port, "local runtime: adopted running agent");
                 let started = tokio::fs::metadata(&pid_file)
                     .await
@@ -153,7 +171,9 @@ impl LocalRuntime {
         adopted
     }
 
-    async fn health(&self, port: u16, id: &TenantId) -> Health {
+    /// With `credential`, the agent must also accept it on `GET /api/health`: one that refuses it
+    /// (401) is another tenant's.
+    async fn health(&self, port: u16, id: &TenantId, credential: Option<&Secret>) -> Health {
         // A bare connect first: while the agent starts, a refused connect is far cheaper than an
         // HTTP client's failed request.
         if tokio::net::TcpStream::connect((HOST, port)).await.is_err() {
@@ -172,10 +192,39 @@ impl LocalRuntime {
         }
         // An agent that names no tenant (e.g. the ZeroClaw gateway) is taken at its word.
         let body: serde_json::Value = resp.json().await.unwrap_or_default();
-        match body.get("tenant_id").and_then(|t| t.as_str()) {
-            Some(t) if t != id.as_str() => Health::OtherTenant(t.to_owned()),
-            _ => Health::Ok,
+        if let Some(t) = body.get("tenant_id").and_then(|t| t.as_str()) {
+            if t != id.as_str() {
+                return Health::OtherTenant(t.to_owned());
+            }
         }
+        let Some(credential) = credential else {
+            return Health::Ok;
+        };
+        match self
+            .http
+            .get(format!("http://{HOST}:{port}/api/health"))
+            .bearer_auth(credential.expose())
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => Health::Ok,
+            Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED => {
+                Health::OtherTenant("an agent that refuses this tenant's credential".into())
+            }
+            _ => Health::Down,
+        }
+    }
+
+    /// Writes `tenant.json` into the agent's config directory (replaced whole on every start).
+    async fn write_config(&self, record: &TenantRecord, dir: &Path) -> Result<(), RuntimeError> {
+        let json = super::rendered_config(record, &self.defaults)?;
+        let tmp = dir.join(format!("{CONFIG_FILE}.tmp"));
+        tokio::fs::write(&tmp, json.as_bytes())
+            .await
+            .map_err(|e| io_failed("write agent configuration", e))?;
+        tokio::fs::rename(&tmp, dir.join(CONFIG_FILE))
+            .await
+            .map_err(|e| io_failed("write agent configuration", e))
     }
 
     /// Writes the saved `brain.db` where the agent restores it from, as a new generation
@@ -246,10 +295,16 @@ impl LocalRuntime {
             .env("AGENT_PORT", port.to_string())
             .env("DATA_DIR", dir.join("data"))
             .env("STATE_DIR", dir.join("state"))
+            .env("AGENT_CONFIG_DIR", dir.join("config"))
+            .env("AGENT_TOKEN", record.agent_token.expose())
             .stdin(std::process::Stdio::null())
             // Its own process group: a Ctrl-C in the terminal reaches only the orchestrator, which
             // then stops the agent cleanly.
             .process_group(0);
+        match &self.llm_api_key {
+            Some(key) => cmd.env("LLM_API_KEY", key.expose()),
+            None => cmd.env_remove("LLM_API_KEY"),
+        };
         let child = cmd
             .spawn()
             .map_err(|e| RuntimeError::StartFailed(format!("cannot run {program:?}: {e}")))?;
@@ -279,9 +334,15 @@ impl LocalRuntime {
 
     /// Whether our running agent answers its health check before `until`: one that is alive but slow
     /// (a storm of starts on a small machine) is waited for, not replaced by a second start.
-    async fn healthy_within(&self, id: &TenantId, port: u16, until: Instant) -> bool {
+    async fn healthy_within(
+        &self,
+        id: &TenantId,
+        port: u16,
+        credential: &Secret,
+        until: Instant,
+    ) -> bool {
         loop {
-            match self.health(port, id).await {
+            match self.health(port, id, Some(credential)).await {
                 Health::Ok => return true,
                 Health::OtherTenant(_) => return false,
                 Health::Down => {}
@@ -299,6 +360,7 @@ impl LocalRuntime {
         &self,
         id: &TenantId,
         port: u16,
+        credential: &Secret,
         deadline: Instant,
     ) -> Result<(), NotReady> {
         // Short polls: readiness is seen within ~2 ms of the agent listening.
@@ -318,7 +380,7 @@ impl LocalRuntime {
                     "agent exited during start-up ({status})"
                 )));
             }
-            match self.health(port, id).await {
+            match self.health(port, id, Some(credential)).await {
                 Health::Ok => return Ok(()),
                 Health::OtherTenant(t) => {
                     return Err(NotReady::Exited(format!(
@@ -349,6 +411,11 @@ impl Runtime for LocalRuntime {
         deadline: Duration,
     ) -> Result<AgentAddress, RuntimeError> {
         let id = &record.tenant_id;
+        if record.agent_token.is_empty() {
+            return Err(RuntimeError::StartFailed(
+                "the tenant has no agent credential yet".into(),
+            ));
+        }
         let address = |port| AgentAddress {
             pod_name: id.pod_name(),
             pod_ip: HOST.into(),
@@ -360,7 +427,10 @@ impl Runtime for LocalRuntime {
         };
         if let Some(port) = running {
             let grace = Instant::now() + deadline.min(SLOW_AGENT_GRACE);
-            if self.healthy_within(id, port, grace).await {
+            if self
+                .healthy_within(id, port, &record.agent_token, grace)
+                .await
+            {
                 tracing::info!(tenant = %id, port, "local runtime: agent already running, adopting it");
                 return Ok(address(port));
             }
@@ -370,12 +440,13 @@ impl Runtime for LocalRuntime {
 
         let deadline_at = Instant::now() + deadline;
         let dir = self.dir(id);
-        for sub in ["data", "state"] {
+        for sub in ["data", "state", "config"] {
             tokio::fs::create_dir_all(dir.join(sub))
                 .await
                 .map_err(|e| io_failed("create agent directory", e))?;
         }
         self.restore_state(id, &dir.join("state")).await?;
+        self.write_config(record, &dir.join("config")).await?;
 
         let mut attempt = 0;
         loop {
@@ -383,7 +454,10 @@ impl Runtime for LocalRuntime {
             let port = free_port(&self.ports_in_use())?;
             let spawned = Instant::now();
             self.spawn(record, port)?;
-            match self.wait_ready(id, port, deadline_at).await {
+            match self
+                .wait_ready(id, port, &record.agent_token, deadline_at)
+                .await
+            {
                 Ok(()) => return Ok(address(port)),
                 Err(NotReady::Timeout) => {
                     self.stop(id).await?;
@@ -574,7 +648,12 @@ for g in reversed(gens):
         break
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        body = json.dumps({"status": "ok", "tenant_id": tid}).encode()
+        if self.path == "/api/health" and self.headers.get("Authorization") != "Bearer " + os.environ["AGENT_TOKEN"]:
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = json.dumps({"status": "ok", "tenant_id": tid, "config_dir": os.environ.get("AGENT_CONFIG_DIR"), "llm_key": os.environ.get("LLM_API_KEY")}).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -602,13 +681,15 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever(poll_interval=0.05)
     }
 
     fn record(id: &str) -> TenantRecord {
-        TenantRecord::new(
+        let mut r = TenantRecord::new(
             TenantId::parse(id).unwrap(),
             Secret::new("1:tok"),
             300,
             "tenants",
             Utc::now(),
-        )
+        );
+        r.agent_token = common::tenant::new_agent_token();
+        r
     }
 
     /// The Python test agent written into `dir`, as an `AGENT_COMMAND`; `None` without python3.
@@ -760,5 +841,60 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever(poll_interval=0.05)
             assert!(Instant::now() < deadline, "dead agent still listed");
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// The agent gets its credential, its `tenant.json` (tenant settings over platform defaults)
+    /// and the LLM key; an agent that refuses the tenant's credential is not taken for it.
+    #[tokio::test]
+    async fn the_agent_gets_its_credential_and_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(command) = py_agent(dir.path()) else {
+            return;
+        };
+        let (rt, _) = runtime(dir.path(), command);
+        let defaults = PlatformDefaults {
+            api_url: Some("http://127.0.0.1:9/v1".into()),
+            model: "platform-model".into(),
+            ..Default::default()
+        };
+        let rt = rt.with_agent_config(defaults, Some(Secret::new("llm-key-1")));
+        let mut rec = record("bob");
+        rec.agent_config = Some(r#"{"files":{"SOUL.md":"be brief"},"temperature":0.2}"#.into());
+        let addr = rt.start(&rec, Duration::from_secs(10)).await.unwrap();
+        let port = addr.agent_port.unwrap();
+        let health: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let config_dir = PathBuf::from(health["config_dir"].as_str().unwrap());
+        assert_eq!(config_dir, dir.path().join("agents/bob/config"));
+        assert_eq!(health["llm_key"], "llm-key-1");
+        let file: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(config_dir.join(CONFIG_FILE)).unwrap()).unwrap();
+        assert_eq!(file["tenant_id"], "bob");
+        assert_eq!(file["files"]["SOUL.md"], "be brief");
+        assert_eq!(file["temperature"], 0.2);
+        assert_eq!(file["model"], "platform-model");
+        assert_eq!(file["api_url"], "http://127.0.0.1:9/v1");
+        assert!(
+            !file.to_string().contains("llm-key-1")
+                && !file.to_string().contains(rec.agent_token.expose()),
+            "no secret in the file"
+        );
+
+        // Same tenant, other credential (the agent there is not this record's): not adopted.
+        let mut impostor = rec.clone();
+        impostor.agent_token = common::tenant::new_agent_token();
+        assert!(
+            !rt.healthy_within(&rec.tenant_id, port, &impostor.agent_token, Instant::now())
+                .await
+        );
+        assert!(
+            rt.healthy_within(&rec.tenant_id, port, &rec.agent_token, Instant::now())
+                .await
+        );
+        rt.stop(&rec.tenant_id).await.unwrap();
     }
 }

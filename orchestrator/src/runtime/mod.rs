@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use common::agent_config::{AgentConfig, PlatformDefaults};
 use common::{TenantId, TenantRecord};
 use thiserror::Error;
 
@@ -21,6 +22,25 @@ pub enum RuntimeError {
     /// The runtime's backend (Kubernetes API, state store) failed.
     #[error("runtime backend unavailable: {0}")]
     Unavailable(String),
+}
+
+/// The tenant's `tenant.json`: its stored configuration (validated when it was stored) with the
+/// platform defaults applied. Never holds a secret (the LLM key and the credential are env vars).
+pub fn rendered_config(
+    record: &TenantRecord,
+    defaults: &PlatformDefaults,
+) -> Result<String, RuntimeError> {
+    let bad = |e: String| {
+        RuntimeError::StartFailed(format!("stored agent configuration is unusable: {e}"))
+    };
+    let config: AgentConfig = match &record.agent_config {
+        Some(json) => serde_json::from_str(json).map_err(|e| bad(e.to_string()))?,
+        None => AgentConfig::default(),
+    };
+    let rendered = config
+        .render(record.tenant_id.as_str(), defaults)
+        .map_err(|e| bad(e.to_string()))?;
+    serde_json::to_string_pretty(&rendered).map_err(|e| bad(e.to_string()))
 }
 
 /// Where a started agent answers.

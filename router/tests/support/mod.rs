@@ -130,9 +130,19 @@ pub struct AgentCall {
     pub tenant: String,
 }
 
-/// Answers `echo: <message>`, or `status` when it is not 200; 421 for a foreign `X-Tenant-Id`.
+/// The agent credential the fake orchestrator hands out for `tenant`.
+pub fn agent_token(tenant: &str) -> String {
+    format!("agent-credential-{tenant}")
+}
+
+/// Answers `echo: <message>`, or `status` when it is not 200; 401 without the tenant's credential
+/// (like ZeroClaw's paired gateway); 421 for a foreign `X-Tenant-Id` unless `ignores_tenant_header`
+/// (ZeroClaw ignores it).
 pub struct Agent {
     pub tenant: String,
+    pub ignores_tenant_header: std::sync::atomic::AtomicBool,
+    /// Requests refused for a wrong or missing credential.
+    pub refused: AtomicUsize,
     pub status: AtomicU16,
     pub delay_ms: AtomicU64,
     pub calls: Mutex<Vec<AgentCall>>,
@@ -142,6 +152,8 @@ impl Agent {
     pub fn start(tenant: &str) -> (Arc<Agent>, Server) {
         let state = Arc::new(Agent {
             tenant: tenant.to_owned(),
+            ignores_tenant_header: Default::default(),
+            refused: AtomicUsize::new(0),
             status: AtomicU16::new(200),
             delay_ms: AtomicU64::new(0),
             calls: Mutex::new(Vec::new()),
@@ -159,8 +171,17 @@ impl Agent {
                                 .unwrap_or_default()
                                 .to_owned()
                         };
+                        if header("authorization")
+                            != format!("Bearer {}", agent_token(&agent.tenant))
+                        {
+                            agent.refused.fetch_add(1, Ordering::Relaxed);
+                            return HttpResponse::Unauthorized()
+                                .json(json!({"error": "unauthorized"}));
+                        }
                         let tenant = header("x-tenant-id");
-                        if tenant != agent.tenant {
+                        if tenant != agent.tenant
+                            && !agent.ignores_tenant_header.load(Ordering::Relaxed)
+                        {
                             return HttpResponse::MisdirectedRequest()
                                 .json(json!({"error": "wrong tenant"}));
                         }
@@ -224,6 +245,7 @@ pub struct Orchestrator {
     pub token_calls: AtomicUsize,
     /// `GET /tenants/{id}` calls (the webhook's existence check).
     pub view_calls: AtomicUsize,
+    pub agent_token_calls: AtomicUsize,
 }
 
 impl Orchestrator {
@@ -278,6 +300,19 @@ impl Orchestrator {
                             o.token_calls.fetch_add(1, Ordering::Relaxed);
                             if o.wake.lock().unwrap().contains_key(id.as_str()) {
                                 HttpResponse::Ok().json(json!({"bot_token": BOT_TOKEN}))
+                            } else {
+                                HttpResponse::NotFound().json(json!({"error": "tenant not found"}))
+                            }
+                        },
+                    ),
+                )
+                .route(
+                    "/tenants/{id}/agent_token",
+                    web::get().to(
+                        |id: web::Path<String>, o: web::Data<Orchestrator>| async move {
+                            o.agent_token_calls.fetch_add(1, Ordering::Relaxed);
+                            if o.wake.lock().unwrap().contains_key(id.as_str()) {
+                                HttpResponse::Ok().json(json!({"agent_token": agent_token(&id)}))
                             } else {
                                 HttpResponse::NotFound().json(json!({"error": "tenant not found"}))
                             }
