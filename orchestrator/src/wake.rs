@@ -10,7 +10,9 @@ use tokio::time::Instant;
 
 use crate::app::App;
 use crate::error::Error;
+use crate::events::{self, reason};
 use crate::tenant_lock::{TenantGuard, RETRY_EVERY};
+use common::lifecycle::{LastError, NewEvent};
 
 /// Where the woken agent answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -29,6 +31,7 @@ pub async fn wake(app: &Arc<App>, id: &TenantId) -> Result<Woken, Error> {
         return Err(Error::ShuttingDown);
     }
     let rec = get(app, id).await?;
+    refuse_suspended(&rec)?;
     if let Some(w) = ready(app, &rec).await {
         app.metrics.wakes.inc(&["ready"]);
         return Ok(w);
@@ -37,6 +40,7 @@ pub async fn wake(app: &Arc<App>, id: &TenantId) -> Result<Woken, Error> {
     let outcome = match &result {
         Ok(_) => None,
         Err(Error::NotFound(_)) => Some("not_found"),
+        Err(Error::Suspended(_)) => Some("suspended"),
         Err(Error::WakeTimeout(_)) => Some("timeout"),
         Err(_) => Some("failed"),
     };
@@ -56,6 +60,7 @@ async fn wake_slow(app: &Arc<App>, id: &TenantId) -> Result<Woken, Error> {
     };
     loop {
         let rec = get(app, id).await?;
+        refuse_suspended(&rec)?;
         if let Some(w) = ready(app, &rec).await {
             app.metrics.wakes.inc(&["joined"]);
             return Ok(w);
@@ -86,34 +91,56 @@ async fn wake_slow(app: &Arc<App>, id: &TenantId) -> Result<Woken, Error> {
 /// The wake proper, under the tenant's lock.
 async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Result<Woken, Error> {
     let rec = get(app, id).await?;
+    // Re-read under the lock: a suspend that finished before we got it is seen here.
+    refuse_suspended(&rec)?;
     if let Some(w) = ready(app, &rec).await {
         app.metrics.wakes.inc(&["joined"]);
         return Ok(w);
     }
-    let rec = app
+    let mut rec = app
         .registry
         .set_status(id, rec.status, &StatusUpdate::provisioning())
         .await
         .map_err(|e| lost_race(id, e))?;
+    // The runtime starts the agent with every resource set: the tenant's, else the platform's.
+    rec.resources = rec.resources.over(&app.settings.agent_resources);
     let began = Instant::now();
     let lost = guard.lost();
+    // A failure carries what `last_error` records (`None`: not the tenant's fault, e.g. shutdown).
     let started = tokio::select! {
-        r = app.runtime.start(&rec, app.settings.pod_ready_wait) => r.map_err(|e| Error::WakeFailed(e.to_string())),
-        _ = lost.cancelled() => Err(Error::WakeFailed("wake lock lost while starting the agent".into())),
-        _ = app.shutdown.cancelled() => Err(Error::ShuttingDown),
+        r = app.runtime.start(&rec, app.settings.pod_ready_wait) => {
+            r.map_err(|e| (Error::WakeFailed(e.to_string()), Some(e.last_error())))
+        }
+        _ = lost.cancelled() => {
+            let why = "wake lock lost while starting the agent";
+            Err((Error::WakeFailed(why.into()), Some(LastError {
+                reason: common::lifecycle::reason::START_FAILED.into(),
+                message: why.into(),
+                at: chrono::Utc::now(),
+            })))
+        }
+        _ = app.shutdown.cancelled() => Err((Error::ShuttingDown, None)),
     };
     let addr = match started {
         Ok(addr) => addr,
-        Err(e) => {
+        Err((e, failure)) => {
             tracing::warn!(tenant = %id, reason = %e, "wake failed");
             // A start that failed or was interrupted may have left an agent half up.
             stop_quietly(app, id, "aborted").await;
+            let update = match &failure {
+                Some(f) => StatusUpdate::failed(f.clone()),
+                None => StatusUpdate::idle(),
+            };
             if let Err(se) = app
                 .registry
-                .set_status(id, TenantStatus::Provisioning, &StatusUpdate::idle())
+                .set_status(id, TenantStatus::Provisioning, &update)
                 .await
             {
                 tracing::warn!(tenant = %id, error = %se, "wake failed: could not reset status to idle");
+            }
+            if let Some(f) = failure {
+                let message = format!("{}: {}", f.reason, f.message);
+                events::record(app, id, NewEvent::warning(reason::START_FAILED, message)).await;
             }
             return Err(e);
         }
@@ -141,11 +168,30 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
     app.metrics
         .running_tenants
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(tenant = %id, endpoint = %endpoint, took_ms = began.elapsed().as_millis() as u64, "wake: agent running");
+    let took_ms = began.elapsed().as_millis() as u64;
+    tracing::info!(tenant = %id, endpoint = %endpoint, took_ms, "wake: agent running");
+    let start = match addr.warm {
+        Some(true) => ", warm pool hit",
+        Some(false) => ", warm pool miss",
+        None => "",
+    };
+    let message = format!("agent started in {took_ms} ms{start}");
+    events::record(app, id, NewEvent::normal(reason::WOKE, message)).await;
     Ok(Woken {
         pod_ip: addr.pod_ip,
         endpoint,
     })
+}
+
+/// A suspended tenant is never woken; a tenant being deleted is as good as gone.
+fn refuse_suspended(rec: &TenantRecord) -> Result<(), Error> {
+    if rec.deleting {
+        return Err(Error::NotFound(rec.tenant_id.clone()));
+    }
+    if rec.suspended {
+        return Err(Error::Suspended(rec.tenant_id.clone()));
+    }
+    Ok(())
 }
 
 async fn get(app: &App, id: &TenantId) -> Result<TenantRecord, Error> {

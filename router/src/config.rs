@@ -8,6 +8,9 @@ use common::config::{self, ConfigError};
 use common::Secret;
 
 pub const DEFAULT_STARTING_MESSAGE: &str = "⏳ Starting up...";
+/// Told to users of a suspended tenant (router env `SUSPENDED_MESSAGE`).
+pub const DEFAULT_SUSPENDED_MESSAGE: &str =
+    "⏸ This bot is paused by its operator. Your message was not delivered; please try again later.";
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -30,6 +33,8 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
     pub starting_message: String,
+    /// Sent instead of the starting message when the tenant is suspended.
+    pub suspended_message: String,
     /// How often the inbox is scanned for tenants with work nobody is delivering.
     pub scan_interval: Duration,
     /// Lifetime of a tenant's delivery claim; renewed every third of it while working.
@@ -53,6 +58,7 @@ impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
             starting_message: DEFAULT_STARTING_MESSAGE.to_owned(),
+            suspended_message: DEFAULT_SUSPENDED_MESSAGE.to_owned(),
             scan_interval: Duration::from_millis(1000),
             claim_ttl: Duration::from_secs(30),
             wake_attempts: 5,
@@ -112,6 +118,7 @@ impl Config {
         let d = DeliveryConfig::default();
         let delivery = DeliveryConfig {
             starting_message: config::string("STARTING_MESSAGE", DEFAULT_STARTING_MESSAGE),
+            suspended_message: config::string("SUSPENDED_MESSAGE", DEFAULT_SUSPENDED_MESSAGE),
             scan_interval: positive(
                 "INBOX_SCAN_INTERVAL_MS",
                 millis("INBOX_SCAN_INTERVAL_MS", d.scan_interval)?,

@@ -52,6 +52,8 @@ enum Wake {
     UnknownTenant,
     /// Every attempt failed; these entries were waiting for it.
     Failed(Vec<InboxEntry>),
+    /// Suspended by an operator: these entries were waiting; they get the suspended notice.
+    Suspended(Vec<InboxEntry>),
 }
 
 /// Everything a worker needs; shared by all workers.
@@ -165,7 +167,17 @@ impl Delivery {
                         if !waiting.iter().any(|e| e.id == entry.id) {
                             waiting.insert(0, entry.clone());
                         }
-                        self.fail_waiting(tenant, &token, &waiting, stop).await?;
+                        self.fail_waiting(tenant, &token, &waiting, FAILED_TO_START, stop)
+                            .await?;
+                        return Ok(Step::Refetch);
+                    }
+                    Wake::Suspended(mut waiting) => {
+                        if !waiting.iter().any(|e| e.id == entry.id) {
+                            waiting.insert(0, entry.clone());
+                        }
+                        let text = self.cfg.suspended_message.clone();
+                        self.fail_waiting(tenant, &token, &waiting, &text, stop)
+                            .await?;
                         return Ok(Step::Refetch);
                     }
                 },
@@ -258,6 +270,13 @@ impl Delivery {
         token: &Secret,
         stop: &CancellationToken,
     ) -> Result<Wake, Interrupted> {
+        if self.orch.suspended(tenant).await {
+            self.metrics.wakes.inc(&["suspended"]);
+            let waiting = self
+                .inbox_op("pending", stop, || self.inbox.pending(tenant, WAITING_SCAN))
+                .await?;
+            return Ok(Wake::Suspended(waiting));
+        }
         let mut announced = HashSet::new();
         let mut waiting = self.announce(tenant, token, &mut announced).await;
         let mut attempt = 0;
@@ -288,6 +307,11 @@ impl Delivery {
                 Err(OrchestratorError::NotFound) => {
                     self.metrics.wakes.inc(&["not_found"]);
                     return Ok(Wake::UnknownTenant);
+                }
+                Err(OrchestratorError::Suspended) => {
+                    // Suspended since the check above: the chats already told "starting" learn why.
+                    self.metrics.wakes.inc(&["suspended"]);
+                    return Ok(Wake::Suspended(waiting));
                 }
                 Err(e) => {
                     self.metrics.wakes.inc(&["failed"]);
@@ -333,12 +357,14 @@ impl Delivery {
         pending
     }
 
-    /// Tells each chat of the entries that its agent could not be started, and removes the entries.
+    /// Tells each chat of the entries (once) that its agent cannot answer (`text` says why), and
+    /// removes the entries.
     async fn fail_waiting(
         &self,
         tenant: &TenantId,
         token: &Secret,
         waiting: &[InboxEntry],
+        text: &str,
         stop: &CancellationToken,
     ) -> Result<(), Interrupted> {
         tracing::error!(tenant = %tenant, entries = waiting.len(), "wake failed, answering the waiting chats");
@@ -347,7 +373,7 @@ impl Delivery {
             let msg = update::parse(&entry.payload);
             if let Some(m) = &msg {
                 if told.insert(m.chat_id) {
-                    self.send(tenant, token, m.chat_id, FAILED_TO_START).await;
+                    self.send(tenant, token, m.chat_id, text).await;
                 }
             }
             self.inbox_op("ack", stop, || self.inbox.ack(tenant, &entry.id))

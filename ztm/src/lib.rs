@@ -4,5 +4,6 @@ pub mod api;
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod lifecycle;
 pub mod output;
 pub mod transport;
