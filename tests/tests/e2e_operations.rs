@@ -180,7 +180,7 @@ async fn logs_stay_readable_after_sleep_describe_shows_it_all_and_events_can_be_
     wait_for_messages(&p, 3, 2).await;
 
     let logs = p.ztm(&["tenant", "logs", "talky", "--tail", "50"]).await;
-    assert!(logs.ok().contains("message answered"), "{logs:?}");
+    assert!(logs.ok().contains("agent listening"), "{logs:?}");
     let one = p.ztm(&["tenant", "logs", "talky", "--tail", "1"]).await;
     assert_eq!(one.ok().lines().count(), 1, "{one:?}");
     let since = p.ztm(&["tenant", "logs", "talky", "--since", "5m"]).await;
@@ -194,8 +194,11 @@ async fn logs_stay_readable_after_sleep_describe_shows_it_all_and_events_can_be_
     let mut watch = tokio::process::Command::new(platform_tests::platform::bin_path("ztm"))
         .args(["tenant", "events", "talky", "--watch"])
         .env("ZTM_ORCHESTRATOR_URL", p.orchestrator.url())
+        .env("ZTM_ROUTER_URL", p.router.url())
+        .env("ZTM_API_TOKEN", p.api_token.as_deref().unwrap_or_default())
         .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
         .unwrap();

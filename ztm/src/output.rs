@@ -198,6 +198,7 @@ mod tests {
             suspended: false,
             last_error: None,
             conditions: Vec::new(),
+            resources: Default::default(),
         }
     }
 
