@@ -219,6 +219,8 @@ pub struct Orchestrator {
     pub wakes: Mutex<HashMap<String, usize>>,
     pub activity: Mutex<HashMap<String, usize>>,
     pub token_calls: AtomicUsize,
+    /// Tenants whose view says `suspended` (`GET /tenants/{id}`).
+    pub suspended: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Orchestrator {
@@ -264,6 +266,20 @@ impl Orchestrator {
                     ),
                 )
                 .route(
+                    "/tenants/{id}",
+                    web::get().to(
+                        |id: web::Path<String>, o: web::Data<Orchestrator>| async move {
+                            if !o.wake.lock().unwrap().contains_key(id.as_str()) {
+                                return HttpResponse::NotFound()
+                                    .json(json!({"error": "tenant not found"}));
+                            }
+                            let suspended = o.suspended.lock().unwrap().contains(id.as_str());
+                            HttpResponse::Ok()
+                                .json(json!({"tenant_id": id.as_str(), "suspended": suspended}))
+                        },
+                    ),
+                )
+                .route(
                     "/tenants/{id}/activity",
                     web::put().to(
                         |id: web::Path<String>, o: web::Data<Orchestrator>| async move {
@@ -282,6 +298,15 @@ impl Orchestrator {
 
     pub fn set(&self, tenant: &str, reply: WakeReply) {
         self.wake.lock().unwrap().insert(tenant.to_owned(), reply);
+    }
+
+    pub fn set_suspended(&self, tenant: &str, on: bool) {
+        let mut s = self.suspended.lock().unwrap();
+        if on {
+            s.insert(tenant.to_owned());
+        } else {
+            s.remove(tenant);
+        }
     }
 
     pub fn wakes(&self, tenant: &str) -> usize {
