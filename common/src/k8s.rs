@@ -275,6 +275,30 @@ fn llm_api_key_env() -> EnvVar {
 }
 
 /// The tenant's agent pod `zeroclaw-{id}`, optionally pinned to a claimed warm pod's node.
+/// Sets the agent container's CPU/memory requests and limits that `r` gives (the rest keep the
+/// builder's defaults): a tenant's resources, applied at its next start.
+pub fn apply_resources(pod: &mut Pod, r: &crate::resources::AgentResources) {
+    let Some(c) = pod
+        .spec
+        .as_mut()
+        .and_then(|s| s.containers.iter_mut().find(|c| c.name == "agent"))
+    else {
+        return;
+    };
+    let req = c.resources.get_or_insert_with(Default::default);
+    let set = |which: &mut Option<BTreeMap<String, Quantity>>, key: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            which
+                .get_or_insert_with(Default::default)
+                .insert(key.to_owned(), Quantity(v.clone()));
+        }
+    };
+    set(&mut req.requests, "cpu", &r.cpu_request);
+    set(&mut req.requests, "memory", &r.memory_request);
+    set(&mut req.limits, "cpu", &r.cpu_limit);
+    set(&mut req.limits, "memory", &r.memory_limit);
+}
+
 pub fn tenant_pod(id: &TenantId, s: &K8sSettings, node_name: Option<&str>) -> Pod {
     let env_vars = vec![
         env("TENANT_ID", id.as_str()),

@@ -15,6 +15,8 @@ use tracing::Instrument;
 
 use crate::app::App;
 use crate::error::Error;
+use crate::operations;
+use crate::runtime::{LogQuery, RuntimeError};
 use crate::tenants::{self, CreateTenant, UpdateTenant};
 use crate::wake;
 
@@ -30,19 +32,21 @@ impl ResponseError for Error {
             Error::InvalidTenantId(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::AlreadyExists(_) => StatusCode::CONFLICT,
+            Error::Suspended(_) => StatusCode::LOCKED,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Telegram { .. } | Error::WakeFailed(_) => StatusCode::BAD_GATEWAY,
             Error::WakeTimeout(_)
             | Error::Busy(_)
             | Error::ShuttingDown
-            | Error::NotReady(_)
-            | Error::Runtime(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | Error::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Store { source, .. } => match source {
                 StoreError::NotFound => StatusCode::NOT_FOUND,
                 StoreError::AlreadyExists | StoreError::Conflict(_) => StatusCode::CONFLICT,
                 StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 StoreError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
+            Error::Runtime(RuntimeError::Unsupported(_)) => StatusCode::BAD_REQUEST,
+            Error::Runtime(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -93,6 +97,11 @@ pub fn configure(app: Arc<App>, api: ApiConfig) -> impl FnOnce(&mut web::Service
             .route("/tenants/{id}/sleep", web::post().to(sleep))
             .route("/wake/{id}", web::post().to(wake_tenant))
             .configure(agent_routes)
+            // Lifecycle operations (issue 17).
+            .route("/tenants/{id}/suspend", web::post().to(suspend))
+            .route("/tenants/{id}/resume", web::post().to(resume))
+            .route("/tenants/{id}/events", web::get().to(events))
+            .route("/tenants/{id}/logs", web::get().to(logs))
             .default_service(web::to(no_route));
     }
 }
@@ -340,6 +349,110 @@ async fn sleep(app: web::Data<App>, path: web::Path<String>) -> Result<HttpRespo
         .run_owned(async move { tenants::sleep(&app, &id).await })
         .await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+async fn suspend(app: web::Data<App>, path: web::Path<String>) -> Result<HttpResponse, Error> {
+    let id = tenant_id(&path)?;
+    let app = app.into_inner();
+    app.clone()
+        .run_owned(async move { operations::suspend(&app, &id).await })
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn resume(app: web::Data<App>, path: web::Path<String>) -> Result<HttpResponse, Error> {
+    let id = tenant_id(&path)?;
+    let app = app.into_inner();
+    app.clone()
+        .run_owned(async move { operations::resume(&app, &id).await })
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// Only events with a higher sequence number (`--watch` follows with it).
+    #[serde(default)]
+    after: u64,
+    limit: Option<usize>,
+}
+
+async fn events(
+    app: web::Data<App>,
+    path: web::Path<String>,
+    q: web::Query<EventsQuery>,
+) -> Result<HttpResponse, Error> {
+    let id = tenant_id(&path)?;
+    let q = q.into_inner();
+    let app = app.into_inner();
+    let events = app
+        .clone()
+        .run_owned(async move { operations::events(&app, &id, q.after, q.limit).await })
+        .await?;
+    Ok(HttpResponse::Ok().json(events))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsQuery {
+    tail: Option<usize>,
+    /// A duration: `30s`, `5m`, `2h`, `1d` (or plain seconds).
+    since: Option<String>,
+    #[serde(default)]
+    previous: bool,
+}
+
+async fn logs(
+    app: web::Data<App>,
+    path: web::Path<String>,
+    q: web::Query<LogsQuery>,
+) -> Result<HttpResponse, Error> {
+    let id = tenant_id(&path)?;
+    let q = q.into_inner();
+    let since_s = q
+        .since
+        .as_deref()
+        .map(parse_duration_s)
+        .transpose()
+        .map_err(Error::BadRequest)?;
+    let query = LogQuery {
+        tail: q.tail,
+        since_s,
+        previous: q.previous,
+    };
+    let app = app.into_inner();
+    let text = app
+        .clone()
+        .run_owned(async move { operations::logs(&app, &id, &query).await })
+        .await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(text))
+}
+
+/// `90`, `90s`, `5m`, `2h`, `1d` as seconds.
+pub fn parse_duration_s(v: &str) -> Result<u64, String> {
+    let v = v.trim();
+    let (num, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => v.split_at(i),
+        None => (v, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {v:?}: expected e.g. 30s, 5m, 2h, 1d"))?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "invalid duration {v:?}: expected e.g. 30s, 5m, 2h, 1d"
+            ))
+        }
+    };
+    Ok(n.saturating_mul(factor))
 }
 
 async fn wake_tenant(app: web::Data<App>, path: web::Path<String>) -> Result<HttpResponse, Error> {

@@ -36,6 +36,9 @@ pub struct Settings {
     pub webhook_secret: Option<Secret>,
     /// Stop every agent at shutdown (local runtime: agents are our children).
     pub stop_agents_on_shutdown: bool,
+    /// Agents' CPU/memory where a tenant sets none.
+    pub agent_resources: common::resources::AgentResources,
+    pub resource_bounds: common::resources::ResourceBounds,
 }
 
 impl Default for Settings {
@@ -50,6 +53,8 @@ impl Default for Settings {
             router_public_url: None,
             webhook_secret: None,
             stop_agents_on_shutdown: false,
+            agent_resources: common::resources::AgentResources::platform_default(),
+            resource_bounds: common::resources::ResourceBounds::default(),
         }
     }
 }
@@ -66,6 +71,8 @@ impl Settings {
             router_public_url: c.router_public_url.clone(),
             webhook_secret: c.webhook_secret.clone(),
             stop_agents_on_shutdown: c.runtime == crate::config::RuntimeKind::Local,
+            agent_resources: c.agent_resources.clone(),
+            resource_bounds: c.resource_bounds,
         }
     }
 

@@ -165,6 +165,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         )
         .await
         .context("connecting to DynamoDB")?;
+        let r = match &config.dynamodb_events_table {
+            Some(t) => r.with_events_table(t),
+            None => r,
+        };
         if config.dynamodb_endpoint.is_some() {
             r.ensure_table()
                 .await

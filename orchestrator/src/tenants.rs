@@ -10,9 +10,12 @@ use tokio::time::Instant;
 
 use crate::app::App;
 use crate::error::Error;
+use crate::events::{self, reason};
 use crate::lifecycle::stop_locked;
 use crate::tenant_lock::TenantGuard;
 use crate::webhook;
+use common::lifecycle::NewEvent;
+use common::resources::AgentResources;
 
 /// Body of `POST /tenants`.
 #[derive(Debug, Deserialize)]
@@ -32,6 +35,9 @@ pub struct UpdateTenant {
     pub bot_token: Option<String>,
     #[serde(default)]
     pub idle_timeout_s: Option<i64>,
+    /// CPU/memory overrides to change; a field given as `""` goes back to the platform default.
+    #[serde(default)]
+    pub resources: Option<AgentResources>,
 }
 
 /// Creates an idle tenant. With `ROUTER_PUBLIC_URL` set the webhook is registered first, so a
@@ -60,6 +66,8 @@ pub async fn create(app: &App, req: CreateTenant) -> Result<TenantView, Error> {
         other => Error::store("registry create")(other),
     })?;
     tracing::info!(tenant = %id, idle_timeout_s = timeout, "tenant created");
+    let message = format!("tenant created (idle timeout {timeout}s)");
+    events::record(app, &id, NewEvent::normal(reason::CREATED, message)).await;
     Ok(rec.view())
 }
 
@@ -140,12 +148,25 @@ pub async fn set_config(
 
 /// Changes the bot token and/or idle timeout. A new token re-registers the webhook before it is stored.
 pub async fn update(app: &App, id: &TenantId, req: UpdateTenant) -> Result<TenantView, Error> {
-    if req.bot_token.is_none() && req.idle_timeout_s.is_none() {
+    if req.bot_token.is_none() && req.idle_timeout_s.is_none() && req.resources.is_none() {
         return Err(Error::BadRequest(
-            "nothing to update: give bot_token and/or idle_timeout_s".into(),
+            "nothing to update: give bot_token, idle_timeout_s and/or resources".into(),
         ));
     }
+    let current = require(app, id).await?;
+    let resources = req
+        .resources
+        .as_ref()
+        .map(|change| {
+            let next = current.resources.updated(change);
+            next.over(&app.settings.agent_resources)
+                .validate(&app.settings.resource_bounds)
+                .map(|()| next)
+        })
+        .transpose()
+        .map_err(Error::BadRequest)?;
     let update = SettingsUpdate {
+        resources,
         bot_token: req
             .bot_token
             .as_deref()
@@ -158,7 +179,6 @@ pub async fn update(app: &App, id: &TenantId, req: UpdateTenant) -> Result<Tenan
             .transpose()
             .map_err(Error::BadRequest)?,
     };
-    let current = require(app, id).await?;
     if let Some(token) = &update.bot_token {
         if *token != current.bot_token {
             webhook::register(app, id, token).await?;
@@ -175,6 +195,30 @@ pub async fn update(app: &App, id: &TenantId, req: UpdateTenant) -> Result<Tenan
         idle_timeout_s = rec.idle_timeout_s,
         "tenant updated"
     );
+    let mut changed = Vec::new();
+    if update.bot_token.is_some() {
+        changed.push("bot token changed".to_owned());
+    }
+    if current.idle_timeout_s != rec.idle_timeout_s {
+        changed.push(format!(
+            "idle timeout {}s -> {}s",
+            current.idle_timeout_s, rec.idle_timeout_s
+        ));
+    }
+    if current.resources != rec.resources {
+        let r = rec.resources.over(&app.settings.agent_resources);
+        changed.push(format!(
+            "resources cpu {}/{} memory {}/{} (request/limit), applied at the next start",
+            r.cpu_request.unwrap_or_default(),
+            r.cpu_limit.unwrap_or_default(),
+            r.memory_request.unwrap_or_default(),
+            r.memory_limit.unwrap_or_default()
+        ));
+    }
+    if !changed.is_empty() {
+        let event = NewEvent::normal(reason::CONFIG_CHANGED, changed.join(", "));
+        events::record(app, id, event).await;
+    }
     Ok(rec.view())
 }
 
@@ -213,13 +257,24 @@ pub async fn delete(app: &App, id: &TenantId, purge_state: bool) -> Result<(), E
     result
 }
 
-async fn delete_locked(
+/// The deletion proper, under the lock. The record says `deleting` (phase Deleting) until every
+/// object is gone, so that the reconciler finishes a deletion this replica could not.
+pub(crate) async fn delete_locked(
     app: &App,
     _guard: &TenantGuard,
     id: &TenantId,
     purge_state: bool,
 ) -> Result<(), Error> {
-    let rec = find(app, id).await?;
+    let mut rec = find(app, id).await?;
+    if rec.as_ref().is_some_and(|r| !r.deleting) {
+        match app.registry.set_deleting(id).await {
+            Ok(r) => rec = Some(r),
+            Err(StoreError::NotFound) => rec = None,
+            Err(e) => return Err(Error::store("registry set_deleting")(e)),
+        }
+        let event = NewEvent::normal(reason::DELETING, "deletion begun: agent, objects, webhook");
+        events::record(app, id, event).await;
+    }
     app.runtime.stop(id).await?;
     match rec.as_ref().map(|r| r.status) {
         Some(TenantStatus::Running) => {
@@ -236,19 +291,26 @@ async fn delete_locked(
     if let Some(rec) = &rec {
         webhook::unregister(app, id, &rec.bot_token).await;
     }
-    let existed = app
-        .registry
-        .delete(id)
-        .await
-        .map_err(Error::store("registry delete"))?;
     if purge_state {
         app.state
             .delete(id)
             .await
             .map_err(Error::store("state store delete"))?;
     }
+    // Last: until here the record (phase Deleting) lets the reconciler finish the work.
+    let existed = app
+        .registry
+        .delete(id)
+        .await
+        .map_err(Error::store("registry delete"))?;
     if existed {
         tracing::info!(tenant = %id, purge_state, "tenant deleted");
+        let message = if purge_state {
+            "tenant deleted, saved state purged"
+        } else {
+            "tenant deleted, saved state kept"
+        };
+        events::record(app, id, NewEvent::normal(reason::DELETED, message)).await;
     }
     Ok(())
 }
@@ -408,6 +470,7 @@ mod tests {
         let req = UpdateTenant {
             bot_token: Some("456:def".into()),
             idle_timeout_s: Some(60),
+            resources: None,
         };
         let view = update(&t.app, &id, req).await.unwrap();
         assert_eq!(view.idle_timeout_s, 60);

@@ -187,6 +187,7 @@ impl Runtime for FakeRuntime {
             pod_name: rec.tenant_id.pod_name(),
             pod_ip: "127.0.0.1".into(),
             agent_port: Some(port),
+            warm: None,
         })
     }
 
@@ -209,6 +210,7 @@ impl Runtime for FakeRuntime {
                     pod_name: id.pod_name(),
                     pod_ip: "127.0.0.1".into(),
                     agent_port: Some(s.port),
+                    warm: None,
                 }),
             })
             .collect())

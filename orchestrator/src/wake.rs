@@ -11,7 +11,9 @@ use tokio::time::Instant;
 use crate::app::App;
 use crate::error::Error;
 use crate::runtime::RuntimeError;
+use crate::events::{self, reason};
 use crate::tenant_lock::{TenantGuard, RETRY_EVERY};
+use common::lifecycle::{LastError, NewEvent};
 
 /// Where the woken agent answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -30,6 +32,7 @@ pub async fn wake(app: &Arc<App>, id: &TenantId) -> Result<Woken, Error> {
         return Err(Error::ShuttingDown);
     }
     let rec = get(app, id).await?;
+    refuse_suspended(&rec)?;
     if let Some(w) = ready(app, &rec).await {
         app.metrics.wakes.inc(&["ready"]);
         return Ok(w);
@@ -38,6 +41,7 @@ pub async fn wake(app: &Arc<App>, id: &TenantId) -> Result<Woken, Error> {
     let outcome = match &result {
         Ok(_) => None,
         Err(Error::NotFound(_)) => Some("not_found"),
+        Err(Error::Suspended(_)) => Some("suspended"),
         Err(Error::WakeTimeout(_)) => Some("timeout"),
         Err(_) => Some("failed"),
     };
@@ -57,6 +61,7 @@ async fn wake_slow(app: &Arc<App>, id: &TenantId) -> Result<Woken, Error> {
     };
     loop {
         let rec = get(app, id).await?;
+        refuse_suspended(&rec)?;
         if let Some(w) = ready(app, &rec).await {
             app.metrics.wakes.inc(&["joined"]);
             return Ok(w);
@@ -87,30 +92,38 @@ async fn wake_slow(app: &Arc<App>, id: &TenantId) -> Result<Woken, Error> {
 /// The wake proper, under the tenant's lock.
 async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Result<Woken, Error> {
     let rec = get(app, id).await?;
+    // Re-read under the lock: a suspend that finished before we got it is seen here.
+    refuse_suspended(&rec)?;
     if let Some(w) = ready(app, &rec).await {
         app.metrics.wakes.inc(&["joined"]);
         return Ok(w);
     }
     let rec = ensure_agent_token(app, rec).await?;
-    let rec = app
+    let mut rec = app
         .registry
         .set_status(id, rec.status, &StatusUpdate::provisioning())
         .await
         .map_err(|e| lost_race(id, e))?;
+    // The runtime starts the agent with every resource set: the tenant's, else the platform's.
+    rec.resources = rec.resources.over(&app.settings.agent_resources);
     let began = Instant::now();
     let lost = guard.lost();
+    // A failure carries what `last_error` records (`None`: not the tenant's fault, e.g. shutdown).
     let started = tokio::select! {
-        r = app.runtime.start(&rec, app.settings.pod_ready_wait) => r.map_err(start_error),
+        r = app.runtime.start(&rec, app.settings.pod_ready_wait) => r.map_err(|e| {
+            let failure = e.last_error();
+            (start_error(e), Some(failure))
+        }),
         // The lock's backend failed (or was slow) under us: an outage, not the agent's fault.
-        _ = lost.cancelled() => Err(Error::Store {
+        _ = lost.cancelled() => Err((Error::Store {
             what: "wake lock",
             source: StoreError::Unavailable("lock lost while starting the agent".into()),
-        }),
-        _ = app.shutdown.cancelled() => Err(Error::ShuttingDown),
+        }, None)),
+        _ = app.shutdown.cancelled() => Err((Error::ShuttingDown, None)),
     };
     let addr = match started {
         Ok(addr) => addr,
-        Err(e) => {
+        Err((e, failure)) => {
             tracing::warn!(tenant = %id, reason = %e, "wake failed");
             if lost.is_cancelled() {
                 // Another replica may hold the lock by now and have adopted this agent: stopping
@@ -120,12 +133,20 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
             }
             // A start that failed or was interrupted may have left an agent half up.
             stop_quietly(app, id, "aborted").await;
+            let update = match &failure {
+                Some(f) => StatusUpdate::failed(f.clone()),
+                None => StatusUpdate::idle(),
+            };
             if let Err(se) = app
                 .registry
-                .set_status(id, TenantStatus::Provisioning, &StatusUpdate::idle())
+                .set_status(id, TenantStatus::Provisioning, &update)
                 .await
             {
                 tracing::warn!(tenant = %id, error = %se, "wake failed: could not reset status to idle");
+            }
+            if let Some(f) = failure {
+                let message = format!("{}: {}", f.reason, f.message);
+                events::record(app, id, NewEvent::warning(reason::START_FAILED, message)).await;
             }
             return Err(e);
         }
@@ -162,11 +183,30 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
     app.metrics
         .running_tenants
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(tenant = %id, endpoint = %endpoint, took_ms = began.elapsed().as_millis() as u64, "wake: agent running");
+    let took_ms = began.elapsed().as_millis() as u64;
+    tracing::info!(tenant = %id, endpoint = %endpoint, took_ms, "wake: agent running");
+    let start = match addr.warm {
+        Some(true) => ", warm pool hit",
+        Some(false) => ", warm pool miss",
+        None => "",
+    };
+    let message = format!("agent started in {took_ms} ms{start}");
+    events::record(app, id, NewEvent::normal(reason::WOKE, message)).await;
     Ok(Woken {
         pod_ip: addr.pod_ip,
         endpoint,
     })
+}
+
+/// A suspended tenant is never woken; a tenant being deleted is as good as gone.
+fn refuse_suspended(rec: &TenantRecord) -> Result<(), Error> {
+    if rec.deleting {
+        return Err(Error::NotFound(rec.tenant_id.clone()));
+    }
+    if rec.suspended {
+        return Err(Error::Suspended(rec.tenant_id.clone()));
+    }
+    Ok(())
 }
 
 async fn get(app: &App, id: &TenantId) -> Result<TenantRecord, Error> {
@@ -221,7 +261,7 @@ fn lost_race(id: &TenantId, e: StoreError) -> Error {
 fn start_error(e: RuntimeError) -> Error {
     match e {
         RuntimeError::Unavailable(_) => Error::Runtime(e),
-        RuntimeError::StartFailed(_) | RuntimeError::Timeout(_) => Error::WakeFailed(e.to_string()),
+        other => Error::WakeFailed(other.to_string()),
     }
 }
 

@@ -11,6 +11,9 @@ pub const DEFAULT_STARTING_MESSAGE: &str = "⏳ Starting up...";
 /// Told once to each chat whose updates wait out an outage of the orchestrator or its backends.
 pub const DEFAULT_DELAYED_MESSAGE: &str =
     "⏳ The bot is delayed by a platform problem. Your message is kept and will be answered.";
+/// Told to users of a suspended tenant (router env `SUSPENDED_MESSAGE`).
+pub const DEFAULT_SUSPENDED_MESSAGE: &str =
+    "⏸ This bot is paused by its operator. Your message was not delivered; please try again later.";
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -37,6 +40,8 @@ pub struct DeliveryConfig {
     pub delayed_message: String,
     /// How long an update may wait out an outage before it is given up (Telegram's own horizon).
     pub inbox_max_age: Duration,
+    /// Sent instead of the starting message when the tenant is suspended.
+    pub suspended_message: String,
     /// How often the inbox is scanned for tenants with work nobody is delivering.
     pub scan_interval: Duration,
     /// Lifetime of a tenant's delivery claim; renewed every third of it while working.
@@ -76,6 +81,7 @@ impl Default for DeliveryConfig {
             starting_message: DEFAULT_STARTING_MESSAGE.to_owned(),
             delayed_message: DEFAULT_DELAYED_MESSAGE.to_owned(),
             inbox_max_age: Duration::from_secs(24 * 3600),
+            suspended_message: DEFAULT_SUSPENDED_MESSAGE.to_owned(),
             scan_interval: Duration::from_millis(1000),
             claim_ttl: Duration::from_secs(30),
             wake_attempts: 5,
@@ -144,6 +150,7 @@ impl Config {
             starting_message: config::string("STARTING_MESSAGE", DEFAULT_STARTING_MESSAGE),
             delayed_message: config::string("DELAYED_MESSAGE", DEFAULT_DELAYED_MESSAGE),
             inbox_max_age: positive("INBOX_MAX_AGE_S", secs("INBOX_MAX_AGE_S", d.inbox_max_age)?)?,
+            suspended_message: config::string("SUSPENDED_MESSAGE", DEFAULT_SUSPENDED_MESSAGE),
             scan_interval: positive(
                 "INBOX_SCAN_INTERVAL_MS",
                 millis("INBOX_SCAN_INTERVAL_MS", d.scan_interval)?,

@@ -92,6 +92,8 @@ enum Wake {
     Failed(Vec<InboxEntry>),
     /// An outage outlasted `INBOX_MAX_AGE_S`: these entries are too old to keep waiting.
     Expired(Vec<InboxEntry>),
+    /// Suspended by an operator: these entries were waiting; they get the suspended notice.
+    Suspended(Vec<InboxEntry>),
 }
 
 /// Everything a worker needs; shared by all workers.
@@ -226,12 +228,21 @@ impl Delivery {
                         if !waiting.iter().any(|e| e.id == entry.id) {
                             waiting.insert(0, entry.clone());
                         }
-                        self.fail_waiting(tenant, &token, &waiting, "failed", stop)
+                        self.fail_waiting(tenant, &token, &waiting, FAILED_TO_START, "failed", stop)
                             .await?;
                         return Ok(Step::Refetch);
                     }
                     Wake::Expired(expired) => {
-                        self.fail_waiting(tenant, &token, &expired, "expired", stop)
+                        self.fail_waiting(tenant, &token, &expired, FAILED_TO_START, "expired", stop)
+                            .await?;
+                        return Ok(Step::Refetch);
+                    }
+                    Wake::Suspended(mut waiting) => {
+                        if !waiting.iter().any(|e| e.id == entry.id) {
+                            waiting.insert(0, entry.clone());
+                        }
+                        let text = self.cfg.suspended_message.clone();
+                        self.fail_waiting(tenant, &token, &waiting, &text, "suspended", stop)
                             .await?;
                         return Ok(Step::Refetch);
                     }
@@ -369,6 +380,13 @@ impl Delivery {
         oldest: &InboxEntry,
         stop: &CancellationToken,
     ) -> Result<Wake, Interrupted> {
+        if self.orch.suspended(tenant).await {
+            self.metrics.wakes.inc(&["suspended"]);
+            let waiting = self
+                .inbox_op("pending", stop, || self.inbox.pending(tenant, WAITING_SCAN))
+                .await?;
+            return Ok(Wake::Suspended(waiting));
+        }
         let mut announced = HashSet::new();
         let mut delayed = Delayed::new(&self.metrics);
         let mut waiting = self.announce(tenant, token, &mut announced).await;
@@ -428,6 +446,10 @@ impl Delivery {
                     }
                     self.metrics.retries.inc(&["wake"]);
                     self.pause(self.cfg.backoff(outage), stop).await?;
+                Err(OrchestratorError::Suspended) => {
+                    // Suspended since the check above: the chats already told "starting" learn why.
+                    self.metrics.wakes.inc(&["suspended"]);
+                    return Ok(Wake::Suspended(waiting));
                 }
                 Err(e) => {
                     attempt += 1;
@@ -475,14 +497,16 @@ impl Delivery {
         pending
     }
 
-    /// Tells each chat of the entries that its agent could not be started, and removes the entries
-    /// (counted as `failed`, or `expired` after an outage longer than `INBOX_MAX_AGE_S`).
+    /// Tells each chat of the entries (once) that its agent cannot answer (`text` says why), and
+    /// removes the entries (counted as `result`: `failed`, `expired` after an outage longer than
+    /// `INBOX_MAX_AGE_S`, or `suspended`).
     async fn fail_waiting(
         &self,
         tenant: &TenantId,
         token: &Secret,
         waiting: &[InboxEntry],
-        failed: &'static str,
+        text: &str,
+        result: &'static str,
         stop: &CancellationToken,
     ) -> Result<(), Interrupted> {
         tracing::error!(tenant = %tenant, entries = waiting.len(), "wake failed, answering the waiting chats");
@@ -491,12 +515,12 @@ impl Delivery {
             let msg = update::parse(&entry.payload);
             if let Some(m) = &msg {
                 if told.insert((m.chat_id, m.thread_id)) {
-                    self.send(tenant, token, &m.place(), FAILED_TO_START).await;
+                    self.send(tenant, token, &m.place(), text).await;
                 }
             }
             self.inbox_op("ack", stop, || self.inbox.ack(tenant, &entry.id))
                 .await?;
-            let result = if msg.is_some() { failed } else { "skipped" };
+            let result = if msg.is_some() { result } else { "skipped" };
             self.metrics.deliveries.inc(&[result]);
         }
         Ok(())

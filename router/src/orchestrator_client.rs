@@ -22,6 +22,9 @@ pub enum OrchestratorError {
     Failed { status: u16, reason: String },
     #[error("orchestrator unreachable: {0}")]
     Unreachable(String),
+    /// The tenant is suspended by an operator (423): it is not woken until resumed.
+    #[error("tenant is suspended")]
+    Suspended,
 }
 
 impl OrchestratorError {
@@ -113,6 +116,9 @@ impl OrchestratorClient {
         if status == reqwest::StatusCode::NOT_FOUND {
             return Err(OrchestratorError::NotFound);
         }
+        if status == reqwest::StatusCode::LOCKED {
+            return Err(OrchestratorError::Suspended);
+        }
         let text = resp.text().await.unwrap_or_default();
         let (reason, code) = match serde_json::from_str::<ErrorBody>(&text) {
             Ok(b) => (b.error, b.code),
@@ -138,6 +144,23 @@ impl OrchestratorClient {
             reason: format!("bad wake response: {}", e.without_url()),
         })?;
         Ok(body.endpoint)
+    }
+
+    /// Whether the tenant is suspended, asked before a wake so that its users are told so instead
+    /// of "Starting up". Any failure answers false: the wake itself then says.
+    pub async fn suspended(&self, id: &TenantId) -> bool {
+        #[derive(Deserialize)]
+        struct View {
+            #[serde(default)]
+            suspended: bool,
+        }
+        let rb = self
+            .request(reqwest::Method::GET, &format!("/tenants/{id}"))
+            .timeout(Duration::from_secs(5));
+        match self.send(rb).await {
+            Ok(resp) => resp.json::<View>().await.is_ok_and(|v| v.suspended),
+            Err(_) => false,
+        }
     }
 
     /// The tenant's bot token, from memory when fetched in the last `token_ttl`.

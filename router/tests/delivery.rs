@@ -554,3 +554,64 @@ async fn a_chat_that_starts_waiting_during_a_fast_wake_is_told_before_its_reply(
     assert_eq!(h.tg.messages_to(1), vec![STARTING, "echo: first"]);
     assert_eq!(h.tg.messages_to(2), vec![STARTING, "echo: second"]);
 }
+
+const PAUSED: &str = "paused (test notice)";
+
+fn with_notice() -> DeliveryConfig {
+    DeliveryConfig {
+        suspended_message: PAUSED.into(),
+        ..fast()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_tenants_waiting_chats_get_the_notice_once_each_and_nothing_reaches_the_agent()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = Arc::new(SqliteInbox::open(&dir.path().join("inbox.db")).unwrap());
+    let mut h = Harness::without_dispatcher(inbox, dir);
+    let agent = h.agent("paused");
+    h.orch.set_suspended("paused", true);
+    // Six messages from two chats wait before delivery starts: one delivery round for all of them.
+    for i in 0..6 {
+        h.inbox
+            .append(&tid("paused"), i, &update(i, 100 + i % 2, &format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    h.start_dispatcher(with_notice());
+    h.wait_empty().await;
+    assert_eq!(
+        h.tg.messages_to(100),
+        [PAUSED],
+        "one notice, no starting message"
+    );
+    assert_eq!(h.tg.messages_to(101), [PAUSED]);
+    assert_eq!(h.orch.wakes("paused"), 0, "never woken");
+    assert!(agent.messages().is_empty());
+
+    // Resumed: the next message wakes the agent as usual.
+    h.orch.set_suspended("paused", false);
+    h.post("paused", 10, 100, "after").await;
+    eventually(WAIT, "the reply after resume", || {
+        h.tg.messages_to(100).last().map(String::as_str) == Some("echo: after")
+    })
+    .await;
+    assert_eq!(h.tg.messages_to(100), [PAUSED, STARTING, "echo: after"]);
+    assert_eq!(agent.messages(), ["after"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wake_refused_as_suspended_is_not_retried_and_the_chats_are_told_why() {
+    let mut h = Harness::new(with_notice());
+    h.orch.set("late", WakeReply::Status(423));
+    h.post("late", 1, 7, "hi").await;
+    h.wait_empty().await;
+    // Suspended between the router's look and its wake: told "starting", then why it is not.
+    assert_eq!(h.tg.messages_to(7), [STARTING, PAUSED]);
+    assert_eq!(
+        h.orch.wakes("late"),
+        1,
+        "no retries against a suspended tenant"
+    );
+}

@@ -116,6 +116,13 @@ const KINDS: &[Kind] = &[
         max_name: 63,
     },
     Kind {
+        resource: "events",
+        kind: "Event",
+        group_version: "v1",
+        namespaced: true,
+        max_name: 253,
+    },
+    Kind {
         resource: "leases",
         kind: "Lease",
         group_version: "coordination.k8s.io/v1",
@@ -567,11 +574,65 @@ fn parse_path(path: &str) -> Option<Target> {
     })
 }
 
+/// `/api/v1/namespaces/{ns}/pods/{name}/log`.
+fn pod_log_path(path: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix("/api/v1/namespaces/")?;
+    let segs: Vec<&str> = rest.split('/').collect();
+    match segs.as_slice() {
+        [ns, "pods", name, "log"] => Some((ns.to_string(), name.to_string())),
+        _ => None,
+    }
+}
+
+/// The pod log subresource: the agent's output as plain text, `tailLines`, `previous` (the output
+/// of the pod's previous agent run, as a restarted container's) and `sinceSeconds` (the whole log
+/// when the file was written within it: the fake keeps no per-line times).
+fn pod_log(shared: &Shared, query: &str, namespace: &str, name: &str) -> HttpResponse {
+    let q: HashMap<String, String> = web::Query::<HashMap<String, String>>::from_query(query)
+        .map(|q| q.into_inner())
+        .unwrap_or_default();
+    let exists =
+        shared
+            .lock()
+            .objects
+            .contains_key(&("pods", namespace.to_owned(), name.to_owned()));
+    if !exists {
+        return not_found(kind_of("pods").expect("pods"), name);
+    }
+    let previous = q.get("previous").is_some_and(|v| v == "true");
+    let file = shared.root.join("logs").join(if previous {
+        format!("{name}.previous.log")
+    } else {
+        format!("{name}.log")
+    });
+    let text = match std::fs::read(&file) {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(_) if previous => {
+            return bad_request(format!(
+                "previous terminated container \"agent\" in pod \"{name}\" not found"
+            ))
+        }
+        Err(_) => String::new(),
+    };
+    let text = match q.get("tailLines").and_then(|t| t.parse::<usize>().ok()) {
+        Some(n) => {
+            let lines: Vec<&str> = text.lines().collect();
+            let keep = &lines[lines.len().saturating_sub(n)..];
+            keep.iter().map(|l| format!("{l}\n")).collect()
+        }
+        None => text,
+    };
+    HttpResponse::Ok().content_type("text/plain").body(text)
+}
+
 async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
     if req.path() == "/version" {
         return ok_json(
             &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-fake", "platform": "linux/amd64"}),
         );
+    }
+    if let Some((ns, pod)) = pod_log_path(req.path()) {
+        return pod_log(&shared, req.query_string(), &ns, &pod);
     }
     let Some(t) = parse_path(req.path()) else {
         return status(
@@ -1147,6 +1208,26 @@ fn validate(k: Kind, name: &str, obj: &Value) -> Result<(), Vec<(String, String)
                 }
             }
         }
+        "events" => {
+            let involved = &obj["involvedObject"];
+            if involved["kind"].as_str().is_none_or(str::is_empty)
+                || involved["name"].as_str().is_none_or(str::is_empty)
+            {
+                errs.push((
+                    "involvedObject".into(),
+                    "Required value: kind and name".into(),
+                ));
+            }
+            if obj["reason"].as_str().is_none_or(str::is_empty) {
+                errs.push(("reason".into(), "Required value".into()));
+            }
+            if !matches!(obj["type"].as_str(), Some("Normal" | "Warning")) {
+                errs.push((
+                    "type".into(),
+                    "Unsupported value: supported values: \"Normal\", \"Warning\"".into(),
+                ));
+            }
+        }
         "leases"
             if spec["leaseDurationSeconds"]
                 .as_i64()
@@ -1682,8 +1763,12 @@ fn start_agent(
     let mut cmd = Command::new(&shared.opts.agent_binary);
     let logs = shared.root.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
-    let log =
-        std::fs::File::create(logs.join(format!("{}.log", key.2))).map_err(|e| e.to_string())?;
+    let current = logs.join(format!("{}.log", key.2));
+    if current.exists() {
+        // The last run's output stays readable as the "previous container" log.
+        let _ = std::fs::rename(&current, logs.join(format!("{}.previous.log", key.2)));
+    }
+    let log = std::fs::File::create(current).map_err(|e| e.to_string())?;
     let log_err = log.try_clone().map_err(|e| e.to_string())?;
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -48,6 +48,22 @@ fn tenant_pod() {
     check("pod", &k8s::tenant_pod(&alice(), &settings(), None));
 }
 
+/// A tenant's resource overrides replace the builder's defaults field by field.
+#[test]
+fn tenant_pod_with_resource_overrides() {
+    let mut pod = k8s::tenant_pod(&alice(), &settings(), None);
+    k8s::apply_resources(
+        &mut pod,
+        &common::resources::AgentResources {
+            cpu_limit: Some("2".into()),
+            memory_request: Some("1Gi".into()),
+            memory_limit: Some("2Gi".into()),
+            ..Default::default()
+        },
+    );
+    check("pod-resources", &pod);
+}
+
 #[test]
 fn tenant_pod_pinned_without_runtime_class() {
     let s = K8sSettings {

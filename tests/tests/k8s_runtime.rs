@@ -358,7 +358,15 @@ async fn a_pod_that_already_runs_is_adopted_not_duplicated() {
         .await
         .unwrap();
 
-    assert_eq!(first, again);
+    assert_eq!(
+        (first.pod_name, first.pod_ip),
+        (again.pod_name, again.pod_ip)
+    );
+    assert_eq!(
+        (first.warm, again.warm),
+        (Some(false), None),
+        "a cold start, then an adoption"
+    );
     assert_eq!(fake.count("create", "pods"), 0);
 }
 

@@ -638,6 +638,8 @@ fn orchestrator_rbac_is_exactly_what_it_needs() {
         ),
         ("", "persistentvolumeclaims", &["get", "create", "delete"]),
         ("", "configmaps", &["create", "patch", "delete"]),
+        ("", "pods/log", &["get"]),
+        ("", "events", &["create"]),
         ("apps", "deployments", &["get", "create", "update", "patch"]),
         (
             "coordination.k8s.io",

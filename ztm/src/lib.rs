@@ -5,5 +5,6 @@ pub mod cli;
 pub mod commands;
 pub mod config_cmd;
 pub mod error;
+pub mod lifecycle;
 pub mod output;
 pub mod transport;

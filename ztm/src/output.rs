@@ -102,6 +102,38 @@ fn status_cell(s: TenantStatus) -> Cell {
     }
 }
 
+fn phase_cell(t: &TenantView) -> Cell {
+    use common::lifecycle::Phase;
+    let Some(p) = t.phase else {
+        return Cell::from("-");
+    };
+    let colour = match p {
+        Phase::Ready => "32",
+        Phase::Progressing => "33",
+        Phase::Sleeping => "2",
+        Phase::Suspended | Phase::Deleting => "35",
+        Phase::Error => "31",
+    };
+    Cell {
+        text: p.to_string(),
+        colour: Some(colour),
+    }
+}
+
+/// One tenant: its table row, then its last error when it has one.
+pub fn tenant_detail(t: &TenantView, now: DateTime<Utc>, colour: bool) -> String {
+    let mut out = tenant_table(std::slice::from_ref(t), now, colour);
+    if let Some(e) = &t.last_error {
+        out.push_str(&format!(
+            "last error: {} ({}): {}\n",
+            e.reason,
+            ago(now, e.at),
+            e.message
+        ));
+    }
+    out
+}
+
 pub fn tenant_table(tenants: &[TenantView], now: DateTime<Utc>, colour: bool) -> String {
     let rows = tenants
         .iter()
@@ -109,6 +141,7 @@ pub fn tenant_table(tenants: &[TenantView], now: DateTime<Utc>, colour: bool) ->
             vec![
                 Cell::from(t.tenant_id.as_str()),
                 status_cell(t.status),
+                phase_cell(t),
                 Cell::from(if t.pod_name.is_empty() {
                     "-"
                 } else {
@@ -120,7 +153,14 @@ pub fn tenant_table(tenants: &[TenantView], now: DateTime<Utc>, colour: bool) ->
         })
         .collect();
     table(
-        &["TENANT", "STATUS", "POD", "IDLE TIMEOUT", "LAST ACTIVE"],
+        &[
+            "TENANT",
+            "STATUS",
+            "PHASE",
+            "POD",
+            "IDLE TIMEOUT",
+            "LAST ACTIVE",
+        ],
         rows,
         colour,
     )
@@ -230,6 +270,12 @@ mod tests {
             last_active_at: now() - chrono::Duration::seconds(active_s_ago),
             idle_timeout_s: 300,
             bot_token_set: true,
+            phase: None,
+            runtime_status: None,
+            suspended: false,
+            last_error: None,
+            conditions: Vec::new(),
+            resources: Default::default(),
         }
     }
 
@@ -247,16 +293,15 @@ mod tests {
 
     #[test]
     fn table_snapshot() {
-        let tenants = [
-            view("alice", TenantStatus::Running, "zeroclaw-alice", 180),
-            view("bob-the-builder", TenantStatus::Idle, "", 7200),
-        ];
+        let mut alice = view("alice", TenantStatus::Running, "zeroclaw-alice", 180);
+        alice.phase = Some(common::lifecycle::Phase::Ready);
+        let tenants = [alice, view("bob-the-builder", TenantStatus::Idle, "", 7200)];
         assert_eq!(
             tenant_table(&tenants, now(), false),
             "\
-TENANT           STATUS   POD             IDLE TIMEOUT  LAST ACTIVE
-alice            running  zeroclaw-alice  300s          3m ago
-bob-the-builder  idle     -               300s          2h ago
+TENANT           STATUS   PHASE  POD             IDLE TIMEOUT  LAST ACTIVE
+alice            running  Ready  zeroclaw-alice  300s          3m ago
+bob-the-builder  idle     -      -               300s          2h ago
 "
         );
     }

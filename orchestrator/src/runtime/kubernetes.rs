@@ -8,13 +8,18 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use common::agent_config::PlatformDefaults;
 use common::k8s::{self, K8sSettings};
+use common::lifecycle::TenantEvent;
 use common::{TenantId, TenantRecord};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, EventSource, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+    Secret,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use super::{AgentAddress, AgentInfo, Runtime, RuntimeError, WarmPoolClaims};
+use super::{AgentAddress, AgentInfo, LogQuery, Runtime, RuntimeError, WarmPoolClaims};
 
 /// Container waiting reasons after which a pod will not become ready without someone's help.
 const FATAL_WAITING: &[&str] = &[
@@ -36,6 +41,7 @@ pub struct KubeRuntime {
     config_maps: Api<ConfigMap>,
     pvcs: Api<PersistentVolumeClaim>,
     pvs: Api<PersistentVolume>,
+    events: Api<Event>,
     http: reqwest::Client,
     warm_hits: AtomicU64,
     warm_misses: AtomicU64,
@@ -51,6 +57,7 @@ impl KubeRuntime {
             config_maps: Api::namespaced(client.clone(), ns),
             pvcs: Api::namespaced(client.clone(), ns),
             pvs: Api::all(client.clone()),
+            events: Api::namespaced(client.clone(), ns),
             client,
             http: reqwest::Client::builder()
                 .no_proxy()
@@ -227,6 +234,7 @@ impl KubeRuntime {
                         pod_name: name,
                         pod_ip: ip,
                         agent_port: None,
+                        warm: None,
                     });
                 }
             }
@@ -304,11 +312,14 @@ impl Runtime for KubeRuntime {
             }
             other => other,
         };
+        let mut warm = None;
         if existing.is_some() {
             tracing::info!(tenant = %id, pod = %name, "adopting existing pod");
         } else {
             let node = self.claim_warm_pod(id).await?;
-            let pod = k8s::tenant_pod(id, &self.settings, node.as_deref());
+            warm = Some(node.is_some());
+            let mut pod = k8s::tenant_pod(id, &self.settings, node.as_deref());
+            k8s::apply_resources(&mut pod, &record.resources);
             match self.pods.create(&PostParams::default(), &pod).await {
                 Ok(_) => {}
                 Err(e) if is_status(&e, 409) => {
@@ -322,8 +333,75 @@ impl Runtime for KubeRuntime {
                 }
             }
         }
-        self.wait_ready(id, &record.agent_token, until, deadline)
-            .await
+        let mut address = self
+            .wait_ready(id, &record.agent_token, until, deadline)
+            .await?;
+        address.warm = warm;
+        Ok(address)
+    }
+
+    /// A core/v1 Event on the tenant's pod (`kubectl describe pod`, `kubectl get events`), labelled
+    /// with the tenant and the event's sequence number. Failures are logged, never returned.
+    async fn emit_event(&self, tenant: &TenantId, e: &TenantEvent) {
+        let pod = tenant.pod_name();
+        let at = Time(jiff_from(e.at));
+        let event = Event {
+            metadata: ObjectMeta {
+                // Unique per emission, like the API server's own `{object}.{hex}` names.
+                name: Some(format!(
+                    "{pod}.{:x}",
+                    e.at.timestamp_nanos_opt().unwrap_or_default() as u64 ^ e.seq
+                )),
+                namespace: Some(self.settings.namespace.clone()),
+                labels: Some(
+                    [
+                        (k8s::TENANT_LABEL.to_owned(), tenant.to_string()),
+                        ("seq".to_owned(), e.seq.to_string()),
+                    ]
+                    .into(),
+                ),
+                ..ObjectMeta::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(pod),
+                namespace: Some(self.settings.namespace.clone()),
+                ..ObjectReference::default()
+            },
+            reason: Some(e.reason.clone()),
+            message: Some(e.message.clone()),
+            type_: Some(e.kind.as_str().into()),
+            count: Some(1),
+            first_timestamp: Some(at.clone()),
+            last_timestamp: Some(at),
+            source: Some(EventSource {
+                component: Some("orchestrator".into()),
+                ..EventSource::default()
+            }),
+            ..Event::default()
+        };
+        if let Err(err) = self.events.create(&PostParams::default(), &event).await {
+            tracing::warn!(tenant = %tenant, reason = %e.reason, error = %api_message(&err), "kubernetes event not created");
+        }
+    }
+
+    /// The pod's log through the API; `previous` reads the previous container's.
+    async fn logs(&self, tenant: &TenantId, q: &LogQuery) -> Result<Option<String>, RuntimeError> {
+        let params = LogParams {
+            tail_lines: q.tail.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
+            since_seconds: q.since_s.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+            previous: q.previous,
+            ..LogParams::default()
+        };
+        match self.pods.logs(&tenant.pod_name(), &params).await {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if is_status(&e, 404) => Err(RuntimeError::Unsupported(format!(
+                "tenant {tenant:?} has no pod (it is asleep): its log went with the pod; see its events"
+            ))),
+            Err(e) if is_status(&e, 400) => Err(RuntimeError::Unsupported(api_message(&e))),
+            Err(e) => Err(backend("read pod log", e)),
+        }
     }
 
     async fn stop(&self, tenant: &TenantId) -> Result<(), RuntimeError> {
@@ -353,6 +431,7 @@ impl Runtime for KubeRuntime {
                     pod_name,
                     pod_ip,
                     agent_port: None,
+                    warm: None,
                 });
                 Some(AgentInfo { tenant, address })
             })
@@ -426,6 +505,12 @@ fn ignore_404<T>(r: Result<T, kube::Error>, what: &str) -> Result<(), RuntimeErr
 
 pub(crate) fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+/// k8s-openapi's `Time` holds a `jiff` timestamp.
+fn jiff_from(t: chrono::DateTime<chrono::Utc>) -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::from_second(t.timestamp())
+        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
 }
 
 fn api_message(e: &kube::Error) -> String {

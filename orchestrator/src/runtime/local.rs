@@ -17,7 +17,8 @@ use common::{Secret, TenantId, TenantRecord};
 use tokio::process::Child;
 use tokio::time::Instant;
 
-use super::{AgentAddress, AgentInfo, Runtime, RuntimeError};
+use super::local_logs;
+use super::{AgentAddress, AgentInfo, LogQuery, Runtime, RuntimeError};
 
 const HOST: &str = "127.0.0.1";
 const PID_FILE: &str = "agent.pid";
@@ -287,8 +288,14 @@ impl LocalRuntime {
             .command
             .split_first()
             .ok_or_else(|| RuntimeError::StartFailed("AGENT_COMMAND is empty".into()))?;
+        let log = local_logs::open_for_start(&dir).map_err(|e| io_failed("open agent log", e))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| io_failed("open agent log", e))?;
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
+            .stdout(log)
+            .stderr(log_err)
             .env("TENANT_ID", id.as_str())
             .env("TELEGRAM_BOT_TOKEN", record.bot_token.expose())
             .env("AGENT_HOST", HOST)
@@ -420,6 +427,7 @@ impl Runtime for LocalRuntime {
             pod_name: id.pod_name(),
             pod_ip: HOST.into(),
             agent_port: Some(port),
+            warm: None,
         };
         let running = {
             let mut table = self.table();
@@ -504,10 +512,16 @@ impl Runtime for LocalRuntime {
                         pod_name: id.pod_name(),
                         pod_ip: HOST.into(),
                         agent_port: Some(a.port),
+                        warm: None,
                     }),
                 })
                 .collect()
         };
+        for a in &live {
+            if let Err(e) = local_logs::bound(&self.dir(&a.tenant)) {
+                tracing::warn!(tenant = %a.tenant, error = %e, "local runtime: bounding agent log failed");
+            }
+        }
         for (id, pid, started) in exited {
             tracing::warn!(tenant = %id, pid, "local runtime: agent exited on its own");
             let _ = tokio::fs::remove_file(self.dir(&id).join(PID_FILE)).await;
@@ -526,6 +540,22 @@ impl Runtime for LocalRuntime {
             }
             _ => Ok(()),
         }
+    }
+
+    async fn logs(&self, id: &TenantId, query: &LogQuery) -> Result<Option<String>, RuntimeError> {
+        if query.since_s.is_some() {
+            return Err(RuntimeError::Unsupported(
+                "the local runtime's agent logs carry no timestamps: use tail instead of since"
+                    .into(),
+            ));
+        }
+        let dir = self.dir(id);
+        let query = query.clone();
+        let text = tokio::task::spawn_blocking(move || local_logs::read(&dir, &query))
+            .await
+            .map_err(|e| RuntimeError::Unavailable(format!("read agent log: {e}")))?
+            .map_err(|e| RuntimeError::Unavailable(format!("read agent log: {e}")))?;
+        Ok(Some(text.unwrap_or_default()))
     }
 
     fn agent_port(&self) -> u16 {

@@ -246,6 +246,8 @@ pub struct Orchestrator {
     /// `GET /tenants/{id}` calls (the webhook's existence check).
     pub view_calls: AtomicUsize,
     pub agent_token_calls: AtomicUsize,
+    /// Tenants whose view says `suspended` (`GET /tenants/{id}`).
+    pub suspended: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Orchestrator {
@@ -285,11 +287,13 @@ impl Orchestrator {
                     web::get().to(
                         |id: web::Path<String>, o: web::Data<Orchestrator>| async move {
                             o.view_calls.fetch_add(1, Ordering::Relaxed);
-                            if o.wake.lock().unwrap().contains_key(id.as_str()) {
-                                HttpResponse::Ok().json(json!({"tenant_id": id.as_str()}))
-                            } else {
-                                HttpResponse::NotFound().json(json!({"error": "tenant not found"}))
+                            if !o.wake.lock().unwrap().contains_key(id.as_str()) {
+                                return HttpResponse::NotFound()
+                                    .json(json!({"error": "tenant not found"}));
                             }
+                            let suspended = o.suspended.lock().unwrap().contains(id.as_str());
+                            HttpResponse::Ok()
+                                .json(json!({"tenant_id": id.as_str(), "suspended": suspended}))
                         },
                     ),
                 )
@@ -338,6 +342,15 @@ impl Orchestrator {
 
     pub fn set(&self, tenant: &str, reply: WakeReply) {
         self.wake.lock().unwrap().insert(tenant.to_owned(), reply);
+    }
+
+    pub fn set_suspended(&self, tenant: &str, on: bool) {
+        let mut s = self.suspended.lock().unwrap();
+        if on {
+            s.insert(tenant.to_owned());
+        } else {
+            s.remove(tenant);
+        }
     }
 
     pub fn wakes(&self, tenant: &str) -> usize {
