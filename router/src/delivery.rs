@@ -446,6 +446,7 @@ impl Delivery {
                     }
                     self.metrics.retries.inc(&["wake"]);
                     self.pause(self.cfg.backoff(outage), stop).await?;
+                }
                 Err(OrchestratorError::Suspended) => {
                     // Suspended since the check above: the chats already told "starting" learn why.
                     self.metrics.wakes.inc(&["suspended"]);
