@@ -159,11 +159,10 @@ fn save_from(dir: &Path, name: &str, src: &mut dyn Read) -> io::Result<u64> {
     // Best effort (a store mounted without `allow-delete` keeps them; `newest` skips them). A
     // marker goes before its data, so no marker is ever left without the data it vouches for.
     for old in existing {
-        match fs::remove_file(dir.join(marker_name(name, old))) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => continue,
-            _ => {}
+        let marker = fs::remove_file(dir.join(marker_name(name, old)));
+        if marker.is_ok() || marker.is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
+            let _ = fs::remove_file(dir.join(data_name(name, old)));
         }
-        let _ = fs::remove_file(dir.join(data_name(name, old)));
     }
     let _ = fs::remove_file(dir.join(name));
     Ok(generation)

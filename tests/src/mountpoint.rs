@@ -124,6 +124,8 @@ pub struct Mount {
 
 impl Mount {
     /// Mounts at `mountpoint` (created if missing) over `backing` (created if missing).
+    // fuser's `Config` is non_exhaustive: it has no struct literal outside its crate.
+    #[allow(clippy::field_reassign_with_default)]
     pub fn at(mountpoint: &Path, backing: &Path, options: MountOptions) -> io::Result<Mount> {
         fs::create_dir_all(mountpoint)?;
         fs::create_dir_all(backing)?;
