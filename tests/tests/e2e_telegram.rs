@@ -432,5 +432,5 @@ async fn ztm_webhook_info_explains_a_misrouted_bot() {
         .unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     let (code, _, err) = ztm(&p, &["webhook", "info", "nobody"]).await;
-    assert_eq!((code, err.trim()), (1, "tenant not found"));
+    assert_eq!((code, err.trim()), (1, "error: tenant not found"));
 }
