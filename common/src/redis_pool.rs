@@ -228,7 +228,7 @@ mod tests {
 
     #[test]
     fn a_password_from_the_url_or_the_variable_reaches_the_connection() {
-        let pw = Secret::new("from-var".into());
+        let pw = Secret::new("from-var");
         let p = pool_with_password("redis:6379", Some(&pw)).unwrap();
         let info = p.inner.client.get_connection_info();
         assert_eq!(info.redis_settings().password(), Some("from-var"));
