@@ -208,6 +208,21 @@ pub async fn check_credentials(pool: &Pool) -> Result<(), StoreError> {
     }
 }
 
+/// `PING` round trip for `/readyz`.
+pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
+    let mut c = conn(pool).await?;
+    redis::cmd("PING")
+        .query_async::<String>(&mut c)
+        .await
+        .map(drop)
+        .map_err(err)
+}
+
+/// A TTL as the whole milliseconds `PX` takes (at least 1: Redis rejects 0).
+pub fn px(ttl: Duration) -> u64 {
+    (ttl.as_millis() as u64).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,19 +256,4 @@ mod tests {
             .unwrap();
         assert!(!e.to_string().contains("s3cret"), "{e}");
     }
-}
-
-/// `PING` round trip for `/readyz`.
-pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
-    let mut c = conn(pool).await?;
-    redis::cmd("PING")
-        .query_async::<String>(&mut c)
-        .await
-        .map(drop)
-        .map_err(err)
-}
-
-/// A TTL as the whole milliseconds `PX` takes (at least 1: Redis rejects 0).
-pub fn px(ttl: Duration) -> u64 {
-    (ttl.as_millis() as u64).max(1)
 }
