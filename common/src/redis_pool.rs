@@ -208,6 +208,21 @@ pub async fn check_credentials(pool: &Pool) -> Result<(), StoreError> {
     }
 }
 
+/// `PING` round trip for `/readyz`.
+pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
+    let mut c = conn(pool).await?;
+    redis::cmd("PING")
+        .query_async::<String>(&mut c)
+        .await
+        .map(drop)
+        .map_err(err)
+}
+
+/// A TTL as the whole milliseconds `PX` takes (at least 1: Redis rejects 0).
+pub fn px(ttl: Duration) -> u64 {
+    (ttl.as_millis() as u64).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,7 +243,7 @@ mod tests {
 
     #[test]
     fn a_password_from_the_url_or_the_variable_reaches_the_connection() {
-        let pw = Secret::new("from-var".into());
+        let pw = Secret::new("from-var");
         let p = pool_with_password("redis:6379", Some(&pw)).unwrap();
         let info = p.inner.client.get_connection_info();
         assert_eq!(info.redis_settings().password(), Some("from-var"));
@@ -241,19 +256,4 @@ mod tests {
             .unwrap();
         assert!(!e.to_string().contains("s3cret"), "{e}");
     }
-}
-
-/// `PING` round trip for `/readyz`.
-pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
-    let mut c = conn(pool).await?;
-    redis::cmd("PING")
-        .query_async::<String>(&mut c)
-        .await
-        .map(drop)
-        .map_err(err)
-}
-
-/// A TTL as the whole milliseconds `PX` takes (at least 1: Redis rejects 0).
-pub fn px(ttl: Duration) -> u64 {
-    (ttl.as_millis() as u64).max(1)
 }

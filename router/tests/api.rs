@@ -318,7 +318,8 @@ async fn api_token_guards_chat_and_admin_but_not_probes() {
         let resp = test::call_service(&svc, TestRequest::get().uri(uri).to_request()).await;
         assert_eq!(resp.status(), StatusCode::OK, "{uri}");
     }
-    // /tg is for Telegram: no API token needed (WEBHOOK_SECRET unset here).
+    // /tg is for Telegram: no API token needed (WEBHOOK_SECRET unset here, so bob must exist).
+    s.orch.set("bob", WakeReply::AgentFailed);
     let resp = test::call_service(
         &svc,
         TestRequest::post()
@@ -366,7 +367,7 @@ async fn chat_wakes_forwards_and_maps_failures() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     let resp = test::call_service(&svc, chat("ghost", json!({"message": "x"}))).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    s.orch.set("broken", WakeReply::Status(503));
+    s.orch.set("broken", WakeReply::AgentFailed);
     let resp = test::call_service(&svc, chat("broken", json!({"message": "x"}))).await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(body_json(resp).await["error"]
