@@ -5,17 +5,16 @@ use platform_tests::model::StandInModel;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let port = match std::env::args().nth(1) {
-        Some(p) => p
-            .parse()
-            .map_err(|_| anyhow::anyhow!("usage: stand-in-model [PORT]"))?,
+    let port = match std::env::args().nth(1).map(|p| p.parse::<u16>()) {
         None => 8091,
+        Some(Ok(port)) => port,
+        Some(Err(_)) => {
+            eprintln!("usage: stand-in-model [PORT]");
+            std::process::exit(2);
+        }
     };
     let model = StandInModel::start_on(port).await?;
-    eprintln!(
-        "stand-in-model: OpenAI-compatible API at {}",
-        model.base_url()
-    );
+    eprintln!("stand-in-model: OpenAI-compatible API at {}", model.base_url());
     tokio::signal::ctrl_c().await?;
     Ok(())
 }
