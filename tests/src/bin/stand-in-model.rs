@@ -14,7 +14,10 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let model = StandInModel::start_on(port).await?;
-    eprintln!("stand-in-model: OpenAI-compatible API at {}", model.base_url());
+    eprintln!(
+        "stand-in-model: OpenAI-compatible API at {}",
+        model.base_url()
+    );
     tokio::signal::ctrl_c().await?;
     Ok(())
 }
