@@ -45,3 +45,14 @@ else
     "$VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]'
     say "installed moto_server ($("$VENV/bin/python" -c 'import moto; print(moto.__version__)'))"
 fi
+
+# The S3 CSI driver's rules are enforced in tests by a FUSE filesystem (tests/src/mountpoint.rs). As root
+# it mounts through mount(2); anyone else needs the setuid helper fusermount3 (package fuse3).
+if [ ! -e /dev/fuse ]; then
+    say "WARNING: /dev/fuse missing: the state tests (tests/tests/state_mountpoint.rs) and the fake cluster's S3 volumes will fail"
+elif [ "$(id -u)" -ne 0 ] && ! command -v fusermount3 >/dev/null 2>&1; then
+    say "installing fuse3 (fusermount3) with apt"
+    apt_install fuse3
+else
+    say "FUSE present (/dev/fuse)"
+fi

@@ -14,11 +14,13 @@ pub mod error;
 pub mod inbox;
 #[cfg(feature = "kube")]
 pub mod k8s;
+pub mod lifecycle;
 pub mod lock;
 pub mod metrics;
 #[cfg(feature = "redis")]
 pub mod redis_pool;
 pub mod registry;
+pub mod resources;
 pub mod secret;
 #[cfg(feature = "sqlite")]
 pub mod sqlite_db;

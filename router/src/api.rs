@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 use crate::chat::{ChatError, ChatService};
 use crate::delivery::Dispatcher;
+use crate::known_tenants::KnownTenants;
 use crate::metrics::Metrics;
 use crate::update;
 use crate::webhook_admin::{AdminError, WebhookAdmin};
@@ -36,6 +37,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub api_token: Option<Secret>,
     pub webhook_secret: Option<Secret>,
+    /// Without `WEBHOOK_SECRET`: which tenants exist, so that forged updates are refused unwritten.
+    pub known_tenants: Option<KnownTenants>,
     /// Set on SIGTERM so that load balancers stop sending traffic.
     pub draining: AtomicBool,
 }
@@ -104,7 +107,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/tg/{id}", web::post().to(telegram_update))
         .route("/chat/{id}", web::post().to(chat))
         .route("/admin/webhook/{id}", web::post().to(register_webhook))
-        .route("/admin/webhook/{id}", web::delete().to(delete_webhook));
+        .route("/admin/webhook/{id}", web::delete().to(delete_webhook))
+        .route("/admin/webhook/{id}", web::get().to(webhook_info));
 }
 
 /// The fallback for unknown paths and methods.
@@ -235,6 +239,19 @@ async fn telegram_update(
     let update_id = update::update_id(&body).ok_or_else(|| {
         ApiError::BadRequest("body must be a JSON object with an integer update_id".into())
     })?;
+    // The secret proves the tenant was registered; without it, ask before anything is written.
+    if let Some(known) = &state.known_tenants {
+        match known.exists(&id).await {
+            Ok(true) => {}
+            Ok(false) => return Err(ApiError::NotFound("tenant not found".into())),
+            Err(e) => {
+                tracing::warn!(tenant = %id, error = %e, "cannot check the tenant, refusing the update");
+                return Err(ApiError::Unavailable(
+                    "orchestrator unavailable, retry later".into(),
+                ));
+            }
+        }
+    }
     match state.inbox.append(&id, update_id, &body).await {
         Ok(Appended::New) => state.dispatcher.notify(&id),
         Ok(Appended::Duplicate) => {
@@ -304,4 +321,14 @@ async fn delete_webhook(
     let id = tenant_id(&path)?;
     state.admin.unregister(&id).await?;
     Ok(HttpResponse::Ok().json(json!({ "ok": true })))
+}
+
+async fn webhook_info(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    require_api_token(&req, &state)?;
+    let id = tenant_id(&path)?;
+    Ok(HttpResponse::Ok().json(state.admin.info(&id).await?))
 }

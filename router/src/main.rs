@@ -32,7 +32,10 @@ async fn run() -> anyhow::Result<()> {
 
     let (inbox, cache): (Arc<dyn Inbox>, Arc<dyn EndpointCache>) = match &config.redis_addr {
         Some(addr) => {
-            let pool = common::redis_pool::pool(addr).context("REDIS_ADDR")?;
+            let pool = common::redis_pool::pool(addr.expose()).context("REDIS_ADDR")?;
+            common::redis_pool::check_credentials(&pool)
+                .await
+                .context("REDIS_ADDR")?;
             (
                 Arc::new(common::inbox::redis::RedisInbox::new(pool.clone())),
                 Arc::new(common::cache::redis::RedisCache::new(pool)),

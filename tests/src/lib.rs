@@ -4,6 +4,7 @@
 pub mod backends;
 pub mod cluster;
 pub mod fake_k8s;
+pub mod mountpoint;
 pub mod model;
 pub mod platform;
 pub mod telegram;

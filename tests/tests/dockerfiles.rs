@@ -19,7 +19,7 @@ const IMAGES: [(&str, &str, &str, &[&str], u16); 4] = [
         "tenant-agent",
         "tenant-agent",
         "tenant-agent",
-        &["agent"],
+        &["common", "agent"],
         3000,
     ),
     (

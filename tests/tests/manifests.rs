@@ -637,6 +637,9 @@ fn orchestrator_rbac_is_exactly_what_it_needs() {
             &["get", "create", "update", "patch", "delete"],
         ),
         ("", "persistentvolumeclaims", &["get", "create", "delete"]),
+        ("", "configmaps", &["create", "patch", "delete"]),
+        ("", "pods/log", &["get"]),
+        ("", "events", &["create"]),
         ("apps", "deployments", &["get", "create", "update", "patch"]),
         (
             "coordination.k8s.io",

@@ -3,6 +3,8 @@
 pub mod api;
 pub mod cli;
 pub mod commands;
+pub mod config_cmd;
 pub mod error;
+pub mod lifecycle;
 pub mod output;
 pub mod transport;

@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let transport = Selected::new(&cli.global);
         let result = tokio::select! {
-            r = commands::run(cli.command, &transport) => r,
+            r = commands::run_as(cli.command, &transport, format) => r,
             _ = tokio::signal::ctrl_c() => Err(ZtmError::Interrupted),
         };
         transport.close().await;
