@@ -58,9 +58,6 @@ pub const STATE_DIR: &str = "/s3-state";
 pub const CSI_DRIVER: &str = "s3.csi.aws.com";
 pub const STATE_STORAGE_CLASS: &str = "s3-tenant-state";
 pub const GRACE_PERIOD_S: i64 = 30;
-/// Secret holding the platform's LLM API key, and its key.
-pub const LLM_SECRET_NAME: &str = "llm-credentials";
-pub const LLM_SECRET_KEY: &str = "api_key";
 const AGENT_UID: i64 = 1000;
 /// Mountpoint S3 ignores capacity, but the API requires one.
 const STATE_CAPACITY: &str = "1Gi";
@@ -257,23 +254,6 @@ fn mount(name: &str, path: &str) -> VolumeMount {
     }
 }
 
-/// `LLM_API_KEY` from Secret `llm-credentials` (key `api_key`) when the installation has one: the
-/// only way an LLM key reaches agents. Optional, so a keyless local model needs no Secret.
-fn llm_api_key_env() -> EnvVar {
-    EnvVar {
-        name: "LLM_API_KEY".into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: LLM_SECRET_NAME.into(),
-                key: LLM_SECRET_KEY.into(),
-                optional: Some(true),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// The tenant's agent pod `zeroclaw-{id}`, optionally pinned to a claimed warm pod's node.
 /// Sets the agent container's CPU/memory requests and limits that `r` gives (the rest keep the
 /// builder's defaults): a tenant's resources, applied at its next start.
@@ -317,7 +297,6 @@ pub fn tenant_pod(id: &TenantId, s: &K8sSettings, node_name: Option<&str>) -> Po
             read_only: Some(true),
             ..mount("agent-config", CONFIG_DIR)
         },
-        llm_api_key_env(),
     ];
     let mut spec = base_pod_spec(s, "tenant-normal");
     spec.node_name = node_name.map(str::to_owned);

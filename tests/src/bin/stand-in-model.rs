@@ -5,11 +5,13 @@ use platform_tests::model::StandInModel;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let port = match std::env::args().nth(1) {
-        Some(p) => p
-            .parse()
-            .map_err(|_| anyhow::anyhow!("usage: stand-in-model [PORT]"))?,
+    let port = match std::env::args().nth(1).map(|p| p.parse::<u16>()) {
         None => 8091,
+        Some(Ok(port)) => port,
+        Some(Err(_)) => {
+            eprintln!("usage: stand-in-model [PORT]");
+            std::process::exit(2);
+        }
     };
     let model = StandInModel::start_on(port).await?;
     eprintln!(
