@@ -527,7 +527,7 @@ mod tests {
     fn token_comes_from_the_secret_never_a_literal() {
         let pod = tenant_pod(&id(), &K8sSettings::default(), None);
         let json = serde_json::to_string(&pod).unwrap();
-        let token_env = pod.spec.unwrap().containers[0]
+        let token_env = pod.spec.clone().unwrap().containers[0]
             .env
             .clone()
             .unwrap()
