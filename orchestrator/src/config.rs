@@ -80,6 +80,8 @@ pub struct Config {
     pub webhook_secret: Option<Secret>,
     pub telegram_api_url: String,
     pub allow_single_replica: bool,
+    /// `ALLOW_INSECURE=true`: start on Kubernetes without `API_TOKEN` / `WEBHOOK_SECRET`.
+    pub allow_insecure: bool,
 }
 
 impl Config {
@@ -114,7 +116,7 @@ impl Config {
             name: "DEFAULT_IDLE_TIMEOUT_S".into(),
             reason,
         })?;
-        Ok(Config {
+        let config = Config {
             port: env::parse("PORT", 8080)?,
             data_dir: PathBuf::from(env::string("DATA_DIR", "./data")),
             use_dynamodb: env::var("DYNAMODB_TABLE").is_some() || dynamodb_endpoint.is_some(),
@@ -149,15 +151,25 @@ impl Config {
             idle_check_interval: seconds("IDLE_CHECK_INTERVAL_S", 30)?,
             reconcile_interval: seconds("RECONCILE_INTERVAL_S", 60)?,
             default_idle_timeout_s,
-            api_token: env::var("API_TOKEN").map(Secret::new),
-            webhook_secret: env::var("WEBHOOK_SECRET").map(Secret::new),
+            api_token: env::secret("API_TOKEN"),
+            webhook_secret: env::secret("WEBHOOK_SECRET"),
             telegram_api_url: env::url(
                 "TELEGRAM_API_URL",
                 Some(common::telegram::DEFAULT_API_URL),
             )?
             .unwrap_or_default(),
             allow_single_replica: env::flag("ALLOW_SINGLE_REPLICA")?,
-        })
+            allow_insecure: env::flag("ALLOW_INSECURE")?,
+        };
+        env::require_secrets(
+            config.runtime == RuntimeKind::Kubernetes || env::on_kubernetes(),
+            config.allow_insecure,
+            &[
+                ("API_TOKEN", config.api_token.is_some()),
+                ("WEBHOOK_SECRET", config.webhook_secret.is_some()),
+            ],
+        )?;
+        Ok(config)
     }
 }
 

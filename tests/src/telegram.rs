@@ -38,9 +38,14 @@ pub struct Webhook {
     pub secret_token: Option<String>,
 }
 
+/// Run by the fake on a call before it answers (see [`FakeTelegram::before_answering`]).
+pub type Hook = Arc<dyn Fn(Call) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
 #[derive(Default)]
 struct State {
     calls: Mutex<Vec<Call>>,
+    /// Method → what to do on a successful call of it before answering.
+    hooks: Mutex<HashMap<String, Hook>>,
     /// Method → how many of the next calls fail with a 500.
     failures: Mutex<HashMap<String, usize>>,
     changed: Notify,
@@ -121,6 +126,16 @@ impl FakeTelegram {
             .lock()
             .unwrap()
             .insert(method.to_owned(), n);
+    }
+
+    /// Runs `hook` on every successful call of `method` before answering it: Telegram acts on a
+    /// `setWebhook` (delivers pending updates to the new URL) before its answer reaches the caller.
+    pub fn before_answering(&self, method: &str, hook: Hook) {
+        self.state
+            .hooks
+            .lock()
+            .unwrap()
+            .insert(method.to_owned(), hook);
     }
 
     /// Waits until `predicate` holds for the recorded calls; panics with `what` and the calls after `timeout`.
@@ -225,6 +240,12 @@ async fn handle(
             _ => false,
         }
     };
+    let call = Call {
+        token: token.to_owned(),
+        method: method.clone(),
+        body: body.clone(),
+        at: Instant::now(),
+    };
     let result = {
         let mut calls = state.calls.lock().unwrap();
         let result = if method == "sendMessage" {
@@ -240,16 +261,15 @@ async fn handle(
         };
         // A failed call is not recorded: Telegram did not act on it.
         if !fail {
-            calls.push(Call {
-                token: token.to_owned(),
-                method: method.clone(),
-                body,
-                at: Instant::now(),
-            });
+            calls.push(call.clone());
         }
         result
     };
     state.changed.notify_waiters();
+    let hook = state.hooks.lock().unwrap().get(&method).cloned();
+    if let (false, Some(hook)) = (fail, hook) {
+        hook(call).await;
+    }
     if fail {
         return HttpResponse::InternalServerError().json(
             json!({"ok": false, "error_code": 500, "description": "Internal Server Error: injected"}),
