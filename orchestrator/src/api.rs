@@ -618,10 +618,12 @@ mod tests {
             "http://127.0.0.1:1",
         );
         let svc = service!(t.app, Some("tok"));
-        let scrape = || async {
-            let res = call_service(&svc, TestRequest::get().uri("/metrics").to_request()).await;
-            String::from_utf8_lossy(&read_body(res).await).into_owned()
-        };
+        macro_rules! scrape {
+            () => {{
+                let res = call_service(&svc, TestRequest::get().uri("/metrics").to_request()).await;
+                String::from_utf8_lossy(&read_body(res).await).into_owned()
+            }};
+        }
         let series = |m: &str| {
             m.lines()
                 .filter(|l| l.starts_with("orchestrator_http_requests_total{"))
@@ -634,8 +636,8 @@ mod tests {
                 .to_request();
             assert_eq!(call_service(&svc, req).await.status(), 401);
         }
-        scrape().await; // the scrape's own series exists from here on
-        let before = scrape().await;
+        scrape!(); // the scrape's own series exists from here on
+        let before = scrape!();
         for i in 50..100 {
             let req = TestRequest::default()
                 .method(format!("BREW{i}").parse().unwrap())
@@ -643,7 +645,7 @@ mod tests {
                 .to_request();
             assert_eq!(call_service(&svc, req).await.status(), 401);
         }
-        let after = scrape().await;
+        let after = scrape!();
         assert_eq!(series(&before), series(&after), "{after}");
         assert!(!after.contains("BREW") && !after.contains("x7"), "{after}");
         assert!(

@@ -52,7 +52,7 @@ async fn an_update_delivered_while_the_webhook_is_set_is_answered() {
                     .map(|r| r.status().as_u16())
                     .unwrap_or(0);
                 log.lock().unwrap().push((record, delivered));
-            })
+            }) as futures::future::BoxFuture<'static, ()>
         }),
     );
 
