@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the tests need and is missing: redis-server (apt) and moto[server] in .venv (pip).
+# Installs what the tests need and is missing: redis-server and nginx (apt), moto[server] in .venv (pip).
 # Idempotent and quick when everything is present; `make test` runs it first.
 set -euo pipefail
 
@@ -28,6 +28,16 @@ else
     apt_install redis-server
     # The package starts a system instance on 6379; the tests start their own on free ports.
     say "installed redis-server ($(redis-server --version | awk '{print $3}'))"
+fi
+
+# nginx: the proxy test runs the services behind it with its default upstream settings.
+if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then
+    say "nginx present ($( (nginx -v 2>&1 || /usr/sbin/nginx -v 2>&1) | sed 's/.*nginx\///'))"
+else
+    say "installing nginx-light with apt"
+    apt_install nginx-light
+    # The package may start a system instance on port 80; the tests start their own on free ports.
+    say "installed nginx ($(/usr/sbin/nginx -v 2>&1 | sed 's/.*nginx\///'))"
 fi
 
 if [ -x "$VENV/bin/moto_server" ]; then

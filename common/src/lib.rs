@@ -11,6 +11,9 @@ pub mod config;
 #[cfg(feature = "contract")]
 pub mod contract;
 pub mod error;
+#[cfg(feature = "actix")]
+pub mod http_auth;
+pub mod http_client;
 pub mod inbox;
 #[cfg(feature = "kube")]
 pub mod k8s;

@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use common::http_auth::{Access, Routes};
 use common::{Secret, StoreError, TenantId};
 use serde::Deserialize;
 use serde_json::json;
@@ -23,8 +24,9 @@ use crate::wake;
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// Routes that answer without `API_TOKEN`.
-const PUBLIC_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+/// Deny-by-default bearer auth: only routes declared `Access::Public` in [`routes`] answer without
+/// `API_TOKEN` (one implementation for both services, in `common`).
+pub use common::http_auth::require_bearer as require_token;
 
 impl ResponseError for Error {
     fn status_code(&self) -> StatusCode {
@@ -74,36 +76,53 @@ pub struct ApiConfig {
     pub api_token: Option<Secret>,
 }
 
-/// Registers the routes and the extractor error handlers; wrap the `App` in `track` and `require_token`.
+/// Registers the routes (from [`routes`]) and the extractor error handlers; wrap the `App` in `track`
+/// and `require_token`.
 pub fn configure(app: Arc<App>, api: ApiConfig) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::from(app))
-            .app_data(web::Data::new(api))
             .app_data(json_config())
             .app_data(web::QueryConfig::default().error_handler(|e, _| {
                 Error::BadRequest(format!("invalid query string: {e}")).into()
             }))
             .app_data(web::PayloadConfig::new(BODY_LIMIT))
-            .route("/healthz", web::get().to(healthz))
-            .route("/readyz", web::get().to(readyz))
-            .route("/metrics", web::get().to(metrics))
-            .route("/tenants", web::post().to(create))
-            .route("/tenants", web::get().to(list))
-            .route("/tenants/{id}", web::get().to(get))
-            .route("/tenants/{id}", web::patch().to(update))
-            .route("/tenants/{id}", web::delete().to(delete))
-            .route("/tenants/{id}/bot_token", web::get().to(bot_token))
-            .route("/tenants/{id}/activity", web::put().to(activity))
-            .route("/tenants/{id}/sleep", web::post().to(sleep))
-            .route("/wake/{id}", web::post().to(wake_tenant))
-            .configure(agent_routes)
-            // Lifecycle operations (issue 17).
-            .route("/tenants/{id}/suspend", web::post().to(suspend))
-            .route("/tenants/{id}/resume", web::post().to(resume))
-            .route("/tenants/{id}/events", web::get().to(events))
-            .route("/tenants/{id}/logs", web::get().to(logs))
             .default_service(web::to(no_route));
+        routes().install(cfg, api.api_token);
     }
+}
+
+/// Every route with its access: the table the app is built from and the auth middleware reads.
+pub fn routes() -> Routes {
+    use actix_web::http::Method;
+    use Access::{Public, Token};
+    Routes::new()
+        .add(Public, Method::GET, "/healthz", healthz)
+        .add(Public, Method::GET, "/readyz", readyz)
+        .add(Public, Method::GET, "/metrics", metrics)
+        .add(Token, Method::POST, "/tenants", create)
+        .add(Token, Method::GET, "/tenants", list)
+        .add(Token, Method::GET, "/tenants/{id}", get)
+        .add(Token, Method::PATCH, "/tenants/{id}", update)
+        .add(Token, Method::DELETE, "/tenants/{id}", delete)
+        .add(Token, Method::GET, "/tenants/{id}/bot_token", bot_token)
+        .add(Token, Method::PUT, "/tenants/{id}/activity", activity)
+        .add(Token, Method::POST, "/tenants/{id}/sleep", sleep)
+        .add(Token, Method::POST, "/wake/{id}", wake_tenant)
+        // The agent's credential and configuration (issue 14).
+        .add(Token, Method::GET, "/tenants/{id}/agent_token", agent_token)
+        .add_resource(
+            "/tenants/{id}/config",
+            &[(Token, Method::GET), (Token, Method::PUT)],
+            web::resource("/tenants/{id}/config")
+                .app_data(json_config_limit(CONFIG_BODY_LIMIT))
+                .route(web::get().to(get_config))
+                .route(web::put().to(put_config)),
+        )
+        // Lifecycle operations (issue 17).
+        .add(Token, Method::POST, "/tenants/{id}/suspend", suspend)
+        .add(Token, Method::POST, "/tenants/{id}/resume", resume)
+        .add(Token, Method::GET, "/tenants/{id}/events", events)
+        .add(Token, Method::GET, "/tenants/{id}/logs", logs)
 }
 
 fn json_config() -> web::JsonConfig {
@@ -137,7 +156,8 @@ pub async fn track(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let app = req.app_data::<web::Data<App>>().cloned();
-    let method = req.method().to_string();
+    // A closed set: a made-up method must not become a new series.
+    let method = common::metrics::method_label(req.method().as_str());
     let span = tracing::info_span!(
         "http request",
         method = %method,
@@ -157,38 +177,9 @@ pub async fn track(
         let route = route.unwrap_or_else(|| "unmatched".into());
         app.metrics
             .http_requests
-            .inc(&[&method, &route, status.as_str()]);
+            .inc(&[method, &route, status.as_str()]);
     }
     res
-}
-
-/// Requires `Authorization: Bearer <API_TOKEN>` on every non-public route when a token is set.
-pub async fn require_token(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let expected = req
-        .app_data::<web::Data<ApiConfig>>()
-        .and_then(|c| c.api_token.clone());
-    if let Some(expected) = expected {
-        if !PUBLIC_PATHS.contains(&req.path()) && !bearer_matches(req.request(), &expected) {
-            let resp = error_json(StatusCode::UNAUTHORIZED, "missing or invalid API token");
-            return Ok(req.into_response(resp).map_into_right_body());
-        }
-    }
-    next.call(req)
-        .await
-        .map(ServiceResponse::map_into_left_body)
-}
-
-fn bearer_matches(req: &HttpRequest, expected: &Secret) -> bool {
-    req.headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|got| {
-            common::webhook::constant_time_eq(got.trim().as_bytes(), expected.expose().as_bytes())
-        })
 }
 
 fn tenant_id(path: &str) -> Result<TenantId, Error> {
@@ -470,16 +461,6 @@ async fn wake_tenant(app: web::Data<App>, path: web::Path<String>) -> Result<Htt
 /// Largest `PUT /tenants/{id}/config` body: the configuration's own limit (256 KiB of text) plus
 /// room for JSON escaping; the content limits are checked after parsing, with a clear message.
 pub const CONFIG_BODY_LIMIT: usize = 1024 * 1024;
-
-fn agent_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/tenants/{id}/agent_token", web::get().to(agent_token))
-        .service(
-            web::resource("/tenants/{id}/config")
-                .app_data(json_config_limit(CONFIG_BODY_LIMIT))
-                .route(web::get().to(get_config))
-                .route(web::put().to(put_config)),
-        );
-}
 
 async fn agent_token(app: web::Data<App>, path: web::Path<String>) -> Result<HttpResponse, Error> {
     let id = tenant_id(&path)?;
@@ -774,6 +755,100 @@ mod tests {
             .insert_header(("authorization", "Bearer tok"))
             .to_request();
         assert_eq!(call_service(&svc, req).await.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn every_route_off_the_public_list_needs_the_token() {
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            quick_settings(),
+            "http://127.0.0.1:1",
+        );
+        let svc = service!(t.app, Some("tok"));
+        let routes = routes();
+        let public: Vec<_> = routes
+            .table()
+            .routes()
+            .iter()
+            .filter(|r| r.access == Access::Public)
+            .map(|r| r.path)
+            .collect();
+        assert_eq!(public, ["/healthz", "/readyz", "/metrics"]);
+        for r in routes.table().routes() {
+            let uri = common::http_auth::sample_path(r.path, "bob");
+            let req = TestRequest::default()
+                .method(r.method.clone())
+                .uri(&uri)
+                .set_payload("{}")
+                .to_request();
+            let status = call_service(&svc, req).await.status();
+            match r.access {
+                Access::Token => assert_eq!(status, 401, "{} {}", r.method, r.path),
+                _ => assert_ne!(status, 401, "{} {}", r.method, r.path),
+            }
+        }
+        // Deny by default: an unknown path or a method a public path does not serve needs it too.
+        for (method, uri) in [
+            ("GET", "/nope"),
+            ("POST", "/healthz"),
+            ("DELETE", "/metrics"),
+        ] {
+            let req = TestRequest::default()
+                .method(method.parse().unwrap())
+                .uri(uri)
+                .to_request();
+            assert_eq!(
+                call_service(&svc, req).await.status(),
+                401,
+                "{method} {uri}"
+            );
+        }
+        assert!(t.app.registry.list(None).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn made_up_methods_do_not_grow_metrics() {
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            quick_settings(),
+            "http://127.0.0.1:1",
+        );
+        let svc = service!(t.app, Some("tok"));
+        macro_rules! scrape {
+            () => {{
+                let res = call_service(&svc, TestRequest::get().uri("/metrics").to_request()).await;
+                String::from_utf8_lossy(&read_body(res).await).into_owned()
+            }};
+        }
+        let series = |m: &str| {
+            m.lines()
+                .filter(|l| l.starts_with("orchestrator_http_requests_total{"))
+                .count()
+        };
+        for i in 0..50 {
+            let req = TestRequest::default()
+                .method(format!("BREW{i}").parse().unwrap())
+                .uri(&format!("/tenants/x{i}"))
+                .to_request();
+            assert_eq!(call_service(&svc, req).await.status(), 401);
+        }
+        scrape!(); // the scrape's own series exists from here on
+        let before = scrape!();
+        for i in 50..100 {
+            let req = TestRequest::default()
+                .method(format!("BREW{i}").parse().unwrap())
+                .uri(&format!("/tenants/x{i}"))
+                .to_request();
+            assert_eq!(call_service(&svc, req).await.status(), 401);
+        }
+        let after = scrape!();
+        assert_eq!(series(&before), series(&after), "{after}");
+        assert!(!after.contains("BREW") && !after.contains("x7"), "{after}");
+        assert!(
+            after.lines().any(|l| l
+                == r#"orchestrator_http_requests_total{method="other",route="/tenants/{id}",status="401"} 100"#),
+            "{after}"
+        );
     }
 
     #[tokio::test]

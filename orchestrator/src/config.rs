@@ -93,6 +93,8 @@ pub struct Config {
     pub agent_resources: AgentResources,
     /// What a tenant may ask for (`AGENT_MAX_CPU`, `AGENT_MAX_MEMORY`, `AGENT_MIN_MEMORY`).
     pub resource_bounds: ResourceBounds,
+    /// `ALLOW_INSECURE=true`: start on Kubernetes without `API_TOKEN` / `WEBHOOK_SECRET`.
+    pub allow_insecure: bool,
 }
 
 /// Platform resource defaults and bounds from the env; the defaults must lie within the bounds.
@@ -160,7 +162,7 @@ impl Config {
             reason,
         })?;
         let (agent_resources, resource_bounds) = resources_from_env()?;
-        Ok(Config {
+        let config = Config {
             agent_resources,
             resource_bounds,
             port: env::parse("PORT", 8080)?,
@@ -198,8 +200,8 @@ impl Config {
             idle_check_interval: seconds("IDLE_CHECK_INTERVAL_S", 30)?,
             reconcile_interval: seconds("RECONCILE_INTERVAL_S", 60)?,
             default_idle_timeout_s,
-            api_token: env::var("API_TOKEN").map(Secret::new),
-            webhook_secret: env::var("WEBHOOK_SECRET").map(Secret::new),
+            api_token: env::secret("API_TOKEN"),
+            webhook_secret: env::secret("WEBHOOK_SECRET"),
             telegram_api_url: env::url(
                 "TELEGRAM_API_URL",
                 Some(common::telegram::DEFAULT_API_URL),
@@ -208,7 +210,17 @@ impl Config {
             allow_single_replica: env::flag("ALLOW_SINGLE_REPLICA")?,
             agent_defaults: agent_defaults()?,
             llm_api_key: env::var("LLM_API_KEY").map(Secret::new),
-        })
+            allow_insecure: env::flag("ALLOW_INSECURE")?,
+        };
+        env::require_secrets(
+            config.runtime == RuntimeKind::Kubernetes || env::on_kubernetes(),
+            config.allow_insecure,
+            &[
+                ("API_TOKEN", config.api_token.is_some()),
+                ("WEBHOOK_SECRET", config.webhook_secret.is_some()),
+            ],
+        )?;
+        Ok(config)
     }
 }
 

@@ -156,6 +156,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if config.api_token.is_none() {
         tracing::warn!("API_TOKEN is not set: the API accepts requests without a token");
     }
+    if config.webhook_secret.is_none() {
+        tracing::warn!("WEBHOOK_SECRET is not set: webhooks are registered without a secret token");
+    }
 
     let registry: Arc<dyn Registry> = if config.use_dynamodb {
         let r = common::registry::dynamodb::DynamoRegistry::connect(

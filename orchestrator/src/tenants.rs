@@ -17,6 +17,10 @@ use crate::webhook;
 use common::lifecycle::NewEvent;
 use common::resources::AgentResources;
 
+/// How long a purge waits for the agent's last save: past the pod's 30 s termination grace period,
+/// after which the kubelet has killed it.
+const PURGE_WAIT: std::time::Duration = std::time::Duration::from_secs(45);
+
 /// Body of `POST /tenants`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,8 +44,9 @@ pub struct UpdateTenant {
     pub resources: Option<AgentResources>,
 }
 
-/// Creates an idle tenant. With `ROUTER_PUBLIC_URL` set the webhook is registered first, so a
-/// Telegram failure writes nothing.
+/// Creates an idle tenant. The record is written first, so that an update Telegram delivers as soon
+/// as the webhook is set finds its tenant; when Telegram refuses the webhook the record is removed
+/// again (under the tenant's lock, so no wake sees it meanwhile) and nothing is left.
 pub async fn create(app: &App, req: CreateTenant) -> Result<TenantView, Error> {
     let id = TenantId::parse(&req.tenant_id)?;
     let token = validate_bot_token(&req.bot_token).map_err(Error::BadRequest)?;
@@ -52,7 +57,6 @@ pub async fn create(app: &App, req: CreateTenant) -> Result<TenantView, Error> {
     if find(app, &id).await?.is_some() {
         return Err(Error::AlreadyExists(id));
     }
-    webhook::register(app, &id, &token).await?;
     let mut rec = TenantRecord::new(
         id.clone(),
         token,
@@ -61,14 +65,31 @@ pub async fn create(app: &App, req: CreateTenant) -> Result<TenantView, Error> {
         Utc::now(),
     );
     rec.agent_token = common::tenant::new_agent_token();
-    app.registry.create(&rec).await.map_err(|e| match e {
-        StoreError::AlreadyExists => Error::AlreadyExists(id.clone()),
-        other => Error::store("registry create")(other),
-    })?;
+    let guard = lock(app, &id).await?;
+    let result = create_locked(app, &rec).await;
+    guard.release().await;
+    result?;
     tracing::info!(tenant = %id, idle_timeout_s = timeout, "tenant created");
     let message = format!("tenant created (idle timeout {timeout}s)");
     events::record(app, &id, NewEvent::normal(reason::CREATED, message)).await;
     Ok(rec.view())
+}
+
+async fn create_locked(app: &App, rec: &TenantRecord) -> Result<(), Error> {
+    let id = &rec.tenant_id;
+    app.registry.create(rec).await.map_err(|e| match e {
+        StoreError::AlreadyExists => Error::AlreadyExists(id.clone()),
+        other => Error::store("registry create")(other),
+    })?;
+    if let Err(e) = webhook::register(app, id, &rec.bot_token).await {
+        if let Err(undo) = app.registry.delete(id).await {
+            // The webhook was refused, so Telegram sends nothing for it; a retry of the create
+            // answers 409 and a DELETE removes the record.
+            tracing::error!(tenant = %id, error = %undo, "could not remove the record of a refused create");
+        }
+        return Err(e);
+    }
+    Ok(())
 }
 
 pub async fn get(app: &App, id: &TenantId) -> Result<TenantView, Error> {
@@ -276,6 +297,11 @@ pub(crate) async fn delete_locked(
         events::record(app, id, event).await;
     }
     app.runtime.stop(id).await?;
+    if purge_state {
+        // The agent saves after SIGTERM: deleting the state before it is gone would let the
+        // "purged" memory come back (and a new tenant of the same id inherit it).
+        app.runtime.wait_stopped(id, PURGE_WAIT).await?;
+    }
     match rec.as_ref().map(|r| r.status) {
         Some(TenantStatus::Running) => {
             app.metrics.agent_stopped("delete");

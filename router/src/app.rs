@@ -110,11 +110,13 @@ pub fn app(
     >,
 > {
     let chat = web::Data::new(state.chat.for_worker());
+    let api_token = state.api_token.clone();
     App::new()
         .app_data(state)
         .app_data(chat)
+        .wrap(from_fn(common::http_auth::require_bearer))
         .wrap(from_fn(api::track))
-        .configure(api::configure)
+        .configure(|cfg| api::configure(cfg, api_token))
         .default_service(web::to(api::not_found))
 }
 

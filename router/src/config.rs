@@ -179,6 +179,16 @@ impl Config {
                 millis("TYPING_INTERVAL_MS", d.typing_interval)?,
             )?,
         };
+        let api_token = config::secret("API_TOKEN");
+        let webhook_secret = config::secret("WEBHOOK_SECRET");
+        config::require_secrets(
+            config::on_kubernetes(),
+            config::flag("ALLOW_INSECURE")?,
+            &[
+                ("API_TOKEN", api_token.is_some()),
+                ("WEBHOOK_SECRET", webhook_secret.is_some()),
+            ],
+        )?;
         Ok(Config {
             port: config::parse("PORT", 9090u16)?,
             data_dir: PathBuf::from(config::string("DATA_DIR", "./data")),
@@ -186,8 +196,8 @@ impl Config {
             orchestrator_addr: config::url("ORCHESTRATOR_ADDR", Some("http://localhost:8080"))?
                 .unwrap_or_default(),
             public_base_url: config::url("PUBLIC_BASE_URL", None)?,
-            api_token: config::var("API_TOKEN").map(Secret::new),
-            webhook_secret: config::var("WEBHOOK_SECRET").map(Secret::new),
+            api_token,
+            webhook_secret,
             telegram_api_url: config::url(
                 "TELEGRAM_API_URL",
                 Some(common::telegram::DEFAULT_API_URL),

@@ -92,9 +92,12 @@ impl OrchestratorClient {
         }
     }
 
+    /// Every call to the orchestrator is bodiless, so each carries `Content-Length: 0` (proxies).
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let rb =
-            common::telemetry::inject(self.http.request(method, format!("{}{path}", self.base)));
+        let rb = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
+        let rb = common::telemetry::inject(common::http_client::without_body(&method, rb));
         match &self.api_token {
             Some(t) => rb.bearer_auth(t.expose()),
             None => rb,

@@ -331,6 +331,56 @@ async fn api_token_guards_chat_and_admin_but_not_probes() {
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
+/// Deny by default: the test walks the router's own route table, so a new route is covered.
+#[actix_web::test]
+async fn every_route_off_the_public_list_needs_the_token() {
+    use common::http_auth::{sample_path, Access};
+    let s = setup();
+    let mut cfg = s.config();
+    cfg.api_token = Some(Secret::new("api-token"));
+    let (svc, state) = service!(s, cfg);
+    let routes = router::api::routes();
+    let open: Vec<_> = routes
+        .table()
+        .routes()
+        .iter()
+        .filter(|r| r.access != Access::Token)
+        .map(|r| (r.method.as_str(), r.path, r.access))
+        .collect();
+    assert_eq!(
+        open,
+        [
+            ("GET", "/healthz", Access::Public),
+            ("GET", "/readyz", Access::Public),
+            ("GET", "/metrics", Access::Public),
+            ("POST", "/tg/{id}", Access::Handler),
+        ]
+    );
+    for r in routes.table().routes() {
+        let req = TestRequest::default()
+            .method(r.method.clone())
+            .uri(&sample_path(r.path, "bob"))
+            .set_payload(update(1, 1, "hi"))
+            .to_request();
+        let status = test::call_service(&svc, req).await.status();
+        match r.access {
+            Access::Token => {
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{} {}", r.method, r.path)
+            }
+            _ => assert_ne!(status, StatusCode::UNAUTHORIZED, "{} {}", r.method, r.path),
+        }
+    }
+    for (method, uri) in [("GET", "/nope"), ("GET", "/tg/bob"), ("POST", "/metrics")] {
+        let req = TestRequest::default()
+            .method(method.parse().unwrap())
+            .uri(uri)
+            .to_request();
+        let status = test::call_service(&svc, req).await.status();
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+    }
+    state.dispatcher.shutdown().await;
+}
+
 #[actix_web::test]
 async fn chat_wakes_forwards_and_maps_failures() {
     let mut s = setup();

@@ -37,6 +37,9 @@ pub struct FakeK8sOptions {
     /// Extra environment given to every agent (e.g. `AGENT_STARTUP_MS`).
     pub agent_env: Vec<(String, String)>,
     pub nodes: usize,
+    /// How long a deleted tenant pod keeps running before its agent gets SIGTERM and saves: a slow
+    /// save (or preStop hook), whose write lands this long after the delete was accepted.
+    pub termination_delay: Duration,
 }
 
 impl Default for FakeK8sOptions {
@@ -46,6 +49,7 @@ impl Default for FakeK8sOptions {
             agent_binary: agent_binary(),
             agent_env: Vec::new(),
             nodes: 3,
+            termination_delay: Duration::ZERO,
         }
     }
 }
@@ -148,6 +152,7 @@ type Key = (&'static str, String, String);
 struct Agent {
     child: Child,
     terminating_since: Option<Instant>,
+    sigterm_sent: bool,
     grace: Duration,
 }
 
@@ -1500,15 +1505,18 @@ fn run_pods(shared: &Shared, st: &mut State) {
             continue;
         }
         let pod = st.objects.get(&key).expect("listed").clone();
-        // Termination: SIGTERM once, SIGKILL after the grace period, remove when the agent exited.
+        // Termination: SIGTERM once (after `termination_delay`), SIGKILL after the grace period,
+        // remove when the agent exited.
         if pod["metadata"].get("deletionTimestamp").is_some() {
             let done = match st.agents.get_mut(&key) {
                 None => true,
                 Some(a) => {
-                    let since = *a.terminating_since.get_or_insert_with(|| {
+                    let since = *a.terminating_since.get_or_insert_with(Instant::now);
+                    if !a.sigterm_sent && since.elapsed() >= shared.opts.termination_delay {
+                        // SAFETY: kill(2) on the agent process this kubelet started.
                         unsafe { libc::kill(a.child.id() as i32, libc::SIGTERM) };
-                        Instant::now()
-                    });
+                        a.sigterm_sent = true;
+                    }
                     if since.elapsed() > a.grace {
                         let _ = a.child.kill();
                     }
@@ -1628,6 +1636,7 @@ fn run_pods(shared: &Shared, st: &mut State) {
                         Agent {
                             child,
                             terminating_since: None,
+                            sigterm_sent: false,
                             grace: Duration::from_secs(30),
                         },
                     );

@@ -92,11 +92,16 @@ pub struct Webhook {
     pub secret_token: Option<String>,
 }
 
+/// Run by the fake on a call before it answers (see [`FakeTelegram::before_answering`]).
+pub type CallHook = Arc<dyn Fn(Call) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
 #[derive(Default)]
 struct State {
     calls: Mutex<Vec<Call>>,
     refusals: Mutex<Vec<Call>>,
     rules: Mutex<Rules>,
+    /// Method → what to do on an accepted call of it before answering.
+    call_hooks: Mutex<HashMap<String, CallHook>>,
     /// Method → how many of the next calls fail with a 500.
     failures: Mutex<HashMap<String, usize>>,
     changed: Notify,
@@ -224,6 +229,16 @@ impl FakeTelegram {
             .lock()
             .unwrap()
             .insert(method.to_owned(), n);
+    }
+
+    /// Runs `hook` on every successful call of `method` before answering it: Telegram acts on a
+    /// `setWebhook` (delivers pending updates to the new URL) before its answer reaches the caller.
+    pub fn before_answering(&self, method: &str, hook: CallHook) {
+        self.state
+            .call_hooks
+            .lock()
+            .unwrap()
+            .insert(method.to_owned(), hook);
     }
 
     /// Waits until `predicate` holds for the recorded calls; panics with `what` and the calls after `timeout`.
@@ -481,6 +496,7 @@ async fn handle(
         }
     };
     let now = Instant::now();
+    let mut accepted = None;
     let verdict = {
         let mut rules = state.rules.lock().unwrap();
         let mut calls = state.calls.lock().unwrap();
@@ -536,12 +552,19 @@ async fn handle(
         };
         // A refused call is recorded apart: Telegram did not act on it.
         match &verdict {
-            Ok(()) => calls.push(call),
+            Ok(()) => {
+                accepted = Some(call.clone());
+                calls.push(call);
+            }
             Err(_) => state.refusals.lock().unwrap().push(call),
         }
         verdict.map(|()| result.unwrap_or_default())
     };
     state.changed.notify_waiters();
+    let hook = state.call_hooks.lock().unwrap().get(&method).cloned();
+    if let (Some(call), Some(hook)) = (accepted, hook) {
+        hook(call).await;
+    }
     match verdict {
         Ok(result) => HttpResponse::Ok().json(json!({"ok": true, "result": result})),
         Err((code, description, retry_after)) => refusal(code, &description, retry_after),

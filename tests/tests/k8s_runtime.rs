@@ -534,3 +534,74 @@ async fn failed_and_evicted_pods_count_as_gone() {
         );
     }
 }
+
+/// Issue 15 point 2: the agent saves after SIGTERM, here two seconds after the delete was accepted
+/// (a slow save); a purge deletes the state only after the pod is gone, so the memory stays purged
+/// and a new tenant of the same id starts empty.
+#[tokio::test]
+async fn purge_waits_for_the_last_save_of_a_slow_terminating_pod() {
+    use common::state::{DirStateStore, StateStore};
+    use platform_tests::fake_k8s::FakeK8sOptions;
+    let fake = FakeK8s::start_with(FakeK8sOptions {
+        termination_delay: Duration::from_secs(2),
+        ..FakeK8sOptions::default()
+    })
+    .await;
+    let shared = Shared::new();
+    // The state store reads the bucket the pods' S3 volumes write to, as in a cluster.
+    let state = std::sync::Arc::new(DirStateStore::new(
+        fake.s3_dir("zeroclaw-tenant-state", "tenants"),
+    ));
+    let app = orchestrator::app::App::new(
+        orchestrator::app::Ports {
+            registry: shared.registry.clone(),
+            lock: shared.lock.clone(),
+            cache: std::sync::Arc::new(common::cache::MemoryCache::new()),
+            state: state.clone(),
+            runtime: std::sync::Arc::new(orchestrator::runtime::kubernetes::KubeRuntime::new(
+                fake.client().await,
+                k8s_settings(),
+            )),
+            leader: std::sync::Arc::new(orchestrator::leader::AlwaysLeader),
+        },
+        common::telegram::TelegramClient::new("http://127.0.0.1:1"),
+        orchestrator::app::Settings {
+            pod_ready_wait: Duration::from_secs(30),
+            ..orchestrator::app::Settings::default()
+        },
+    );
+    let id = shared.add_tenant("kpurge").await;
+    let first = wake(&app, &id).await.unwrap();
+    assert_eq!(
+        chat(&shared, &id, &first.endpoint, "secret memory").await,
+        "echo: secret memory (#1)"
+    );
+
+    orchestrator::tenants::delete(&app, &id, true)
+        .await
+        .unwrap();
+    assert!(
+        fake.get("pods", NS, "zeroclaw-kpurge").is_none(),
+        "the purge returned only once the pod was gone"
+    );
+    assert_eq!(state.load(&id).await.unwrap(), None, "state purged");
+    assert_eq!(
+        common::state_file::newest(
+            &fake.s3_dir("zeroclaw-tenant-state", "tenants/kpurge/"),
+            "brain.db"
+        )
+        .unwrap(),
+        None,
+        "the agent's last save did not bring the memory back"
+    );
+
+    let id = shared.add_tenant("kpurge").await;
+    let second = wake(&app, &id).await.unwrap();
+    assert_eq!(
+        chat(&shared, &id, &second.endpoint, "hello").await,
+        "echo: hello (#1)",
+        "a new tenant of the same id starts with no memory"
+    );
+    app.runtime.stop(&id).await.unwrap();
+    app.runtime.remove(&id).await.unwrap();
+}

@@ -413,6 +413,29 @@ impl Runtime for KubeRuntime {
         }
     }
 
+    /// The pod is deleted with a grace period: it saves after SIGTERM and is gone once the agent
+    /// exited (or the kubelet killed it at the end of the grace period).
+    async fn wait_stopped(&self, tenant: &TenantId, timeout: Duration) -> Result<(), RuntimeError> {
+        let name = tenant.pod_name();
+        let until = Instant::now() + timeout;
+        loop {
+            let pod = self
+                .pods
+                .get_opt(&name)
+                .await
+                .map_err(|e| backend("get pod", e))?;
+            if pod.is_none() {
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                return Err(RuntimeError::Unavailable(format!(
+                    "pod {name} still terminating after {timeout:?}"
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     async fn list(&self) -> Result<Vec<AgentInfo>, RuntimeError> {
         let pods = self
             .pods

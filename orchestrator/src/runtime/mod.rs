@@ -142,6 +142,15 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> Result<AgentAddress, RuntimeError>;
     /// Stops the agent (SIGTERM / pod delete with grace), so that it saves its state; idempotent.
     async fn stop(&self, tenant: &TenantId) -> Result<(), RuntimeError>;
+    /// Waits until a stopped agent is gone, so its last save has landed (a purge deletes the state
+    /// only after it). Runtimes whose `stop` waits for the exit need nothing more.
+    async fn wait_stopped(
+        &self,
+        _tenant: &TenantId,
+        _timeout: Duration,
+    ) -> Result<(), RuntimeError> {
+        Ok(())
+    }
     /// Every agent this runtime currently runs, in one listing (the reconciler's view).
     async fn list(&self) -> Result<Vec<AgentInfo>, RuntimeError>;
     /// Removes what the tenant owns besides the agent (PV, PVC, Secret); after `stop`; idempotent.
