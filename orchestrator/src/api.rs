@@ -37,10 +37,9 @@ impl ResponseError for Error {
             Error::Suspended(_) => StatusCode::LOCKED,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Telegram { .. } | Error::WakeFailed(_) => StatusCode::BAD_GATEWAY,
-            Error::WakeTimeout(_)
-            | Error::Busy(_)
-            | Error::ShuttingDown
-            | Error::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::WakeTimeout(_) | Error::Busy(_) | Error::ShuttingDown | Error::NotReady(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Store { source, .. } => match source {
                 StoreError::NotFound => StatusCode::NOT_FOUND,
                 StoreError::AlreadyExists | StoreError::Conflict(_) => StatusCode::CONFLICT,

@@ -175,6 +175,7 @@ impl Runtime for FakeRuntime {
                 pod_name: rec.tenant_id.pod_name(),
                 pod_ip: "127.0.0.1".into(),
                 agent_port: Some(port),
+                warm: None,
             });
         }
         let server = StubServer::start(r#"{"status":"ok"}"#).await;

@@ -10,10 +10,10 @@ use tokio::time::Instant;
 
 use crate::app::App;
 use crate::error::Error;
-use crate::runtime::RuntimeError;
 use crate::events::{self, reason};
+use crate::runtime::RuntimeError;
 use crate::tenant_lock::{TenantGuard, RETRY_EVERY};
-use common::lifecycle::{LastError, NewEvent};
+use common::lifecycle::NewEvent;
 
 /// Where the woken agent answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -311,11 +311,9 @@ async fn delete_webhook(
 }
 
 async fn webhook_info(
-    req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    require_api_token(&req, &state)?;
     let id = tenant_id(&path)?;
     Ok(HttpResponse::Ok().json(state.admin.info(&id).await?))
 }

@@ -228,13 +228,27 @@ impl Delivery {
                         if !waiting.iter().any(|e| e.id == entry.id) {
                             waiting.insert(0, entry.clone());
                         }
-                        self.fail_waiting(tenant, &token, &waiting, FAILED_TO_START, "failed", stop)
-                            .await?;
+                        self.fail_waiting(
+                            tenant,
+                            &token,
+                            &waiting,
+                            FAILED_TO_START,
+                            "failed",
+                            stop,
+                        )
+                        .await?;
                         return Ok(Step::Refetch);
                     }
                     Wake::Expired(expired) => {
-                        self.fail_waiting(tenant, &token, &expired, FAILED_TO_START, "expired", stop)
-                            .await?;
+                        self.fail_waiting(
+                            tenant,
+                            &token,
+                            &expired,
+                            FAILED_TO_START,
+                            "expired",
+                            stop,
+                        )
+                        .await?;
                         return Ok(Step::Refetch);
                     }
                     Wake::Suspended(mut waiting) => {

@@ -603,7 +603,7 @@ async fn a_suspended_tenants_waiting_chats_get_the_notice_once_each_and_nothing_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wake_refused_as_suspended_is_not_retried_and_the_chats_are_told_why() {
-    let mut h = Harness::new(with_notice());
+    let h = Harness::new(with_notice());
     h.orch.set("late", WakeReply::Status(423));
     h.post("late", 1, 7, "hi").await;
     h.wait_empty().await;

@@ -4,8 +4,8 @@
 pub mod backends;
 pub mod cluster;
 pub mod fake_k8s;
-pub mod mountpoint;
 pub mod model;
+pub mod mountpoint;
 pub mod nginx;
 pub mod platform;
 pub mod telegram;

@@ -78,21 +78,6 @@ impl SqliteRegistry {
     }
 }
 
-fn add_column(c: &Connection, name: &str, decl: &str) -> Result<(), StoreError> {
-    let exists: bool = c
-        .query_row(
-            "SELECT COUNT(*) > 0 FROM pragma_table_info('tenants') WHERE name = ?1",
-            params![name],
-            |r| r.get(0),
-        )
-        .map_err(db_err)?;
-    if !exists {
-        c.execute_batch(&format!("ALTER TABLE tenants ADD COLUMN {name} {decl}"))
-            .map_err(db_err)?;
-    }
-    Ok(())
-}
-
 fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<TenantRecord, StoreError>> {
     let id: String = row.get(0)?;
     let status: String = row.get(1)?;
