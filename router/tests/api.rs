@@ -216,11 +216,10 @@ async fn tg_without_a_secret_refuses_unknown_tenants_before_writing() {
         let resp = test::call_service(&svc, post("ghost", u)).await;
         assert_eq!(resp.status(), StatusCode::OK);
     }
-    assert_eq!(
-        s.orch.view_calls.load(Ordering::Relaxed),
-        2,
-        "a yes is cached"
-    );
+    // One view for the "no", one for the "yes", and at most one more: delivery reads the view
+    // before its wake (is the tenant suspended?). Without the cache each update would add one.
+    let views = s.orch.view_calls.load(Ordering::Relaxed);
+    assert!((2..=3).contains(&views), "a yes is cached: {views} views");
 }
 
 #[actix_web::test]

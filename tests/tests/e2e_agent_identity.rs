@@ -10,7 +10,7 @@ use chrono::Utc;
 use common::registry::sqlite::SqliteRegistry;
 use common::registry::{Registry, StatusUpdate};
 use common::{TenantId, TenantStatus};
-use platform_tests::platform::{bin_path, bot_token, Platform};
+use platform_tests::platform::{bin_path, bot_token, wait_until, Platform};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -194,11 +194,13 @@ async fn the_configuration_reaches_the_agent_at_its_next_start() {
     assert_eq!(rendered["model"], "platform-model");
     assert_eq!(rendered["provider"], "llamacpp");
     assert_eq!(rendered["api_url"], "http://127.0.0.1:9/v1");
-    p.orchestrator
-        .wait_for_log("persona_files=SOUL.md", 1, T)
-        .await;
+    // The agent's own output goes to its log file (`ztm tenant logs`).
+    wait_until("the agent to log its persona files", T, || async {
+        p.agent_log("idd").contains("persona_files=SOUL.md")
+    })
+    .await;
     assert!(
-        !p.orchestrator.log().contains("You are terse."),
+        !p.agent_log("idd").contains("You are terse.") && !p.logs().contains("You are terse."),
         "contents not logged"
     );
 
@@ -219,9 +221,11 @@ async fn the_configuration_reaches_the_agent_at_its_next_start() {
     let next: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(next["files"]["SOUL.md"], "Be kind.");
     assert_eq!(next["model"], "m2");
-    p.orchestrator
-        .wait_for_log("persona_files=IDENTITY.md,SOUL.md", 1, T)
-        .await;
+    wait_until("the agent to log its new persona files", T, || async {
+        p.agent_log("idd")
+            .contains("persona_files=IDENTITY.md,SOUL.md")
+    })
+    .await;
 }
 
 struct Run {

@@ -21,19 +21,6 @@ use k8s_support::*;
 
 const T: Duration = Duration::from_secs(30);
 
-async fn chat(endpoint: &str, text: &str) -> String {
-    let r: Value = reqwest::Client::new()
-        .post(format!("http://{endpoint}/webhook"))
-        .json(&json!({ "message": text }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    r["response"].as_str().unwrap_or_default().to_owned()
-}
-
 /// The fake cluster's Events about pod `pod`: (type, reason, message).
 fn pod_events(fake: &FakeK8s, pod: &str) -> Vec<(String, String, String)> {
     let mut evs: Vec<Value> = fake
@@ -87,7 +74,10 @@ async fn wakes_and_sleeps_are_kubernetes_events_on_the_pod_and_its_log_is_read_t
     warm_pod(&fake, "warm-pool-ev001").await;
 
     let woken = wake(&app, &id).await.unwrap();
-    assert_eq!(chat(&woken.endpoint, "one").await, "echo: one (#1)");
+    assert_eq!(
+        agent_chat(&shared, &id, &woken.endpoint, "one").await,
+        "echo: one (#1)"
+    );
     assert!(
         eventually(Duration::from_secs(5), || pod_events(&fake, "zeroclaw-kev")
             .iter()
@@ -210,10 +200,15 @@ async fn a_suspended_tenant_has_no_pod_is_never_woken_and_an_interrupted_suspend
 
     operations::suspend(&app, &id).await.unwrap();
     assert!(eventually(T, || fake.get("pods", NS, "zeroclaw-ksusp").is_none()).await);
-    assert!(fake
-        .s3_dir("zeroclaw-tenant-state", "tenants/ksusp/")
-        .join("brain.db")
-        .exists());
+    assert!(
+        common::state_file::newest(
+            &fake.s3_dir("zeroclaw-tenant-state", "tenants/ksusp/"),
+            "brain.db"
+        )
+        .unwrap()
+        .is_some(),
+        "the suspended agent's state was saved"
+    );
     let creates = fake.count("create", "pods");
     assert!(matches!(wake(&app, &id).await, Err(Error::Suspended(_))));
     assert_eq!(

@@ -18,21 +18,6 @@ use serde_json::{json, Value};
 use k8s_support::*;
 
 /// What the router does: `POST /webhook` with the tenant's agent credential.
-async fn chat(shared: &Shared, id: &common::TenantId, endpoint: &str, text: &str) -> String {
-    let credential = shared.registry.get(id).await.unwrap().unwrap().agent_token;
-    let r: Value = reqwest::Client::new()
-        .post(format!("http://{endpoint}/webhook"))
-        .bearer_auth(credential.expose())
-        .json(&json!({ "message": text }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    r["response"].as_str().unwrap_or_default().to_owned()
-}
-
 /// A Running warm pod created the way the warm-pool ReplicaSet would, on a known node.
 async fn warm_pod(fake: &FakeK8s, name: &str) -> (String, String) {
     let template = k8s::warm_pool_deployment(&k8s_settings(), 1)
@@ -121,7 +106,7 @@ async fn wake_creates_secret_pv_pvc_and_a_pod_whose_agent_answers() {
     assert_eq!(woken.pod_ip, pod["status"]["podIP"].as_str().unwrap());
     assert_eq!(woken.endpoint, format!("{}:3000", woken.pod_ip));
     assert_eq!(
-        chat(&shared, &id, &woken.endpoint, "hi").await,
+        agent_chat(&shared, &id, &woken.endpoint, "hi").await,
         "echo: hi (#1)"
     );
     let rec = shared.registry.get(&id).await.unwrap().unwrap();
@@ -154,7 +139,7 @@ async fn a_warm_hit_pins_the_node_and_deletes_the_warm_pod() {
     assert_eq!(hits.len(), 1, "{hits:?}");
     assert!(hits[0].contains(&node));
     assert_eq!(
-        chat(&shared, &id, &woken.endpoint, "hello").await,
+        agent_chat(&shared, &id, &woken.endpoint, "hello").await,
         "echo: hello (#1)"
     );
 }
@@ -270,7 +255,7 @@ async fn another_storage_class_gets_a_provisioned_claim_and_keeps_the_memory() {
     assert_eq!(pvc["spec"]["storageClassName"], "standard");
     assert!(pvc["spec"]["volumeName"].is_null());
     assert_eq!(
-        chat(&shared, &id, &first.endpoint, "one").await,
+        agent_chat(&shared, &id, &first.endpoint, "one").await,
         "echo: one (#1)"
     );
 
@@ -283,7 +268,7 @@ async fn another_storage_class_gets_a_provisioned_claim_and_keeps_the_memory() {
     );
     let second = wake(&app, &id).await.unwrap();
     assert_eq!(
-        chat(&shared, &id, &second.endpoint, "two").await,
+        agent_chat(&shared, &id, &second.endpoint, "two").await,
         "echo: two (#2)"
     );
     app.runtime.stop(&id).await.unwrap();
@@ -301,7 +286,7 @@ async fn stop_saves_state_through_sigterm_and_a_new_pod_continues_the_memory() {
     let id = shared.add_tenant("kstate").await;
     let first = wake(&app, &id).await.unwrap();
     assert_eq!(
-        chat(&shared, &id, &first.endpoint, "one").await,
+        agent_chat(&shared, &id, &first.endpoint, "one").await,
         "echo: one (#1)"
     );
 
@@ -322,7 +307,7 @@ async fn stop_saves_state_through_sigterm_and_a_new_pod_continues_the_memory() {
 
     let second = wake(&app, &id).await.unwrap();
     assert_eq!(
-        chat(&shared, &id, &second.endpoint, "two").await,
+        agent_chat(&shared, &id, &second.endpoint, "two").await,
         "echo: two (#2)"
     );
 
@@ -456,7 +441,7 @@ async fn config_map_and_credential_reach_the_pod_and_go_with_the_tenant() {
     assert!(!cm.to_string().contains(rec.agent_token.expose()));
     // The agent got the file through the mount, and only its own credential is answered.
     assert_eq!(
-        chat(&shared, &id, &woken.endpoint, "hi").await,
+        agent_chat(&shared, &id, &woken.endpoint, "hi").await,
         "echo: hi (#1)"
     );
     let other = reqwest::Client::new()
@@ -516,7 +501,7 @@ async fn failed_and_evicted_pods_count_as_gone() {
         );
         assert_eq!(new["status"]["phase"], "Running");
         assert_eq!(
-            chat(&shared, &id, &woken.endpoint, "hi").await,
+            agent_chat(&shared, &id, &woken.endpoint, "hi").await,
             "echo: hi (#1)",
             "{tenant}"
         );
@@ -528,7 +513,7 @@ async fn failed_and_evicted_pods_count_as_gone() {
         let new = fake.get("pods", NS, &pod).unwrap();
         assert_ne!(new["metadata"]["uid"], uid, "{tenant}: replaced at wake");
         assert_eq!(
-            chat(&shared, &id, &woken.endpoint, "again").await,
+            agent_chat(&shared, &id, &woken.endpoint, "again").await,
             "echo: again (#1)",
             "{tenant}: a pod that died without SIGTERM saved nothing"
         );
@@ -573,7 +558,7 @@ async fn purge_waits_for_the_last_save_of_a_slow_terminating_pod() {
     let id = shared.add_tenant("kpurge").await;
     let first = wake(&app, &id).await.unwrap();
     assert_eq!(
-        chat(&shared, &id, &first.endpoint, "secret memory").await,
+        agent_chat(&shared, &id, &first.endpoint, "secret memory").await,
         "echo: secret memory (#1)"
     );
 
@@ -598,7 +583,7 @@ async fn purge_waits_for_the_last_save_of_a_slow_terminating_pod() {
     let id = shared.add_tenant("kpurge").await;
     let second = wake(&app, &id).await.unwrap();
     assert_eq!(
-        chat(&shared, &id, &second.endpoint, "hello").await,
+        agent_chat(&shared, &id, &second.endpoint, "hello").await,
         "echo: hello (#1)",
         "a new tenant of the same id starts with no memory"
     );

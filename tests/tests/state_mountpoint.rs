@@ -437,19 +437,6 @@ async fn memory_survives_sleep_and_wake_through_the_local_runtime_on_the_enforce
     drop(m);
 }
 
-async fn k8s_chat(endpoint: &str, text: &str) -> String {
-    let r: Value = reqwest::Client::new()
-        .post(format!("http://{endpoint}/webhook"))
-        .json(&json!({ "message": text }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    r["response"].as_str().unwrap_or_default().to_owned()
-}
-
 /// The fake cluster's kubelet mounts the `s3-state` volume through the enforced filesystem with the
 /// PV's mount options: memory survives sleep and wake there, and no rule was broken.
 #[tokio::test]
@@ -473,7 +460,10 @@ async fn memory_survives_sleep_and_wake_in_the_fake_cluster_on_the_enforced_s3_s
         "{} is not a FUSE mount",
         mounts[0].display()
     );
-    assert_eq!(k8s_chat(&first.endpoint, "one").await, "echo: one (#1)");
+    assert_eq!(
+        agent_chat(&shared, &id, &first.endpoint, "one").await,
+        "echo: one (#1)"
+    );
 
     orchestrator::tenants::sleep(&app, &id).await.unwrap();
     assert!(
@@ -487,7 +477,10 @@ async fn memory_survives_sleep_and_wake_in_the_fake_cluster_on_the_enforced_s3_s
     );
 
     let second = wake(&app, &id).await.unwrap();
-    assert_eq!(k8s_chat(&second.endpoint, "two").await, "echo: two (#2)");
+    assert_eq!(
+        agent_chat(&shared, &id, &second.endpoint, "two").await,
+        "echo: two (#2)"
+    );
     assert!(fake.s3_refusals().is_empty(), "{:?}", fake.s3_refusals());
     app.runtime.stop(&id).await.unwrap();
     app.runtime.remove(&id).await.unwrap();

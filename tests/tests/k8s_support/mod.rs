@@ -161,3 +161,19 @@ pub fn log_lines(needles: &[&str]) -> Vec<String> {
 pub fn tenant_dir_exists(path: &Path) -> bool {
     path.exists()
 }
+
+/// `POST /webhook` straight to a tenant's agent, with the tenant's credential as the router sends it.
+pub async fn agent_chat(shared: &Shared, id: &TenantId, endpoint: &str, text: &str) -> String {
+    let credential = shared.registry.get(id).await.unwrap().unwrap().agent_token;
+    let r: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{endpoint}/webhook"))
+        .bearer_auth(credential.expose())
+        .json(&serde_json::json!({ "message": text }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["response"].as_str().unwrap_or_default().to_owned()
+}
