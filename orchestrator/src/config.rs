@@ -80,6 +80,8 @@ pub struct Config {
     pub webhook_secret: Option<Secret>,
     pub telegram_api_url: String,
     pub allow_single_replica: bool,
+    /// `ALLOW_SQLITE_REGISTRY=true`: a SQLite registry on Kubernetes on purpose (refused otherwise).
+    pub allow_sqlite_registry: bool,
 }
 
 impl Config {
@@ -157,6 +159,7 @@ impl Config {
             )?
             .unwrap_or_default(),
             allow_single_replica: env::flag("ALLOW_SINGLE_REPLICA")?,
+            allow_sqlite_registry: env::flag("ALLOW_SQLITE_REGISTRY")?,
         })
     }
 }

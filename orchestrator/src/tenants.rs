@@ -88,9 +88,8 @@ pub async fn bot_token(app: &App, id: &TenantId) -> Result<Secret, Error> {
 /// Changes the bot token and/or idle timeout. A new token re-registers the webhook before it is stored.
 pub async fn update(app: &App, id: &TenantId, req: UpdateTenant) -> Result<TenantView, Error> {
     if req.bot_token.is_none() && req.idle_timeout_s.is_none() {
-        return Err(Error::BadRequest(
-            "nothing to update: give bot_token and/or idle_timeout_s".into(),
-        ));
+        // The Go platform answered `{}` with the record, a no-op its operations guide relies on.
+        return Ok(require(app, id).await?.view());
     }
     let update = SettingsUpdate {
         bot_token: req

@@ -20,12 +20,15 @@ use crate::orchestrator_client::OrchestratorClient;
 use crate::webhook_admin::WebhookAdmin;
 
 fn orchestrator(config: &Config) -> Arc<OrchestratorClient> {
-    Arc::new(OrchestratorClient::new(
-        &config.orchestrator_addr,
-        config.api_token.clone(),
-        config.delivery.wake_timeout,
-        config.delivery.bot_token_ttl,
-    ))
+    Arc::new(
+        OrchestratorClient::new(
+            &config.orchestrator_addr,
+            config.api_token.clone(),
+            config.delivery.wake_timeout,
+            config.delivery.bot_token_ttl,
+        )
+        .with_go_agent_port(config.agent_port),
+    )
 }
 
 /// Builds the HTTP state and starts delivery on the current runtime.
@@ -78,6 +81,7 @@ pub fn build(
         metrics,
         api_token: config.api_token.clone(),
         webhook_secret: config.webhook_secret.clone(),
+        webhook_secret_optional: config.webhook_secret_optional,
         draining: Default::default(),
     })
 }

@@ -35,7 +35,10 @@ async fn run() -> anyhow::Result<()> {
             let pool = common::redis_pool::pool(addr).context("REDIS_ADDR")?;
             (
                 Arc::new(common::inbox::redis::RedisInbox::new(pool.clone())),
-                Arc::new(common::cache::redis::RedisCache::new(pool)),
+                Arc::new(common::cache::GoEndpointFormat::wrap(
+                    Arc::new(common::cache::redis::RedisCache::new(pool)),
+                    config.agent_port,
+                )),
             )
         }
         None => {
@@ -58,6 +61,9 @@ async fn run() -> anyhow::Result<()> {
         tracing::warn!(
             "API_TOKEN is not set: /chat and /admin are open to anyone who can reach the router"
         );
+    }
+    if config.webhook_secret.is_some() && config.webhook_secret_optional {
+        tracing::warn!("WEBHOOK_SECRET_OPTIONAL=true: /tg accepts updates without a secret token (cut-over window)");
     }
     if config.webhook_secret.is_none() {
         tracing::warn!("WEBHOOK_SECRET is not set: /tg accepts updates without a secret token");

@@ -4,5 +4,7 @@ pub mod api;
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod migrate;
 pub mod output;
 pub mod transport;
+pub mod webhook_all;

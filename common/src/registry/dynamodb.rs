@@ -15,7 +15,7 @@ use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 
 use super::{Registry, SettingsUpdate, StatusUpdate};
-use crate::tenant::{format_time, parse_time, DEFAULT_IDLE_TIMEOUT_S, DEFAULT_NAMESPACE};
+use crate::tenant::{format_time, parse_time, DEFAULT_NAMESPACE};
 use crate::{Secret, StoreError, TenantId, TenantRecord, TenantStatus};
 
 /// The SDK, for tools and tests that need more than the port (e.g. bulk loads with BatchWriteItem).
@@ -196,7 +196,7 @@ fn from_item(item: &Item) -> Result<TenantRecord, StoreError> {
         bot_token: Secret::new(get_s(item, "bot_token").unwrap_or_default()),
         last_active_at: time("last_active_at").unwrap_or(created_at),
         created_at,
-        idle_timeout_s: get_n(item, "idle_timeout_s").unwrap_or(DEFAULT_IDLE_TIMEOUT_S),
+        idle_timeout_s: super::stored_idle_timeout(get_n(item, "idle_timeout_s")),
         tenant_id,
     })
 }
@@ -431,6 +431,20 @@ mod tests {
         idle.remove("pod_ip");
         let r = from_item(&idle).unwrap();
         assert_eq!((r.pod_name.as_str(), r.pod_ip.as_str()), ("", ""));
+    }
+
+    #[test]
+    fn a_go_item_with_idle_timeout_zero_reads_as_the_go_default() {
+        let item = Item::from([
+            ("tenant_id".into(), s("carol")),
+            ("status".into(), s("idle")),
+            ("namespace".into(), s("tenants")),
+            ("s3_prefix".into(), s("tenants/carol/")),
+            ("created_at".into(), s("2024-05-01T10:00:00Z")),
+            ("last_active_at".into(), s("2024-05-01T10:00:00Z")),
+            ("idle_timeout_s".into(), AttributeValue::N("0".into())),
+        ]);
+        assert_eq!(from_item(&item).unwrap().idle_timeout_s, 300);
     }
 
     #[test]

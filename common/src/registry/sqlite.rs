@@ -60,7 +60,7 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<TenantRecord, StoreError>>
                 .ok_or_else(|| StoreError::Corrupt("created_at".into()))?,
             last_active_at: parse_time(&active)
                 .ok_or_else(|| StoreError::Corrupt("last_active_at".into()))?,
-            idle_timeout_s: timeout.max(0) as u64,
+            idle_timeout_s: super::stored_idle_timeout(Some(timeout.max(0) as u64)),
         })
     };
     Ok(parse())
