@@ -802,3 +802,87 @@ async fn a_go_deployment_swapped_per_the_guide_answers_every_update_once_and_kee
         found.len()
     );
 }
+
+/// `kubectl apply` over a Go deployment: the immutable PriorityClass values are the Go ones, and the
+/// router Service still answers on the Go port 80 (an Ingress or ALB may target it).
+#[test]
+fn the_manifests_apply_over_a_go_deployment() {
+    use serde::Deserialize;
+    let base = platform_tests::backends::workspace_root().join("deploy/base");
+    let docs = |file: &str| -> Vec<Value> {
+        let text = std::fs::read_to_string(base.join(file)).unwrap();
+        serde_yaml::Deserializer::from_str(&text)
+            .map(|d| Value::deserialize(d).unwrap())
+            .filter(|v| !v.is_null())
+            .collect()
+    };
+    let pcs = docs("priorityclasses.yaml");
+    for (name, value) in [("tenant-normal", 1000), ("tenant-low", 100)] {
+        let pc = pcs
+            .iter()
+            .find(|d| d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("PriorityClass {name}"));
+        assert_eq!(
+            pc["value"], value,
+            "PriorityClass {name} keeps the Go value"
+        );
+    }
+    let router = docs("router.yaml");
+    let svc = router
+        .iter()
+        .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == "router")
+        .expect("Service router");
+    let ports: Vec<(i64, &str)> = svc["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["port"].as_i64().unwrap(),
+                p["targetPort"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert!(ports.contains(&(9090, "http")), "{ports:?}");
+    assert!(
+        ports.contains(&(80, "http")),
+        "the Go port 80 too: {ports:?}"
+    );
+}
+
+/// `DYNAMODB_TABLE` unset meant DynamoDB `tenant-registry` on the Go platform: on Kubernetes the
+/// orchestrator refuses to fall back to a per-replica SQLite file unless told to.
+#[test]
+fn on_kubernetes_the_orchestrator_refuses_a_sqlite_registry_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |allow: bool| {
+        let mut cmd = Command::new(bin_path("orchestrator"));
+        cmd.env_clear()
+            .env("RUNTIME", "kubernetes")
+            .env("REDIS_ADDR", "127.0.0.1:1")
+            .env("KUBECONFIG", dir.path().join("missing-kubeconfig"))
+            .env("DATA_DIR", dir.path())
+            .env("PORT", free_port().to_string())
+            .env("NO_COLOR", "1");
+        if allow {
+            cmd.env("ALLOW_SQLITE_REGISTRY", "true");
+        }
+        let out = cmd.output().expect("run orchestrator");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stderr) = run(false);
+    assert!(!ok);
+    assert!(
+        stderr.contains("DYNAMODB_TABLE") && stderr.contains("ALLOW_SQLITE_REGISTRY=true"),
+        "{stderr}"
+    );
+    let (ok, stderr) = run(true);
+    assert!(!ok, "no cluster to connect to");
+    assert!(
+        !stderr.contains("ALLOW_SQLITE_REGISTRY"),
+        "allowed: {stderr}"
+    );
+}

@@ -145,7 +145,7 @@ pub fn check_redis(keys: &[(String, String, i64)]) -> Vec<Finding> {
                 );
             }
         } else if key.starts_with("tenant:waking:") && value == "1" {
-            let secs = (*ttl_ms).max(0).div_ceil(1000);
+            let secs = ((*ttl_ms).max(0) as u64).div_ceil(1000);
             out.push(
                 finding(
                     "redis",
