@@ -5,11 +5,13 @@ BINS := orchestrator router tenant-agent ztm
 IMAGE_PREFIX ?= zeroclaw-tenancy
 VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
-.PHONY: run build test test-deps lint bench images install-ztm clean-data help
+.PHONY: run run-zeroclaw build test test-deps test-zeroclaw lint bench images install-ztm clean-data help
 
 help:
 	@echo "make run          build and start orchestrator (:8080) and router (:9090) locally; Ctrl-C stops all"
 	@echo "make test         run the whole test suite (unit, end-to-end, Redis/AWS emulator)"
+	@echo "make run-zeroclaw like make run, with real ZeroClaw agents (installs ZeroClaw first; LLM_API_URL or a stand-in model)"
+	@echo "make test-zeroclaw install the pinned ZeroClaw (cached) and run the end-to-end tests with it"
 	@echo "make lint         rustfmt check and clippy -D warnings"
 	@echo "make bench        run the benchmarks (bench/run.sh)"
 	@echo "make images       build the Docker images in docker/"
@@ -21,12 +23,38 @@ build:
 run: build
 	bash scripts/run-local.sh
 
+# Real ZeroClaw agents: the launcher is the AGENT_COMMAND; the model is LLM_API_URL (any
+# OpenAI-compatible /v1), else the stand-in model server of tests/ on STANDIN_MODEL_PORT.
+STANDIN_MODEL_PORT ?= 8091
+run-zeroclaw: build
+	$(CARGO) build -p zeroclaw-launcher -p platform-tests --bin stand-in-model
+	@set -euo pipefail; \
+	zc="$$(bash scripts/ensure-zeroclaw.sh)"; \
+	url="$${LLM_API_URL:-}"; \
+	if [ -z "$$url" ]; then \
+		target/debug/stand-in-model "$(STANDIN_MODEL_PORT)" & model=$$!; \
+		trap 'kill $$model 2>/dev/null || true' EXIT; \
+		url="http://127.0.0.1:$(STANDIN_MODEL_PORT)/v1"; \
+		echo "run-zeroclaw: no LLM_API_URL, using the stand-in model at $$url"; \
+	fi; \
+	ZEROCLAW_BIN="$$zc" AGENT_COMMAND="$(CURDIR)/target/debug/zeroclaw-launcher" \
+		LLM_API_URL="$$url" bash scripts/run-local.sh
+
 test-deps:
 	@if [ -f scripts/ensure-test-deps.sh ]; then bash scripts/ensure-test-deps.sh; fi
 
 test: test-deps
 	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace $(NEXTEST_ARGS)
+
+# The ZeroClaw suites (tests/tests/zeroclaw_*.rs, #[ignore]d in `make test`) with the pinned
+# release; the first run installs it (see docs/operations.md for how long that takes).
+test-zeroclaw: test-deps
+	@set -euo pipefail; \
+	zc="$$(bash scripts/ensure-zeroclaw.sh)"; \
+	$(CARGO) build -p zeroclaw-launcher -p orchestrator -p router -p tenant-agent; \
+	ZEROCLAW_BIN="$$zc" $(CARGO) nextest run -p platform-tests --run-ignored ignored-only \
+		-E 'binary(/^zeroclaw_/) and not test(/^needs_agent_credential::/)' $(NEXTEST_ARGS)
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -17,8 +17,9 @@ COPY --from=skeleton /skeleton/ ./
 RUN cargo build --release --locked -p tenant-agent --bin tenant-agent
 # 3. The sources this binary needs, touched so cargo rebuilds them over the empty targets. Building
 #    one package compiles shared crates with only the features that package enables.
+COPY common/ common/
 COPY agent/ agent/
-RUN find agent -name '*.rs' -exec touch {} + \
+RUN find common agent -name '*.rs' -exec touch {} + \
  && cargo build --release --locked -p tenant-agent --bin tenant-agent \
  && cp target/release/tenant-agent /tenant-agent \
  && mkdir -p /rootfs/zeroclaw-data /rootfs/s3-state

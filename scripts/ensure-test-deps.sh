@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the tests need and is missing: redis-server (apt) and moto[server] in .venv (pip).
+# Installs what the tests need and is missing: redis-server and nginx (apt), moto[server] in .venv (pip).
 # Idempotent and quick when everything is present; `make test` runs it first.
 set -euo pipefail
 
@@ -30,6 +30,16 @@ else
     say "installed redis-server ($(redis-server --version | awk '{print $3}'))"
 fi
 
+# nginx: the proxy test runs the services behind it with its default upstream settings.
+if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then
+    say "nginx present ($( (nginx -v 2>&1 || /usr/sbin/nginx -v 2>&1) | sed 's/.*nginx\///'))"
+else
+    say "installing nginx-light with apt"
+    apt_install nginx-light
+    # The package may start a system instance on port 80; the tests start their own on free ports.
+    say "installed nginx ($(/usr/sbin/nginx -v 2>&1 | sed 's/.*nginx\///'))"
+fi
+
 if [ -x "$VENV/bin/moto_server" ]; then
     say "moto_server present in $VENV"
 else
@@ -44,4 +54,15 @@ else
     say "installing moto[server] into $VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]'
     say "installed moto_server ($("$VENV/bin/python" -c 'import moto; print(moto.__version__)'))"
+fi
+
+# The S3 CSI driver's rules are enforced in tests by a FUSE filesystem (tests/src/mountpoint.rs). As root
+# it mounts through mount(2); anyone else needs the setuid helper fusermount3 (package fuse3).
+if [ ! -e /dev/fuse ]; then
+    say "WARNING: /dev/fuse missing: the state tests (tests/tests/state_mountpoint.rs) and the fake cluster's S3 volumes will fail"
+elif [ "$(id -u)" -ne 0 ] && ! command -v fusermount3 >/dev/null 2>&1; then
+    say "installing fuse3 (fusermount3) with apt"
+    apt_install fuse3
+else
+    say "FUSE present (/dev/fuse)"
 fi

@@ -48,7 +48,7 @@ stop() {
     for f in "$DATA_DIR"/agents/*/agent.pid; do
         [ -f "$f" ] || continue
         read -r pid _ <"$f" || continue
-        if grep -qa tenant-agent "/proc/$pid/cmdline" 2>/dev/null; then
+        if grep -qaE "tenant-agent|zeroclaw-launcher" "/proc/$pid/cmdline" 2>/dev/null; then
             kill -TERM "$pid" 2>/dev/null || true
         fi
     done

@@ -1,10 +1,13 @@
 //! The agent's memory: SQLite `brain.db` holding every message and its reply, restored from and
-//! saved to the state directory (the saved copy is authoritative at start).
+//! saved to the state directory (the saved copy is authoritative at start). The state directory may
+//! be the S3 CSI driver's mount, which has no rename and no overwrite, so a save is a consistent copy
+//! made on local disk and then written there as a new generation by [`common::state_file`].
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use common::state_file;
 use rusqlite::{params, Connection, OptionalExtension};
 use thiserror::Error;
 
@@ -29,6 +32,7 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BrainErr
 
 pub struct Brain {
     conn: Connection,
+    data_dir: PathBuf,
 }
 
 impl Brain {
@@ -45,7 +49,10 @@ impl Brain {
                  created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
              );",
         )?;
-        Ok(Brain { conn })
+        Ok(Brain {
+            conn,
+            data_dir: data_dir.to_owned(),
+        })
     }
 
     /// The reply already given for this idempotency key, if any.
@@ -93,25 +100,19 @@ impl Brain {
         Ok(n as u64)
     }
 
-    /// Saves a consistent copy to `state_dir/brain.db` atomically: `VACUUM INTO` a temp file,
-    /// fsync it, rename it over the old copy, fsync the directory.
-    pub fn save(&self, state_dir: &Path) -> Result<(), BrainError> {
-        fs::create_dir_all(state_dir).map_err(io_err("creating", state_dir))?;
-        let tmp = state_dir.join(format!(".{BRAIN_FILE}.tmp-{}", std::process::id()));
-        match fs::remove_file(&tmp) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(io_err("removing", &tmp)(e));
-            }
-            _ => {}
-        }
+    /// Saves a consistent copy into `state_dir` as the next generation of `brain.db`: `VACUUM INTO`
+    /// a temp file on local disk (the data directory), then one sequential write of it into the state
+    /// directory. A save that fails or is cut leaves the previous generation in force. Returns the
+    /// generation written.
+    pub fn save(&self, state_dir: &Path) -> Result<u64, BrainError> {
+        let tmp = self
+            .data_dir
+            .join(format!(".{BRAIN_FILE}.save-{}", std::process::id()));
+        remove_if_present(&tmp)?;
         let result = self.vacuum_into(&tmp).and_then(|()| {
-            let target = state_dir.join(BRAIN_FILE);
-            fs::rename(&tmp, &target).map_err(io_err("renaming to", &target))?;
-            sync_dir(state_dir)
+            state_file::save(state_dir, BRAIN_FILE, &tmp).map_err(io_err("saving into", state_dir))
         });
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
+        let _ = fs::remove_file(&tmp);
         result
     }
 
@@ -122,37 +123,32 @@ impl Brain {
             source: io::Error::from(io::ErrorKind::InvalidInput),
         })?;
         self.conn.execute("VACUUM INTO ?1", [tmp_str])?;
-        fs::File::open(tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io_err("syncing", tmp))
+        Ok(())
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), BrainError> {
-    fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err("syncing", dir))
+fn remove_if_present(path: &Path) -> Result<(), BrainError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("removing", path)(e)),
+        _ => Ok(()),
+    }
 }
 
-/// Copies `state_dir/brain.db` over `data_dir/brain.db` when a saved copy exists; returns whether it did.
+/// Copies the newest complete saved copy in `state_dir` (a generation, or the plain `brain.db` of
+/// earlier versions and of the Go platform) over `data_dir/brain.db`; returns whether there was one.
 /// Stale journal files of the old local copy are removed so they cannot be replayed onto the restored one.
 pub fn restore(state_dir: &Path, data_dir: &Path) -> Result<bool, BrainError> {
-    let saved = state_dir.join(BRAIN_FILE);
-    if !saved.exists() {
+    let Some(saved) =
+        state_file::newest(state_dir, BRAIN_FILE).map_err(io_err("reading", state_dir))?
+    else {
         return Ok(false);
-    }
+    };
     fs::create_dir_all(data_dir).map_err(io_err("creating", data_dir))?;
     let target = data_dir.join(BRAIN_FILE);
     let tmp = data_dir.join(format!(".{BRAIN_FILE}.restore-{}", std::process::id()));
-    fs::copy(&saved, &tmp).map_err(io_err("copying", &saved))?;
+    fs::copy(&saved.path, &tmp).map_err(io_err("copying", &saved.path))?;
     for suffix in ["-journal", "-wal", "-shm"] {
-        let stale = data_dir.join(format!("{BRAIN_FILE}{suffix}"));
-        match fs::remove_file(&stale) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(io_err("removing", &stale)(e))
-            }
-            _ => {}
-        }
+        remove_if_present(&data_dir.join(format!("{BRAIN_FILE}{suffix}")))?;
     }
     fs::rename(&tmp, &target).map_err(io_err("renaming to", &target))?;
     Ok(true)
@@ -197,11 +193,24 @@ mod tests {
             b.reply(None, "two").unwrap();
             b.save(state.path()).unwrap();
         }
-        let leftovers: Vec<_> = fs::read_dir(state.path())
+        let mut leftovers: Vec<_> = fs::read_dir(state.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert_eq!(leftovers, vec![BRAIN_FILE.to_string()]);
+        leftovers.sort();
+        assert_eq!(
+            leftovers,
+            ["brain.db.0000000001", "brain.db.0000000001.sha256"]
+        );
+        let local: Vec<_> = fs::read_dir(data.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains(".save-"))
+            .collect();
+        assert!(
+            local.is_empty(),
+            "temp copy left in the data dir: {local:?}"
+        );
 
         // A fresh node: empty data dir, the saved copy is restored and the counter goes on.
         let fresh = tempfile::tempdir().unwrap();
@@ -229,5 +238,24 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         let state = tempfile::tempdir().unwrap();
         assert!(!restore(state.path(), data.path()).unwrap());
+    }
+
+    #[test]
+    fn a_plain_brain_db_of_the_go_platform_is_restored() {
+        let go = tempfile::tempdir().unwrap();
+        {
+            let mut b = Brain::open(go.path()).unwrap();
+            b.reply(None, "from go").unwrap();
+        }
+        let state = tempfile::tempdir().unwrap();
+        fs::copy(go.path().join(BRAIN_FILE), state.path().join(BRAIN_FILE)).unwrap();
+        let data = tempfile::tempdir().unwrap();
+        assert!(restore(state.path(), data.path()).unwrap());
+        let mut b = Brain::open(data.path()).unwrap();
+        assert_eq!(b.reply(None, "next").unwrap(), "echo: next (#2)");
+        assert_eq!(b.save(state.path()).unwrap(), 1);
+        let fresh = tempfile::tempdir().unwrap();
+        assert!(restore(state.path(), fresh.path()).unwrap());
+        assert_eq!(Brain::open(fresh.path()).unwrap().count().unwrap(), 2);
     }
 }

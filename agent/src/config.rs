@@ -23,6 +23,11 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub reply_delay: Duration,
     pub startup_delay: Duration,
+    /// `AGENT_TOKEN`: the only bearer `POST /webhook` and `GET /api/health` accept; without it
+    /// every such request is refused (pairing required, nothing paired). Never logged.
+    pub agent_token: Option<String>,
+    /// `AGENT_CONFIG_DIR`: where the runtime put `tenant.json`.
+    pub config_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -49,6 +54,8 @@ impl Config {
                 .into(),
             reply_delay: Duration::from_millis(number(&get, "AGENT_DELAY_MS", 0)?),
             startup_delay: Duration::from_millis(number(&get, "AGENT_STARTUP_MS", 0)?),
+            agent_token: get("AGENT_TOKEN"),
+            config_dir: get("AGENT_CONFIG_DIR").map(PathBuf::from),
         })
     }
 }

@@ -1,4 +1,5 @@
-//! HTTP surface of the agent contract: `POST /webhook`, `GET /health`.
+//! HTTP surface of the agent contract: `POST /webhook`, `GET /health`, and `GET /api/health`, the
+//! identity probe (200 only with this tenant's credential, like ZeroClaw's paired gateway).
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -10,6 +11,34 @@ use crate::service::Agent;
 pub struct AppState {
     pub tenant_id: String,
     pub agent: Agent,
+    /// The credential every caller must present as `Authorization: Bearer`; `None` refuses all.
+    pub agent_token: Option<String>,
+}
+
+impl AppState {
+    /// Whether the request carries this tenant's credential (compared in constant time).
+    fn paired(&self, req: &HttpRequest) -> bool {
+        let Some(expected) = &self.agent_token else {
+            return false;
+        };
+        let got = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default()
+            .trim()
+            .as_bytes();
+        let want = expected.as_bytes();
+        got.len() == want.len() && got.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}
+
+fn unauthorized() -> HttpResponse {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "missing or invalid agent credential",
+    )
 }
 
 #[derive(Deserialize)]
@@ -19,7 +48,8 @@ struct WebhookRequest {
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/webhook", web::post().to(webhook))
-        .route("/health", web::get().to(health));
+        .route("/health", web::get().to(health))
+        .route("/api/health", web::get().to(api_health));
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
@@ -31,6 +61,9 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<Result<&'a str, ()>> {
 }
 
 async fn webhook(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
+    if !state.paired(&req) {
+        return unauthorized();
+    }
     if let Some(tenant) = header(&req, "x-tenant-id") {
         if tenant != Ok(state.tenant_id.as_str()) {
             return error(StatusCode::MISDIRECTED_REQUEST, "wrong tenant");
@@ -83,6 +116,13 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok", "tenant_id": state.tenant_id }))
 }
 
+async fn api_health(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if !state.paired(&req) {
+        return unauthorized();
+    }
+    HttpResponse::Ok().json(json!({ "status": "ok", "tenant_id": state.tenant_id, "paired": true }))
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -93,10 +133,14 @@ mod tests {
     use super::*;
     use crate::brain::Brain;
 
+    const TOKEN: &str = "bob-credential";
+    const AUTH: (&str, &str) = ("Authorization", "Bearer bob-credential");
+
     fn state(dir: &std::path::Path) -> web::Data<AppState> {
         web::Data::new(AppState {
             tenant_id: "bob".into(),
             agent: Agent::new(Brain::open(dir).unwrap(), Duration::ZERO),
+            agent_token: Some(TOKEN.into()),
         })
     }
 
@@ -105,6 +149,7 @@ mod tests {
         ($app:expr, $headers:expr, $body:expr) => {{
             let mut req = test::TestRequest::post()
                 .uri("/webhook")
+                .insert_header(AUTH)
                 .insert_header(("content-type", "application/json"))
                 .set_payload($body.to_owned());
             for h in $headers {
@@ -167,6 +212,62 @@ mod tests {
             body,
             serde_json::json!({"status": "ok", "tenant_id": "bob"})
         );
+    }
+
+    /// Only this tenant's credential is answered: another tenant's (a request that reached this
+    /// agent through a reused address) or none is 401 and is not counted.
+    #[actix_web::test]
+    async fn only_the_tenant_credential_is_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let app =
+            test::init_service(App::new().app_data(state(dir.path())).configure(routes)).await;
+        for auth in [
+            None,
+            Some("Bearer alice-credential"),
+            Some("bob-credential"),
+            Some("Bearer "),
+        ] {
+            let mut req = test::TestRequest::post()
+                .uri("/webhook")
+                .insert_header(("content-type", "application/json"))
+                .set_payload(r#"{"message":"hi"}"#);
+            if let Some(a) = auth {
+                req = req.insert_header(("Authorization", a));
+            }
+            let resp = test::call_service(&app, req.to_request()).await;
+            assert_eq!(resp.status(), 401, "{auth:?}");
+            let mut probe = test::TestRequest::get().uri("/api/health");
+            if let Some(a) = auth {
+                probe = probe.insert_header(("Authorization", a));
+            }
+            let resp = test::call_service(&app, probe.to_request()).await;
+            assert_eq!(resp.status(), 401, "{auth:?}");
+        }
+        let resp = test::call_service(
+            &app,
+            test::TestRequest::get()
+                .uri("/api/health")
+                .insert_header(AUTH)
+                .to_request(),
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        let (s, b) = post!(app, &[] as &[(&str, &str)], r#"{"message":"hi"}"#);
+        assert_eq!(
+            (s, b["response"].as_str()),
+            (200, Some("echo: hi (#1)")),
+            "refused ones did not count"
+        );
+
+        // No credential configured: nothing is answered.
+        let open = web::Data::new(AppState {
+            tenant_id: "bob".into(),
+            agent: Agent::new(Brain::open(dir.path()).unwrap(), Duration::ZERO),
+            agent_token: None,
+        });
+        let app = test::init_service(App::new().app_data(open).configure(routes)).await;
+        let (s, _) = post!(app, &[] as &[(&str, &str)], r#"{"message":"hi"}"#);
+        assert_eq!(s, 401);
     }
 
     #[test]

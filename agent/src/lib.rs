@@ -5,3 +5,4 @@ pub mod brain;
 pub mod config;
 pub mod http;
 pub mod service;
+pub mod tenant_config;

@@ -24,8 +24,12 @@ async fn main() -> anyhow::Result<()> {
         tenant = %config.tenant_id,
         restored,
         bot_token_set = config.bot_token.is_some(),
+        agent_token_set = config.agent_token.is_some(),
         "agent starting"
     );
+    if let Some(dir) = &config.config_dir {
+        tenant_agent::tenant_config::log_summary(dir);
+    }
 
     let stopped_early = tokio::select! {
         _ = tokio::time::sleep(config.startup_delay) => false,
@@ -36,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
         let state = web::Data::new(AppState {
             tenant_id: config.tenant_id.clone(),
             agent: agent.clone(),
+            agent_token: config.agent_token.clone(),
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -61,11 +66,11 @@ async fn main() -> anyhow::Result<()> {
         served?;
     }
 
-    agent
+    let generation = agent
         .save(&config.state_dir)
         .await
         .context("saving brain.db to the state directory")?;
-    tracing::info!(dir = %config.state_dir.display(), "brain.db saved");
+    tracing::info!(dir = %config.state_dir.display(), generation, "brain.db saved");
     Ok(())
 }
 

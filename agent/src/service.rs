@@ -37,8 +37,9 @@ impl Agent {
             .expect("brain task panicked")
     }
 
-    /// Waits for the message in flight, then saves the brain to the state directory.
-    pub async fn save(&self, state_dir: &Path) -> Result<(), BrainError> {
+    /// Waits for the message in flight, then saves the brain to the state directory; returns the
+    /// generation written.
+    pub async fn save(&self, state_dir: &Path) -> Result<u64, BrainError> {
         let brain = self.brain.clone().lock_owned().await;
         let dir = state_dir.to_owned();
         tokio::task::spawn_blocking(move || brain.save(&dir))

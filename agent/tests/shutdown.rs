@@ -19,6 +19,7 @@ fn start(port: u16, data: &Path, state: &Path, delay_ms: u64) -> Child {
     Command::new(env!("CARGO_BIN_EXE_tenant-agent"))
         .env("TENANT_ID", "bob")
         .env("TELEGRAM_BOT_TOKEN", "123:NEVER-LOGGED")
+        .env("AGENT_TOKEN", "agent-credential")
         .env("AGENT_HOST", "127.0.0.1")
         .env("AGENT_PORT", port.to_string())
         .env("DATA_DIR", data)
@@ -35,7 +36,7 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer agent-credential\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).ok()?;
@@ -93,12 +94,16 @@ fn sigterm_finishes_the_reply_in_flight_then_saves() {
         "the bot token is never logged"
     );
 
-    assert!(state.path().join("brain.db").exists());
-    let names: Vec<_> = std::fs::read_dir(state.path())
+    let mut names: Vec<_> = std::fs::read_dir(state.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(names, ["brain.db"], "no temp file left behind");
+    names.sort();
+    assert_eq!(
+        names,
+        ["brain.db.0000000001", "brain.db.0000000001.sha256"],
+        "one generation and its marker, no temp file left behind"
+    );
 
     // A new node: empty local disk, memory restored from the state directory.
     let fresh = tempfile::tempdir().unwrap();

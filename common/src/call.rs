@@ -136,7 +136,10 @@ async fn send(
     body: Option<Vec<u8>>,
 ) -> Result<(reqwest::StatusCode, bytes::Bytes), String> {
     let client = reqwest::Client::new();
-    let mut req = client.request(method, url);
+    let mut req = client.request(method.clone(), url);
+    if body.is_none() {
+        req = crate::http_client::without_body(&method, req);
+    }
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -228,6 +231,37 @@ mod tests {
             "{request}"
         );
         assert!(request.contains("authorization: bearer tok"), "{request}");
+    }
+
+    /// Proxies forward a bodiless POST as HTTP/1.0 only with a length (issue 15, point 9).
+    #[tokio::test]
+    async fn a_bodiless_post_says_content_length_0_on_the_wire() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let mut got = Vec::new();
+            while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+                let n = sock.read(&mut buf).await.unwrap();
+                assert!(n > 0, "request ended early");
+                got.extend_from_slice(&buf[..n]);
+            }
+            let reply = "HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n";
+            sock.write_all(reply.as_bytes()).await.unwrap();
+            String::from_utf8(got).unwrap()
+        });
+        let (status, _) = send(
+            reqwest::Method::POST,
+            &format!("http://{addr}/wake/bob"),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        let request = server.await.unwrap().to_ascii_lowercase();
+        assert_eq!(status.as_u16(), 204);
+        assert!(request.contains("\r\ncontent-length: 0\r\n"), "{request}");
     }
 
     #[tokio::test]

@@ -47,6 +47,41 @@ pub fn flag(name: &str) -> Result<bool, ConfigError> {
     }
 }
 
+/// A secret from the environment; empty or blank counts as missing.
+pub fn secret(name: &str) -> Option<crate::Secret> {
+    var(name).map(crate::Secret::new)
+}
+
+/// True inside Kubernetes: `RUNTIME=kubernetes`, or `KUBERNETES_SERVICE_HOST` set by the kubelet.
+pub fn on_kubernetes() -> bool {
+    var("RUNTIME").is_some_and(|r| r.trim().eq_ignore_ascii_case("kubernetes"))
+        || var("KUBERNETES_SERVICE_HOST").is_some()
+}
+
+/// Fail closed: on Kubernetes a missing or empty secret stops start-up (the error names the first
+/// one) unless `ALLOW_INSECURE=true`; elsewhere, and with that flag, each missing one is returned to
+/// be warned about. `secrets` are (variable, is set).
+pub fn require_secrets<'a>(
+    on_kubernetes: bool,
+    allow_insecure: bool,
+    secrets: &[(&'a str, bool)],
+) -> Result<Vec<&'a str>, ConfigError> {
+    let missing: Vec<&str> = secrets
+        .iter()
+        .filter(|(_, set)| !set)
+        .map(|(name, _)| *name)
+        .collect();
+    match missing.first() {
+        Some(name) if on_kubernetes && !allow_insecure => Err(ConfigError {
+            name: (*name).to_owned(),
+            reason: "missing or empty; it is required on Kubernetes \
+                     (set ALLOW_INSECURE=true to run without it)"
+                .into(),
+        }),
+        _ => Ok(missing),
+    }
+}
+
 /// An http(s) URL without a trailing slash.
 pub fn url(name: &str, default: Option<&str>) -> Result<Option<String>, ConfigError> {
     let Some(v) = var(name).or(default.map(str::to_owned)) else {
@@ -79,6 +114,30 @@ pub fn check_url(v: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_fail_closed_on_kubernetes_only() {
+        let both = [("API_TOKEN", true), ("WEBHOOK_SECRET", true)];
+        let none = [("API_TOKEN", false), ("WEBHOOK_SECRET", false)];
+        let hook = [("API_TOKEN", true), ("WEBHOOK_SECRET", false)];
+        assert!(require_secrets(true, false, &both).unwrap().is_empty());
+        let e = require_secrets(true, false, &none).unwrap_err();
+        assert_eq!(e.name, "API_TOKEN");
+        let e = require_secrets(true, false, &hook).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("invalid value for WEBHOOK_SECRET: missing or empty"),
+            "{e}"
+        );
+        assert_eq!(
+            require_secrets(true, true, &none).unwrap(),
+            ["API_TOKEN", "WEBHOOK_SECRET"]
+        );
+        assert_eq!(
+            require_secrets(false, false, &hook).unwrap(),
+            ["WEBHOOK_SECRET"]
+        );
+    }
 
     #[test]
     fn urls() {

@@ -1,5 +1,10 @@
 use thiserror::Error;
 
+/// The `code` of the orchestrator's `/wake` error body when the agent itself could not be started
+/// (image, configuration, crash, not healthy in time): a definitive failure. Any other wake error
+/// (503, no body, a proxy's page) means a backend or the orchestrator is unavailable: retry.
+pub const AGENT_START_FAILED: &str = "agent_start_failed";
+
 /// What any port adapter (registry, lock, cache, inbox, state store) can fail with.
 ///
 /// Messages never carry secrets: adapters map backend errors to text without request bodies.

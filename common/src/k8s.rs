@@ -2,21 +2,24 @@
 //! DESIGN.md names (tenant pod, state PV/PVC, token Secret, warm-pool Deployment).
 //!
 //! State: the PVC mounts the tenant's S3 prefix (Mountpoint CSI) at `STATE_DIR`; the agent restores
-//! `STATE_DIR/brain.db` into `DATA_DIR` at start and saves it back after SIGTERM within the 30 s grace
+//! the newest saved `brain.db` (a `common::state_file` generation: Mountpoint allows no rename and no
+//! overwrite) into `DATA_DIR` at start and saves a new one after SIGTERM within the 30 s grace
 //! (the agent contract in DESIGN.md, which `tenant-agent` follows). We chose the contract over
 //! an init container plus a wrapping entrypoint because a wrapper needs a shell in the image and hides
 //! signal handling; an image that cannot follow the contract needs such a wrapper (copy in, exec the
-//! agent, on TERM forward it and copy `brain.db` out), which this platform does not ship.
+//! agent, on TERM forward it and copy `brain.db` out): for ZeroClaw that is `zeroclaw-launcher`
+//! (`launcher/`, the entrypoint of `docker/zeroclaw.Dockerfile`), a binary rather than a script.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    CSIPersistentVolumeSource, Capabilities, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, ObjectReference, PersistentVolume, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PersistentVolumeSpec, Pod,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    Secret as K8sSecret, SecretKeySelector, SecurityContext, Toleration, Volume, VolumeMount,
+    CSIPersistentVolumeSource, Capabilities, ConfigMap, ConfigMapVolumeSource, Container,
+    ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectReference,
+    PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, PersistentVolumeSpec, Pod, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret as K8sSecret,
+    SecretKeySelector, SecurityContext, Toleration, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -36,9 +39,20 @@ pub const WARM_POOL_NAME: &str = "warm-pool";
 pub const TENANT_POD_SELECTOR: &str = "app=zeroclaw";
 /// Label selector of claimable warm pods.
 pub const WARM_POD_SELECTOR: &str = "app=warm-pool,warm=true";
+/// Warm pods a wake has claimed (relabelled) and is about to delete.
+pub const CLAIMED_WARM_POD_SELECTOR: &str = "app=warm-pool,warm=consuming";
+/// When a warm pod was claimed (RFC 3339), so an orphaned claim can be told from one in progress.
+pub const CLAIMED_AT_ANNOTATION: &str = "zeroclaw.io/claimed-at";
 pub const LEADER_LEASE_NAME: &str = "orchestrator-leader";
 /// Key of the bot token inside Secret `tenant-{id}`.
 pub const BOT_TOKEN_KEY: &str = "TELEGRAM_BOT_TOKEN";
+/// Key of the agent credential inside Secret `tenant-{id}`.
+pub const AGENT_TOKEN_KEY: &str = "AGENT_TOKEN";
+/// Where the tenant's ConfigMap (`tenant.json`) is mounted read-only (`AGENT_CONFIG_DIR`).
+pub const CONFIG_DIR: &str = "/zeroclaw-config";
+/// Secret with the platform's LLM API key (key [`LLM_API_KEY_KEY`]), optional.
+pub const LLM_SECRET_NAME: &str = "llm-credentials";
+pub const LLM_API_KEY_KEY: &str = "api_key";
 pub const DATA_DIR: &str = "/zeroclaw-data";
 pub const STATE_DIR: &str = "/s3-state";
 pub const CSI_DRIVER: &str = "s3.csi.aws.com";
@@ -95,11 +109,31 @@ pub fn secret_name(id: &TenantId) -> String {
     format!("tenant-{id}")
 }
 
+/// ConfigMap with the tenant's rendered agent configuration.
+pub fn config_map_name(id: &TenantId) -> String {
+    format!("tenant-config-{id}")
+}
+
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+fn secret_env(name: &str, secret: String, key: &str, optional: bool) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret,
+                key: key.into(),
+                optional: Some(optional),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
@@ -221,26 +255,49 @@ fn mount(name: &str, path: &str) -> VolumeMount {
 }
 
 /// The tenant's agent pod `zeroclaw-{id}`, optionally pinned to a claimed warm pod's node.
+/// Sets the agent container's CPU/memory requests and limits that `r` gives (the rest keep the
+/// builder's defaults): a tenant's resources, applied at its next start.
+pub fn apply_resources(pod: &mut Pod, r: &crate::resources::AgentResources) {
+    let Some(c) = pod
+        .spec
+        .as_mut()
+        .and_then(|s| s.containers.iter_mut().find(|c| c.name == "agent"))
+    else {
+        return;
+    };
+    let req = c.resources.get_or_insert_with(Default::default);
+    let set = |which: &mut Option<BTreeMap<String, Quantity>>, key: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            which
+                .get_or_insert_with(Default::default)
+                .insert(key.to_owned(), Quantity(v.clone()));
+        }
+    };
+    set(&mut req.requests, "cpu", &r.cpu_request);
+    set(&mut req.requests, "memory", &r.memory_request);
+    set(&mut req.limits, "cpu", &r.cpu_limit);
+    set(&mut req.limits, "memory", &r.memory_limit);
+}
+
 pub fn tenant_pod(id: &TenantId, s: &K8sSettings, node_name: Option<&str>) -> Pod {
     let env_vars = vec![
         env("TENANT_ID", id.as_str()),
         env("AGENT_PORT", s.agent_port.to_string()),
         env("DATA_DIR", DATA_DIR),
         env("STATE_DIR", STATE_DIR),
-        EnvVar {
-            name: "TELEGRAM_BOT_TOKEN".into(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: secret_name(id),
-                    key: BOT_TOKEN_KEY.into(),
-                    optional: Some(false),
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
+        env("AGENT_CONFIG_DIR", CONFIG_DIR),
+        secret_env("TELEGRAM_BOT_TOKEN", secret_name(id), BOT_TOKEN_KEY, false),
+        secret_env("AGENT_TOKEN", secret_name(id), AGENT_TOKEN_KEY, false),
+        secret_env("LLM_API_KEY", LLM_SECRET_NAME.into(), LLM_API_KEY_KEY, true),
+    ];
+    let mounts = vec![
+        mount("local-state", DATA_DIR),
+        mount("s3-state", STATE_DIR),
+        VolumeMount {
+            read_only: Some(true),
+            ..mount("agent-config", CONFIG_DIR)
         },
     ];
-    let mounts = vec![mount("local-state", DATA_DIR), mount("s3-state", STATE_DIR)];
     let mut spec = base_pod_spec(s, "tenant-normal");
     spec.node_name = node_name.map(str::to_owned);
     spec.containers = vec![agent_container(s, env_vars, mounts)];
@@ -251,6 +308,15 @@ pub fn tenant_pod(id: &TenantId, s: &K8sSettings, node_name: Option<&str>) -> Po
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
                 claim_name: pvc_name(id),
                 read_only: Some(false),
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "agent-config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(id),
+                optional: Some(false),
+                ..Default::default()
             }),
             ..Default::default()
         },
@@ -271,6 +337,8 @@ pub fn tenant_pod(id: &TenantId, s: &K8sSettings, node_name: Option<&str>) -> Po
 }
 
 /// The tenant's state volume: its S3 prefix through the Mountpoint CSI driver, kept on release.
+/// `allow-delete` lets a save remove the generations it replaced; `allow-overwrite` stays off, as
+/// saves only create new files; `allow-other` with uid/gid lets the non-root agent write.
 pub fn tenant_pv(id: &TenantId, s: &K8sSettings) -> PersistentVolume {
     PersistentVolume {
         metadata: ObjectMeta {
@@ -348,8 +416,14 @@ pub fn tenant_pvc(id: &TenantId, s: &K8sSettings) -> PersistentVolumeClaim {
     }
 }
 
-/// Secret `tenant-{id}` holding the bot token, so the pod spec never carries it.
-pub fn tenant_secret(id: &TenantId, token: &Secret, s: &K8sSettings) -> K8sSecret {
+/// Secret `tenant-{id}` holding the bot token and the agent credential, so the pod spec never
+/// carries either.
+pub fn tenant_secret(
+    id: &TenantId,
+    token: &Secret,
+    agent_token: &Secret,
+    s: &K8sSettings,
+) -> K8sSecret {
     K8sSecret {
         metadata: ObjectMeta {
             name: Some(secret_name(id)),
@@ -361,9 +435,36 @@ pub fn tenant_secret(id: &TenantId, token: &Secret, s: &K8sSettings) -> K8sSecre
             ..Default::default()
         },
         type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([
+            (
+                BOT_TOKEN_KEY.to_string(),
+                ByteString(token.expose().as_bytes().to_vec()),
+            ),
+            (
+                AGENT_TOKEN_KEY.to_string(),
+                ByteString(agent_token.expose().as_bytes().to_vec()),
+            ),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// ConfigMap `tenant-config-{id}`: the rendered agent configuration as `tenant.json` (no secrets:
+/// the LLM key comes from Secret `llm-credentials`, the credential from `tenant-{id}`).
+pub fn tenant_config_map(id: &TenantId, rendered_json: &str, s: &K8sSettings) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(config_map_name(id)),
+            namespace: Some(s.namespace.clone()),
+            labels: Some(labels(&[
+                (APP_LABEL, TENANT_APP),
+                (TENANT_LABEL, id.as_str()),
+            ])),
+            ..Default::default()
+        },
         data: Some(BTreeMap::from([(
-            BOT_TOKEN_KEY.to_string(),
-            ByteString(token.expose().as_bytes().to_vec()),
+            crate::agent_config::CONFIG_FILE.to_string(),
+            rendered_json.to_owned(),
         )])),
         ..Default::default()
     }
@@ -382,6 +483,8 @@ pub fn warm_pool_deployment(s: &K8sSettings, replicas: i32) -> Deployment {
             env("AGENT_PORT", s.agent_port.to_string()),
             env("DATA_DIR", DATA_DIR),
             env("STATE_DIR", format!("{DATA_DIR}/state")),
+            // No tenant and no Secret: the launcher pairs ZeroClaw with a random credential.
+            env("AGENT_WARM", "1"),
         ],
         vec![mount("local-state", DATA_DIR)],
     )];
@@ -424,7 +527,7 @@ mod tests {
     fn token_comes_from_the_secret_never_a_literal() {
         let pod = tenant_pod(&id(), &K8sSettings::default(), None);
         let json = serde_json::to_string(&pod).unwrap();
-        let token_env = pod.spec.unwrap().containers[0]
+        let token_env = pod.spec.clone().unwrap().containers[0]
             .env
             .clone()
             .unwrap()
@@ -438,6 +541,23 @@ mod tests {
             ("tenant-alice", BOT_TOKEN_KEY)
         );
         assert!(!json.contains("123:ABC"));
+        let env = pod.spec.as_ref().unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        let agent = env.iter().find(|e| e.name == "AGENT_TOKEN").unwrap();
+        assert!(agent.value.is_none(), "the credential is never a literal");
+        let key = agent.value_from.clone().unwrap().secret_key_ref.unwrap();
+        assert_eq!(
+            (key.name.as_str(), key.key.as_str(), key.optional),
+            ("tenant-alice", AGENT_TOKEN_KEY, Some(false))
+        );
+        let llm = env.iter().find(|e| e.name == "LLM_API_KEY").unwrap();
+        let key = llm.value_from.clone().unwrap().secret_key_ref.unwrap();
+        assert_eq!(
+            (key.name.as_str(), key.key.as_str(), key.optional),
+            (LLM_SECRET_NAME, LLM_API_KEY_KEY, Some(true))
+        );
     }
 
     #[test]

@@ -2,23 +2,28 @@
 //!
 //! Adapters sit behind cargo features so that a binary compiles only the SDKs it uses.
 
+pub mod agent_config;
 #[cfg(any(feature = "dynamodb", feature = "s3"))]
 pub mod aws;
-pub mod agent_config;
 pub mod cache;
 pub mod call;
 pub mod config;
 #[cfg(feature = "contract")]
 pub mod contract;
 pub mod error;
+#[cfg(feature = "actix")]
+pub mod http_auth;
+pub mod http_client;
 pub mod inbox;
 #[cfg(feature = "kube")]
 pub mod k8s;
+pub mod lifecycle;
 pub mod lock;
 pub mod metrics;
 #[cfg(feature = "redis")]
 pub mod redis_pool;
 pub mod registry;
+pub mod resources;
 pub mod secret;
 #[cfg(feature = "sqlite")]
 pub mod sqlite_db;

@@ -80,6 +80,20 @@ fn header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// Label of an HTTP method from a closed set, so that made-up methods cannot grow a family.
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// Bucket bounds (seconds) for calls that take milliseconds to minutes.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
@@ -164,6 +178,14 @@ pub fn counter_by(out: &mut String, name: &str, help: &str, label: &str, values:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn method_labels_are_a_closed_set() {
+        assert_eq!(method_label("PATCH"), "PATCH");
+        for m in ["BREW", "get", "PROPFIND", ""] {
+            assert_eq!(method_label(m), "other", "{m}");
+        }
+    }
 
     #[test]
     fn renders_counters_histograms_and_gauges() {

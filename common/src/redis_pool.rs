@@ -1,4 +1,7 @@
-//! Redis connections shared by the Redis adapters (`REDIS_ADDR` is `host:port` or a `redis://` URL).
+//! Redis connections shared by the Redis adapters. `REDIS_ADDR` is `host:port` or a
+//! `redis://[user][:password@]host:port[/db]` (`rediss://` for TLS) URL; `REDIS_PASSWORD`, when set
+//! and the URL has none, is the password (convenient from a Kubernetes Secret). Neither the
+//! address nor an error ever carries the password into a log line.
 //!
 //! One multiplexed connection per pool: redis-rs pipelines concurrent commands on it, so no caller
 //! waits for a free connection and no checkout costs a health round trip (deadpool-redis sent
@@ -9,9 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, Value};
+use redis::{
+    AsyncConnectionConfig, Cmd, ErrorKind, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
+    Value,
+};
 
-use crate::StoreError;
+use crate::{Secret, StoreError};
 
 /// Bound on connecting, on one command and on waiting for a connection, so that calls fail fast
 /// (`Unavailable`) while Redis is down instead of hanging a request.
@@ -40,15 +46,28 @@ pub struct Connection {
     pool: Arc<Inner>,
 }
 
-/// Builds a pool; the connection is made by the first call, so this succeeds while Redis is down.
+/// Builds a pool for `REDIS_ADDR`, with `REDIS_PASSWORD` from the environment when set; the
+/// connection is made by the first call, so this succeeds while Redis is down.
 pub fn pool(addr: &str) -> Result<Pool, StoreError> {
-    let url = if addr.starts_with("redis://") || addr.starts_with("rediss://") {
+    let password = crate::config::var("REDIS_PASSWORD").map(Secret::new);
+    pool_with_password(addr, password.as_ref())
+}
+
+/// Builds a pool; `password` is used when `addr` carries none.
+pub fn pool_with_password(addr: &str, password: Option<&Secret>) -> Result<Pool, StoreError> {
+    let url = if addr.contains("://") {
         addr.to_owned()
     } else {
         format!("redis://{addr}")
     };
-    let client = redis::Client::open(url.as_str())
-        .map_err(|e| StoreError::Unavailable(format!("redis address {addr:?}: {e}")))?;
+    let invalid =
+        |e: RedisError| StoreError::Unavailable(format!("redis address {:?}: {e}", redact(&url)));
+    let mut info = url.as_str().into_connection_info().map_err(invalid)?;
+    if let Some(p) = password.filter(|_| info.redis_settings().password().is_none()) {
+        let settings = info.redis_settings().clone().set_password(p.expose());
+        info = info.set_redis_settings(settings);
+    }
+    let client = redis::Client::open(info).map_err(invalid)?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(TIMEOUT))
         .set_response_timeout(Some(TIMEOUT));
@@ -145,9 +164,48 @@ impl ConnectionLike for Connection {
     }
 }
 
+/// `addr` with the password of a `scheme://user:password@host` URL replaced by `***`.
+pub fn redact(addr: &str) -> String {
+    let Some((scheme, rest)) = addr.split_once("://") else {
+        return addr.to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return addr.to_owned();
+    };
+    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+    format!("{scheme}://{user}:***@{host}")
+}
+
 /// Maps a command error; Redis errors carry no request arguments, so no secret leaks.
 pub fn err(e: RedisError) -> StoreError {
+    let refused = e.kind() == ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"));
+    if refused {
+        return StoreError::Unavailable(format!(
+            "redis refused the credentials (check the password of REDIS_ADDR or REDIS_PASSWORD): {e}"
+        ));
+    }
     StoreError::Unavailable(format!("redis: {e}"))
+}
+
+/// At start-up: fails when Redis answers but refuses the credentials (a configuration error that
+/// retrying cannot fix); an unreachable Redis is not an error here, the services wait for it.
+pub async fn check_credentials(pool: &Pool) -> Result<(), StoreError> {
+    let result = async {
+        let mut c = conn(pool).await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .map(drop)
+            .map_err(err)
+    }
+    .await;
+    match result {
+        Err(StoreError::Unavailable(why)) if why.starts_with("redis refused the credentials") => {
+            Err(StoreError::Unavailable(why))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `PING` round trip for `/readyz`.
@@ -163,4 +221,39 @@ pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
 /// A TTL as the whole milliseconds `PX` takes (at least 1: Redis rejects 0).
 pub fn px(ttl: Duration) -> u64 {
     (ttl.as_millis() as u64).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_the_password_only() {
+        assert_eq!(
+            redact("redis://:s3cret@redis:6379"),
+            "redis://:***@redis:6379"
+        );
+        assert_eq!(
+            redact("rediss://app:s3cret@h:1/2"),
+            "rediss://app:***@h:1/2"
+        );
+        assert_eq!(redact("redis://redis:6379"), "redis://redis:6379");
+        assert_eq!(redact("redis:6379"), "redis:6379");
+    }
+
+    #[test]
+    fn a_password_from_the_url_or_the_variable_reaches_the_connection() {
+        let pw = Secret::new("from-var");
+        let p = pool_with_password("redis:6379", Some(&pw)).unwrap();
+        let info = p.inner.client.get_connection_info();
+        assert_eq!(info.redis_settings().password(), Some("from-var"));
+        let p = pool_with_password("redis://u:in-url@redis:6379", Some(&pw)).unwrap();
+        let info = p.inner.client.get_connection_info();
+        assert_eq!(info.redis_settings().password(), Some("in-url"));
+        assert_eq!(info.redis_settings().username(), Some("u"));
+        let e = pool_with_password("redis://:s3cret@[bad", None)
+            .err()
+            .unwrap();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
 }

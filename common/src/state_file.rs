@@ -29,26 +29,38 @@ fn marker_name(name: &str, generation: u64) -> String {
     format!("{}.{MARKER}", data_name(name, generation))
 }
 
-/// Generations of `name` present in `dir` (complete or not), oldest first.
-fn generations(dir: &Path, name: &str) -> io::Result<Vec<u64>> {
+/// Generations of `name` with a data file in `dir` (complete or not), oldest first, and the highest
+/// generation number taken by a data file or a marker (a marker whose data is gone still holds it:
+/// its name cannot be created again where files are never overwritten).
+fn generations(dir: &Path, name: &str) -> io::Result<(Vec<u64>, u64)> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
         Err(e) => return Err(e),
     };
     let prefix = format!("{name}.");
+    let marker_suffix = format!(".{MARKER}");
     let mut out = Vec::new();
+    let mut highest = 0;
     for entry in entries {
         let file = entry?.file_name();
         let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
             continue;
         };
-        if rest.len() == 10 && rest.bytes().all(|b| b.is_ascii_digit()) {
-            out.push(rest.parse().expect("ten digits"));
+        let (digits, is_marker) = match rest.strip_suffix(&marker_suffix) {
+            Some(d) => (d, true),
+            None => (rest, false),
+        };
+        if digits.len() == 10 && digits.bytes().all(|b| b.is_ascii_digit()) {
+            let generation: u64 = digits.parse().expect("ten digits");
+            highest = highest.max(generation);
+            if !is_marker {
+                out.push(generation);
+            }
         }
     }
     out.sort_unstable();
-    Ok(out)
+    Ok((out, highest))
 }
 
 fn sha256_of(path: &Path) -> io::Result<String> {
@@ -65,12 +77,9 @@ fn sha256_of(path: &Path) -> io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Writes `bytes` to a file that must not exist yet, in one sequential pass, and syncs it.
-fn write_new(path: &Path, bytes: &mut dyn Read) -> io::Result<String> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
+/// Writes `bytes` into a newly created file in one sequential pass and syncs it (on Mountpoint the
+/// sync completes the upload and reports its failure).
+fn write_all(mut file: fs::File, bytes: &mut dyn Read) -> io::Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -88,12 +97,18 @@ fn write_new(path: &Path, bytes: &mut dyn Read) -> io::Result<String> {
 /// The newest complete generation of `name` in `dir` (marker present and matching), else the
 /// legacy plain file, else `None`.
 pub fn newest(dir: &Path, name: &str) -> io::Result<Option<Saved>> {
-    for generation in generations(dir, name)?.into_iter().rev() {
+    for generation in generations(dir, name)?.0.into_iter().rev() {
         let data = dir.join(data_name(name, generation));
         let Ok(expected) = fs::read_to_string(dir.join(marker_name(name, generation))) else {
             continue;
         };
-        if sha256_of(&data)? == expected.trim() {
+        let actual = match sha256_of(&data) {
+            Ok(d) => d,
+            // Removed by a concurrent save's clean-up between the listing and now.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if actual == expected.trim() {
             return Ok(Some(Saved {
                 generation,
                 path: data,
@@ -121,17 +136,33 @@ pub fn save_bytes(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<u64> {
 
 fn save_from(dir: &Path, name: &str, src: &mut dyn Read) -> io::Result<u64> {
     fs::create_dir_all(dir)?;
-    let existing = generations(dir, name)?;
-    let generation = existing.last().map_or(1, |g| g + 1);
+    let (existing, highest) = generations(dir, name)?;
+    let generation = highest + 1;
     let data = dir.join(data_name(name, generation));
-    let digest = write_new(&data, src)?;
-    write_new(
-        &dir.join(marker_name(name, generation)),
-        &mut io::Cursor::new(digest.as_bytes()),
-    )?;
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&data)?;
+    let digest = match write_all(file, src) {
+        Ok(d) => d,
+        Err(e) => {
+            // Best effort: an incomplete generation has no marker and is skipped anyway.
+            let _ = fs::remove_file(&data);
+            return Err(e);
+        }
+    };
+    let marker = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dir.join(marker_name(name, generation)))?;
+    write_all(marker, &mut io::Cursor::new(digest.as_bytes()))?;
+    // Best effort (a store mounted without `allow-delete` keeps them; `newest` skips them). A
+    // marker goes before its data, so no marker is ever left without the data it vouches for.
     for old in existing {
-        let _ = fs::remove_file(dir.join(marker_name(name, old)));
-        let _ = fs::remove_file(dir.join(data_name(name, old)));
+        let marker = fs::remove_file(dir.join(marker_name(name, old)));
+        if marker.is_ok() || marker.is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
+            let _ = fs::remove_file(dir.join(data_name(name, old)));
+        }
     }
     let _ = fs::remove_file(dir.join(name));
     Ok(generation)
@@ -189,5 +220,45 @@ mod tests {
             load_bytes(dir.path(), "brain.db").unwrap().as_deref(),
             Some(&b"new"[..])
         );
+    }
+
+    #[test]
+    fn a_marker_left_without_its_data_neither_breaks_a_restore_nor_blocks_the_next_save() {
+        let dir = tempfile::tempdir().unwrap();
+        save_bytes(dir.path(), "brain.db", b"good").unwrap();
+        // Generation 2's data was removed but its marker stayed (a delete that half failed).
+        fs::write(dir.path().join("brain.db.0000000002.sha256"), "00").unwrap();
+        assert_eq!(
+            load_bytes(dir.path(), "brain.db").unwrap().as_deref(),
+            Some(&b"good"[..])
+        );
+        assert_eq!(save_bytes(dir.path(), "brain.db", b"next").unwrap(), 3);
+        assert_eq!(
+            load_bytes(dir.path(), "brain.db").unwrap().as_deref(),
+            Some(&b"next"[..])
+        );
+    }
+
+    #[test]
+    fn a_failed_save_leaves_the_previous_generation_in_force() {
+        struct Failing(usize);
+        impl Read for Failing {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::other("disk gone"));
+                }
+                self.0 -= 1;
+                buf[0] = b'x';
+                Ok(1)
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        save_bytes(dir.path(), "brain.db", b"good").unwrap();
+        assert!(save_from(dir.path(), "brain.db", &mut Failing(3)).is_err());
+        assert_eq!(
+            load_bytes(dir.path(), "brain.db").unwrap().as_deref(),
+            Some(&b"good"[..])
+        );
+        assert_eq!(save_bytes(dir.path(), "brain.db", b"after").unwrap(), 2);
     }
 }

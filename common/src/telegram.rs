@@ -11,6 +11,15 @@ use crate::Secret;
 
 pub const DEFAULT_API_URL: &str = "https://api.telegram.org";
 
+/// The update types the platform subscribes to (`setWebhook`'s `allowed_updates`): what the router
+/// answers (`router::update`). Edited messages and channel posts are left out on purpose (see
+/// docs/operations.md "Telegram as it really behaves").
+pub const ALLOWED_UPDATES: &[&str] = &["message", "callback_query"];
+
+/// Telegram's limit on a message's text. Telegram counts characters after entity parsing; counting
+/// UTF-16 code units (an emoji outside the BMP is two) is never more lenient than that.
+pub const MAX_MESSAGE_UTF16: usize = 4096;
+
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum TelegramError {
     /// Telegram could not be reached or answered garbage; worth retrying.
@@ -22,8 +31,25 @@ pub enum TelegramError {
         method: String,
         code: u16,
         description: String,
+        /// `parameters.retry_after` of a 429: seconds to wait before the next call.
+        retry_after: Option<u64>,
     },
 }
+
+/// Why Telegram refused a call for good, as a metric label: a closed set, never a tenant or chat.
+pub const REFUSAL_REASONS: &[&str] = &[
+    "blocked",
+    "kicked",
+    "deactivated",
+    "chat_not_found",
+    "thread_not_found",
+    "text_invalid",
+    "forbidden",
+    "bad_request",
+    "unauthorized",
+    "not_found",
+    "other",
+];
 
 impl TelegramError {
     /// Worth another try: network trouble, rate limits and Telegram's own 5xx.
@@ -33,6 +59,96 @@ impl TelegramError {
             TelegramError::Api { code, .. } => *code == 429 || *code >= 500,
         }
     }
+
+    /// Telegram's HTTP-like error code (`None` when it was not reached).
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            TelegramError::Transport { .. } => None,
+            TelegramError::Api { code, .. } => Some(*code),
+        }
+    }
+
+    /// How long flood control asks to wait, for a 429.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            TelegramError::Api {
+                code: 429,
+                retry_after,
+                ..
+            } => Some(Duration::from_secs(retry_after.unwrap_or(1))),
+            _ => None,
+        }
+    }
+
+    /// One of `REFUSAL_REASONS`, from the code and Telegram's description.
+    pub fn refusal_reason(&self) -> &'static str {
+        let TelegramError::Api {
+            code, description, ..
+        } = self
+        else {
+            return "other";
+        };
+        let d = description.to_ascii_lowercase();
+        match code {
+            403 if d.contains("blocked") => "blocked",
+            403 if d.contains("kicked") || d.contains("not a member") => "kicked",
+            403 if d.contains("deactivated") => "deactivated",
+            403 => "forbidden",
+            400 if d.contains("chat not found") => "chat_not_found",
+            400 if d.contains("thread not found") => "thread_not_found",
+            400 if d.contains("text is empty") || d.contains("too long") => "text_invalid",
+            400 => "bad_request",
+            401 => "unauthorized",
+            404 => "not_found",
+            _ => "other",
+        }
+    }
+}
+
+/// Where a message goes: the chat, its forum topic, and the message it answers (quoted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Target {
+    pub chat_id: i64,
+    /// `message_thread_id`: the forum topic; `None` is the chat itself (or a forum's General topic).
+    pub thread_id: Option<i64>,
+    /// Sent as `reply_parameters`, so a busy group shows who is answered.
+    pub reply_to: Option<i64>,
+}
+
+impl Target {
+    pub fn chat(chat_id: i64) -> Target {
+        Target {
+            chat_id,
+            ..Target::default()
+        }
+    }
+
+    fn apply(&self, body: &mut Value) {
+        body["chat_id"] = json!(self.chat_id);
+        if let Some(t) = self.thread_id {
+            body["message_thread_id"] = json!(t);
+        }
+    }
+}
+
+/// `getWebhookInfo`'s answer (the fields operators need; unknown ones ignored).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct WebhookInfo {
+    #[serde(default)]
+    pub url: String,
+    #[serde(default)]
+    pub pending_update_count: u64,
+    /// Unix time of the last delivery error.
+    #[serde(default)]
+    pub last_error_date: Option<i64>,
+    #[serde(default)]
+    pub last_error_message: Option<String>,
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    #[serde(default)]
+    pub allowed_updates: Option<Vec<String>>,
+    #[serde(default)]
+    pub ip_address: Option<String>,
 }
 
 #[derive(Clone)]
@@ -92,10 +208,14 @@ impl TelegramClient {
             .and_then(Value::as_str)
             .unwrap_or("no description")
             .replace(token.expose(), "***");
+        let retry_after = value
+            .pointer("/parameters/retry_after")
+            .and_then(Value::as_u64);
         Err(TelegramError::Api {
             method: method.to_owned(),
             code,
             description,
+            retry_after,
         })
     }
 
@@ -106,7 +226,7 @@ impl TelegramClient {
         url: &str,
         secret_token: Option<&str>,
     ) -> Result<(), TelegramError> {
-        let mut body = json!({ "url": url, "allowed_updates": ["message", "edited_message", "callback_query"] });
+        let mut body = json!({ "url": url, "allowed_updates": ALLOWED_UPDATES });
         if let Some(s) = secret_token {
             body["secret_token"] = json!(s);
         }
@@ -132,5 +252,104 @@ impl TelegramClient {
         )
         .await
         .map(|_| ())
+    }
+
+    /// `sendMessage` of plain text (no `parse_mode`, so no entity can be cut) to `to`.
+    pub async fn send_to(
+        &self,
+        token: &Secret,
+        to: &Target,
+        text: &str,
+    ) -> Result<(), TelegramError> {
+        let mut body = json!({ "text": text });
+        to.apply(&mut body);
+        if let Some(id) = to.reply_to {
+            // Still sent if the user deleted their message meanwhile.
+            body["reply_parameters"] =
+                json!({ "message_id": id, "allow_sending_without_reply": true });
+        }
+        self.call(token, "sendMessage", &body).await.map(|_| ())
+    }
+
+    /// `sendChatAction typing`: Telegram shows it for 5 s or until the bot's next message.
+    pub async fn send_typing(&self, token: &Secret, to: &Target) -> Result<(), TelegramError> {
+        let mut body = json!({ "action": "typing" });
+        to.apply(&mut body);
+        self.call(token, "sendChatAction", &body).await.map(|_| ())
+    }
+
+    /// Stops the spinner of a pressed inline button.
+    pub async fn answer_callback_query(
+        &self,
+        token: &Secret,
+        id: &str,
+    ) -> Result<(), TelegramError> {
+        self.call(
+            token,
+            "answerCallbackQuery",
+            &json!({ "callback_query_id": id }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn get_webhook_info(&self, token: &Secret) -> Result<WebhookInfo, TelegramError> {
+        let v = self.call(token, "getWebhookInfo", &json!({})).await?;
+        serde_json::from_value(v).map_err(|e| TelegramError::Transport {
+            method: "getWebhookInfo".into(),
+            reason: format!("unexpected answer: {e}"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16, description: &str) -> TelegramError {
+        TelegramError::Api {
+            method: "sendMessage".into(),
+            code,
+            description: description.into(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn refusals_map_to_a_closed_set_of_reasons() {
+        for (code, d, want) in [
+            (403, "Forbidden: bot was blocked by the user", "blocked"),
+            (
+                403,
+                "Forbidden: bot was kicked from the group chat",
+                "kicked",
+            ),
+            (403, "Forbidden: user is deactivated", "deactivated"),
+            (400, "Bad Request: chat not found", "chat_not_found"),
+            (
+                400,
+                "Bad Request: message thread not found",
+                "thread_not_found",
+            ),
+            (400, "Bad Request: message text is empty", "text_invalid"),
+            (400, "Bad Request: message is too long", "text_invalid"),
+            (400, "Bad Request: can't parse entities", "bad_request"),
+            (401, "Unauthorized", "unauthorized"),
+            (418, "I'm a teapot", "other"),
+        ] {
+            let r = api(code, d).refusal_reason();
+            assert_eq!(r, want, "{code} {d}");
+            assert!(REFUSAL_REASONS.contains(&r));
+        }
+    }
+
+    #[test]
+    fn retry_after_only_for_flood_control() {
+        let mut e = api(429, "Too Many Requests: retry after 3");
+        if let TelegramError::Api { retry_after, .. } = &mut e {
+            *retry_after = Some(3);
+        }
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
+        assert_eq!(api(400, "x").retry_after(), None);
     }
 }

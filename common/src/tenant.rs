@@ -5,6 +5,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
+use crate::lifecycle::{Condition, LastError, Phase, RuntimeStatus};
+use crate::resources::AgentResources;
 use crate::Secret;
 
 /// Longest tenant id: `zeroclaw-{id}` must stay a valid 63-character DNS label.
@@ -150,7 +152,7 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-mod rfc3339 {
+pub(crate) mod rfc3339 {
     use chrono::{DateTime, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -180,6 +182,25 @@ pub struct TenantRecord {
     pub created_at: DateTime<Utc>,
     pub last_active_at: DateTime<Utc>,
     pub idle_timeout_s: u64,
+    /// The credential only this tenant's agent accepts (`AGENT_TOKEN`); empty until one is
+    /// generated (a record the Go platform wrote gets one at its next wake). Never in a view.
+    pub agent_token: Secret,
+    /// The tenant's [`crate::agent_config::AgentConfig`] as validated JSON; `None` = platform defaults.
+    pub agent_config: Option<String>,
+    /// Stopped by an operator and never woken until resumed. Not in the Go schema: absent = false.
+    pub suspended: bool,
+    /// A deletion began and has not finished; the reconciler finishes it. Absent = false.
+    pub deleting: bool,
+    /// Why the last start failed; `None` once a start succeeds. Absent in Go items.
+    pub last_error: Option<LastError>,
+    /// CPU/memory overrides of the platform defaults, applied at the next start. Absent = none.
+    pub resources: AgentResources,
+}
+
+/// A fresh random agent credential (256 bits, hex).
+pub fn new_agent_token() -> Secret {
+    let bytes: [u8; 32] = rand::random();
+    Secret::new(hex::encode(bytes))
 }
 
 impl TenantRecord {
@@ -203,6 +224,12 @@ impl TenantRecord {
             created_at: now,
             last_active_at: now,
             idle_timeout_s,
+            agent_token: Secret::new(""),
+            agent_config: None,
+            suspended: false,
+            deleting: false,
+            last_error: None,
+            resources: AgentResources::default(),
         }
     }
 
@@ -231,6 +258,12 @@ impl TenantRecord {
             last_active_at: self.last_active_at,
             idle_timeout_s: self.idle_timeout_s,
             bot_token_set: !self.bot_token.is_empty(),
+            phase: Some(self.phase()),
+            runtime_status: Some(self.phase().runtime_status()),
+            suspended: self.suspended,
+            last_error: self.last_error.clone(),
+            conditions: self.conditions(),
+            resources: self.resources.clone(),
         }
     }
 }
@@ -252,6 +285,21 @@ pub struct TenantView {
     pub last_active_at: DateTime<Utc>,
     pub idle_timeout_s: u64,
     pub bot_token_set: bool,
+    /// Derived from `status`, `suspended`, `deleting` and `last_error` (see `common::lifecycle`);
+    /// optional so that views of older servers read back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_status: Option<RuntimeStatus>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspended: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<LastError>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The tenant's CPU/memory overrides (the platform defaults apply to the rest).
+    #[serde(default, skip_serializing_if = "AgentResources::is_empty")]
+    pub resources: AgentResources,
 }
 
 /// Checks an idle timeout against the bounds of the schema.
@@ -308,9 +356,16 @@ mod tests {
     #[test]
     fn view_hides_token_and_round_trips() {
         let id = TenantId::parse("bob").unwrap();
-        let rec = TenantRecord::new(id, Secret::new("1:SECRET"), 300, "tenants", Utc::now());
+        let mut rec = TenantRecord::new(id, Secret::new("1:SECRET"), 300, "tenants", Utc::now());
+        rec.agent_token = new_agent_token();
         let json = serde_json::to_string(&rec.view()).unwrap();
         assert!(!json.contains("SECRET"));
+        assert!(
+            !json.contains(rec.agent_token.expose()),
+            "no agent credential"
+        );
+        assert_eq!(rec.agent_token.expose().len(), 64);
+        assert_ne!(new_agent_token(), rec.agent_token);
         assert!(json.contains("\"bot_token_set\":true"));
         let back: TenantView = serde_json::from_str(&json).unwrap();
         assert_eq!(back.tenant_id.as_str(), "bob");

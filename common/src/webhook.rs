@@ -3,7 +3,8 @@
 //! Hex keeps to the characters Telegram allows in `secret_token` (`A-Z a-z 0-9 _ -`, ≤ 256).
 
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::TenantId;
 
@@ -14,23 +15,19 @@ pub fn secret_token(webhook_secret: &str, tenant: &TenantId) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// Checks a received token in constant time.
+/// Checks a received token in constant time (no early return on a wrong length or bad hex).
 pub fn verify(webhook_secret: &str, tenant: &TenantId, received: &str) -> bool {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(webhook_secret.as_bytes()).expect("hmac takes any key");
-    mac.update(tenant.as_str().as_bytes());
-    match hex::decode(received) {
-        Ok(bytes) => mac.verify_slice(&bytes).is_ok(),
-        Err(_) => false,
-    }
+    constant_time_eq(
+        secret_token(webhook_secret, tenant).as_bytes(),
+        received.as_bytes(),
+    )
 }
 
-/// Constant-time equality for bearer tokens.
+/// Constant-time equality for bearer tokens and secret tokens that leaks neither content nor length:
+/// both sides are hashed to 32 bytes first, and the digests compared with `subtle`.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
+    a.as_slice().ct_eq(b.as_slice()).into()
 }
 
 #[cfg(test)]
@@ -47,5 +44,16 @@ mod tests {
         assert!(!verify("other", &id, &t));
         assert!(!verify("s3cret", &TenantId::parse("alice").unwrap(), &t));
         assert!(!verify("s3cret", &id, "zz"));
+        assert!(!verify("s3cret", &id, ""));
+        assert!(!verify("s3cret", &id, &t.to_uppercase()));
+    }
+
+    #[test]
+    fn constant_time_eq_compares_content_of_any_length() {
+        assert!(constant_time_eq(b"tok", b"tok"));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"tok", b"tok2"));
+        assert!(!constant_time_eq(b"tok", b""));
+        assert!(!constant_time_eq(b"tok", b"tak"));
     }
 }

@@ -1,13 +1,14 @@
-//! The HTTP API (DESIGN.md "Orchestrator HTTP API"): routes, auth, and the one mapping of `Error`
+//! The HTTP API: routes, auth, and the one mapping of `Error`
 //! to HTTP statuses.
 
 use std::sync::Arc;
 
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use common::http_auth::{Access, Routes};
 use common::{Secret, StoreError, TenantId};
 use serde::Deserialize;
 use serde_json::json;
@@ -15,14 +16,17 @@ use tracing::Instrument;
 
 use crate::app::App;
 use crate::error::Error;
+use crate::operations;
+use crate::runtime::{LogQuery, RuntimeError};
 use crate::tenants::{self, CreateTenant, UpdateTenant};
 use crate::wake;
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// Routes that answer without `API_TOKEN`.
-const PUBLIC_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+/// Deny-by-default bearer auth: only routes declared `Access::Public` in [`routes`] answer without
+/// `API_TOKEN` (one implementation for both services, in `common`).
+pub use common::http_auth::require_bearer as require_token;
 
 impl ResponseError for Error {
     fn status_code(&self) -> StatusCode {
@@ -30,25 +34,32 @@ impl ResponseError for Error {
             Error::InvalidTenantId(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::AlreadyExists(_) => StatusCode::CONFLICT,
+            Error::Suspended(_) => StatusCode::LOCKED,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Telegram { .. } => StatusCode::BAD_GATEWAY,
-            Error::WakeFailed(_)
-            | Error::WakeTimeout(_)
-            | Error::Busy(_)
-            | Error::ShuttingDown
-            | Error::NotReady(_)
-            | Error::Runtime(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Telegram { .. } | Error::WakeFailed(_) => StatusCode::BAD_GATEWAY,
+            Error::WakeTimeout(_) | Error::Busy(_) | Error::ShuttingDown | Error::NotReady(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Store { source, .. } => match source {
                 StoreError::NotFound => StatusCode::NOT_FOUND,
                 StoreError::AlreadyExists | StoreError::Conflict(_) => StatusCode::CONFLICT,
                 StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 StoreError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
+            Error::Runtime(RuntimeError::Unsupported(_)) => StatusCode::BAD_REQUEST,
+            Error::Runtime(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let Error::WakeFailed(_) = self {
+            // Tells the router this failure is definitive (the agent's own), not an outage.
+            return HttpResponse::build(self.status_code()).json(json!({
+                "error": self.to_string(),
+                "code": common::error::AGENT_START_FAILED,
+            }));
+        }
         error_json(self.status_code(), &self.to_string())
     }
 }
@@ -64,42 +75,69 @@ pub struct ApiConfig {
     pub api_token: Option<Secret>,
 }
 
-/// Registers the routes and the extractor error handlers; wrap the `App` in `track` and `require_token`.
+/// Registers the routes (from [`routes`]) and the extractor error handlers; wrap the `App` in `track`
+/// and `require_token`.
 pub fn configure(app: Arc<App>, api: ApiConfig) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::from(app))
-            .app_data(web::Data::new(api))
             .app_data(json_config())
             .app_data(web::QueryConfig::default().error_handler(|e, _| {
                 Error::BadRequest(format!("invalid query string: {e}")).into()
             }))
             .app_data(web::PayloadConfig::new(BODY_LIMIT))
-            .route("/healthz", web::get().to(healthz))
-            .route("/readyz", web::get().to(readyz))
-            .route("/metrics", web::get().to(metrics))
-            .route("/tenants", web::post().to(create))
-            .route("/tenants", web::get().to(list))
-            .route("/tenants/{id}", web::get().to(get))
-            .route("/tenants/{id}", web::patch().to(update))
-            .route("/tenants/{id}", web::delete().to(delete))
-            .route("/tenants/{id}/bot_token", web::get().to(bot_token))
-            .route("/tenants/{id}/activity", web::put().to(activity))
-            .route("/tenants/{id}/sleep", web::post().to(sleep))
-            .route("/wake/{id}", web::post().to(wake_tenant))
             .default_service(web::to(no_route));
+        routes().install(cfg, api.api_token);
     }
 }
 
+/// Every route with its access: the table the app is built from and the auth middleware reads.
+pub fn routes() -> Routes {
+    use actix_web::http::Method;
+    use Access::{Public, Token};
+    Routes::new()
+        .add(Public, Method::GET, "/healthz", healthz)
+        .add(Public, Method::GET, "/readyz", readyz)
+        .add(Public, Method::GET, "/metrics", metrics)
+        .add(Token, Method::POST, "/tenants", create)
+        .add(Token, Method::GET, "/tenants", list)
+        .add(Token, Method::GET, "/tenants/{id}", get)
+        .add(Token, Method::PATCH, "/tenants/{id}", update)
+        .add(Token, Method::DELETE, "/tenants/{id}", delete)
+        .add(Token, Method::GET, "/tenants/{id}/bot_token", bot_token)
+        .add(Token, Method::PUT, "/tenants/{id}/activity", activity)
+        .add(Token, Method::POST, "/tenants/{id}/sleep", sleep)
+        .add(Token, Method::POST, "/wake/{id}", wake_tenant)
+        // The agent's credential and configuration (issue 14).
+        .add(Token, Method::GET, "/tenants/{id}/agent_token", agent_token)
+        .add_resource(
+            "/tenants/{id}/config",
+            &[(Token, Method::GET), (Token, Method::PUT)],
+            web::resource("/tenants/{id}/config")
+                .app_data(json_config_limit(CONFIG_BODY_LIMIT))
+                .route(web::get().to(get_config))
+                .route(web::put().to(put_config)),
+        )
+        // Lifecycle operations (issue 17).
+        .add(Token, Method::POST, "/tenants/{id}/suspend", suspend)
+        .add(Token, Method::POST, "/tenants/{id}/resume", resume)
+        .add(Token, Method::GET, "/tenants/{id}/events", events)
+        .add(Token, Method::GET, "/tenants/{id}/logs", logs)
+}
+
 fn json_config() -> web::JsonConfig {
+    json_config_limit(BODY_LIMIT)
+}
+
+fn json_config_limit(limit: usize) -> web::JsonConfig {
     web::JsonConfig::default()
-        .limit(BODY_LIMIT)
+        .limit(limit)
         .content_type(|_| true)
         .content_type_required(false)
-        .error_handler(|e, _| {
+        .error_handler(move |e, _| {
             use actix_web::error::JsonPayloadError as J;
             match e {
                 J::Overflow { .. } | J::OverflowKnownLength { .. } => {
-                    Error::PayloadTooLarge(BODY_LIMIT).into()
+                    Error::PayloadTooLarge(limit).into()
                 }
                 J::Deserialize(d) if d.is_data() => {
                     Error::BadRequest(format!("invalid request body: {d}")).into()
@@ -117,7 +155,8 @@ pub async fn track(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let app = req.app_data::<web::Data<App>>().cloned();
-    let method = req.method().to_string();
+    // A closed set: a made-up method must not become a new series.
+    let method = common::metrics::method_label(req.method().as_str());
     let span = tracing::info_span!(
         "http request",
         method = %method,
@@ -137,38 +176,9 @@ pub async fn track(
         let route = route.unwrap_or_else(|| "unmatched".into());
         app.metrics
             .http_requests
-            .inc(&[&method, &route, status.as_str()]);
+            .inc(&[method, &route, status.as_str()]);
     }
     res
-}
-
-/// Requires `Authorization: Bearer <API_TOKEN>` on every non-public route when a token is set.
-pub async fn require_token(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let expected = req
-        .app_data::<web::Data<ApiConfig>>()
-        .and_then(|c| c.api_token.clone());
-    if let Some(expected) = expected {
-        if !PUBLIC_PATHS.contains(&req.path()) && !bearer_matches(req.request(), &expected) {
-            let resp = error_json(StatusCode::UNAUTHORIZED, "missing or invalid API token");
-            return Ok(req.into_response(resp).map_into_right_body());
-        }
-    }
-    next.call(req)
-        .await
-        .map(ServiceResponse::map_into_left_body)
-}
-
-fn bearer_matches(req: &HttpRequest, expected: &Secret) -> bool {
-    req.headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|got| {
-            common::webhook::constant_time_eq(got.trim().as_bytes(), expected.expose().as_bytes())
-        })
 }
 
 fn tenant_id(path: &str) -> Result<TenantId, Error> {
@@ -331,6 +341,110 @@ async fn sleep(app: web::Data<App>, path: web::Path<String>) -> Result<HttpRespo
     Ok(HttpResponse::NoContent().finish())
 }
 
+async fn suspend(app: web::Data<App>, path: web::Path<String>) -> Result<HttpResponse, Error> {
+    let id = tenant_id(&path)?;
+    let app = app.into_inner();
+    app.clone()
+        .run_owned(async move { operations::suspend(&app, &id).await })
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn resume(app: web::Data<App>, path: web::Path<String>) -> Result<HttpResponse, Error> {
+    let id = tenant_id(&path)?;
+    let app = app.into_inner();
+    app.clone()
+        .run_owned(async move { operations::resume(&app, &id).await })
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// Only events with a higher sequence number (`--watch` follows with it).
+    #[serde(default)]
+    after: u64,
+    limit: Option<usize>,
+}
+
+async fn events(
+    app: web::Data<App>,
+    path: web::Path<String>,
+    q: web::Query<EventsQuery>,
+) -> Result<HttpResponse, Error> {
+    let id = tenant_id(&path)?;
+    let q = q.into_inner();
+    let app = app.into_inner();
+    let events = app
+        .clone()
+        .run_owned(async move { operations::events(&app, &id, q.after, q.limit).await })
+        .await?;
+    Ok(HttpResponse::Ok().json(events))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsQuery {
+    tail: Option<usize>,
+    /// A duration: `30s`, `5m`, `2h`, `1d` (or plain seconds).
+    since: Option<String>,
+    #[serde(default)]
+    previous: bool,
+}
+
+async fn logs(
+    app: web::Data<App>,
+    path: web::Path<String>,
+    q: web::Query<LogsQuery>,
+) -> Result<HttpResponse, Error> {
+    let id = tenant_id(&path)?;
+    let q = q.into_inner();
+    let since_s = q
+        .since
+        .as_deref()
+        .map(parse_duration_s)
+        .transpose()
+        .map_err(Error::BadRequest)?;
+    let query = LogQuery {
+        tail: q.tail,
+        since_s,
+        previous: q.previous,
+    };
+    let app = app.into_inner();
+    let text = app
+        .clone()
+        .run_owned(async move { operations::logs(&app, &id, &query).await })
+        .await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(text))
+}
+
+/// `90`, `90s`, `5m`, `2h`, `1d` as seconds.
+pub fn parse_duration_s(v: &str) -> Result<u64, String> {
+    let v = v.trim();
+    let (num, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => v.split_at(i),
+        None => (v, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {v:?}: expected e.g. 30s, 5m, 2h, 1d"))?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "invalid duration {v:?}: expected e.g. 30s, 5m, 2h, 1d"
+            ))
+        }
+    };
+    Ok(n.saturating_mul(factor))
+}
+
 async fn wake_tenant(app: web::Data<App>, path: web::Path<String>) -> Result<HttpResponse, Error> {
     let id = tenant_id(&path)?;
     let app = app.into_inner();
@@ -339,6 +453,46 @@ async fn wake_tenant(app: web::Data<App>, path: web::Path<String>) -> Result<Htt
         .run_owned(async move { wake::wake(&app, &id).await })
         .await?;
     Ok(HttpResponse::Ok().json(woken))
+}
+
+// ---- The tenant's agent: its credential (internal, for the router) and its configuration. ----
+
+/// Largest `PUT /tenants/{id}/config` body: the configuration's own limit (256 KiB of text) plus
+/// room for JSON escaping; the content limits are checked after parsing, with a clear message.
+pub const CONFIG_BODY_LIMIT: usize = 1024 * 1024;
+
+async fn agent_token(app: web::Data<App>, path: web::Path<String>) -> Result<HttpResponse, Error> {
+    let id = tenant_id(&path)?;
+    let app = app.into_inner();
+    let token = app
+        .clone()
+        .run_owned(async move { tenants::agent_token(&app, &id).await })
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({ "agent_token": token.expose() })))
+}
+
+async fn get_config(app: web::Data<App>, path: web::Path<String>) -> Result<HttpResponse, Error> {
+    let id = tenant_id(&path)?;
+    let app = app.into_inner();
+    let config = app
+        .clone()
+        .run_owned(async move { tenants::get_config(&app, &id).await })
+        .await?;
+    Ok(HttpResponse::Ok().json(config))
+}
+
+async fn put_config(
+    app: web::Data<App>,
+    path: web::Path<String>,
+    body: web::Json<common::agent_config::AgentConfig>,
+) -> Result<HttpResponse, Error> {
+    let id = tenant_id(&path)?;
+    let app = app.into_inner();
+    let config = app
+        .clone()
+        .run_owned(async move { tenants::set_config(&app, &id, body.into_inner()).await })
+        .await?;
+    Ok(HttpResponse::Ok().json(config))
 }
 
 #[cfg(test)]
@@ -372,6 +526,29 @@ mod tests {
         let status = res.status().as_u16();
         let body = read_body(res).await;
         (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    /// The router keeps an update through an outage but gives up on an agent that cannot start:
+    /// the two must be told apart by more than a status a proxy could also produce.
+    #[tokio::test]
+    async fn a_failed_start_is_told_apart_from_a_backend_outage() {
+        let runtime = FakeRuntime::new(Duration::ZERO);
+        let t = test_app(runtime.clone(), quick_settings(), "http://127.0.0.1:1");
+        add_tenant(&t.app, "bob").await;
+        let svc = service!(t.app, None::<&str>);
+        let wake = || TestRequest::post().uri("/wake/bob").to_request();
+
+        *runtime.fail_with.lock().unwrap() = Some("image pull failed".into());
+        let (s, v) = json_of(call_service(&svc, wake()).await).await;
+        assert_eq!(s, 502, "{v}");
+        assert_eq!(v["code"], common::error::AGENT_START_FAILED);
+        assert!(v["error"].as_str().unwrap().contains("image pull failed"));
+
+        *runtime.fail_with.lock().unwrap() = None;
+        *runtime.backend_down.lock().unwrap() = Some("kubernetes API: connection refused".into());
+        let (s, v) = json_of(call_service(&svc, wake()).await).await;
+        assert_eq!(s, 503, "{v}");
+        assert!(v.get("code").is_none(), "{v}");
     }
 
     #[tokio::test]
@@ -582,6 +759,100 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_route_off_the_public_list_needs_the_token() {
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            quick_settings(),
+            "http://127.0.0.1:1",
+        );
+        let svc = service!(t.app, Some("tok"));
+        let routes = routes();
+        let public: Vec<_> = routes
+            .table()
+            .routes()
+            .iter()
+            .filter(|r| r.access == Access::Public)
+            .map(|r| r.path)
+            .collect();
+        assert_eq!(public, ["/healthz", "/readyz", "/metrics"]);
+        for r in routes.table().routes() {
+            let uri = common::http_auth::sample_path(r.path, "bob");
+            let req = TestRequest::default()
+                .method(r.method.clone())
+                .uri(&uri)
+                .set_payload("{}")
+                .to_request();
+            let status = call_service(&svc, req).await.status();
+            match r.access {
+                Access::Token => assert_eq!(status, 401, "{} {}", r.method, r.path),
+                _ => assert_ne!(status, 401, "{} {}", r.method, r.path),
+            }
+        }
+        // Deny by default: an unknown path or a method a public path does not serve needs it too.
+        for (method, uri) in [
+            ("GET", "/nope"),
+            ("POST", "/healthz"),
+            ("DELETE", "/metrics"),
+        ] {
+            let req = TestRequest::default()
+                .method(method.parse().unwrap())
+                .uri(uri)
+                .to_request();
+            assert_eq!(
+                call_service(&svc, req).await.status(),
+                401,
+                "{method} {uri}"
+            );
+        }
+        assert!(t.app.registry.list(None).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn made_up_methods_do_not_grow_metrics() {
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            quick_settings(),
+            "http://127.0.0.1:1",
+        );
+        let svc = service!(t.app, Some("tok"));
+        macro_rules! scrape {
+            () => {{
+                let res = call_service(&svc, TestRequest::get().uri("/metrics").to_request()).await;
+                String::from_utf8_lossy(&read_body(res).await).into_owned()
+            }};
+        }
+        let series = |m: &str| {
+            m.lines()
+                .filter(|l| l.starts_with("orchestrator_http_requests_total{"))
+                .count()
+        };
+        for i in 0..50 {
+            let req = TestRequest::default()
+                .method(format!("BREW{i}").parse().unwrap())
+                .uri(&format!("/tenants/x{i}"))
+                .to_request();
+            assert_eq!(call_service(&svc, req).await.status(), 401);
+        }
+        scrape!(); // the scrape's own series exists from here on
+        let before = scrape!();
+        for i in 50..100 {
+            let req = TestRequest::default()
+                .method(format!("BREW{i}").parse().unwrap())
+                .uri(&format!("/tenants/x{i}"))
+                .to_request();
+            assert_eq!(call_service(&svc, req).await.status(), 401);
+        }
+        let after = scrape!();
+        assert_eq!(series(&before), series(&after), "{after}");
+        assert!(!after.contains("BREW") && !after.contains("x7"), "{after}");
+        assert!(
+            after.lines().any(|l| l
+                == r#"orchestrator_http_requests_total{method="other",route="/tenants/{id}",status="401"} 100"#),
+            "{after}"
+        );
+    }
+
+    #[tokio::test]
     async fn readyz_turns_503_on_shutdown() {
         let t = test_app(
             FakeRuntime::new(Duration::ZERO),
@@ -593,5 +864,129 @@ mod tests {
         assert_eq!(call_service(&svc, req()).await.status(), 200);
         t.app.shutdown.cancel();
         assert_eq!(call_service(&svc, req()).await.status(), 503);
+    }
+
+    /// `PUT /tenants/{id}/config`: every bad configuration is a 400 naming the problem and stores
+    /// nothing; a good one reads back; the credential route gives the record's credential, which
+    /// no view or error carries.
+    #[tokio::test]
+    async fn agent_config_is_validated_before_it_is_stored_and_the_credential_stays_internal() {
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            quick_settings(),
+            "http://127.0.0.1:1",
+        );
+        let svc = service!(t.app, None::<&str>);
+        let req = |method: &str, uri: &str, body: &str| {
+            let r = match method {
+                "PUT" => TestRequest::put(),
+                "POST" => TestRequest::post(),
+                _ => TestRequest::get(),
+            };
+            r.uri(uri)
+                .insert_header(("content-type", "application/json"))
+                .set_payload(body.to_owned())
+                .to_request()
+        };
+        let (s, _) = json_of(
+            call_service(
+                &svc,
+                req(
+                    "POST",
+                    "/tenants",
+                    r#"{"tenant_id":"bob","bot_token":"1:a"}"#,
+                ),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(s, 201);
+        let (s, v) = json_of(call_service(&svc, req("GET", "/tenants/bob/config", "")).await).await;
+        assert_eq!(
+            (s, v),
+            (200, json!({})),
+            "no configuration yet: the platform defaults"
+        );
+
+        let good = r#"{"model":"qwen","temperature":0.3,"files":{"SOUL.md":"kind"},"agents":{"coder":{"files":{"skill_rust.md":"rust"}}}}"#;
+        let (s, v) =
+            json_of(call_service(&svc, req("PUT", "/tenants/bob/config", good)).await).await;
+        assert_eq!(s, 200, "{v}");
+        let (s, v) = json_of(call_service(&svc, req("GET", "/tenants/bob/config", "")).await).await;
+        assert_eq!(s, 200);
+        assert_eq!(v, serde_json::from_str::<serde_json::Value>(good).unwrap());
+
+        let huge = format!(r#"{{"files":{{"SOUL.md":"{}"}}}}"#, "x".repeat(70_000));
+        let cases: Vec<(String, &str)> = vec![
+            (
+                r#"{"files":{"EVIL.md":"x"}}"#.into(),
+                "\"EVIL.md\" is not a persona file",
+            ),
+            (
+                r#"{"files":{"../../etc/passwd":"x"}}"#.into(),
+                "not a persona file",
+            ),
+            (huge, "files.SOUL.md: 70000 bytes is over the limit"),
+            (
+                r#"{"temperature":3}"#.into(),
+                "temperature must be a number from 0 to 2",
+            ),
+            (r#"{"temperature":"hot"}"#.into(), "invalid request body"),
+            (r#"{"modle":"x"}"#.into(), "unknown field `modle`"),
+            (
+                r#"{"agents":{"Bad/Slug":{}}}"#.into(),
+                "\"Bad/Slug\" is not a valid delegate name",
+            ),
+            (
+                r#"{"agents":{"ok":{"files":{"run.sh":"x"}}}}"#.into(),
+                "agents.ok.files",
+            ),
+            (
+                r#"{"agents":{"ok":{"extra":1}}}"#.into(),
+                "unknown field `extra`",
+            ),
+            (
+                r#"{"model":""}"#.into(),
+                "model: must be 1 to 200 characters",
+            ),
+        ];
+        for (body, want) in &cases {
+            let (s, v) =
+                json_of(call_service(&svc, req("PUT", "/tenants/bob/config", body)).await).await;
+            let msg = v["error"].as_str().unwrap_or_default();
+            assert_eq!(s, 400, "{want}: {v}");
+            assert!(msg.contains(want), "{msg:?} should say {want:?}");
+        }
+        let (_, v) = json_of(call_service(&svc, req("GET", "/tenants/bob/config", "")).await).await;
+        assert_eq!(
+            v["model"], "qwen",
+            "a refused configuration changes nothing"
+        );
+        let (s, _) =
+            json_of(call_service(&svc, req("PUT", "/tenants/nobody/config", "{}")).await).await;
+        assert_eq!(s, 404);
+        // Clearing it goes back to the defaults.
+        let (s, _) =
+            json_of(call_service(&svc, req("PUT", "/tenants/bob/config", "{}")).await).await;
+        assert_eq!(s, 200);
+        let rec = t.app.registry.get(&tid("bob")).await.unwrap().unwrap();
+        assert_eq!(rec.agent_config, None);
+
+        // The credential: generated at create, only on the internal route.
+        let token = rec.agent_token.expose().to_owned();
+        assert_eq!(token.len(), 64);
+        let (s, v) =
+            json_of(call_service(&svc, req("GET", "/tenants/bob/agent_token", "")).await).await;
+        assert_eq!((s, v["agent_token"].as_str()), (200, Some(token.as_str())));
+        for uri in ["/tenants/bob", "/tenants", "/tenants/bob/config"] {
+            let (_, v) = json_of(call_service(&svc, req("GET", uri, "")).await).await;
+            assert!(
+                !v.to_string().contains(&token),
+                "{uri} leaks the credential"
+            );
+        }
+        let (s, _) =
+            json_of(call_service(&svc, req("GET", "/tenants/nobody/agent_token", "")).await).await;
+        assert_eq!(s, 404);
     }
 }

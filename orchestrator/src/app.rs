@@ -36,6 +36,9 @@ pub struct Settings {
     pub webhook_secret: Option<Secret>,
     /// Stop every agent at shutdown (local runtime: agents are our children).
     pub stop_agents_on_shutdown: bool,
+    /// Agents' CPU/memory where a tenant sets none.
+    pub agent_resources: common::resources::AgentResources,
+    pub resource_bounds: common::resources::ResourceBounds,
 }
 
 impl Default for Settings {
@@ -50,6 +53,8 @@ impl Default for Settings {
             router_public_url: None,
             webhook_secret: None,
             stop_agents_on_shutdown: false,
+            agent_resources: common::resources::AgentResources::platform_default(),
+            resource_bounds: common::resources::ResourceBounds::default(),
         }
     }
 }
@@ -66,6 +71,8 @@ impl Settings {
             router_public_url: c.router_public_url.clone(),
             webhook_secret: c.webhook_secret.clone(),
             stop_agents_on_shutdown: c.runtime == crate::config::RuntimeKind::Local,
+            agent_resources: c.agent_resources.clone(),
+            resource_bounds: c.resource_bounds,
         }
     }
 
@@ -148,6 +155,23 @@ impl App {
     pub async fn agent_healthy(&self, endpoint: &str) -> bool {
         matches!(
             self.http.get(format!("http://{endpoint}/health")).send().await,
+            Ok(r) if r.status().is_success()
+        )
+    }
+
+    /// True when the agent at `endpoint` is this tenant's: `GET /api/health` with its credential
+    /// answers 200 (another tenant's agent at a reused address answers 401, so a bare 2xx from
+    /// `/health` proves nothing).
+    pub async fn agent_is(&self, endpoint: &str, agent_token: &Secret) -> bool {
+        if agent_token.is_empty() {
+            return false;
+        }
+        matches!(
+            self.http
+                .get(format!("http://{endpoint}/api/health"))
+                .bearer_auth(agent_token.expose())
+                .send()
+                .await,
             Ok(r) if r.status().is_success()
         )
     }

@@ -1,9 +1,10 @@
-//! Orchestrator configuration from the environment (DESIGN.md "Configuration").
+//! Orchestrator configuration from the environment.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use common::config::{self as env, ConfigError};
+use common::resources::{parse_cpu_millis, parse_memory_bytes, AgentResources, ResourceBounds};
 use common::tenant::validate_idle_timeout;
 use common::Secret;
 
@@ -48,6 +49,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Table name (default `tenant-registry`).
     pub dynamodb_table: String,
+    /// Table of the tenants' event histories (default `{dynamodb_table}-events`).
+    pub dynamodb_events_table: Option<String>,
     /// True when `DYNAMODB_TABLE` or `DYNAMODB_ENDPOINT` is set: use DynamoDB, not SQLite.
     pub use_dynamodb: bool,
     pub dynamodb_endpoint: Option<String>,
@@ -82,6 +85,50 @@ pub struct Config {
     pub allow_single_replica: bool,
     /// `ALLOW_SQLITE_REGISTRY=true`: a SQLite registry on Kubernetes on purpose (refused otherwise).
     pub allow_sqlite_registry: bool,
+    /// `LLM_PROVIDER` (default `llamacpp`), `LLM_API_URL`, `LLM_MODEL`: what every tenant's
+    /// `tenant.json` falls back to.
+    pub agent_defaults: common::agent_config::PlatformDefaults,
+    /// `LLM_API_KEY`, handed to local agents as their env (in Kubernetes it comes from Secret
+    /// `llm-credentials` instead); never stored in a tenant configuration.
+    pub llm_api_key: Option<Secret>,
+    /// Agents' CPU/memory unless a tenant overrides them (`AGENT_CPU_REQUEST`, ...).
+    pub agent_resources: AgentResources,
+    /// What a tenant may ask for (`AGENT_MAX_CPU`, `AGENT_MAX_MEMORY`, `AGENT_MIN_MEMORY`).
+    pub resource_bounds: ResourceBounds,
+    /// `ALLOW_INSECURE=true`: start on Kubernetes without `API_TOKEN` / `WEBHOOK_SECRET`.
+    pub allow_insecure: bool,
+}
+
+/// Platform resource defaults and bounds from the env; the defaults must lie within the bounds.
+fn resources_from_env() -> Result<(AgentResources, ResourceBounds), ConfigError> {
+    let d = AgentResources::platform_default();
+    let value = |name: &str, default: &Option<String>| {
+        Some(env::string(name, default.as_deref().unwrap_or_default()))
+    };
+    let resources = AgentResources {
+        cpu_request: value("AGENT_CPU_REQUEST", &d.cpu_request),
+        cpu_limit: value("AGENT_CPU_LIMIT", &d.cpu_limit),
+        memory_request: value("AGENT_MEMORY_REQUEST", &d.memory_request),
+        memory_limit: value("AGENT_MEMORY_LIMIT", &d.memory_limit),
+    };
+    let b = ResourceBounds::default();
+    let quantity = |name: &str, default: u64, parse: fn(&str) -> Option<u64>| match env::var(name) {
+        None => Ok(default),
+        Some(v) => parse(&v).ok_or_else(|| ConfigError {
+            name: name.into(),
+            reason: format!("{v:?} is not a quantity"),
+        }),
+    };
+    let bounds = ResourceBounds {
+        max_cpu_millis: quantity("AGENT_MAX_CPU", b.max_cpu_millis, parse_cpu_millis)?,
+        max_memory_bytes: quantity("AGENT_MAX_MEMORY", b.max_memory_bytes, parse_memory_bytes)?,
+        min_memory_bytes: quantity("AGENT_MIN_MEMORY", b.min_memory_bytes, parse_memory_bytes)?,
+    };
+    resources.validate(&bounds).map_err(|reason| ConfigError {
+        name: "AGENT_CPU_REQUEST/AGENT_CPU_LIMIT/AGENT_MEMORY_REQUEST/AGENT_MEMORY_LIMIT".into(),
+        reason,
+    })?;
+    Ok((resources, bounds))
 }
 
 impl Config {
@@ -116,11 +163,15 @@ impl Config {
             name: "DEFAULT_IDLE_TIMEOUT_S".into(),
             reason,
         })?;
-        Ok(Config {
+        let (agent_resources, resource_bounds) = resources_from_env()?;
+        let config = Config {
+            agent_resources,
+            resource_bounds,
             port: env::parse("PORT", 8080)?,
             data_dir: PathBuf::from(env::string("DATA_DIR", "./data")),
             use_dynamodb: env::var("DYNAMODB_TABLE").is_some() || dynamodb_endpoint.is_some(),
             dynamodb_table: env::string("DYNAMODB_TABLE", "tenant-registry"),
+            dynamodb_events_table: env::var("DYNAMODB_EVENTS_TABLE"),
             dynamodb_endpoint,
             aws_region: env::var("AWS_REGION"),
             redis_addr: env::var("REDIS_ADDR"),
@@ -151,8 +202,8 @@ impl Config {
             idle_check_interval: seconds("IDLE_CHECK_INTERVAL_S", 30)?,
             reconcile_interval: seconds("RECONCILE_INTERVAL_S", 60)?,
             default_idle_timeout_s,
-            api_token: env::var("API_TOKEN").map(Secret::new),
-            webhook_secret: env::var("WEBHOOK_SECRET").map(Secret::new),
+            api_token: env::secret("API_TOKEN"),
+            webhook_secret: env::secret("WEBHOOK_SECRET"),
             telegram_api_url: env::url(
                 "TELEGRAM_API_URL",
                 Some(common::telegram::DEFAULT_API_URL),
@@ -160,8 +211,40 @@ impl Config {
             .unwrap_or_default(),
             allow_single_replica: env::flag("ALLOW_SINGLE_REPLICA")?,
             allow_sqlite_registry: env::flag("ALLOW_SQLITE_REGISTRY")?,
-        })
+            agent_defaults: agent_defaults()?,
+            llm_api_key: env::var("LLM_API_KEY").map(Secret::new),
+            allow_insecure: env::flag("ALLOW_INSECURE")?,
+        };
+        env::require_secrets(
+            config.runtime == RuntimeKind::Kubernetes || env::on_kubernetes(),
+            config.allow_insecure,
+            &[
+                ("API_TOKEN", config.api_token.is_some()),
+                ("WEBHOOK_SECRET", config.webhook_secret.is_some()),
+            ],
+        )?;
+        Ok(config)
     }
+}
+
+fn agent_defaults() -> Result<common::agent_config::PlatformDefaults, ConfigError> {
+    let d = common::agent_config::PlatformDefaults::default();
+    let name = |var: &str, default: String| -> Result<String, ConfigError> {
+        let v = env::string(var, &default);
+        if v.chars().any(char::is_control) || v.chars().count() > 200 {
+            return Err(ConfigError {
+                name: var.into(),
+                reason: "must be at most 200 characters with no control characters".into(),
+            });
+        }
+        Ok(v)
+    };
+    Ok(common::agent_config::PlatformDefaults {
+        provider: name("LLM_PROVIDER", d.provider)?,
+        api_url: env::url("LLM_API_URL", None)?,
+        model: name("LLM_MODEL", d.model)?,
+        temperature: d.temperature,
+    })
 }
 
 /// A whole number of seconds, at least 1.

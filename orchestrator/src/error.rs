@@ -31,6 +31,9 @@ pub enum Error {
     /// A wake or stop of the tenant held its lock past the caller's deadline.
     #[error("tenant {0:?} is busy (a wake or stop is in progress); try again")]
     Busy(TenantId),
+    /// Suspended by an operator: never woken until resumed.
+    #[error("tenant {0:?} is suspended")]
+    Suspended(TenantId),
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
     /// A backend does not answer (`/readyz`).

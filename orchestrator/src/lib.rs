@@ -5,11 +5,13 @@ pub mod app;
 pub mod compat;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod leader;
 #[cfg(feature = "kube")]
 pub mod leader_lease;
 pub mod lifecycle;
 pub mod metrics;
+pub mod operations;
 pub mod reconciler;
 pub mod runtime;
 pub mod server;

@@ -11,7 +11,9 @@ use tokio::time::Instant;
 
 use crate::app::App;
 use crate::error::Error;
+use crate::events;
 use crate::tenant_lock::TenantGuard;
+use common::lifecycle::NewEvent;
 
 /// Stops the tenant's agent (it saves its state), then marks the record idle and drops the cached
 /// endpoint. The guard proves the caller holds the tenant's lock.
@@ -37,6 +39,8 @@ pub async fn stop_locked(
             if rec.status == TenantStatus::Running {
                 app.metrics.running_tenants.fetch_sub(1, Ordering::Relaxed);
             }
+            let event = NewEvent::normal(events::reason::SLEPT, events::sleep_message(reason));
+            events::record(app, id, event).await;
         }
     }
     app.forget_endpoint(id).await;

@@ -28,7 +28,7 @@ mod kubernetes {
     use orchestrator::runtime::Runtime;
     use orchestrator::warm_pool::WarmPoolManager;
 
-    /// How often the warm pool manager checks Deployment `warm-pool` (DESIGN.md: every 30 s).
+    /// How often the warm pool manager checks Deployment `warm-pool` (every 30 s).
     const WARM_POOL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
     pub struct Kubernetes {
@@ -70,7 +70,9 @@ mod kubernetes {
                 config.warm_pool_target,
                 WARM_POOL_INTERVAL,
             ),
-            runtime: Arc::new(KubeRuntime::new(client, settings)),
+            runtime: Arc::new(
+                KubeRuntime::new(client, settings).with_agent_config(config.agent_defaults.clone()),
+            ),
         })
     }
 
@@ -165,6 +167,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if config.api_token.is_none() {
         tracing::warn!("API_TOKEN is not set: the API accepts requests without a token");
     }
+    if config.webhook_secret.is_none() {
+        tracing::warn!("WEBHOOK_SECRET is not set: webhooks are registered without a secret token");
+    }
 
     let registry: Arc<dyn Registry> = if config.use_dynamodb {
         let r = common::registry::dynamodb::DynamoRegistry::connect(
@@ -174,6 +179,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         )
         .await
         .context("connecting to DynamoDB")?;
+        let r = match &config.dynamodb_events_table {
+            Some(t) => r.with_events_table(t),
+            None => r,
+        };
         if config.dynamodb_endpoint.is_some() {
             r.ensure_table()
                 .await
@@ -191,6 +200,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let (lock, cache): (Arc<dyn WakeLock>, Arc<dyn EndpointCache>) = match &config.redis_addr {
         Some(addr) => {
             let pool = common::redis_pool::pool(addr).context("REDIS_ADDR")?;
+            common::redis_pool::check_credentials(&pool)
+                .await
+                .context("REDIS_ADDR")?;
             (
                 Arc::new(common::lock::redis::RedisLock::new(pool.clone())),
                 Arc::new(common::cache::GoEndpointFormat::wrap(
@@ -220,7 +232,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 local::agent_command(config.agent_command.clone()),
                 state.clone(),
                 local::DEFAULT_GRACE,
-            );
+            )
+            .with_agent_config(config.agent_defaults.clone(), config.llm_api_key.clone());
             let adopted = r.adopt_running().await;
             if adopted > 0 {
                 tracing::info!(

@@ -11,8 +11,10 @@ use common::{TenantId, TenantStatus};
 
 use crate::app::App;
 use crate::error::Error;
+use crate::events;
 use crate::lifecycle::stop_locked;
 use crate::tenant_lock::TenantGuard;
+use common::lifecycle::NewEvent;
 
 /// What one pass changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -23,6 +25,10 @@ pub struct Report {
     pub unstuck: Vec<TenantId>,
     /// Agents without a running record, stopped.
     pub orphans_stopped: Vec<TenantId>,
+    /// Suspended tenants whose agent still ran (a suspend interrupted by a crash), stopped.
+    pub suspended_stopped: Vec<TenantId>,
+    /// Deletions a crashed replica left half done, finished.
+    pub deletions_finished: Vec<TenantId>,
 }
 
 /// Every `reconcile_interval` until shutdown.
@@ -48,6 +54,10 @@ enum Fix {
     Stuck,
     /// Listed agent, no running/provisioning record.
     Orphan,
+    /// Suspended record with an agent listed or a status other than idle.
+    Suspended,
+    /// Record marked `deleting` whose lock is free: the deleting replica is gone.
+    Deleting,
 }
 
 pub async fn reconcile(app: &App) -> Result<Report, Error> {
@@ -67,17 +77,45 @@ pub async fn reconcile(app: &App) -> Result<Report, Error> {
             .count(),
     );
 
+    // Where the runtime says each agent answers: a running record pointing elsewhere (its pod was
+    // replaced, its address reused by another tenant) is checked like a missing one.
+    let addresses: HashMap<&TenantId, (&str, Option<u16>)> = agents
+        .iter()
+        .filter_map(|a| {
+            let addr = a.address.as_ref()?;
+            Some((&a.tenant, (addr.pod_ip.as_str(), addr.agent_port)))
+        })
+        .collect();
+    let moved = |r: &common::TenantRecord| {
+        addresses
+            .get(&r.tenant_id)
+            .is_some_and(|(ip, port)| *ip != r.pod_ip || *port != r.agent_port)
+    };
+
     let mut todo: Vec<(TenantId, Fix)> = Vec::new();
     for r in &records {
+        if r.deleting {
+            todo.push((r.tenant_id.clone(), Fix::Deleting));
+            continue;
+        }
+        if r.suspended && (r.status != TenantStatus::Idle || listed.contains(&r.tenant_id)) {
+            todo.push((r.tenant_id.clone(), Fix::Suspended));
+            continue;
+        }
         match r.status {
-            TenantStatus::Running if !listed.contains(&r.tenant_id) => {
+            TenantStatus::Running if !listed.contains(&r.tenant_id) || moved(r) => {
                 todo.push((r.tenant_id.clone(), Fix::Missing))
             }
             TenantStatus::Provisioning => todo.push((r.tenant_id.clone(), Fix::Stuck)),
             _ => {}
         }
     }
-    for a in &agents {
+    let flagged: HashSet<&TenantId> = records
+        .iter()
+        .filter(|r| r.suspended || r.deleting)
+        .map(|r| &r.tenant_id)
+        .collect();
+    for a in agents.iter().filter(|a| !flagged.contains(&a.tenant)) {
         let active = matches!(
             statuses.get(&a.tenant),
             Some(TenantStatus::Running | TenantStatus::Provisioning)
@@ -108,6 +146,8 @@ pub async fn reconcile(app: &App) -> Result<Report, Error> {
                 Fix::Missing => report.reset.push(id),
                 Fix::Stuck => report.unstuck.push(id),
                 Fix::Orphan => report.orphans_stopped.push(id),
+                Fix::Suspended => report.suspended_stopped.push(id),
+                Fix::Deleting => report.deletions_finished.push(id),
             },
             Err(e) => tracing::warn!(tenant = %id, error = %e, "reconciler: correction failed"),
         }
@@ -134,9 +174,10 @@ async fn apply(
             let Some(rec) = rec.filter(|r| r.status == TenantStatus::Running) else {
                 return Ok(false);
             };
-            // A wake may have finished since the listing: an agent that answers is not missing.
+            // A wake may have finished since the listing: the tenant's own agent answering is not
+            // missing (another tenant's agent at a reused address is).
             if let Some(ep) = rec.endpoint(app.runtime.agent_port()) {
-                if app.agent_healthy(&ep).await {
+                if app.agent_is(&ep, &rec.agent_token).await {
                     return Ok(false);
                 }
             }
@@ -149,6 +190,8 @@ async fn apply(
                 .running_tenants
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             app.forget_endpoint(id).await;
+            let message = format!("agent {} gone while running; reset to idle", rec.pod_name);
+            events::record(app, id, NewEvent::warning(events::reason::RESET, message)).await;
             Ok(true)
         }
         Fix::Stuck => {
@@ -166,6 +209,8 @@ async fn apply(
                     .map_err(Error::store("registry set_status"))?;
                 app.forget_endpoint(id).await;
             }
+            let message = "provisioning left by a wake that never finished; reset to idle";
+            events::record(app, id, NewEvent::warning(events::reason::RESET, message)).await;
             Ok(true)
         }
         Fix::Orphan => {
@@ -178,6 +223,23 @@ async fn apply(
             tracing::warn!(tenant = %id, "reconciler: agent without a running tenant, stopping it");
             app.runtime.stop(id).await?;
             app.metrics.agent_stopped("orphan");
+            Ok(true)
+        }
+        Fix::Suspended => {
+            if !rec.is_some_and(|r| r.suspended && !r.deleting) {
+                return Ok(false);
+            }
+            tracing::warn!(tenant = %id, "reconciler: suspended tenant's agent still runs, stopping it");
+            stop_locked(app, guard, id, "suspend").await?;
+            Ok(true)
+        }
+        Fix::Deleting => {
+            if !rec.is_some_and(|r| r.deleting) {
+                return Ok(false);
+            }
+            tracing::warn!(tenant = %id, "reconciler: finishing a deletion left half done");
+            // Whether the state was to be purged is not recorded: it is kept (rerun delete to purge).
+            crate::tenants::delete_locked(app, guard, id, false).await?;
             Ok(true)
         }
     }

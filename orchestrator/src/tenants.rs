@@ -1,6 +1,7 @@
 //! Tenant management: create, read, update, delete, sleep and activity.
 
 use chrono::Utc;
+use common::agent_config::{AgentConfig, PlatformDefaults};
 use common::registry::SettingsUpdate;
 use common::tenant::{validate_bot_token, validate_idle_timeout};
 use common::{Secret, StoreError, TenantId, TenantRecord, TenantStatus, TenantView};
@@ -9,9 +10,16 @@ use tokio::time::Instant;
 
 use crate::app::App;
 use crate::error::Error;
+use crate::events::{self, reason};
 use crate::lifecycle::stop_locked;
 use crate::tenant_lock::TenantGuard;
 use crate::webhook;
+use common::lifecycle::NewEvent;
+use common::resources::AgentResources;
+
+/// How long a purge waits for the agent's last save: past the pod's 30 s termination grace period,
+/// after which the kubelet has killed it.
+const PURGE_WAIT: std::time::Duration = std::time::Duration::from_secs(45);
 
 /// Body of `POST /tenants`.
 #[derive(Debug, Deserialize)]
@@ -31,10 +39,14 @@ pub struct UpdateTenant {
     pub bot_token: Option<String>,
     #[serde(default)]
     pub idle_timeout_s: Option<i64>,
+    /// CPU/memory overrides to change; a field given as `""` goes back to the platform default.
+    #[serde(default)]
+    pub resources: Option<AgentResources>,
 }
 
-/// Creates an idle tenant. With `ROUTER_PUBLIC_URL` set the webhook is registered first, so a
-/// Telegram failure writes nothing.
+/// Creates an idle tenant. The record is written first, so that an update Telegram delivers as soon
+/// as the webhook is set finds its tenant; when Telegram refuses the webhook the record is removed
+/// again (under the tenant's lock, so no wake sees it meanwhile) and nothing is left.
 pub async fn create(app: &App, req: CreateTenant) -> Result<TenantView, Error> {
     let id = TenantId::parse(&req.tenant_id)?;
     let token = validate_bot_token(&req.bot_token).map_err(Error::BadRequest)?;
@@ -45,20 +57,39 @@ pub async fn create(app: &App, req: CreateTenant) -> Result<TenantView, Error> {
     if find(app, &id).await?.is_some() {
         return Err(Error::AlreadyExists(id));
     }
-    webhook::register(app, &id, &token).await?;
-    let rec = TenantRecord::new(
+    let mut rec = TenantRecord::new(
         id.clone(),
         token,
         timeout,
         &app.settings.namespace,
         Utc::now(),
     );
-    app.registry.create(&rec).await.map_err(|e| match e {
+    rec.agent_token = common::tenant::new_agent_token();
+    let guard = lock(app, &id).await?;
+    let result = create_locked(app, &rec).await;
+    guard.release().await;
+    result?;
+    tracing::info!(tenant = %id, idle_timeout_s = timeout, "tenant created");
+    let message = format!("tenant created (idle timeout {timeout}s)");
+    events::record(app, &id, NewEvent::normal(reason::CREATED, message)).await;
+    Ok(rec.view())
+}
+
+async fn create_locked(app: &App, rec: &TenantRecord) -> Result<(), Error> {
+    let id = &rec.tenant_id;
+    app.registry.create(rec).await.map_err(|e| match e {
         StoreError::AlreadyExists => Error::AlreadyExists(id.clone()),
         other => Error::store("registry create")(other),
     })?;
-    tracing::info!(tenant = %id, idle_timeout_s = timeout, "tenant created");
-    Ok(rec.view())
+    if let Err(e) = webhook::register(app, id, &rec.bot_token).await {
+        if let Err(undo) = app.registry.delete(id).await {
+            // The webhook was refused, so Telegram sends nothing for it; a retry of the create
+            // answers 409 and a DELETE removes the record.
+            tracing::error!(tenant = %id, error = %undo, "could not remove the record of a refused create");
+        }
+        return Err(e);
+    }
+    Ok(())
 }
 
 pub async fn get(app: &App, id: &TenantId) -> Result<TenantView, Error> {
@@ -85,13 +116,77 @@ pub async fn bot_token(app: &App, id: &TenantId) -> Result<Secret, Error> {
     Ok(require(app, id).await?.bot_token)
 }
 
+/// The agent credential, for the router (the only place it leaves the service). A record without
+/// one (written by the Go platform) gets one now, the same conditional write a wake does.
+pub async fn agent_token(app: &App, id: &TenantId) -> Result<Secret, Error> {
+    let rec = require(app, id).await?;
+    if !rec.agent_token.is_empty() {
+        return Ok(rec.agent_token);
+    }
+    let rec = app
+        .registry
+        .set_agent_token_if_absent(id, &common::tenant::new_agent_token())
+        .await
+        .map_err(|e| not_found_or(id, e, "registry set agent token"))?;
+    Ok(rec.agent_token)
+}
+
+/// The tenant's agent configuration as stored (platform defaults not applied).
+pub async fn get_config(app: &App, id: &TenantId) -> Result<AgentConfig, Error> {
+    let rec = require(app, id).await?;
+    match rec.agent_config {
+        None => Ok(AgentConfig::default()),
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| Error::Internal(format!("stored agent configuration is unreadable: {e}"))),
+    }
+}
+
+/// Validates and stores the whole configuration; in force from the agent's next start.
+/// Nothing is stored when it is refused.
+pub async fn set_config(
+    app: &App,
+    id: &TenantId,
+    config: AgentConfig,
+) -> Result<AgentConfig, Error> {
+    config
+        .render(id.as_str(), &PlatformDefaults::default())
+        .map_err(|e| Error::BadRequest(format!("invalid agent configuration: {e}")))?;
+    let empty = config == AgentConfig::default();
+    let json = serde_json::to_string(&config)
+        .map_err(|e| Error::Internal(format!("cannot encode the configuration: {e}")))?;
+    app.registry
+        .set_agent_config(id, (!empty).then_some(json.as_str()))
+        .await
+        .map_err(|e| not_found_or(id, e, "registry set agent config"))?;
+    tracing::info!(
+        tenant = %id,
+        files = ?config.files.keys().collect::<Vec<_>>(),
+        delegates = config.agents.len(),
+        "agent configuration stored; in force from the next start"
+    );
+    Ok(config)
+}
+
 /// Changes the bot token and/or idle timeout. A new token re-registers the webhook before it is stored.
 pub async fn update(app: &App, id: &TenantId, req: UpdateTenant) -> Result<TenantView, Error> {
-    if req.bot_token.is_none() && req.idle_timeout_s.is_none() {
+    if req.bot_token.is_none() && req.idle_timeout_s.is_none() && req.resources.is_none() {
         // The Go platform answered `{}` with the record, a no-op its operations guide relies on.
         return Ok(require(app, id).await?.view());
     }
+    let current = require(app, id).await?;
+    let resources = req
+        .resources
+        .as_ref()
+        .map(|change| {
+            let next = current.resources.updated(change);
+            next.over(&app.settings.agent_resources)
+                .validate(&app.settings.resource_bounds)
+                .map(|()| next)
+        })
+        .transpose()
+        .map_err(Error::BadRequest)?;
     let update = SettingsUpdate {
+        resources,
         bot_token: req
             .bot_token
             .as_deref()
@@ -104,7 +199,6 @@ pub async fn update(app: &App, id: &TenantId, req: UpdateTenant) -> Result<Tenan
             .transpose()
             .map_err(Error::BadRequest)?,
     };
-    let current = require(app, id).await?;
     if let Some(token) = &update.bot_token {
         if *token != current.bot_token {
             webhook::register(app, id, token).await?;
@@ -121,6 +215,30 @@ pub async fn update(app: &App, id: &TenantId, req: UpdateTenant) -> Result<Tenan
         idle_timeout_s = rec.idle_timeout_s,
         "tenant updated"
     );
+    let mut changed = Vec::new();
+    if update.bot_token.is_some() {
+        changed.push("bot token changed".to_owned());
+    }
+    if current.idle_timeout_s != rec.idle_timeout_s {
+        changed.push(format!(
+            "idle timeout {}s -> {}s",
+            current.idle_timeout_s, rec.idle_timeout_s
+        ));
+    }
+    if current.resources != rec.resources {
+        let r = rec.resources.over(&app.settings.agent_resources);
+        changed.push(format!(
+            "resources cpu {}/{} memory {}/{} (request/limit), applied at the next start",
+            r.cpu_request.unwrap_or_default(),
+            r.cpu_limit.unwrap_or_default(),
+            r.memory_request.unwrap_or_default(),
+            r.memory_limit.unwrap_or_default()
+        ));
+    }
+    if !changed.is_empty() {
+        let event = NewEvent::normal(reason::CONFIG_CHANGED, changed.join(", "));
+        events::record(app, id, event).await;
+    }
     Ok(rec.view())
 }
 
@@ -159,14 +277,30 @@ pub async fn delete(app: &App, id: &TenantId, purge_state: bool) -> Result<(), E
     result
 }
 
-async fn delete_locked(
+/// The deletion proper, under the lock. The record says `deleting` (phase Deleting) until every
+/// object is gone, so that the reconciler finishes a deletion this replica could not.
+pub(crate) async fn delete_locked(
     app: &App,
     _guard: &TenantGuard,
     id: &TenantId,
     purge_state: bool,
 ) -> Result<(), Error> {
-    let rec = find(app, id).await?;
+    let mut rec = find(app, id).await?;
+    if rec.as_ref().is_some_and(|r| !r.deleting) {
+        match app.registry.set_deleting(id).await {
+            Ok(r) => rec = Some(r),
+            Err(StoreError::NotFound) => rec = None,
+            Err(e) => return Err(Error::store("registry set_deleting")(e)),
+        }
+        let event = NewEvent::normal(reason::DELETING, "deletion begun: agent, objects, webhook");
+        events::record(app, id, event).await;
+    }
     app.runtime.stop(id).await?;
+    if purge_state {
+        // The agent saves after SIGTERM: deleting the state before it is gone would let the
+        // "purged" memory come back (and a new tenant of the same id inherit it).
+        app.runtime.wait_stopped(id, PURGE_WAIT).await?;
+    }
     match rec.as_ref().map(|r| r.status) {
         Some(TenantStatus::Running) => {
             app.metrics.agent_stopped("delete");
@@ -182,19 +316,26 @@ async fn delete_locked(
     if let Some(rec) = &rec {
         webhook::unregister(app, id, &rec.bot_token).await;
     }
-    let existed = app
-        .registry
-        .delete(id)
-        .await
-        .map_err(Error::store("registry delete"))?;
     if purge_state {
         app.state
             .delete(id)
             .await
             .map_err(Error::store("state store delete"))?;
     }
+    // Last: until here the record (phase Deleting) lets the reconciler finish the work.
+    let existed = app
+        .registry
+        .delete(id)
+        .await
+        .map_err(Error::store("registry delete"))?;
     if existed {
         tracing::info!(tenant = %id, purge_state, "tenant deleted");
+        let message = if purge_state {
+            "tenant deleted, saved state purged"
+        } else {
+            "tenant deleted, saved state kept"
+        };
+        events::record(app, id, NewEvent::normal(reason::DELETED, message)).await;
     }
     Ok(())
 }
@@ -354,6 +495,7 @@ mod tests {
         let req = UpdateTenant {
             bot_token: Some("456:def".into()),
             idle_timeout_s: Some(60),
+            resources: None,
         };
         let view = update(&t.app, &id, req).await.unwrap();
         assert_eq!(view.idle_timeout_s, 60);

@@ -9,10 +9,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use common::cache::MemoryCache;
-use common::lock::MemoryLock;
+use common::lock::{MemoryLock, WakeLock};
 use common::registry::sqlite::SqliteRegistry;
 use common::state::DirStateStore;
 use common::telegram::TelegramClient;
+use common::StoreError;
 use common::{Secret, TenantId, TenantRecord};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -118,6 +119,8 @@ pub struct FakeRuntime {
     pub stops: AtomicUsize,
     /// Set: every start fails with this reason.
     pub fail_with: Mutex<Option<String>>,
+    /// Set: every start fails as if the runtime's backend (Kubernetes API) were down.
+    pub backend_down: Mutex<Option<String>>,
     /// How long a start takes (lets concurrent wakes overlap).
     pub start_delay: Mutex<Duration>,
     agents: Mutex<HashMap<TenantId, StubServer>>,
@@ -157,6 +160,24 @@ impl Runtime for FakeRuntime {
         if let Some(why) = self.fail_with.lock().unwrap().clone() {
             return Err(RuntimeError::StartFailed(why));
         }
+        if let Some(why) = self.backend_down.lock().unwrap().clone() {
+            return Err(RuntimeError::Unavailable(why));
+        }
+        // An agent that already runs is adopted, as the real runtimes do.
+        if let Some(port) = self
+            .agents
+            .lock()
+            .unwrap()
+            .get(&rec.tenant_id)
+            .map(|s| s.port)
+        {
+            return Ok(AgentAddress {
+                pod_name: rec.tenant_id.pod_name(),
+                pod_ip: "127.0.0.1".into(),
+                agent_port: Some(port),
+                warm: None,
+            });
+        }
         let server = StubServer::start(r#"{"status":"ok"}"#).await;
         let port = server.port;
         self.agents
@@ -167,6 +188,7 @@ impl Runtime for FakeRuntime {
             pod_name: rec.tenant_id.pod_name(),
             pod_ip: "127.0.0.1".into(),
             agent_port: Some(port),
+            warm: None,
         })
     }
 
@@ -189,6 +211,7 @@ impl Runtime for FakeRuntime {
                     pod_name: id.pod_name(),
                     pod_ip: "127.0.0.1".into(),
                     agent_port: Some(s.port),
+                    warm: None,
                 }),
             })
             .collect())
@@ -255,6 +278,67 @@ pub fn test_app(runtime: Arc<FakeRuntime>, settings: Settings, telegram_url: &st
     }
 }
 
+/// A shared lock whose keys can all lapse at once, as when one replica is cut off from Redis for
+/// longer than the TTL and another takes the lock.
+#[derive(Default)]
+pub struct LapsingLock(Mutex<Arc<MemoryLock>>);
+
+impl LapsingLock {
+    pub fn lapse(&self) {
+        *self.0.lock().unwrap() = Arc::new(MemoryLock::new());
+    }
+
+    fn inner(&self) -> Arc<MemoryLock> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl WakeLock for LapsingLock {
+    async fn try_acquire(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.inner().try_acquire(key, owner, ttl).await
+    }
+    async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.inner().renew(key, owner, ttl).await
+    }
+    async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
+        self.inner().release(key, owner).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn name(&self) -> &'static str {
+        "lapsing"
+    }
+}
+
+/// Two replicas sharing one registry, one [`LapsingLock`] and one runtime, each with its own cache.
+pub fn two_replicas(
+    runtime: Arc<FakeRuntime>,
+    settings: Settings,
+) -> (Arc<App>, Arc<App>, Arc<LapsingLock>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let registry: Arc<SqliteRegistry> =
+        Arc::new(SqliteRegistry::open(&dir.path().join("registry.db")).unwrap());
+    let lock = Arc::new(LapsingLock::default());
+    let replica = || {
+        App::new(
+            Ports {
+                registry: registry.clone(),
+                lock: lock.clone(),
+                cache: Arc::new(MemoryCache::new()),
+                state: Arc::new(DirStateStore::new(dir.path().join("state"))),
+                runtime: runtime.clone(),
+                leader: Arc::new(SwitchLeader(AtomicBool::new(true))),
+            },
+            TelegramClient::new("http://127.0.0.1:1"),
+            settings.clone(),
+        )
+    };
+    let (a, b) = (replica(), replica());
+    (a, b, lock, dir)
+}
+
 /// Settings with short waits for tests.
 pub fn quick_settings() -> Settings {
     Settings {
@@ -271,13 +355,14 @@ pub fn tid(s: &str) -> TenantId {
 /// Stores an idle tenant directly in the registry.
 pub async fn add_tenant(app: &App, id: &str) -> TenantId {
     let id = tid(id);
-    let rec = TenantRecord::new(
+    let mut rec = TenantRecord::new(
         id.clone(),
         Secret::new("123:abc"),
         300,
         "tenants",
         Utc::now(),
     );
+    rec.agent_token = common::tenant::new_agent_token();
     app.registry.create(&rec).await.unwrap();
     id
 }

@@ -1,4 +1,4 @@
-//! Wake: make a tenant's agent run and return its address (DESIGN.md "Wake").
+//! Wake: make a tenant's agent run and return its address (docs/architecture.md, "A wake").
 
 use std::sync::Arc;
 
@@ -10,7 +10,10 @@ use tokio::time::Instant;
 
 use crate::app::App;
 use crate::error::Error;
+use crate::events::{self, reason};
+use crate::runtime::RuntimeError;
 use crate::tenant_lock::{TenantGuard, RETRY_EVERY};
+use common::lifecycle::NewEvent;
 
 /// Where the woken agent answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -29,6 +32,7 @@ pub async fn wake(app: &Arc<App>, id: &TenantId) -> Result<Woken, Error> {
         return Err(Error::ShuttingDown);
     }
     let rec = get(app, id).await?;
+    refuse_suspended(&rec)?;
     if let Some(w) = ready(app, &rec).await {
         app.metrics.wakes.inc(&["ready"]);
         return Ok(w);
@@ -37,6 +41,7 @@ pub async fn wake(app: &Arc<App>, id: &TenantId) -> Result<Woken, Error> {
     let outcome = match &result {
         Ok(_) => None,
         Err(Error::NotFound(_)) => Some("not_found"),
+        Err(Error::Suspended(_)) => Some("suspended"),
         Err(Error::WakeTimeout(_)) => Some("timeout"),
         Err(_) => Some("failed"),
     };
@@ -56,6 +61,7 @@ async fn wake_slow(app: &Arc<App>, id: &TenantId) -> Result<Woken, Error> {
     };
     loop {
         let rec = get(app, id).await?;
+        refuse_suspended(&rec)?;
         if let Some(w) = ready(app, &rec).await {
             app.metrics.wakes.inc(&["joined"]);
             return Ok(w);
@@ -86,38 +92,71 @@ async fn wake_slow(app: &Arc<App>, id: &TenantId) -> Result<Woken, Error> {
 /// The wake proper, under the tenant's lock.
 async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Result<Woken, Error> {
     let rec = get(app, id).await?;
+    // Re-read under the lock: a suspend that finished before we got it is seen here.
+    refuse_suspended(&rec)?;
     if let Some(w) = ready(app, &rec).await {
         app.metrics.wakes.inc(&["joined"]);
         return Ok(w);
     }
-    let rec = app
+    let rec = ensure_agent_token(app, rec).await?;
+    let mut rec = app
         .registry
         .set_status(id, rec.status, &StatusUpdate::provisioning())
         .await
         .map_err(|e| lost_race(id, e))?;
+    // The runtime starts the agent with every resource set: the tenant's, else the platform's.
+    rec.resources = rec.resources.over(&app.settings.agent_resources);
     let began = Instant::now();
     let lost = guard.lost();
+    // A failure carries what `last_error` records (`None`: not the tenant's fault, e.g. shutdown).
     let started = tokio::select! {
-        r = app.runtime.start(&rec, app.settings.pod_ready_wait) => r.map_err(|e| Error::WakeFailed(e.to_string())),
-        _ = lost.cancelled() => Err(Error::WakeFailed("wake lock lost while starting the agent".into())),
-        _ = app.shutdown.cancelled() => Err(Error::ShuttingDown),
+        r = app.runtime.start(&rec, app.settings.pod_ready_wait) => r.map_err(|e| {
+            let failure = e.last_error();
+            (start_error(e), Some(failure))
+        }),
+        // The lock's backend failed (or was slow) under us: an outage, not the agent's fault.
+        _ = lost.cancelled() => Err((Error::Store {
+            what: "wake lock",
+            source: StoreError::Unavailable("lock lost while starting the agent".into()),
+        }, None)),
+        _ = app.shutdown.cancelled() => Err((Error::ShuttingDown, None)),
     };
     let addr = match started {
         Ok(addr) => addr,
-        Err(e) => {
+        Err((e, failure)) => {
             tracing::warn!(tenant = %id, reason = %e, "wake failed");
+            if lost.is_cancelled() {
+                // Another replica may hold the lock by now and have adopted this agent: stopping
+                // it or writing the record would undo that wake. What nobody finishes, the
+                // reconciler repairs (a stuck `provisioning` record, an agent nobody records).
+                return Err(e);
+            }
             // A start that failed or was interrupted may have left an agent half up.
             stop_quietly(app, id, "aborted").await;
+            let update = match &failure {
+                Some(f) => StatusUpdate::failed(f.clone()),
+                None => StatusUpdate::idle(),
+            };
             if let Err(se) = app
                 .registry
-                .set_status(id, TenantStatus::Provisioning, &StatusUpdate::idle())
+                .set_status(id, TenantStatus::Provisioning, &update)
                 .await
             {
                 tracing::warn!(tenant = %id, error = %se, "wake failed: could not reset status to idle");
             }
+            if let Some(f) = failure {
+                let message = format!("{}: {}", f.reason, f.message);
+                events::record(app, id, NewEvent::warning(reason::START_FAILED, message)).await;
+            }
             return Err(e);
         }
     };
+    if lost.is_cancelled() {
+        tracing::warn!(tenant = %id, "wake failed: wake lock lost before the agent was recorded; leaving it to the lock's new holder");
+        return Err(Error::WakeFailed(
+            "wake lock lost while starting the agent".into(),
+        ));
+    }
     let running =
         StatusUpdate::running(addr.pod_name.clone(), addr.pod_ip.clone(), addr.agent_port);
     if let Err(e) = app
@@ -125,10 +164,13 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
         .set_status(id, TenantStatus::Provisioning, &running)
         .await
     {
-        // Deleted or taken over meanwhile: the agent we started belongs to nobody.
+        // Deleted or taken over meanwhile: the agent we started belongs to nobody, unless the
+        // lock passed to another replica, whose wake owns it now.
         let err = lost_race(id, e);
         tracing::warn!(tenant = %id, reason = %err, "wake failed");
-        stop_quietly(app, id, "aborted").await;
+        if !lost.is_cancelled() {
+            stop_quietly(app, id, "aborted").await;
+        }
         return Err(err);
     }
     let endpoint = addr.endpoint(app.runtime.agent_port());
@@ -141,11 +183,30 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
     app.metrics
         .running_tenants
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(tenant = %id, endpoint = %endpoint, took_ms = began.elapsed().as_millis() as u64, "wake: agent running");
+    let took_ms = began.elapsed().as_millis() as u64;
+    tracing::info!(tenant = %id, endpoint = %endpoint, took_ms, "wake: agent running");
+    let start = match addr.warm {
+        Some(true) => ", warm pool hit",
+        Some(false) => ", warm pool miss",
+        None => "",
+    };
+    let message = format!("agent started in {took_ms} ms{start}");
+    events::record(app, id, NewEvent::normal(reason::WOKE, message)).await;
     Ok(Woken {
         pod_ip: addr.pod_ip,
         endpoint,
     })
+}
+
+/// A suspended tenant is never woken; a tenant being deleted is as good as gone.
+fn refuse_suspended(rec: &TenantRecord) -> Result<(), Error> {
+    if rec.deleting {
+        return Err(Error::NotFound(rec.tenant_id.clone()));
+    }
+    if rec.suspended {
+        return Err(Error::Suspended(rec.tenant_id.clone()));
+    }
+    Ok(())
 }
 
 async fn get(app: &App, id: &TenantId) -> Result<TenantRecord, Error> {
@@ -156,22 +217,51 @@ async fn get(app: &App, id: &TenantId) -> Result<TenantRecord, Error> {
         .ok_or_else(|| Error::NotFound(id.clone()))
 }
 
-/// The record's address if it says running and the agent answers.
+/// Gives a record without an agent credential (one the Go platform wrote, or one from before
+/// credentials) its own, with a conditional write so that racing replicas agree on one.
+async fn ensure_agent_token(app: &App, rec: TenantRecord) -> Result<TenantRecord, Error> {
+    if !rec.agent_token.is_empty() {
+        return Ok(rec);
+    }
+    let id = rec.tenant_id.clone();
+    let rec = app
+        .registry
+        .set_agent_token_if_absent(&id, &common::tenant::new_agent_token())
+        .await
+        .map_err(|e| lost_race(&id, e))?;
+    tracing::info!(tenant = %id, "wake: agent credential generated for a record without one");
+    Ok(rec)
+}
+
+/// The record's address if it says running and the agent there proves to be this tenant's.
 async fn ready(app: &App, rec: &TenantRecord) -> Option<Woken> {
     let endpoint = rec.endpoint(app.runtime.agent_port())?;
-    app.agent_healthy(&endpoint).await.then(|| Woken {
-        pod_ip: rec.pod_ip.clone(),
-        endpoint,
-    })
+    app.agent_is(&endpoint, &rec.agent_token)
+        .await
+        .then(|| Woken {
+            pod_ip: rec.pod_ip.clone(),
+            endpoint,
+        })
 }
 
 fn lost_race(id: &TenantId, e: StoreError) -> Error {
     match e {
         StoreError::NotFound => Error::NotFound(id.clone()),
+        // Changed under us (a stop, another replica): worth another try, not a failed start.
         StoreError::Conflict(why) => {
-            Error::WakeFailed(format!("tenant changed during the wake: {why}"))
+            tracing::info!(tenant = %id, reason = %why, "tenant changed during the wake");
+            Error::Busy(id.clone())
         }
         other => Error::store("registry set_status")(other),
+    }
+}
+
+/// The agent's own failures (image, crash, not healthy in time) are definitive; a runtime backend
+/// that is unavailable (Kubernetes API, state store) is an outage the caller retries.
+fn start_error(e: RuntimeError) -> Error {
+    match e {
+        RuntimeError::Unavailable(_) => Error::Runtime(e),
+        other => Error::WakeFailed(other.to_string()),
     }
 }
 
@@ -192,6 +282,7 @@ mod tests {
     use common::TenantStatus;
 
     use super::*;
+    use crate::app::Settings;
     use crate::testing::*;
 
     const NO_TELEGRAM: &str = "http://127.0.0.1:1";
@@ -286,7 +377,7 @@ mod tests {
             tokio::spawn(async move { wake(&app, &id).await })
         };
         // Another replica deletes the record while the agent starts (bypassing our lock).
-        wait_for_status(&t, &id, TenantStatus::Provisioning).await;
+        wait_for_status(&t.app, &id, TenantStatus::Provisioning).await;
         assert!(t.app.registry.delete(&id).await.unwrap());
         let result = waking.await.unwrap();
         assert!(matches!(result, Err(Error::NotFound(_))), "{result:?}");
@@ -346,7 +437,7 @@ mod tests {
             let (app, id) = (t.app.clone(), id.clone());
             tokio::spawn(async move { wake(&app, &id).await })
         };
-        wait_for_status(&t, &id, TenantStatus::Provisioning).await;
+        wait_for_status(&t.app, &id, TenantStatus::Provisioning).await;
         crate::tenants::sleep(&t.app, &id).await.unwrap();
         waking.await.unwrap().unwrap();
         // The stop ran after the start completed, never concurrently with it.
@@ -359,11 +450,69 @@ mod tests {
         );
     }
 
-    async fn wait_for_status(t: &TestApp, id: &TenantId, want: TenantStatus) {
+    /// A record the Go platform wrote has no credential: the wake gives it one (conditionally, so
+    /// a racing replica's wins), and the agent starts with it.
+    #[tokio::test]
+    async fn a_record_without_a_credential_gets_one_at_its_wake() {
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            quick_settings(),
+            NO_TELEGRAM,
+        );
+        let id = tid("legacy");
+        let rec = TenantRecord::new(
+            id.clone(),
+            common::Secret::new("1:go"),
+            300,
+            "tenants",
+            chrono::Utc::now(),
+        );
+        t.app.registry.create(&rec).await.unwrap();
+        wake(&t.app, &id).await.unwrap();
+        let after = t.app.registry.get(&id).await.unwrap().unwrap();
+        assert_eq!(after.agent_token.expose().len(), 64);
+        assert_eq!(after.status, TenantStatus::Running);
+        // The fast path now confirms the agent with that credential; it stays the same.
+        wake(&t.app, &id).await.unwrap();
+        assert_eq!(t.runtime.starts(), 1);
+        assert_eq!(
+            t.app.registry.get(&id).await.unwrap().unwrap().agent_token,
+            after.agent_token
+        );
+    }
+
+    async fn wait_for_status(app: &App, id: &TenantId, want: TenantStatus) {
         let deadline = Instant::now() + Duration::from_secs(5);
-        while t.app.registry.get(id).await.unwrap().map(|r| r.status) != Some(want) {
+        while app.registry.get(id).await.unwrap().map(|r| r.status) != Some(want) {
             assert!(Instant::now() < deadline, "status never became {want}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wake_that_lost_its_lock_leaves_the_agent_to_the_replica_that_took_over() {
+        let runtime = FakeRuntime::new(Duration::from_millis(1000));
+        let settings = Settings {
+            wake_lock_ttl: Duration::from_millis(600),
+            ..quick_settings()
+        };
+        let (a, b, lock, _dir) = two_replicas(runtime.clone(), settings);
+        let id = add_tenant(&a, "bob").await;
+        let first = tokio::spawn({
+            let (a, id) = (a.clone(), id.clone());
+            async move { wake(&a, &id).await }
+        });
+        wait_for_status(&a, &id, TenantStatus::Provisioning).await;
+        // Replica A is cut off past the lock's TTL while its agent starts; B takes the lock over.
+        lock.lapse();
+        let second = wake(&b, &id).await;
+        let first = first.await.unwrap();
+
+        assert!(first.is_err(), "the wake that lost its lock fails");
+        let woken = second.expect("the replica that took the lock over wakes the tenant");
+        let rec = b.registry.get(&id).await.unwrap().unwrap();
+        assert_eq!(rec.status, TenantStatus::Running);
+        assert_eq!(rec.endpoint(3000).as_deref(), Some(woken.endpoint.as_str()));
+        assert!(runtime.running(&id), "the adopted agent still runs");
     }
 }

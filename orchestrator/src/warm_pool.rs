@@ -1,31 +1,101 @@
 //! Warm pool manager: keeps Deployment `warm-pool` present with `WARM_POOL_TARGET` replicas and the
-//! current agent spec, so wakes find pods on nodes that already pulled the image.
+//! current agent spec, so wakes find pods on nodes that already pulled the image, and deletes claimed
+//! warm pods that a failed or interrupted claim left behind.
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use common::k8s::{self, K8sSettings};
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
 use crate::runtime::kubernetes::is_status;
 
+/// How long a claimed (`warm=consuming`) pod may live before it counts as orphaned: a claim
+/// deletes it milliseconds after the relabel, so minutes leave room for clock skew between replicas.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(120);
+
 pub struct WarmPoolManager {
     api: Api<Deployment>,
+    pods: Api<Pod>,
     settings: K8sSettings,
     target: i32,
     interval: Duration,
+    orphan_grace: Duration,
 }
 
 impl WarmPoolManager {
     pub fn new(client: Client, settings: K8sSettings, target: u32, interval: Duration) -> Self {
         WarmPoolManager {
-            api: Api::namespaced(client, &settings.namespace),
+            api: Api::namespaced(client.clone(), &settings.namespace),
+            pods: Api::namespaced(client, &settings.namespace),
             target: i32::try_from(target).unwrap_or(i32::MAX),
             settings,
             interval,
+            orphan_grace: ORPHAN_GRACE,
         }
+    }
+
+    /// Changes how long a claimed pod may live before [`sweep_orphans`](Self::sweep_orphans) deletes it.
+    pub fn with_orphan_grace(mut self, grace: Duration) -> Self {
+        self.orphan_grace = grace;
+        self
+    }
+
+    /// Deletes warm pods labelled `warm=consuming` whose claim is older than the grace period: the
+    /// relabel took them out of the Deployment, so if the claim's delete failed, or its replica
+    /// crashed or was cancelled between the two calls, nothing else would ever delete them. The
+    /// delete carries the pod's UID, so a pod of the same name created since is never touched.
+    /// Returns the names deleted.
+    pub async fn sweep_orphans(&self) -> Result<Vec<String>, kube::Error> {
+        let claimed = self
+            .pods
+            .list(&ListParams::default().labels(k8s::CLAIMED_WARM_POD_SELECTOR))
+            .await?;
+        let now = Utc::now();
+        let mut deleted = Vec::new();
+        for pod in claimed.items {
+            let (Some(name), Some(uid)) = (pod.metadata.name.clone(), pod.metadata.uid.clone())
+            else {
+                continue;
+            };
+            let claimed_at = pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(k8s::CLAIMED_AT_ANNOTATION))
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc))
+                .or_else(|| {
+                    let created = pod.metadata.creation_timestamp.as_ref()?;
+                    DateTime::from_timestamp(created.0.as_second(), 0)
+                });
+            let age = claimed_at.map(|t| now.signed_duration_since(t));
+            let old_enough = age.is_none_or(|a| a.to_std().is_ok_and(|a| a > self.orphan_grace));
+            if !old_enough || pod.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match self.pods.delete(&name, &params).await {
+                Ok(_) => {
+                    tracing::warn!(warm_pod = %name, "warm pool: deleted orphaned claimed pod");
+                    deleted.push(name);
+                }
+                Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(deleted)
     }
 
     /// One pass: create the Deployment, or patch it when its replicas or template drifted.
@@ -82,6 +152,9 @@ impl WarmPoolManager {
             }
             if let Err(e) = self.ensure().await {
                 tracing::warn!(error = %e, "warm pool: could not ensure deployment");
+            }
+            if let Err(e) = self.sweep_orphans().await {
+                tracing::warn!(error = %e, "warm pool: could not sweep orphaned claimed pods");
             }
         }
     }

@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::TenantId;
-use http::header::CONTENT_TYPE;
+use common::{Secret, TenantId};
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -20,7 +20,8 @@ use thiserror::Error;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ForwardError {
-    /// Nothing answers at the endpoint, or another tenant's agent does (421): the cached endpoint is stale.
+    /// Nothing answers at the endpoint, or another tenant's agent does (421, or 401: it refused this
+    /// tenant's credential): the cached endpoint is stale. Never a reply to deliver.
     #[error("agent unreachable: {0}")]
     Unreachable(String),
     /// The agent failed (5xx, timeout, unreadable reply); worth a bounded number of retries.
@@ -77,18 +78,20 @@ impl AgentClient {
         AgentClient::new(self.timeout)
     }
 
-    /// Sends `text`; returns the agent's reply and how long the call took.
+    /// Sends `text` with the tenant's agent credential; returns the agent's reply and how long the
+    /// call took.
     pub async fn forward(
         &self,
         endpoint: &str,
         tenant: &TenantId,
+        agent_token: &Secret,
         idempotency_key: &str,
         text: &str,
     ) -> (Result<String, ForwardError>, Duration) {
         let started = Instant::now();
         let result = match tokio::time::timeout(
             self.timeout,
-            self.call(endpoint, tenant, idempotency_key, text),
+            self.call(endpoint, tenant, agent_token, idempotency_key, text),
         )
         .await
         {
@@ -125,6 +128,7 @@ impl AgentClient {
         &self,
         endpoint: &str,
         tenant: &TenantId,
+        agent_token: &Secret,
         idempotency_key: &str,
         text: &str,
     ) -> Result<String, ForwardError> {
@@ -133,6 +137,7 @@ impl AgentClient {
             .map_err(|e| ForwardError::Failed(format!("cannot encode the message: {e}")))?;
         let mut req = Request::post(uri)
             .header(CONTENT_TYPE, "application/json")
+            .header(AUTHORIZATION, format!("Bearer {}", agent_token.expose()))
             .header("x-idempotency-key", idempotency_key)
             .header("x-tenant-id", tenant.as_str())
             .body(Full::new(Bytes::from(body)))
@@ -157,6 +162,9 @@ impl AgentClient {
             }
             421 => Err(ForwardError::Unreachable(
                 "endpoint serves another tenant (421)".into(),
+            )),
+            401 => Err(ForwardError::Unreachable(
+                "agent refused the tenant's credential (401): another tenant's agent".into(),
             )),
             408 | 429 | 500..=599 => Err(ForwardError::Failed(format!("status {status}"))),
             _ => Err(ForwardError::Rejected(status)),

@@ -9,6 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use common::cache::EndpointCache;
+use common::http_auth::{Access, Routes};
 use common::inbox::{Appended, Inbox};
 use common::{Secret, TenantId};
 use futures::StreamExt;
@@ -19,6 +20,7 @@ use tracing::Instrument;
 
 use crate::chat::{ChatError, ChatService};
 use crate::delivery::Dispatcher;
+use crate::known_tenants::KnownTenants;
 use crate::metrics::Metrics;
 use crate::update;
 use crate::webhook_admin::{AdminError, WebhookAdmin};
@@ -38,6 +40,8 @@ pub struct AppState {
     pub webhook_secret: Option<Secret>,
     /// `WEBHOOK_SECRET_OPTIONAL=true`: an update without a secret token is accepted (a wrong one never).
     pub webhook_secret_optional: bool,
+    /// Without `WEBHOOK_SECRET`: which tenants exist, so that forged updates are refused unwritten.
+    pub known_tenants: Option<KnownTenants>,
     /// Set on SIGTERM so that load balancers stop sending traffic.
     pub draining: AtomicBool,
 }
@@ -98,15 +102,25 @@ impl From<AdminError> for ApiError {
     }
 }
 
-/// Registers every route on an actix `App`.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics))
-        .route("/tg/{id}", web::post().to(telegram_update))
-        .route("/chat/{id}", web::post().to(chat))
-        .route("/admin/webhook/{id}", web::post().to(register_webhook))
-        .route("/admin/webhook/{id}", web::delete().to(delete_webhook));
+/// Registers every route of [`routes`] on an actix `App`, with the auth settings `require_bearer` reads.
+pub fn configure(cfg: &mut web::ServiceConfig, api_token: Option<Secret>) {
+    routes().install(cfg, api_token);
+}
+
+/// Every route with its access (deny by default: a route not marked otherwise needs `API_TOKEN`).
+/// `/tg/{id}` is authenticated by its handler with the tenant's Telegram secret token instead.
+pub fn routes() -> Routes {
+    use actix_web::http::Method;
+    use Access::{Handler, Public, Token};
+    Routes::new()
+        .add(Public, Method::GET, "/healthz", healthz)
+        .add(Public, Method::GET, "/readyz", readyz)
+        .add(Public, Method::GET, "/metrics", metrics)
+        .add(Handler, Method::POST, "/tg/{id}", telegram_update)
+        .add(Token, Method::POST, "/chat/{id}", chat)
+        .add(Token, Method::POST, "/admin/webhook/{id}", register_webhook)
+        .add(Token, Method::DELETE, "/admin/webhook/{id}", delete_webhook)
+        .add(Token, Method::GET, "/admin/webhook/{id}", webhook_info)
 }
 
 /// The fallback for unknown paths and methods.
@@ -149,23 +163,6 @@ pub async fn track(
 
 fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {
     TenantId::parse(raw).map_err(|e| ApiError::BadRequest(format!("invalid tenant id: {e}")))
-}
-
-fn require_api_token(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    let Some(expected) = &state.api_token else {
-        return Ok(());
-    };
-    let presented = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if common::webhook::constant_time_eq(presented.as_bytes(), expected.expose().as_bytes()) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized("missing or invalid API token"))
-    }
 }
 
 /// Reads the body, refusing more than `MAX_BODY_BYTES` without buffering it.
@@ -239,6 +236,19 @@ async fn telegram_update(
     let update_id = update::update_id(&body).ok_or_else(|| {
         ApiError::BadRequest("body must be a JSON object with an integer update_id".into())
     })?;
+    // The secret proves the tenant was registered; without it, ask before anything is written.
+    if let Some(known) = &state.known_tenants {
+        match known.exists(&id).await {
+            Ok(true) => {}
+            Ok(false) => return Err(ApiError::NotFound("tenant not found".into())),
+            Err(e) => {
+                tracing::warn!(tenant = %id, error = %e, "cannot check the tenant, refusing the update");
+                return Err(ApiError::Unavailable(
+                    "orchestrator unavailable, retry later".into(),
+                ));
+            }
+        }
+    }
     match state.inbox.append(&id, update_id, &body).await {
         Ok(Appended::New) => state.dispatcher.notify(&id),
         Ok(Appended::Duplicate) => {
@@ -271,10 +281,8 @@ async fn chat(
     req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
-    state: web::Data<AppState>,
     chat: web::Data<ChatService>,
 ) -> Result<HttpResponse, ApiError> {
-    require_api_token(&req, &state)?;
     let id = tenant_id(&path)?;
     let body = read_body(&req, payload).await?;
     let request: ChatRequest = serde_json::from_slice(&body)
@@ -289,11 +297,9 @@ async fn chat(
 }
 
 async fn register_webhook(
-    req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    require_api_token(&req, &state)?;
     let id = tenant_id(&path)?;
     let url = state.admin.register(&id).await?;
     // `webhook_url` is the Go router's name for the same field (scripts written for it read it).
@@ -301,12 +307,18 @@ async fn register_webhook(
 }
 
 async fn delete_webhook(
-    req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    require_api_token(&req, &state)?;
     let id = tenant_id(&path)?;
     state.admin.unregister(&id).await?;
     Ok(HttpResponse::Ok().json(json!({ "ok": true })))
+}
+
+async fn webhook_info(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = tenant_id(&path)?;
+    Ok(HttpResponse::Ok().json(state.admin.info(&id).await?))
 }

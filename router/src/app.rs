@@ -15,8 +15,10 @@ use crate::api::{self, AppState};
 use crate::chat::ChatService;
 use crate::config::Config;
 use crate::delivery::{Delivery, Dispatcher};
+use crate::known_tenants::KnownTenants;
 use crate::metrics::Metrics;
 use crate::orchestrator_client::OrchestratorClient;
+use crate::reply::Sender;
 use crate::webhook_admin::WebhookAdmin;
 
 fn orchestrator(config: &Config) -> Arc<OrchestratorClient> {
@@ -43,12 +45,18 @@ pub fn build(
 ) -> web::Data<AppState> {
     let metrics = Arc::new(Metrics::default());
     let (activity, activity_rx) = Activity::new(config.delivery.activity_interval);
+    let orch = orchestrator(config);
     let delivery = Arc::new(Delivery {
         inbox: inbox.clone(),
         cache: cache.clone(),
-        orch: orchestrator(config),
+        orch: orch.clone(),
         agent: AgentClient::new(config.delivery.agent_timeout),
-        telegram: TelegramClient::new(&config.telegram_api_url),
+        telegram: Sender::new(
+            TelegramClient::new(&config.telegram_api_url),
+            orch,
+            metrics.clone(),
+            &config.delivery,
+        ),
         activity: activity.clone(),
         metrics: metrics.clone(),
         cfg: config.delivery.clone(),
@@ -72,7 +80,7 @@ pub fn build(
             metrics: metrics.clone(),
         },
         admin: WebhookAdmin {
-            orch: api_orch,
+            orch: api_orch.clone(),
             telegram: TelegramClient::new(&config.telegram_api_url),
             public_base_url: config.public_base_url.clone(),
             webhook_secret: config.webhook_secret.clone(),
@@ -82,6 +90,13 @@ pub fn build(
         api_token: config.api_token.clone(),
         webhook_secret: config.webhook_secret.clone(),
         webhook_secret_optional: config.webhook_secret_optional,
+        known_tenants: config.webhook_secret.is_none().then(|| {
+            KnownTenants::new(
+                api_orch.clone(),
+                config.delivery.known_tenant_ttl,
+                config.delivery.unknown_tenant_ttl,
+            )
+        }),
         draining: Default::default(),
     })
 }
@@ -99,11 +114,13 @@ pub fn app(
     >,
 > {
     let chat = web::Data::new(state.chat.for_worker());
+    let api_token = state.api_token.clone();
     App::new()
         .app_data(state)
         .app_data(chat)
+        .wrap(from_fn(common::http_auth::require_bearer))
         .wrap(from_fn(api::track))
-        .configure(api::configure)
+        .configure(|cfg| api::configure(cfg, api_token))
         .default_service(web::to(api::not_found))
 }
 

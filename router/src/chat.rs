@@ -59,7 +59,15 @@ impl ChatService {
         let mut retried = false;
         loop {
             let endpoint = self.endpoint(tenant).await?;
-            let (result, took) = self.agent.forward(&endpoint, tenant, &key, message).await;
+            let credential = match self.orch.agent_token(tenant).await {
+                Ok(t) => t,
+                Err(OrchestratorError::NotFound) => return Err(ChatError::UnknownTenant),
+                Err(e) => return Err(ChatError::WakeFailed(e.to_string())),
+            };
+            let (result, took) = self
+                .agent
+                .forward(&endpoint, tenant, &credential, &key, message)
+                .await;
             match result {
                 Ok(reply) => {
                     self.metrics.forward_latency.observe(took);
@@ -69,6 +77,7 @@ impl ChatService {
                 Err(ForwardError::Unreachable(reason)) if !retried => {
                     tracing::warn!(tenant = %tenant, endpoint = %endpoint, error = %reason,
                         "forward to pod failed, invalidating cache");
+                    self.orch.forget_agent_token(tenant);
                     if let Err(e) = self.cache.remove(tenant).await {
                         tracing::warn!(tenant = %tenant, error = %e, "endpoint cache remove failed");
                     }

@@ -1,4 +1,4 @@
-//! Router configuration from the environment (DESIGN.md "Configuration"), plus delivery tuning knobs
+//! Router configuration from the environment, plus delivery tuning knobs
 //! whose defaults suit production and which tests shorten.
 
 use std::path::PathBuf;
@@ -8,12 +8,19 @@ use common::config::{self, ConfigError};
 use common::Secret;
 
 pub const DEFAULT_STARTING_MESSAGE: &str = "⏳ Starting up...";
+/// Told once to each chat whose updates wait out an outage of the orchestrator or its backends.
+pub const DEFAULT_DELAYED_MESSAGE: &str =
+    "⏳ The bot is delayed by a platform problem. Your message is kept and will be answered.";
+/// Told to users of a suspended tenant (router env `SUSPENDED_MESSAGE`).
+pub const DEFAULT_SUSPENDED_MESSAGE: &str =
+    "⏸ This bot is paused by its operator. Your message was not delivered; please try again later.";
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub port: u16,
     pub data_dir: PathBuf,
-    pub redis_addr: Option<String>,
+    /// May carry the Redis password (`redis://:password@host`), hence a `Secret`.
+    pub redis_addr: Option<Secret>,
     pub orchestrator_addr: String,
     /// Public URL Telegram reaches this router at; webhook registration needs it.
     pub public_base_url: Option<String>,
@@ -35,11 +42,18 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
     pub starting_message: String,
+    pub delayed_message: String,
+    /// How long an update may wait out an outage before it is given up (Telegram's own horizon).
+    pub inbox_max_age: Duration,
+    /// Sent instead of the starting message when the tenant is suspended.
+    pub suspended_message: String,
     /// How often the inbox is scanned for tenants with work nobody is delivering.
     pub scan_interval: Duration,
     /// Lifetime of a tenant's delivery claim; renewed every third of it while working.
     pub claim_ttl: Duration,
-    /// Wake attempts per wake phase (also the bound on re-wakes after connection failures).
+    /// Wake attempts whose start failed (the agent's own fault) before the waiting chats are told;
+    /// also the number of outage retries before they are told the bot is delayed, and the bound on
+    /// re-wakes after connection failures.
     pub wake_attempts: u32,
     /// Forward attempts when the agent answers 5xx or times out.
     pub agent_attempts: u32,
@@ -52,12 +66,27 @@ pub struct DeliveryConfig {
     pub wake_timeout: Duration,
     pub activity_interval: Duration,
     pub bot_token_ttl: Duration,
+    /// Without `WEBHOOK_SECRET`: how long the webhook remembers that a tenant exists, and that one
+    /// does not (short, so that a tenant just created is accepted at once).
+    pub known_tenant_ttl: Duration,
+    pub unknown_tenant_ttl: Duration,
+    /// Telegram pacing (`router::reply`): messages a second per bot, a chat's burst, then
+    /// messages a minute per private chat and per group (burst + rate stay within 20 a minute).
+    pub telegram_bot_per_s: u32,
+    pub telegram_chat_burst: u32,
+    pub telegram_chat_per_min: u32,
+    pub telegram_group_per_min: u32,
+    /// How often `typing…` is renewed while the agent works.
+    pub typing_interval: Duration,
 }
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
             starting_message: DEFAULT_STARTING_MESSAGE.to_owned(),
+            delayed_message: DEFAULT_DELAYED_MESSAGE.to_owned(),
+            inbox_max_age: Duration::from_secs(24 * 3600),
+            suspended_message: DEFAULT_SUSPENDED_MESSAGE.to_owned(),
             scan_interval: Duration::from_millis(1000),
             claim_ttl: Duration::from_secs(30),
             wake_attempts: 5,
@@ -69,6 +98,13 @@ impl Default for DeliveryConfig {
             wake_timeout: Duration::from_secs(240),
             activity_interval: Duration::from_secs(10),
             bot_token_ttl: Duration::from_secs(60),
+            known_tenant_ttl: Duration::from_secs(300),
+            unknown_tenant_ttl: Duration::from_secs(1),
+            telegram_bot_per_s: 30,
+            telegram_chat_burst: 3,
+            telegram_chat_per_min: 60,
+            telegram_group_per_min: 17,
+            typing_interval: Duration::from_secs(4),
         }
     }
 }
@@ -117,6 +153,9 @@ impl Config {
         let d = DeliveryConfig::default();
         let delivery = DeliveryConfig {
             starting_message: config::string("STARTING_MESSAGE", DEFAULT_STARTING_MESSAGE),
+            delayed_message: config::string("DELAYED_MESSAGE", DEFAULT_DELAYED_MESSAGE),
+            inbox_max_age: positive("INBOX_MAX_AGE_S", secs("INBOX_MAX_AGE_S", d.inbox_max_age)?)?,
+            suspended_message: config::string("SUSPENDED_MESSAGE", DEFAULT_SUSPENDED_MESSAGE),
             scan_interval: positive(
                 "INBOX_SCAN_INTERVAL_MS",
                 millis("INBOX_SCAN_INTERVAL_MS", d.scan_interval)?,
@@ -131,16 +170,39 @@ impl Config {
             wake_timeout: positive("WAKE_TIMEOUT_S", secs("WAKE_TIMEOUT_S", d.wake_timeout)?)?,
             activity_interval: millis("ACTIVITY_INTERVAL_MS", d.activity_interval)?,
             bot_token_ttl: secs("BOT_TOKEN_CACHE_S", d.bot_token_ttl)?,
+            known_tenant_ttl: secs("KNOWN_TENANT_CACHE_S", d.known_tenant_ttl)?,
+            unknown_tenant_ttl: millis("UNKNOWN_TENANT_CACHE_MS", d.unknown_tenant_ttl)?,
+            telegram_bot_per_s: at_least_one("TELEGRAM_BOT_PER_S", d.telegram_bot_per_s)?,
+            telegram_chat_burst: at_least_one("TELEGRAM_CHAT_BURST", d.telegram_chat_burst)?,
+            telegram_chat_per_min: at_least_one("TELEGRAM_CHAT_PER_MIN", d.telegram_chat_per_min)?,
+            telegram_group_per_min: at_least_one(
+                "TELEGRAM_GROUP_PER_MIN",
+                d.telegram_group_per_min,
+            )?,
+            typing_interval: positive(
+                "TYPING_INTERVAL_MS",
+                millis("TYPING_INTERVAL_MS", d.typing_interval)?,
+            )?,
         };
+        let api_token = config::secret("API_TOKEN");
+        let webhook_secret = config::secret("WEBHOOK_SECRET");
+        config::require_secrets(
+            config::on_kubernetes(),
+            config::flag("ALLOW_INSECURE")?,
+            &[
+                ("API_TOKEN", api_token.is_some()),
+                ("WEBHOOK_SECRET", webhook_secret.is_some()),
+            ],
+        )?;
         Ok(Config {
             port: config::parse("PORT", 9090u16)?,
             data_dir: PathBuf::from(config::string("DATA_DIR", "./data")),
-            redis_addr: config::var("REDIS_ADDR"),
+            redis_addr: config::var("REDIS_ADDR").map(Secret::new),
             orchestrator_addr: config::url("ORCHESTRATOR_ADDR", Some("http://localhost:8080"))?
                 .unwrap_or_default(),
             public_base_url: config::url("PUBLIC_BASE_URL", None)?,
-            api_token: config::var("API_TOKEN").map(Secret::new),
-            webhook_secret: config::var("WEBHOOK_SECRET").map(Secret::new),
+            api_token,
+            webhook_secret,
             webhook_secret_optional: config::flag("WEBHOOK_SECRET_OPTIONAL")?,
             telegram_api_url: config::url(
                 "TELEGRAM_API_URL",

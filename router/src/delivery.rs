@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::cache::{EndpointCache, ENDPOINT_TTL};
-use common::inbox::{Inbox, InboxEntry};
-use common::telegram::TelegramClient;
+use common::inbox::{now_ms, Inbox, InboxEntry};
+use common::telegram::Target;
 use common::{Secret, TenantId};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -21,6 +21,7 @@ use crate::agent::{AgentClient, ForwardError};
 use crate::config::DeliveryConfig;
 use crate::metrics::Metrics;
 use crate::orchestrator_client::{OrchestratorClient, OrchestratorError};
+use crate::reply::Sender;
 use crate::update;
 
 /// Sent to every chat waiting for a wake that failed.
@@ -40,6 +41,43 @@ const ANNOUNCE_POLL: Duration = Duration::from_millis(250);
 pub struct Interrupted;
 
 /// What to do after one entry.
+/// A worker's hold on its tenant's delivery claim. It is good until the last successful renewal's
+/// TTL runs out (less a margin for the send in flight), on the monotonic clock, which keeps running
+/// while the process is frozen: a router paused past the TTL finds its claim gone when it resumes,
+/// before it sends anything.
+struct Claim {
+    valid_until: std::sync::Mutex<tokio::time::Instant>,
+    margin: Duration,
+}
+
+impl Claim {
+    fn taken(at: tokio::time::Instant, ttl: Duration) -> Claim {
+        Claim {
+            valid_until: std::sync::Mutex::new(at + ttl),
+            margin: ttl / 5,
+        }
+    }
+
+    fn renewed(&self, at: tokio::time::Instant, ttl: Duration) {
+        *self.valid_until.lock().unwrap_or_else(|p| p.into_inner()) = at + ttl;
+    }
+
+    fn held(&self) -> bool {
+        let until = *self.valid_until.lock().unwrap_or_else(|p| p.into_inner());
+        tokio::time::Instant::now() + self.margin < until
+    }
+
+    /// `Err(Interrupted)` once the claim may have passed to another replica.
+    fn check(&self, tenant: &TenantId) -> Result<(), Interrupted> {
+        if self.held() {
+            Ok(())
+        } else {
+            tracing::warn!(tenant = %tenant, "delivery claim expired, leaving the update to the replica that holds it");
+            Err(Interrupted)
+        }
+    }
+}
+
 enum Step {
     /// Acknowledge the entry and count it under this result.
     Ack(&'static str),
@@ -50,8 +88,12 @@ enum Step {
 enum Wake {
     Up(String),
     UnknownTenant,
-    /// Every attempt failed; these entries were waiting for it.
+    /// The agent itself could not be started, attempt after attempt; these entries were waiting for it.
     Failed(Vec<InboxEntry>),
+    /// An outage outlasted `INBOX_MAX_AGE_S`: these entries are too old to keep waiting.
+    Expired(Vec<InboxEntry>),
+    /// Suspended by an operator: these entries were waiting; they get the suspended notice.
+    Suspended(Vec<InboxEntry>),
 }
 
 /// Everything a worker needs; shared by all workers.
@@ -60,7 +102,8 @@ pub struct Delivery {
     pub cache: Arc<dyn EndpointCache>,
     pub orch: Arc<OrchestratorClient>,
     pub agent: AgentClient,
-    pub telegram: TelegramClient,
+    /// Telegram sends: pacing, flood control, token rotation, typing (`crate::reply`).
+    pub telegram: Sender,
     pub activity: Arc<Activity>,
     pub metrics: Arc<Metrics>,
     pub cfg: DeliveryConfig,
@@ -102,11 +145,17 @@ impl Delivery {
     }
 
     /// Delivers the tenant's entries until none is left; the caller holds the claim.
-    async fn drain(&self, tenant: &TenantId, stop: &CancellationToken) -> Result<(), Interrupted> {
+    async fn drain(
+        &self,
+        tenant: &TenantId,
+        claim: &Claim,
+        stop: &CancellationToken,
+    ) -> Result<(), Interrupted> {
         'fetch: loop {
             if stop.is_cancelled() {
                 return Err(Interrupted);
             }
+            claim.check(tenant)?;
             let batch = self
                 .inbox_op("pending", stop, || self.inbox.pending(tenant, BATCH))
                 .await?;
@@ -124,7 +173,12 @@ impl Delivery {
                     trace_id = tracing::field::Empty
                 );
                 common::telemetry::record_trace_id(&span);
-                match self.deliver(tenant, &entry, stop).instrument(span).await? {
+                claim.check(tenant)?;
+                match self
+                    .deliver(tenant, &entry, claim, stop)
+                    .instrument(span)
+                    .await?
+                {
                     Step::Ack(result) => {
                         self.inbox_op("ack", stop, || self.inbox.ack(tenant, &entry.id))
                             .await?;
@@ -140,22 +194,31 @@ impl Delivery {
         &self,
         tenant: &TenantId,
         entry: &InboxEntry,
+        claim: &Claim,
         stop: &CancellationToken,
     ) -> Result<Step, Interrupted> {
-        let Some(msg) = update::parse(&entry.payload) else {
+        let msg = update::parse(&entry.payload);
+        let callback = update::callback_query_id(&entry.payload);
+        if msg.is_none() && callback.is_none() {
             tracing::debug!(tenant = %tenant, update_id = entry.update_id, "update without text, skipped");
             return Ok(Step::Ack("skipped"));
-        };
+        }
         let Some(token) = self.bot_token(tenant, stop).await? else {
             self.drop_all(tenant, stop).await?;
             return Ok(Step::Refetch);
+        };
+        if let Some(id) = &callback {
+            self.telegram.answer_callback(tenant, &token, id).await;
+        }
+        let Some(msg) = msg else {
+            return Ok(Step::Ack("skipped"));
         };
         let key = format!("{tenant}:{}", entry.update_id);
         let (mut agent_failures, mut reconnects) = (0u32, 0u32);
         loop {
             let endpoint = match self.cached_endpoint(tenant).await {
                 Some(ep) => ep,
-                None => match self.wake_phase(tenant, &token, stop).await? {
+                None => match self.wake_phase(tenant, &token, entry, stop).await? {
                     Wake::Up(ep) => ep,
                     Wake::UnknownTenant => {
                         self.drop_all(tenant, stop).await?;
@@ -165,19 +228,66 @@ impl Delivery {
                         if !waiting.iter().any(|e| e.id == entry.id) {
                             waiting.insert(0, entry.clone());
                         }
-                        self.fail_waiting(tenant, &token, &waiting, stop).await?;
+                        self.fail_waiting(
+                            tenant,
+                            &token,
+                            &waiting,
+                            FAILED_TO_START,
+                            "failed",
+                            stop,
+                        )
+                        .await?;
+                        return Ok(Step::Refetch);
+                    }
+                    Wake::Expired(expired) => {
+                        self.fail_waiting(
+                            tenant,
+                            &token,
+                            &expired,
+                            FAILED_TO_START,
+                            "expired",
+                            stop,
+                        )
+                        .await?;
+                        return Ok(Step::Refetch);
+                    }
+                    Wake::Suspended(mut waiting) => {
+                        if !waiting.iter().any(|e| e.id == entry.id) {
+                            waiting.insert(0, entry.clone());
+                        }
+                        let text = self.cfg.suspended_message.clone();
+                        self.fail_waiting(tenant, &token, &waiting, &text, "suspended", stop)
+                            .await?;
                         return Ok(Step::Refetch);
                     }
                 },
             };
-            let (result, took) = self.agent.forward(&endpoint, tenant, &key, &msg.text).await;
+            let Some(credential) = self.agent_token(tenant, stop).await? else {
+                self.drop_all(tenant, stop).await?;
+                return Ok(Step::Refetch);
+            };
+            claim.check(tenant)?;
+            let forward = self
+                .agent
+                .forward(&endpoint, tenant, &credential, &key, &msg.text);
+            let (result, took) = self
+                .activity
+                .while_busy(
+                    tenant,
+                    self.telegram
+                        .typing_while(tenant, &token, &msg.place(), forward),
+                )
+                .await;
             let err = match result {
                 Ok(reply) => {
                     self.metrics.forward_latency.observe(took);
                     self.activity.touch(tenant);
-                    for part in split_message(&reply) {
-                        self.send(tenant, &token, msg.chat_id, part).await;
-                    }
+                    // The reply is sent only while the claim holds: after a freeze past the TTL
+                    // another replica owns the entry and sends the (idempotent) reply itself.
+                    claim.check(tenant)?;
+                    self.telegram
+                        .reply(tenant, &token, &msg.target(), &reply)
+                        .await;
                     return Ok(Step::Ack("delivered"));
                 }
                 Err(e) => e,
@@ -186,6 +296,8 @@ impl Delivery {
                 ForwardError::Unreachable(reason) => {
                     tracing::warn!(tenant = %tenant, endpoint = %endpoint, error = %reason,
                         "forward to pod failed, invalidating cache");
+                    // A refused credential may be ours that is stale: fetch it again after the wake.
+                    self.orch.forget_agent_token(tenant);
                     if let Err(e) = self.cache.remove(tenant).await {
                         tracing::warn!(tenant = %tenant, error = %e, "endpoint cache remove failed");
                     }
@@ -204,7 +316,7 @@ impl Delivery {
             if give_up {
                 tracing::error!(tenant = %tenant, update_id = entry.update_id, error = %err,
                     "delivery failed, giving up on the update");
-                self.send(tenant, &token, msg.chat_id, AGENT_FAILED).await;
+                self.send(tenant, &token, &msg.target(), AGENT_FAILED).await;
                 return Ok(Step::Ack("failed"));
             }
             let attempt = agent_failures.max(reconnects);
@@ -232,6 +344,27 @@ impl Delivery {
         }
     }
 
+    /// The tenant's agent credential, waiting for the orchestrator as long as it takes; `None` for
+    /// an unknown tenant.
+    async fn agent_token(
+        &self,
+        tenant: &TenantId,
+        stop: &CancellationToken,
+    ) -> Result<Option<Secret>, Interrupted> {
+        let mut attempt = 0;
+        loop {
+            match self.orch.agent_token(tenant).await {
+                Ok(t) => return Ok(Some(t)),
+                Err(OrchestratorError::NotFound) => return Ok(None),
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(tenant = %tenant, error = %e, attempt, "agent credential unavailable, retrying");
+                    self.pause(self.cfg.backoff(attempt), stop).await?;
+                }
+            }
+        }
+    }
+
     async fn cached_endpoint(&self, tenant: &TenantId) -> Option<String> {
         match self.cache.get(tenant).await {
             Ok(Some(ep)) => {
@@ -250,19 +383,29 @@ impl Delivery {
         }
     }
 
-    /// Announces the wake to every waiting chat (once per chat), wakes the agent with bounded
-    /// retries, and caches its endpoint.
+    /// Announces the wake to every waiting chat (once per chat), wakes the agent and caches its
+    /// endpoint. A start that fails is retried `WAKE_ATTEMPTS` times; an outage (orchestrator or
+    /// its backends unavailable) is waited out with capped backoff until `oldest` is older than
+    /// `INBOX_MAX_AGE_S`, and each waiting chat is told once that the bot is delayed.
     async fn wake_phase(
         &self,
         tenant: &TenantId,
         token: &Secret,
+        oldest: &InboxEntry,
         stop: &CancellationToken,
     ) -> Result<Wake, Interrupted> {
+        if self.orch.suspended(tenant).await {
+            self.metrics.wakes.inc(&["suspended"]);
+            let waiting = self
+                .inbox_op("pending", stop, || self.inbox.pending(tenant, WAITING_SCAN))
+                .await?;
+            return Ok(Wake::Suspended(waiting));
+        }
         let mut announced = HashSet::new();
+        let mut delayed = Delayed::new(&self.metrics);
         let mut waiting = self.announce(tenant, token, &mut announced).await;
-        let mut attempt = 0;
+        let (mut attempt, mut outage) = (0u32, 0u32);
         loop {
-            attempt += 1;
             let wake = self.orch.wake(tenant);
             tokio::pin!(wake);
             let result = loop {
@@ -289,7 +432,42 @@ impl Delivery {
                     self.metrics.wakes.inc(&["not_found"]);
                     return Ok(Wake::UnknownTenant);
                 }
+                Err(e) if e.is_outage() => {
+                    outage += 1;
+                    self.metrics.wakes.inc(&["unavailable"]);
+                    tracing::warn!(tenant = %tenant, error = %e, attempt = outage,
+                        "wake failed: orchestrator unavailable, keeping the updates");
+                    let latest = self.announce(tenant, token, &mut announced).await;
+                    if !latest.is_empty() {
+                        waiting = latest;
+                    }
+                    let max_age = self.cfg.inbox_max_age.as_millis() as i64;
+                    let now = now_ms();
+                    if now - oldest.received_at_ms > max_age {
+                        let mut expired: Vec<InboxEntry> = waiting
+                            .into_iter()
+                            .filter(|e| now - e.received_at_ms > max_age)
+                            .collect();
+                        if !expired.iter().any(|e| e.id == oldest.id) {
+                            expired.insert(0, oldest.clone());
+                        }
+                        tracing::error!(tenant = %tenant, entries = expired.len(),
+                            "outage outlasted INBOX_MAX_AGE_S, giving up on the oldest updates");
+                        return Ok(Wake::Expired(expired));
+                    }
+                    if outage >= self.cfg.wake_attempts {
+                        delayed.tell(self, tenant, token, &waiting).await;
+                    }
+                    self.metrics.retries.inc(&["wake"]);
+                    self.pause(self.cfg.backoff(outage), stop).await?;
+                }
+                Err(OrchestratorError::Suspended) => {
+                    // Suspended since the check above: the chats already told "starting" learn why.
+                    self.metrics.wakes.inc(&["suspended"]);
+                    return Ok(Wake::Suspended(waiting));
+                }
                 Err(e) => {
+                    attempt += 1;
                     self.metrics.wakes.inc(&["failed"]);
                     tracing::warn!(tenant = %tenant, error = %e, attempt,
                         attempts = self.cfg.wake_attempts, "wake failed");
@@ -312,7 +490,7 @@ impl Delivery {
         &self,
         tenant: &TenantId,
         token: &Secret,
-        announced: &mut HashSet<i64>,
+        announced: &mut HashSet<(i64, Option<i64>)>,
     ) -> Vec<InboxEntry> {
         let pending = match self.inbox.pending(tenant, WAITING_SCAN).await {
             Ok(p) => p,
@@ -321,24 +499,29 @@ impl Delivery {
                 return Vec::new();
             }
         };
-        let new_chats: Vec<i64> = pending
+        // Per chat and forum topic: each topic is its own conversation.
+        let new_chats: Vec<Target> = pending
             .iter()
             .filter_map(|e| update::parse(&e.payload))
-            .map(|m| m.chat_id)
-            .filter(|c| announced.insert(*c))
+            .map(|m| m.place())
+            .filter(|t| announced.insert((t.chat_id, t.thread_id)))
             .collect();
         let text = self.cfg.starting_message.as_str();
-        futures::future::join_all(new_chats.iter().map(|c| self.send(tenant, token, *c, text)))
+        futures::future::join_all(new_chats.iter().map(|c| self.send(tenant, token, c, text)))
             .await;
         pending
     }
 
-    /// Tells each chat of the entries that its agent could not be started, and removes the entries.
+    /// Tells each chat of the entries (once) that its agent cannot answer (`text` says why), and
+    /// removes the entries (counted as `result`: `failed`, `expired` after an outage longer than
+    /// `INBOX_MAX_AGE_S`, or `suspended`).
     async fn fail_waiting(
         &self,
         tenant: &TenantId,
         token: &Secret,
         waiting: &[InboxEntry],
+        text: &str,
+        result: &'static str,
         stop: &CancellationToken,
     ) -> Result<(), Interrupted> {
         tracing::error!(tenant = %tenant, entries = waiting.len(), "wake failed, answering the waiting chats");
@@ -346,13 +529,13 @@ impl Delivery {
         for entry in waiting {
             let msg = update::parse(&entry.payload);
             if let Some(m) = &msg {
-                if told.insert(m.chat_id) {
-                    self.send(tenant, token, m.chat_id, FAILED_TO_START).await;
+                if told.insert((m.chat_id, m.thread_id)) {
+                    self.send(tenant, token, &m.place(), text).await;
                 }
             }
             self.inbox_op("ack", stop, || self.inbox.ack(tenant, &entry.id))
                 .await?;
-            let result = if msg.is_some() { "failed" } else { "skipped" };
+            let result = if msg.is_some() { result } else { "skipped" };
             self.metrics.deliveries.inc(&[result]);
         }
         Ok(())
@@ -383,37 +566,10 @@ impl Delivery {
         Ok(())
     }
 
-    /// `sendMessage` with bounded retries of retryable errors; a final failure is logged, not returned,
-    /// since the update was handled either way.
-    async fn send(&self, tenant: &TenantId, token: &Secret, chat_id: i64, text: &str) -> bool {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.telegram.send_message(token, chat_id, text).await {
-                Ok(()) => {
-                    self.metrics.telegram_calls.inc(&["sendMessage", "ok"]);
-                    return true;
-                }
-                Err(e) => {
-                    self.metrics.telegram_calls.inc(&["sendMessage", "error"]);
-                    if matches!(
-                        &e,
-                        common::telegram::TelegramError::Api {
-                            code: 401 | 404,
-                            ..
-                        }
-                    ) {
-                        self.orch.forget_token(tenant);
-                    }
-                    if !e.is_retryable() || attempt >= self.cfg.telegram_attempts {
-                        tracing::error!(tenant = %tenant, chat_id, error = %e, "telegram sendMessage failed");
-                        return false;
-                    }
-                    self.metrics.retries.inc(&["telegram"]);
-                    tokio::time::sleep(self.cfg.backoff(attempt)).await;
-                }
-            }
-        }
+    /// `sendMessage` (see `Sender::send`); a final failure is logged, not returned, since the
+    /// update was handled either way.
+    async fn send(&self, tenant: &TenantId, token: &Secret, to: &Target, text: &str) -> bool {
+        self.telegram.send(tenant, token, to, text).await
     }
 
     /// One tenant's worker: claim, deliver while renewing the claim, stop when the inbox is empty.
@@ -421,6 +577,7 @@ impl Delivery {
     async fn work(&self, tenant: &TenantId, shutdown: &CancellationToken) {
         let ttl = self.cfg.claim_ttl;
         tracing::debug!(tenant = %tenant, "delivery worker started");
+        let asked = tokio::time::Instant::now();
         match self.inbox.claim(tenant, &self.replica, ttl).await {
             Ok(true) => {}
             Ok(false) => {
@@ -432,20 +589,31 @@ impl Delivery {
                 return;
             }
         }
+        let claim = Claim::taken(asked, ttl);
         let stop = shutdown.child_token();
-        let work = self.drain(tenant, &stop);
+        let work = self.drain(tenant, &claim, &stop);
         tokio::pin!(work);
+        // Renews every third of the TTL; stops delivery as soon as the claim is lost or could not
+        // be renewed before it runs out (a Redis outage, or this process frozen).
         let renew = async {
             loop {
                 tokio::time::sleep(ttl / 3).await;
+                let asked = tokio::time::Instant::now();
                 match self.inbox.renew_claim(tenant, &self.replica, ttl).await {
-                    Ok(true) => {}
+                    Ok(true) => claim.renewed(asked, ttl),
                     Ok(false) => {
-                        tracing::warn!(tenant = %tenant, "delivery claim lost, stopping after the current update");
+                        tracing::warn!(tenant = %tenant, "delivery claim lost, stopping delivery");
                         stop.cancel();
                         return;
                     }
-                    Err(e) => tracing::warn!(tenant = %tenant, error = %e, "claim renewal failed"),
+                    Err(e) => {
+                        tracing::warn!(tenant = %tenant, error = %e, "claim renewal failed");
+                        if !claim.held() {
+                            tracing::warn!(tenant = %tenant, "delivery claim could not be renewed in time, stopping delivery");
+                            stop.cancel();
+                            return;
+                        }
+                    }
                 }
             }
         };
@@ -459,23 +627,51 @@ impl Delivery {
     }
 }
 
-/// Telegram's limit on the text of one message, in characters.
-const TELEGRAM_MAX_CHARS: usize = 4096;
+/// The chats of one wake phase told that the bot is delayed by an outage (each once); counted in
+/// the `router_delayed_tenants` gauge from the first notice until the phase ends.
+struct Delayed<'a> {
+    chats: HashSet<(i64, Option<i64>)>,
+    metrics: &'a Metrics,
+    counted: bool,
+}
 
-/// Splits a reply into pieces Telegram accepts, on character boundaries.
-pub fn split_message(text: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let mut rest = text;
-    while rest.chars().count() > TELEGRAM_MAX_CHARS {
-        let cut = rest
-            .char_indices()
-            .nth(TELEGRAM_MAX_CHARS)
-            .map_or(rest.len(), |(i, _)| i);
-        parts.push(&rest[..cut]);
-        rest = &rest[cut..];
+impl<'a> Delayed<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        Delayed {
+            chats: HashSet::new(),
+            metrics,
+            counted: false,
+        }
     }
-    parts.push(rest);
-    parts
+
+    async fn tell(
+        &mut self,
+        d: &Delivery,
+        tenant: &TenantId,
+        token: &Secret,
+        waiting: &[InboxEntry],
+    ) {
+        if !self.counted {
+            self.counted = true;
+            self.metrics.delayed_tenants.fetch_add(1, Ordering::Relaxed);
+        }
+        let new_chats: Vec<Target> = waiting
+            .iter()
+            .filter_map(|e| update::parse(&e.payload))
+            .map(|m| m.place())
+            .filter(|t| self.chats.insert((t.chat_id, t.thread_id)))
+            .collect();
+        let text = d.cfg.delayed_message.as_str();
+        futures::future::join_all(new_chats.iter().map(|c| d.send(tenant, token, c, text))).await;
+    }
+}
+
+impl Drop for Delayed<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            self.metrics.delayed_tenants.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Tenants with new entries, rung by the HTTP side: a burst of webhooks for one tenant wakes the
@@ -577,7 +773,11 @@ async fn run(
     cancel: CancellationToken,
     grace: Duration,
 ) {
-    let reporter = tokio::spawn(crate::activity::report(activity_rx, d.orch.clone()));
+    let reporter = tokio::spawn(crate::activity::report(
+        activity_rx,
+        d.orch.clone(),
+        d.activity.clone(),
+    ));
     let mut workers: JoinSet<()> = JoinSet::new();
     let mut tenants_of: HashMap<tokio::task::Id, TenantId> = HashMap::new();
     let mut scan = tokio::time::interval(d.cfg.scan_interval);
@@ -713,16 +913,5 @@ mod tests {
         assert_eq!(bell.lock().waiting, HashSet::from([idle]));
         assert!(bell.bell.notified().now_or_never().is_some(), "one wake-up");
         assert!(bell.bell.notified().now_or_never().is_none());
-    }
-
-    #[test]
-    fn long_replies_are_split_for_telegram() {
-        assert_eq!(split_message("short"), vec!["short"]);
-        let long = "é".repeat(TELEGRAM_MAX_CHARS * 2 + 5);
-        let parts = split_message(&long);
-        assert_eq!(parts.len(), 3);
-        assert_eq!(parts[0].chars().count(), TELEGRAM_MAX_CHARS);
-        assert_eq!(parts[2].chars().count(), 5);
-        assert_eq!(parts.concat(), long);
     }
 }

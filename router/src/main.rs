@@ -20,19 +20,28 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = run().await {
+    // A configuration error is one line naming the variable (no log record besides it).
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("router: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = run(config).await {
         tracing::error!(error = format!("{e:#}"), "router failed");
         eprintln!("router: {e:#}");
         std::process::exit(1);
     }
 }
 
-async fn run() -> anyhow::Result<()> {
-    let config = Config::from_env()?;
-
+async fn run(config: Config) -> anyhow::Result<()> {
     let (inbox, cache): (Arc<dyn Inbox>, Arc<dyn EndpointCache>) = match &config.redis_addr {
         Some(addr) => {
-            let pool = common::redis_pool::pool(addr).context("REDIS_ADDR")?;
+            let pool = common::redis_pool::pool(addr.expose()).context("REDIS_ADDR")?;
+            common::redis_pool::check_credentials(&pool)
+                .await
+                .context("REDIS_ADDR")?;
             (
                 Arc::new(common::inbox::redis::RedisInbox::new(pool.clone())),
                 Arc::new(common::cache::GoEndpointFormat::wrap(

@@ -7,20 +7,24 @@ use common::inbox::{now_ms, InboxStats};
 use common::metrics::{gauge, CounterVec, Histogram, LATENCY_BUCKETS};
 
 pub struct Metrics {
-    /// result: delivered | skipped | failed | dropped
+    /// result: delivered | skipped | failed | dropped | expired
     pub deliveries: CounterVec,
     pub forward_latency: Histogram,
-    /// kind: wake | agent | reconnect | telegram | inbox
+    /// kind: wake | agent | reconnect | telegram | flood | token | inbox
     pub retries: CounterVec,
     /// result: hit | miss | error
     pub cache: CounterVec,
-    /// result: ok | not_found | failed
+    /// result: ok | not_found | failed (the agent could not start) | unavailable (an outage)
     pub wakes: CounterVec,
     /// method: sendMessage | setWebhook | deleteWebhook; result: ok | error
     pub telegram_calls: CounterVec,
+    /// method; reason: one of `common::telegram::REFUSAL_REASONS`
+    pub telegram_refusals: CounterVec,
     /// route: the route template (`/tg/{id}`), status: the HTTP status code
     pub http_requests: CounterVec,
     pub active_workers: AtomicU64,
+    /// Tenants whose updates are waiting out an outage past the wake retry budget.
+    pub delayed_tenants: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -52,12 +56,18 @@ impl Default for Metrics {
                 "Telegram Bot API calls, by method and result.",
                 &["method", "result"],
             ),
+            telegram_refusals: CounterVec::new(
+                "router_telegram_refusals_total",
+                "Telegram calls refused for good (blocked, chat not found, ...), by method and reason.",
+                &["method", "reason"],
+            ),
             http_requests: CounterVec::new(
                 "router_http_requests_total",
                 "HTTP requests served, by route template and status.",
                 &["route", "status"],
             ),
             active_workers: AtomicU64::new(0),
+            delayed_tenants: AtomicU64::new(0),
         }
     }
 }
@@ -105,12 +115,19 @@ impl Metrics {
             "Tenants being delivered by this replica.",
             self.active_workers.load(Ordering::Relaxed),
         );
+        gauge(
+            &mut out,
+            "router_delayed_tenants",
+            "Tenants whose updates wait out an outage of the orchestrator or its backends.",
+            self.delayed_tenants.load(Ordering::Relaxed),
+        );
         self.deliveries.render(&mut out);
         self.forward_latency.render(&mut out);
         self.retries.render(&mut out);
         self.cache.render(&mut out);
         self.wakes.render(&mut out);
         self.telegram_calls.render(&mut out);
+        self.telegram_refusals.render(&mut out);
         self.http_requests.render(&mut out);
         out
     }

@@ -12,11 +12,29 @@ use thiserror::Error;
 pub enum OrchestratorError {
     #[error("tenant not found")]
     NotFound,
-    /// The orchestrator answered but could not do it (a wake whose start failed: 503 with its reason).
+    /// The agent itself could not be started (the orchestrator's `code: agent_start_failed`):
+    /// definitive, unlike every other failure here.
+    #[error("agent could not be started: {0}")]
+    AgentFailed(String),
+    /// The orchestrator answered but could not do it now (a backend down, shutting down, a proxy's
+    /// error page): an outage, worth retrying.
     #[error("orchestrator failed ({status}): {reason}")]
     Failed { status: u16, reason: String },
     #[error("orchestrator unreachable: {0}")]
     Unreachable(String),
+    /// The tenant is suspended by an operator (423): it is not woken until resumed.
+    #[error("tenant is suspended")]
+    Suspended,
+}
+
+impl OrchestratorError {
+    /// An outage of the orchestrator or its backends (neither the tenant's absence nor its agent's fault).
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            OrchestratorError::Failed { .. } | OrchestratorError::Unreachable(_)
+        )
+    }
 }
 
 pub struct OrchestratorClient {
@@ -27,6 +45,8 @@ pub struct OrchestratorClient {
     token_ttl: Duration,
     tokens: Mutex<HashMap<TenantId, (Secret, Instant)>>,
     go_agent_port: u16,
+    /// Agent credentials: they never change once set, so kept until an agent refuses one.
+    agent_tokens: Mutex<HashMap<TenantId, Secret>>,
 }
 
 /// `endpoint` from this platform; only `pod_ip` from a Go orchestrator (router swapped first).
@@ -49,8 +69,15 @@ struct TokenResponse {
 pub const GO_AGENT_PORT: u16 = 3000;
 
 #[derive(Deserialize)]
+struct AgentTokenResponse {
+    agent_token: Secret,
+}
+
+#[derive(Deserialize)]
 struct ErrorBody {
     error: String,
+    #[serde(default)]
+    code: Option<String>,
 }
 
 impl OrchestratorClient {
@@ -72,12 +99,16 @@ impl OrchestratorClient {
             token_ttl,
             tokens: Mutex::new(HashMap::new()),
             go_agent_port: GO_AGENT_PORT,
+            agent_tokens: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Every call to the orchestrator is bodiless, so each carries `Content-Length: 0` (proxies).
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let rb =
-            common::telemetry::inject(self.http.request(method, format!("{}{path}", self.base)));
+        let rb = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
+        let rb = common::telemetry::inject(common::http_client::without_body(&method, rb));
         match &self.api_token {
             Some(t) => rb.bearer_auth(t.expose()),
             None => rb,
@@ -99,10 +130,17 @@ impl OrchestratorClient {
         if status == reqwest::StatusCode::NOT_FOUND {
             return Err(OrchestratorError::NotFound);
         }
+        if status == reqwest::StatusCode::LOCKED {
+            return Err(OrchestratorError::Suspended);
+        }
         let text = resp.text().await.unwrap_or_default();
-        let reason = serde_json::from_str::<ErrorBody>(&text)
-            .map(|b| b.error)
-            .unwrap_or_else(|_| text.chars().take(200).collect());
+        let (reason, code) = match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(b) => (b.error, b.code),
+            Err(_) => (text.chars().take(200).collect(), None),
+        };
+        if code.as_deref() == Some(common::error::AGENT_START_FAILED) {
+            return Err(OrchestratorError::AgentFailed(reason));
+        }
         Err(OrchestratorError::Failed {
             status: status.as_u16(),
             reason,
@@ -137,6 +175,23 @@ impl OrchestratorClient {
         self
     }
 
+    /// Whether the tenant is suspended, asked before a wake so that its users are told so instead
+    /// of "Starting up". Any failure answers false: the wake itself then says.
+    pub async fn suspended(&self, id: &TenantId) -> bool {
+        #[derive(Deserialize)]
+        struct View {
+            #[serde(default)]
+            suspended: bool,
+        }
+        let rb = self
+            .request(reqwest::Method::GET, &format!("/tenants/{id}"))
+            .timeout(Duration::from_secs(5));
+        match self.send(rb).await {
+            Ok(resp) => resp.json::<View>().await.is_ok_and(|v| v.suspended),
+            Err(_) => false,
+        }
+    }
+
     /// The tenant's bot token, from memory when fetched in the last `token_ttl`.
     pub async fn bot_token(&self, id: &TenantId) -> Result<Secret, OrchestratorError> {
         if let Some((t, at)) = self.lock_tokens().get(id) {
@@ -157,9 +212,56 @@ impl OrchestratorClient {
         Ok(body.bot_token)
     }
 
+    /// Whether the orchestrator knows the tenant (`GET /tenants/{id}`: 200 or 404).
+    pub async fn exists(&self, id: &TenantId) -> Result<bool, OrchestratorError> {
+        let rb = self
+            .request(reqwest::Method::GET, &format!("/tenants/{id}"))
+            .timeout(Duration::from_secs(5));
+        match self.send(rb).await {
+            Ok(_) => Ok(true),
+            Err(OrchestratorError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The tenant's current bot token from the orchestrator, bypassing (and refreshing) the cache:
+    /// after Telegram refused the cached one, which a rotation revoked.
+    pub async fn fresh_bot_token(&self, id: &TenantId) -> Result<Secret, OrchestratorError> {
+        self.forget_token(id);
+        self.bot_token(id).await
+    }
+
     /// Forgets a cached token, e.g. after Telegram rejected it.
     pub fn forget_token(&self, id: &TenantId) {
         self.lock_tokens().remove(id);
+    }
+
+    /// The credential the tenant's agent accepts, from memory once fetched.
+    pub async fn agent_token(&self, id: &TenantId) -> Result<Secret, OrchestratorError> {
+        if let Some(t) = self.lock_agent_tokens().get(id) {
+            return Ok(t.clone());
+        }
+        let rb = self
+            .request(reqwest::Method::GET, &format!("/tenants/{id}/agent_token"))
+            .timeout(Duration::from_secs(10));
+        let resp = self.send(rb).await?;
+        let body: AgentTokenResponse =
+            resp.json().await.map_err(|e| OrchestratorError::Failed {
+                status: 200,
+                reason: format!("bad agent_token response: {}", e.without_url()),
+            })?;
+        self.lock_agent_tokens()
+            .insert(id.clone(), body.agent_token.clone());
+        Ok(body.agent_token)
+    }
+
+    /// Forgets a cached agent credential: an agent refused it (401), so the next forward refetches.
+    pub fn forget_agent_token(&self, id: &TenantId) {
+        self.lock_agent_tokens().remove(id);
+    }
+
+    fn lock_agent_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, Secret>> {
+        self.agent_tokens.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub async fn activity(&self, id: &TenantId) -> Result<(), OrchestratorError> {

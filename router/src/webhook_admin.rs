@@ -1,4 +1,5 @@
-//! `/admin/webhook/{id}`: points a tenant's bot at this router (or detaches it).
+//! `/admin/webhook/{id}`: points a tenant's bot at this router (or detaches it), and shows the
+//! bot's webhook as Telegram sees it.
 
 use std::sync::Arc;
 
@@ -28,6 +29,27 @@ impl From<OrchestratorError> for AdminError {
             e => AdminError::Orchestrator(e),
         }
     }
+}
+
+/// `GET /admin/webhook/{id}`: Telegram's view of the bot's webhook next to the platform's.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WebhookReport {
+    pub tenant_id: String,
+    /// Where Telegram sends the bot's updates (empty: no webhook, updates wait for getUpdates).
+    pub url: String,
+    /// `{PUBLIC_BASE_URL}/tg/{id}`; `None` when the router has no public URL configured.
+    pub expected_url: Option<String>,
+    pub url_matches: Option<bool>,
+    pub pending_update_count: u64,
+    pub last_error_message: Option<String>,
+    /// Unix time of the last delivery error, and its age in seconds.
+    pub last_error_date: Option<i64>,
+    pub last_error_age_s: Option<i64>,
+    pub max_connections: Option<u32>,
+    pub allowed_updates: Option<Vec<String>>,
+    pub expected_allowed_updates: Vec<String>,
+    pub allowed_updates_match: Option<bool>,
+    pub ip_address: Option<String>,
 }
 
 pub struct WebhookAdmin {
@@ -68,6 +90,45 @@ impl WebhookAdmin {
         result.map_err(AdminError::Telegram)?;
         tracing::info!(tenant = %id, "webhook deleted");
         Ok(())
+    }
+
+    /// `getWebhookInfo` of the tenant's bot, compared with what the platform expects (the token
+    /// stays here: the report carries none of it).
+    pub async fn info(&self, id: &TenantId) -> Result<WebhookReport, AdminError> {
+        let token = self.orch.bot_token(id).await?;
+        let result = self.telegram.get_webhook_info(&token).await;
+        self.count("getWebhookInfo", result.is_ok());
+        let info = result.map_err(AdminError::Telegram)?;
+        let expected_url = self
+            .public_base_url
+            .as_ref()
+            .map(|base| format!("{}/tg/{id}", base.trim_end_matches('/')));
+        let now = chrono::Utc::now().timestamp();
+        let expected_updates: Vec<String> = common::telegram::ALLOWED_UPDATES
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        Ok(WebhookReport {
+            tenant_id: id.to_string(),
+            url_matches: expected_url.as_ref().map(|e| *e == info.url),
+            expected_url,
+            last_error_age_s: info.last_error_date.map(|d| (now - d).max(0)),
+            allowed_updates_match: info.allowed_updates.as_ref().map(|a| {
+                let mut a = a.clone();
+                a.sort();
+                let mut e = expected_updates.clone();
+                e.sort();
+                a == e
+            }),
+            expected_allowed_updates: expected_updates,
+            url: info.url,
+            pending_update_count: info.pending_update_count,
+            last_error_message: info.last_error_message,
+            last_error_date: info.last_error_date,
+            max_connections: info.max_connections,
+            allowed_updates: info.allowed_updates,
+            ip_address: info.ip_address,
+        })
     }
 
     fn count(&self, method: &str, ok: bool) {

@@ -152,12 +152,15 @@ async fn tg_stores_before_acknowledging_and_acknowledges_duplicates() {
     let s = setup();
     let mut cfg = s.config();
     cfg.orchestrator_addr = format!("http://{}", dead_endpoint()); // delivery cannot progress
+    cfg.webhook_secret = Some(Secret::new("hook-secret")); // proves the tenant without asking
     let (svc, _state) = service!(s, cfg);
+    let secret = common::webhook::secret_token("hook-secret", &TenantId::parse("bob").unwrap());
     for _ in 0..3 {
         let resp = test::call_service(
             &svc,
             TestRequest::post()
                 .uri("/tg/bob")
+                .insert_header(("X-Telegram-Bot-Api-Secret-Token", secret.as_str()))
                 .set_payload(update(42, 1, "hi"))
                 .to_request(),
         )
@@ -172,6 +175,52 @@ async fn tg_stores_before_acknowledging_and_acknowledges_duplicates() {
         .unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].update_id, 42);
+}
+
+/// Issue 15: without `WEBHOOK_SECRET`, an update for a tenant the orchestrator does not know is
+/// refused before anything is written; answers are cached (a "no" only briefly).
+#[actix_web::test]
+async fn tg_without_a_secret_refuses_unknown_tenants_before_writing() {
+    let mut s = setup();
+    let mut cfg = s.config();
+    cfg.delivery.unknown_tenant_ttl = Duration::from_millis(300);
+    let (svc, _state) = service!(s, cfg);
+    let post = |tenant: &str, u: i64| {
+        TestRequest::post()
+            .uri(&format!("/tg/{tenant}"))
+            .set_payload(update(u, 1, "hi"))
+            .to_request()
+    };
+    for u in 1..=5 {
+        let resp = test::call_service(&svc, post("ghost", u)).await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    }
+    assert_eq!(s.inbox.stats().await.unwrap().depth, 0, "nothing stored");
+    assert_eq!(
+        s.orch.view_calls.load(Ordering::Relaxed),
+        1,
+        "a no is cached"
+    );
+
+    // The tenant is created: accepted once the short "no" is forgotten, and update 1 is no duplicate.
+    let _agent = s.agent("ghost");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while test::call_service(&svc, post("ghost", 1)).await.status() != StatusCode::OK {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new tenant is refused"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for u in 2..=5 {
+        let resp = test::call_service(&svc, post("ghost", u)).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        s.orch.view_calls.load(Ordering::Relaxed),
+        2,
+        "a yes is cached"
+    );
 }
 
 #[actix_web::test]
@@ -269,7 +318,8 @@ async fn api_token_guards_chat_and_admin_but_not_probes() {
         let resp = test::call_service(&svc, TestRequest::get().uri(uri).to_request()).await;
         assert_eq!(resp.status(), StatusCode::OK, "{uri}");
     }
-    // /tg is for Telegram: no API token needed (WEBHOOK_SECRET unset here).
+    // /tg is for Telegram: no API token needed (WEBHOOK_SECRET unset here, so bob must exist).
+    s.orch.set("bob", WakeReply::AgentFailed);
     let resp = test::call_service(
         &svc,
         TestRequest::post()
@@ -279,6 +329,56 @@ async fn api_token_guards_chat_and_admin_but_not_probes() {
     )
     .await;
     assert_eq!(resp.status(), StatusCode::OK);
+}
+
+/// Deny by default: the test walks the router's own route table, so a new route is covered.
+#[actix_web::test]
+async fn every_route_off_the_public_list_needs_the_token() {
+    use common::http_auth::{sample_path, Access};
+    let s = setup();
+    let mut cfg = s.config();
+    cfg.api_token = Some(Secret::new("api-token"));
+    let (svc, state) = service!(s, cfg);
+    let routes = router::api::routes();
+    let open: Vec<_> = routes
+        .table()
+        .routes()
+        .iter()
+        .filter(|r| r.access != Access::Token)
+        .map(|r| (r.method.as_str(), r.path, r.access))
+        .collect();
+    assert_eq!(
+        open,
+        [
+            ("GET", "/healthz", Access::Public),
+            ("GET", "/readyz", Access::Public),
+            ("GET", "/metrics", Access::Public),
+            ("POST", "/tg/{id}", Access::Handler),
+        ]
+    );
+    for r in routes.table().routes() {
+        let req = TestRequest::default()
+            .method(r.method.clone())
+            .uri(&sample_path(r.path, "bob"))
+            .set_payload(update(1, 1, "hi"))
+            .to_request();
+        let status = test::call_service(&svc, req).await.status();
+        match r.access {
+            Access::Token => {
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{} {}", r.method, r.path)
+            }
+            _ => assert_ne!(status, StatusCode::UNAUTHORIZED, "{} {}", r.method, r.path),
+        }
+    }
+    for (method, uri) in [("GET", "/nope"), ("GET", "/tg/bob"), ("POST", "/metrics")] {
+        let req = TestRequest::default()
+            .method(method.parse().unwrap())
+            .uri(uri)
+            .to_request();
+        let status = test::call_service(&svc, req).await.status();
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+    }
+    state.dispatcher.shutdown().await;
 }
 
 #[actix_web::test]
@@ -317,7 +417,7 @@ async fn chat_wakes_forwards_and_maps_failures() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     let resp = test::call_service(&svc, chat("ghost", json!({"message": "x"}))).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    s.orch.set("broken", WakeReply::Status(503));
+    s.orch.set("broken", WakeReply::AgentFailed);
     let resp = test::call_service(&svc, chat("broken", json!({"message": "x"}))).await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(body_json(resp).await["error"]

@@ -13,10 +13,11 @@ use common::telegram::TelegramClient;
 use common::TenantId;
 use router::activity::Activity;
 use router::agent::AgentClient;
-use router::config::DeliveryConfig;
+use router::config::{DeliveryConfig, DEFAULT_DELAYED_MESSAGE};
 use router::delivery::{Delivery, Dispatcher, AGENT_FAILED, FAILED_TO_START};
 use router::metrics::Metrics;
 use router::orchestrator_client::OrchestratorClient;
+use router::reply::Sender;
 use support::*;
 
 const STARTING: &str = "⏳ Starting up...";
@@ -76,17 +77,23 @@ impl Harness {
         let orch_url = self._servers[1].url();
         let tg_url = self._servers[0].url();
         let (activity, activity_rx) = Activity::new(cfg.activity_interval);
+        let orch = Arc::new(OrchestratorClient::new(
+            &orch_url,
+            None,
+            cfg.wake_timeout,
+            cfg.bot_token_ttl,
+        ));
         let delivery = Delivery {
             inbox: self.inbox.clone(),
             cache: self.cache.clone(),
-            orch: Arc::new(OrchestratorClient::new(
-                &orch_url,
-                None,
-                cfg.wake_timeout,
-                cfg.bot_token_ttl,
-            )),
+            orch: orch.clone(),
             agent: AgentClient::new(cfg.agent_timeout),
-            telegram: TelegramClient::new(&tg_url),
+            telegram: Sender::new(
+                TelegramClient::new(&tg_url),
+                orch,
+                self.metrics.clone(),
+                &cfg,
+            ),
             activity,
             metrics: self.metrics.clone(),
             cfg,
@@ -293,10 +300,52 @@ async fn an_agent_of_another_tenant_answering_421_counts_as_a_stale_endpoint() {
     );
 }
 
+/// A reused address now serving another tenant's agent that ignores `X-Tenant-Id` (ZeroClaw):
+/// it refuses this tenant's credential (401), so the answer never comes from it; the router drops
+/// the cache entry, wakes again and delivers through the tenant's own agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_refusing_the_credential_is_never_the_answer_and_costs_a_re_wake() {
+    let mut h = Harness::new(fast());
+    let other = h.agent("other");
+    other
+        .ignores_tenant_header
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let mine = h.agent("mine");
+    let other_ep = match h.orch.wake.lock().unwrap().get("other").cloned() {
+        Some(WakeReply::Endpoint(ep)) => ep,
+        _ => unreachable!(),
+    };
+    h.cache
+        .set(&tid("mine"), &other_ep, Duration::from_secs(300))
+        .await
+        .unwrap();
+    h.post("mine", 1, 3, "hi").await;
+    h.wait_empty().await;
+    assert_eq!(
+        other.call_count(),
+        0,
+        "the other tenant's agent answered nothing"
+    );
+    assert_eq!(other.refused.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(h.orch.wakes("mine"), 1);
+    assert_eq!(mine.messages(), vec!["hi"]);
+    assert_eq!(
+        h.tg.messages_to(3).last().map(String::as_str),
+        Some("echo: hi")
+    );
+    assert!(
+        h.orch
+            .agent_token_calls
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2,
+        "the credential is fetched again after a refusal"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_wake_is_retried_then_every_waiting_chat_is_told() {
     let h = Harness::new(fast());
-    h.orch.set("broken", WakeReply::Status(503));
+    h.orch.set("broken", WakeReply::AgentFailed);
     h.post("broken", 1, 11, "a").await;
     h.post("broken", 2, 12, "b").await;
     h.post("broken", 3, 11, "c").await;
@@ -305,6 +354,60 @@ async fn failing_wake_is_retried_then_every_waiting_chat_is_told() {
     assert_eq!(h.tg.messages_to(11), vec![STARTING, FAILED_TO_START]);
     assert_eq!(h.tg.messages_to(12), vec![STARTING, FAILED_TO_START]);
     assert_eq!(h.metrics.deliveries.get(&["failed"]), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orchestrator_outage_longer_than_the_wake_budget_keeps_every_update() {
+    let mut h = Harness::new(fast());
+    h.orch.set("bob", WakeReply::Status(503));
+    for (i, chat) in [(1, 21), (2, 22), (3, 21)] {
+        h.post("bob", i, chat, &format!("m{i}")).await;
+    }
+    // Far past WAKE_ATTEMPTS (3) wakes: today's budget would have answered "Failed to start".
+    eventually(WAIT, "the outage to outlast the wake budget", || {
+        h.orch.wakes("bob") >= 12
+    })
+    .await;
+    assert_eq!(h.depth().await, 3, "every update is kept");
+    assert_eq!(h.metrics.delayed_tenants.load(Ordering::Relaxed), 1);
+    assert!(h.metrics.render(None).contains("router_delayed_tenants 1"));
+    let agent = h.agent("bob"); // the orchestrator is back
+    h.wait_empty().await;
+    assert_eq!(
+        agent.messages(),
+        vec!["m1", "m2", "m3"],
+        "each answered once, in order"
+    );
+    assert_eq!(
+        h.tg.messages_to(21),
+        vec![STARTING, DEFAULT_DELAYED_MESSAGE, "echo: m1", "echo: m3"]
+    );
+    assert_eq!(
+        h.tg.messages_to(22),
+        vec![STARTING, DEFAULT_DELAYED_MESSAGE, "echo: m2"]
+    );
+    assert_eq!(h.metrics.deliveries.get(&["failed"]), 0);
+    assert_eq!(h.metrics.delayed_tenants.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_older_than_the_maximum_age_are_given_up_during_an_outage() {
+    let h = Harness::new(DeliveryConfig {
+        inbox_max_age: Duration::from_millis(800),
+        ..fast()
+    });
+    h.orch.set("bob", WakeReply::Status(503));
+    h.post("bob", 1, 31, "old").await;
+    h.wait_empty().await;
+    assert!(
+        h.orch.wakes("bob") > 3,
+        "retried past the wake budget first"
+    );
+    assert_eq!(
+        h.tg.messages_to(31),
+        vec![STARTING, DEFAULT_DELAYED_MESSAGE, FAILED_TO_START]
+    );
+    assert_eq!(h.metrics.deliveries.get(&["expired"]), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,4 +553,65 @@ async fn a_chat_that_starts_waiting_during_a_fast_wake_is_told_before_its_reply(
     h.wait_empty().await;
     assert_eq!(h.tg.messages_to(1), vec![STARTING, "echo: first"]);
     assert_eq!(h.tg.messages_to(2), vec![STARTING, "echo: second"]);
+}
+
+const PAUSED: &str = "paused (test notice)";
+
+fn with_notice() -> DeliveryConfig {
+    DeliveryConfig {
+        suspended_message: PAUSED.into(),
+        ..fast()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_tenants_waiting_chats_get_the_notice_once_each_and_nothing_reaches_the_agent()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = Arc::new(SqliteInbox::open(&dir.path().join("inbox.db")).unwrap());
+    let mut h = Harness::without_dispatcher(inbox, dir);
+    let agent = h.agent("paused");
+    h.orch.set_suspended("paused", true);
+    // Six messages from two chats wait before delivery starts: one delivery round for all of them.
+    for i in 0..6 {
+        h.inbox
+            .append(&tid("paused"), i, &update(i, 100 + i % 2, &format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    h.start_dispatcher(with_notice());
+    h.wait_empty().await;
+    assert_eq!(
+        h.tg.messages_to(100),
+        [PAUSED],
+        "one notice, no starting message"
+    );
+    assert_eq!(h.tg.messages_to(101), [PAUSED]);
+    assert_eq!(h.orch.wakes("paused"), 0, "never woken");
+    assert!(agent.messages().is_empty());
+
+    // Resumed: the next message wakes the agent as usual.
+    h.orch.set_suspended("paused", false);
+    h.post("paused", 10, 100, "after").await;
+    eventually(WAIT, "the reply after resume", || {
+        h.tg.messages_to(100).last().map(String::as_str) == Some("echo: after")
+    })
+    .await;
+    assert_eq!(h.tg.messages_to(100), [PAUSED, STARTING, "echo: after"]);
+    assert_eq!(agent.messages(), ["after"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wake_refused_as_suspended_is_not_retried_and_the_chats_are_told_why() {
+    let h = Harness::new(with_notice());
+    h.orch.set("late", WakeReply::Status(423));
+    h.post("late", 1, 7, "hi").await;
+    h.wait_empty().await;
+    // Suspended between the router's look and its wake: told "starting", then why it is not.
+    assert_eq!(h.tg.messages_to(7), [STARTING, PAUSED]);
+    assert_eq!(
+        h.orch.wakes("late"),
+        1,
+        "no retries against a suspended tenant"
+    );
 }

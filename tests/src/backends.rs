@@ -51,43 +51,72 @@ fn kill(child: &mut Option<Child>) {
     }
 }
 
-/// A `redis-server` without persistence in a temp dir; `stop`/`restart` keep its port.
+/// A `redis-server` without persistence in a temp dir; `stop`/`restart` keep its port. It requires
+/// a password (`--requirepass`), as in production, so every client must authenticate.
 pub struct Redis {
     port: u16,
     dir: TempDir,
     child: Option<Child>,
     /// Append-only file fsynced on every write: a kill and restart loses nothing (production set-up).
     aof: bool,
+    password: String,
+    /// `--maxmemory` with `noeviction`: a full server refuses writes instead of growing.
+    maxmemory: Option<String>,
 }
 
 impl Redis {
     pub async fn start() -> Redis {
-        Redis::start_with(false).await
+        Redis::start_with(false, None).await
     }
 
     /// A server whose data survives `stop`/`restart` (AOF, `appendfsync always`).
     pub async fn start_persistent() -> Redis {
-        Redis::start_with(true).await
+        Redis::start_with(true, None).await
     }
 
-    async fn start_with(aof: bool) -> Redis {
+    /// A server that refuses writes (`OOM`) once it holds `limit` (e.g. `"4mb"`), as deployed.
+    pub async fn start_with_maxmemory(limit: &str) -> Redis {
+        Redis::start_with(false, Some(limit.to_owned())).await
+    }
+
+    async fn start_with(aof: bool, maxmemory: Option<String>) -> Redis {
         let mut r = Redis {
             port: free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
             aof,
+            password: format!("redis-pw-{}", uuid::Uuid::new_v4().simple()),
+            maxmemory,
         };
         r.restart().await;
         r
     }
 
-    /// `host:port`, the form of `REDIS_ADDR`.
+    /// The value of `REDIS_ADDR`: a `redis://` URL carrying the password.
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.url()
     }
 
     pub fn url(&self) -> String {
-        format!("redis://{}", self.addr())
+        format!("redis://:{}@{}", self.password, self.host_port())
+    }
+
+    /// `host:port` without credentials.
+    pub fn host_port(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// A client of its own (not the services' pool), for tests that poke at the server.
+    pub async fn client(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connection")
     }
 
     /// A pool as the services build it.
@@ -103,19 +132,20 @@ impl Redis {
     /// Starts the server again on the same port and waits until it answers `PING`.
     pub async fn restart(&mut self) {
         self.stop();
-        let child = spawn(
-            Command::new("redis-server")
-                .args(["--port", &self.port.to_string()])
-                .args(["--bind", "127.0.0.1", "--save", ""])
-                .args(["--appendonly", if self.aof { "yes" } else { "no" }])
-                .args(["--appendfsync", "always"])
-                .current_dir(self.dir.path()),
-            "redis-server",
-        );
-        self.child = Some(child);
-        let addr = self.addr();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", if self.aof { "yes" } else { "no" }])
+            .args(["--appendfsync", "always"])
+            .args(["--requirepass", &self.password])
+            .current_dir(self.dir.path());
+        if let Some(limit) = &self.maxmemory {
+            cmd.args(["--maxmemory", limit, "--maxmemory-policy", "noeviction"]);
+        }
+        self.child = Some(spawn(&mut cmd, "redis-server"));
+        let (addr, password) = (self.host_port(), self.password.clone());
         wait_until("redis-server to answer PING", START_TIMEOUT, || {
-            redis_pings(addr.clone())
+            redis_pings(addr.clone(), password.clone())
         })
         .await;
     }
@@ -127,15 +157,16 @@ impl Drop for Redis {
     }
 }
 
-async fn redis_pings(addr: String) -> bool {
+async fn redis_pings(addr: String, password: String) -> bool {
     let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await else {
         return false;
     };
-    if s.write_all(b"PING\r\n").await.is_err() {
+    let cmds = format!("AUTH {password}\r\nPING\r\n");
+    if s.write_all(cmds.as_bytes()).await.is_err() {
         return false;
     }
-    let mut buf = [0u8; 7];
-    s.read_exact(&mut buf).await.is_ok() && &buf == b"+PONG\r\n"
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).await.is_ok() && &buf == b"+OK\r\n+PONG\r\n"
 }
 
 /// `moto_server` (DynamoDB and S3 emulator) from `.venv`. Use unique table and bucket names per test.

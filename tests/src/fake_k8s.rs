@@ -6,8 +6,10 @@
 //! kubelet simulator schedules pods onto fake nodes, gives each a distinct loopback IP (127.x.y.z), and
 //! for every tenant pod (`app=zeroclaw`) really starts `tenant-agent` with the pod's environment,
 //! bound to that IP on the pod's `AGENT_PORT`, so `podIP:3000` answers as in a cluster. Volumes are
-//! host directories: emptyDir per pod, and the S3 CSI PV as `{root}/s3/{bucket}/{prefix}`; env values
-//! under a mount path are rewritten to the host directory. A Deployment makes its replica pods like a
+//! host directories: emptyDir per pod, and the S3 CSI PV as `{root}/s3/{bucket}/{prefix}`, which each
+//! pod sees through its own [`crate::mountpoint`] mount enforcing the driver's rules with the PV's
+//! mount options (as the CSI driver runs one Mountpoint per volume); env values under a mount path are
+//! rewritten to the host directory. A Deployment makes its replica pods like a
 //! ReplicaSet. Deleting a pod that runs an agent sends SIGTERM and removes the pod once it exited.
 
 // Handlers return `HttpResponse` errors straight to actix; boxing them buys nothing here.
@@ -23,6 +25,8 @@ use std::time::{Duration, Instant};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Map, Value};
 
+use crate::mountpoint::{Mount, MountOptions, Refusal};
+
 /// Knobs of the simulated cluster.
 #[derive(Debug, Clone)]
 pub struct FakeK8sOptions {
@@ -33,6 +37,9 @@ pub struct FakeK8sOptions {
     /// Extra environment given to every agent (e.g. `AGENT_STARTUP_MS`).
     pub agent_env: Vec<(String, String)>,
     pub nodes: usize,
+    /// How long a deleted tenant pod keeps running before its agent gets SIGTERM and saves: a slow
+    /// save (or preStop hook), whose write lands this long after the delete was accepted.
+    pub termination_delay: Duration,
 }
 
 impl Default for FakeK8sOptions {
@@ -42,6 +49,7 @@ impl Default for FakeK8sOptions {
             agent_binary: agent_binary(),
             agent_env: Vec::new(),
             nodes: 3,
+            termination_delay: Duration::ZERO,
         }
     }
 }
@@ -84,6 +92,13 @@ const KINDS: &[Kind] = &[
         max_name: 253,
     },
     Kind {
+        resource: "configmaps",
+        kind: "ConfigMap",
+        group_version: "v1",
+        namespaced: true,
+        max_name: 253,
+    },
+    Kind {
         resource: "persistentvolumeclaims",
         kind: "PersistentVolumeClaim",
         group_version: "v1",
@@ -103,6 +118,13 @@ const KINDS: &[Kind] = &[
         group_version: "apps/v1",
         namespaced: true,
         max_name: 63,
+    },
+    Kind {
+        resource: "events",
+        kind: "Event",
+        group_version: "v1",
+        namespaced: true,
+        max_name: 253,
     },
     Kind {
         resource: "leases",
@@ -130,6 +152,7 @@ type Key = (&'static str, String, String);
 struct Agent {
     child: Child,
     terminating_since: Option<Instant>,
+    sigterm_sent: bool,
     grace: Duration,
 }
 
@@ -165,6 +188,10 @@ impl State {
 
 struct Shared {
     state: Mutex<State>,
+    /// Each pod's S3 CSI mounts, unmounted once the pod is gone and its agent exited.
+    s3_mounts: Mutex<HashMap<Key, Vec<Mount>>>,
+    /// What the S3 CSI mounts of removed pods refused.
+    s3_refused: Mutex<Vec<Refusal>>,
     opts: FakeK8sOptions,
     root: PathBuf,
     agent_port_default: u16,
@@ -200,6 +227,8 @@ impl FakeK8s {
         let dir = tempfile::tempdir().expect("tempdir");
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
+            s3_mounts: Mutex::default(),
+            s3_refused: Mutex::default(),
             opts,
             root: dir.path().to_owned(),
             agent_port_default: 3000,
@@ -355,6 +384,24 @@ impl FakeK8s {
         }
     }
 
+    /// The pod stops the way a node's kubelet reports it: its agent is killed, the object stays
+    /// with `status.phase` (e.g. `Failed`) and `status.reason` (e.g. `Evicted`).
+    pub fn end_pod(&self, namespace: &str, name: &str, phase: &str, reason: &str) {
+        let mut st = self.shared.lock();
+        let key: Key = ("pods", namespace.to_owned(), name.to_owned());
+        if let Some(mut a) = st.agents.remove(&key) {
+            let _ = a.child.kill();
+            let _ = a.child.wait();
+        }
+        let rv = st.next_rv();
+        if let Some(obj) = st.objects.get_mut(&key) {
+            obj["metadata"]["resourceVersion"] = json!(rv);
+            obj["status"]["phase"] = json!(phase);
+            obj["status"]["reason"] = json!(reason);
+            obj["status"]["message"] = json!(format!("pod {reason}"));
+        }
+    }
+
     /// Whether an agent process of this pod is alive.
     pub fn agent_running(&self, namespace: &str, name: &str) -> bool {
         let mut st = self.shared.lock();
@@ -362,6 +409,44 @@ impl FakeK8s {
         st.agents
             .get_mut(&key)
             .is_some_and(|a| matches!(a.child.try_wait(), Ok(None)))
+    }
+
+    /// Where the pod's S3 CSI volumes are mounted (the host paths its agent got), while it runs.
+    pub fn s3_mount_paths(&self, namespace: &str, name: &str) -> Vec<PathBuf> {
+        let key: Key = ("pods", namespace.to_owned(), name.to_owned());
+        let mounts = self
+            .shared
+            .s3_mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        mounts
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .map(|m| m.path().to_owned())
+            .collect()
+    }
+
+    /// Every operation an S3 CSI mount refused (the driver's rules broken), of any pod so far.
+    pub fn s3_refusals(&self) -> Vec<Refusal> {
+        let mut out = self
+            .shared
+            .s3_refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mounts = self
+            .shared
+            .s3_mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        out.extend(mounts.values().flatten().flat_map(Mount::refusals));
+        out
+    }
+
+    /// The output (stdout and stderr) of the agent process of pod `name` (its latest start).
+    pub fn agent_log(&self, name: &str) -> PathBuf {
+        self.shared.root.join("logs").join(format!("{name}.log"))
     }
 
     /// Host directory of a tenant's S3 state volume (`{root}/s3/{bucket}/{prefix}`).
@@ -380,6 +465,12 @@ impl Drop for FakeK8s {
             let _ = a.child.kill();
             let _ = a.child.wait();
         }
+        drop(st);
+        self.shared
+            .s3_mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }
 
@@ -488,11 +579,65 @@ fn parse_path(path: &str) -> Option<Target> {
     })
 }
 
+/// `/api/v1/namespaces/{ns}/pods/{name}/log`.
+fn pod_log_path(path: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix("/api/v1/namespaces/")?;
+    let segs: Vec<&str> = rest.split('/').collect();
+    match segs.as_slice() {
+        [ns, "pods", name, "log"] => Some((ns.to_string(), name.to_string())),
+        _ => None,
+    }
+}
+
+/// The pod log subresource: the agent's output as plain text, `tailLines`, `previous` (the output
+/// of the pod's previous agent run, as a restarted container's) and `sinceSeconds` (the whole log
+/// when the file was written within it: the fake keeps no per-line times).
+fn pod_log(shared: &Shared, query: &str, namespace: &str, name: &str) -> HttpResponse {
+    let q: HashMap<String, String> = web::Query::<HashMap<String, String>>::from_query(query)
+        .map(|q| q.into_inner())
+        .unwrap_or_default();
+    let exists =
+        shared
+            .lock()
+            .objects
+            .contains_key(&("pods", namespace.to_owned(), name.to_owned()));
+    if !exists {
+        return not_found(kind_of("pods").expect("pods"), name);
+    }
+    let previous = q.get("previous").is_some_and(|v| v == "true");
+    let file = shared.root.join("logs").join(if previous {
+        format!("{name}.previous.log")
+    } else {
+        format!("{name}.log")
+    });
+    let text = match std::fs::read(&file) {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(_) if previous => {
+            return bad_request(format!(
+                "previous terminated container \"agent\" in pod \"{name}\" not found"
+            ))
+        }
+        Err(_) => String::new(),
+    };
+    let text = match q.get("tailLines").and_then(|t| t.parse::<usize>().ok()) {
+        Some(n) => {
+            let lines: Vec<&str> = text.lines().collect();
+            let keep = &lines[lines.len().saturating_sub(n)..];
+            keep.iter().map(|l| format!("{l}\n")).collect()
+        }
+        None => text,
+    };
+    HttpResponse::Ok().content_type("text/plain").body(text)
+}
+
 async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
     if req.path() == "/version" {
         return ok_json(
             &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-fake", "platform": "linux/amd64"}),
         );
+    }
+    if let Some((ns, pod)) = pod_log_path(req.path()) {
+        return pod_log(&shared, req.query_string(), &ns, &pod);
     }
     let Some(t) = parse_path(req.path()) else {
         return status(
@@ -1068,6 +1213,26 @@ fn validate(k: Kind, name: &str, obj: &Value) -> Result<(), Vec<(String, String)
                 }
             }
         }
+        "events" => {
+            let involved = &obj["involvedObject"];
+            if involved["kind"].as_str().is_none_or(str::is_empty)
+                || involved["name"].as_str().is_none_or(str::is_empty)
+            {
+                errs.push((
+                    "involvedObject".into(),
+                    "Required value: kind and name".into(),
+                ));
+            }
+            if obj["reason"].as_str().is_none_or(str::is_empty) {
+                errs.push(("reason".into(), "Required value".into()));
+            }
+            if !matches!(obj["type"].as_str(), Some("Normal" | "Warning")) {
+                errs.push((
+                    "type".into(),
+                    "Unsupported value: supported values: \"Normal\", \"Warning\"".into(),
+                ));
+            }
+        }
         "leases"
             if spec["leaseDurationSeconds"]
                 .as_i64()
@@ -1316,6 +1481,18 @@ fn waiting(pod: &mut Value, reason: &str, message: &str) {
 }
 
 fn run_pods(shared: &Shared, st: &mut State) {
+    shared
+        .s3_mounts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|k, mounts| {
+            let keep = st.objects.contains_key(k) || st.agents.contains_key(k);
+            if !keep {
+                let mut refused = shared.s3_refused.lock().unwrap_or_else(|e| e.into_inner());
+                refused.extend(mounts.iter().flat_map(Mount::refusals));
+            }
+            keep
+        });
     let delay = shared.opts.pod_start_delay;
     let keys: Vec<Key> = st
         .objects
@@ -1328,15 +1505,18 @@ fn run_pods(shared: &Shared, st: &mut State) {
             continue;
         }
         let pod = st.objects.get(&key).expect("listed").clone();
-        // Termination: SIGTERM once, SIGKILL after the grace period, remove when the agent exited.
+        // Termination: SIGTERM once (after `termination_delay`), SIGKILL after the grace period,
+        // remove when the agent exited.
         if pod["metadata"].get("deletionTimestamp").is_some() {
             let done = match st.agents.get_mut(&key) {
                 None => true,
                 Some(a) => {
-                    let since = *a.terminating_since.get_or_insert_with(|| {
+                    let since = *a.terminating_since.get_or_insert_with(Instant::now);
+                    if !a.sigterm_sent && since.elapsed() >= shared.opts.termination_delay {
+                        // SAFETY: kill(2) on the agent process this kubelet started.
                         unsafe { libc::kill(a.child.id() as i32, libc::SIGTERM) };
-                        Instant::now()
-                    });
+                        a.sigterm_sent = true;
+                    }
                     if since.elapsed() > a.grace {
                         let _ = a.child.kill();
                     }
@@ -1456,6 +1636,7 @@ fn run_pods(shared: &Shared, st: &mut State) {
                         Agent {
                             child,
                             terminating_since: None,
+                            sigterm_sent: false,
                             grace: Duration::from_secs(30),
                         },
                     );
@@ -1494,21 +1675,37 @@ fn free_loopback_ip(used: &mut HashSet<Ipv4Addr>, port: u16) -> Ipv4Addr {
     }
 }
 
-/// Host directory behind a pod volume, or an error like the kubelet's when its source is missing.
+/// Host directory behind a pod volume (with the PV's mount options for an S3 CSI volume), or an
+/// error like the kubelet's when its source is missing.
 fn volume_dir(
     shared: &Shared,
     st: &State,
     key: &Key,
     pod: &Value,
     volume: &str,
-) -> Result<PathBuf, String> {
+) -> Result<(PathBuf, Option<MountOptions>), String> {
     let v = pod["spec"]["volumes"]
         .as_array()
         .and_then(|vs| vs.iter().find(|v| v["name"] == volume))
         .ok_or_else(|| format!("volume {volume:?} not found"))?;
     if v.get("emptyDir").is_some() {
         let uid = pod["metadata"]["uid"].as_str().unwrap_or("pod");
-        return Ok(shared.root.join("pods").join(uid).join(volume));
+        return Ok((shared.root.join("pods").join(uid).join(volume), None));
+    }
+    if let Some(cm) = v["configMap"]["name"].as_str() {
+        // The kubelet projects each key as a file (read-only in the pod; a copy per pod here).
+        let obj = st
+            .objects
+            .get(&("configmaps", key.1.clone(), cm.to_owned()))
+            .ok_or_else(|| format!("configmap \"{cm}\" not found"))?;
+        let uid = pod["metadata"]["uid"].as_str().unwrap_or("pod");
+        let dir = shared.root.join("pods").join(uid).join(volume);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        for (k, v) in obj["data"].as_object().into_iter().flatten() {
+            std::fs::write(dir.join(k), v.as_str().unwrap_or_default())
+                .map_err(|e| e.to_string())?;
+        }
+        return Ok((dir, None));
     }
     let claim = v["persistentVolumeClaim"]["claimName"]
         .as_str()
@@ -1520,7 +1717,10 @@ fn volume_dir(
     let pv_name = pvc["spec"]["volumeName"].as_str().unwrap_or("");
     if pv_name.is_empty() && pvc["spec"]["storageClassName"].is_string() {
         // Dynamic provisioning (a local-path provisioner): one directory per claim.
-        return Ok(shared.root.join("provisioned").join(&key.1).join(claim));
+        return Ok((
+            shared.root.join("provisioned").join(&key.1).join(claim),
+            None,
+        ));
     }
     let pv = st
         .objects
@@ -1529,14 +1729,19 @@ fn volume_dir(
     let bucket = pv["spec"]["csi"]["volumeAttributes"]["bucketName"]
         .as_str()
         .unwrap_or("bucket");
-    let prefix = pv["spec"]["mountOptions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
+    let options = || {
+        pv["spec"]["mountOptions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+    };
+    let prefix = options()
         .find_map(|o| o.strip_prefix("prefix "))
         .unwrap_or("");
-    Ok(shared.root.join("s3").join(bucket).join(prefix))
+    let rules =
+        (pv["spec"]["csi"]["driver"] == "s3.csi.aws.com").then(|| MountOptions::from_pv(options()));
+    Ok((shared.root.join("s3").join(bucket).join(prefix), rules))
 }
 
 /// Starts `tenant-agent` for a tenant pod with the pod's environment on `ip`.
@@ -1549,16 +1754,30 @@ fn start_agent(
 ) -> Result<Option<Child>, String> {
     let container = &pod["spec"]["containers"][0];
     let mut mounts = Vec::new();
+    let mut s3_mounts = Vec::new();
     for m in container["volumeMounts"].as_array().into_iter().flatten() {
-        let dir = volume_dir(shared, st, key, pod, m["name"].as_str().unwrap_or(""))?;
+        let volume = m["name"].as_str().unwrap_or("");
+        let (mut dir, rules) = volume_dir(shared, st, key, pod, volume)?;
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        if let Some(rules) = rules {
+            let uid = pod["metadata"]["uid"].as_str().unwrap_or("pod");
+            let at = shared.root.join("pods").join(uid).join(volume);
+            let mount = Mount::at(&at, &dir, rules)
+                .map_err(|e| format!("MountVolume.SetUp failed for volume {volume:?}: {e}"))?;
+            s3_mounts.push(mount);
+            dir = at;
+        }
         mounts.push((m["mountPath"].as_str().unwrap_or("").to_owned(), dir));
     }
     let mut cmd = Command::new(&shared.opts.agent_binary);
     let logs = shared.root.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
-    let log =
-        std::fs::File::create(logs.join(format!("{}.log", key.2))).map_err(|e| e.to_string())?;
+    let current = logs.join(format!("{}.log", key.2));
+    if current.exists() {
+        // The last run's output stays readable as the "previous container" log.
+        let _ = std::fs::rename(&current, logs.join(format!("{}.previous.log", key.2)));
+    }
+    let log = std::fs::File::create(current).map_err(|e| e.to_string())?;
     let log_err = log.try_clone().map_err(|e| e.to_string())?;
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -1580,11 +1799,19 @@ fn start_agent(
         } else if let Some(sk) = e["valueFrom"]["secretKeyRef"].as_object() {
             let sname = sk.get("name").and_then(Value::as_str).unwrap_or("");
             let skey = sk.get("key").and_then(Value::as_str).unwrap_or("");
+            let optional = sk.get("optional").and_then(Value::as_bool) == Some(true);
             let secret = st
                 .objects
-                .get(&("secrets", key.1.clone(), sname.to_owned()))
-                .ok_or_else(|| format!("secret \"{sname}\" not found"))?;
+                .get(&("secrets", key.1.clone(), sname.to_owned()));
+            let secret = match secret {
+                Some(s) => s,
+                None if optional => continue,
+                None => return Err(format!("secret \"{sname}\" not found")),
+            };
             let raw = secret["data"][skey].clone();
+            if raw.is_null() && optional {
+                continue;
+            }
             let bytes: k8s_openapi::ByteString = serde_json::from_value(raw)
                 .map_err(|_| format!("couldn't find key {skey} in Secret {}/{sname}", key.1))?;
             String::from_utf8_lossy(&bytes.0).into_owned()
@@ -1596,7 +1823,15 @@ fn start_agent(
     for (k, v) in &shared.opts.agent_env {
         cmd.env(k, v);
     }
-    cmd.spawn()
-        .map(Some)
-        .map_err(|e| format!("failed to start container: {e}"))
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("failed to start container: {e}"))?;
+    if !s3_mounts.is_empty() {
+        shared
+            .s3_mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), s3_mounts);
+    }
+    Ok(Some(child))
 }

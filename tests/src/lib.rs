@@ -1,8 +1,11 @@
 //! Test support: start the real binaries, a fake Telegram Bot API, real Redis and the AWS emulator,
-//! and a fake Kubernetes API server.
+//! a fake Kubernetes API server, and a real nginx in front of the services.
 
 pub mod backends;
 pub mod cluster;
 pub mod fake_k8s;
+pub mod model;
+pub mod mountpoint;
+pub mod nginx;
 pub mod platform;
 pub mod telegram;

@@ -78,15 +78,67 @@ async fn redis_inbox_dedupe_marks_expire() {
     let inbox = RedisInbox::new(redis.pool());
     let t = tid("marks");
     inbox.append(&t, 7, b"{}").await.unwrap();
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let mut c = redis.client().await;
     let ttl: i64 = redis::cmd("TTL")
-        .arg("router:inbox:seen:marks:7")
+        .arg("router:inbox:seen:marks")
         .query_async(&mut c)
         .await
         .unwrap();
     let day = common::inbox::DEDUPE_TTL.as_secs() as i64;
-    assert!((day - 10..=day).contains(&ttl), "dedupe mark ttl {ttl}");
+    assert!((day - 10..=day).contains(&ttl), "dedupe marks ttl {ttl}");
+}
+
+/// Issue 15: dedupe marks cost a bounded amount per tenant (one key per update filled Redis),
+/// and the newest marks, those Telegram's retries hit, still catch duplicates.
+#[tokio::test]
+async fn redis_inbox_dedupe_marks_are_one_bounded_key_per_tenant() {
+    let redis = Redis::start().await;
+    let inbox = RedisInbox::new(redis.pool());
+    let t = tid("busy");
+    let n = common::inbox::DEDUPE_MAX_PER_TENANT as i64 + 500;
+    futures::StreamExt::for_each_concurrent(futures::stream::iter(1..=n), 64, |u| {
+        let (inbox, t) = (&inbox, &t);
+        async move {
+            inbox.append(t, u, b"{}").await.unwrap();
+        }
+    })
+    .await;
+    let mut c = redis.client().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("router:inbox:seen:*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys,
+        vec!["router:inbox:seen:busy".to_owned()],
+        "one key per tenant"
+    );
+    let marks: usize = redis::cmd("ZCARD")
+        .arg("router:inbox:seen:busy")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(marks, common::inbox::DEDUPE_MAX_PER_TENANT);
+    assert_eq!(
+        inbox.append(&t, n, b"{}").await.unwrap(),
+        Appended::Duplicate
+    );
+    assert_eq!(
+        inbox.append(&t, n - 100, b"{}").await.unwrap(),
+        Appended::Duplicate
+    );
+    // A mark of the version before (one key per update) is still honoured until it expires.
+    redis::cmd("SET")
+        .arg("router:inbox:seen:busy:999999")
+        .arg("1")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        inbox.append(&t, 999_999, b"{}").await.unwrap(),
+        Appended::Duplicate
+    );
 }
 
 #[tokio::test]

@@ -29,6 +29,38 @@ async fn sqlite_registry_meets_the_contract() {
 }
 
 #[tokio::test]
+async fn sqlite_registry_keeps_lifecycle_and_events() {
+    let (_dir, r) = sqlite();
+    contract::registry::lifecycle(&r).await;
+}
+
+/// A registry file written before the lifecycle columns existed opens, reads back and takes them.
+#[tokio::test]
+async fn sqlite_registry_migrates_a_file_without_lifecycle_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registry.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE tenants (tenant_id TEXT PRIMARY KEY, status TEXT NOT NULL,
+               pod_name TEXT NOT NULL DEFAULT '', pod_ip TEXT NOT NULL DEFAULT '', agent_port INTEGER,
+               namespace TEXT NOT NULL, s3_prefix TEXT NOT NULL, bot_token TEXT NOT NULL,
+               created_at TEXT NOT NULL, last_active_at TEXT NOT NULL, idle_timeout_s INTEGER NOT NULL);
+             INSERT INTO tenants VALUES ('old', 'idle', '', '', NULL, 'tenants', 'tenants/old/',
+               '1:t', '2024-05-01T10:00:00Z', '2024-05-01T10:00:00Z', 300);",
+        )
+        .unwrap();
+    }
+    let r = SqliteRegistry::open(&path).unwrap();
+    let old = r.get(&tid("old")).await.unwrap().expect("old row");
+    assert!(!old.suspended && !old.deleting && old.last_error.is_none());
+    assert!(r.set_suspended(&tid("old"), true).await.unwrap().suspended);
+    drop(r);
+    let again = SqliteRegistry::open(&path).unwrap();
+    assert!(again.get(&tid("old")).await.unwrap().unwrap().suspended);
+}
+
+#[tokio::test]
 async fn sqlite_registry_lists_every_page() {
     let (_dir, r) = sqlite();
     let took = contract::registry::list_pages(&r, PAGE_TENANTS, PAGE_TOKEN_LEN).await;
@@ -41,6 +73,28 @@ async fn dynamodb_registry_meets_the_contract() {
     let r = moto.registry(&unique_name("registry")).await;
     r.ensure_table().await.expect("ensure_table is idempotent");
     contract::registry::registry(&r).await;
+}
+
+#[tokio::test]
+async fn dynamodb_registry_keeps_lifecycle_and_events() {
+    let moto = Moto::start().await;
+    let r = moto.registry(&unique_name("registry")).await;
+    contract::registry::lifecycle(&r).await;
+    // The events live in their own table: the tenant table holds only tenants, as Go expects.
+    let scan = r
+        .client()
+        .scan()
+        .table_name(r.table())
+        .send()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = scan
+        .items()
+        .iter()
+        .filter_map(|i| i.get("tenant_id").and_then(|v| v.as_s().ok()))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
 }
 
 #[tokio::test]
@@ -145,6 +199,8 @@ async fn dynamodb_registry_reads_go_items() {
     assert_eq!(sleepy.bot_token.expose(), "123456:sleepy-token");
     assert_eq!(sleepy.idle_timeout_s, 300);
     assert_eq!(sleepy.created_at.timestamp_subsec_nanos(), 123_456_789);
+    assert!(!sleepy.suspended && !sleepy.deleting && sleepy.last_error.is_none());
+    assert_eq!(sleepy.phase(), common::lifecycle::Phase::Sleeping);
     let busy = r.get(&tid("busy")).await.unwrap().unwrap();
     assert_eq!(busy.endpoint(3000).as_deref(), Some("10.42.0.17:3000"));
     assert_eq!(r.list(None).await.unwrap().len(), 2);

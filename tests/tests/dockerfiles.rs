@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// (Dockerfile, cargo package, binary, crate directories whose sources it needs, port it exposes)
-const IMAGES: [(&str, &str, &str, &[&str], u16); 3] = [
+const IMAGES: [(&str, &str, &str, &[&str], u16); 4] = [
     (
         "orchestrator",
         "orchestrator",
@@ -19,7 +19,14 @@ const IMAGES: [(&str, &str, &str, &[&str], u16); 3] = [
         "tenant-agent",
         "tenant-agent",
         "tenant-agent",
-        &["agent"],
+        &["common", "agent"],
+        3000,
+    ),
+    (
+        "zeroclaw",
+        "zeroclaw-launcher",
+        "zeroclaw-launcher",
+        &["common", "launcher"],
         3000,
     ),
 ];
@@ -507,6 +514,111 @@ fn the_skeleton_is_a_workspace_cargo_accepts_with_the_same_lock_file() {
             "{file}: skeleton has no bin {bin}: {targets:?}"
         );
     }
+}
+
+/// The one ZeroClaw version the project runs: `ZEROCLAW_VERSION` in scripts/ensure-zeroclaw.sh.
+fn pinned_zeroclaw_version() -> String {
+    let script = std::fs::read_to_string(root().join("scripts/ensure-zeroclaw.sh")).unwrap();
+    let line = script
+        .lines()
+        .find(|l| l.starts_with("ZEROCLAW_VERSION="))
+        .expect("ZEROCLAW_VERSION= in scripts/ensure-zeroclaw.sh");
+    line.split('"').nth(1).unwrap_or(line).to_owned()
+}
+
+#[test]
+fn the_zeroclaw_image_installs_the_pinned_release_and_runs_it_through_the_launcher() {
+    let version = pinned_zeroclaw_version();
+    let stages = parse("zeroclaw");
+    let install = stages
+        .iter()
+        .find(|s| {
+            s.body
+                .iter()
+                .any(|i| i.op == "RUN" && i.args.contains("cargo install zeroclaw"))
+        })
+        .expect("a stage runs `cargo install zeroclaw`");
+    assert!(
+        install
+            .body
+            .iter()
+            .all(|i| !(i.op == "COPY" || i.op == "ADD")),
+        "the ZeroClaw stage takes nothing from the context (its layer must not change with it)"
+    );
+    let arg = install
+        .body
+        .iter()
+        .find(|i| i.op == "ARG" && i.args.starts_with("ZEROCLAW_VERSION="))
+        .expect("ARG ZEROCLAW_VERSION=");
+    assert_eq!(
+        arg.args,
+        format!("ZEROCLAW_VERSION={version}"),
+        "Dockerfile and ensure-zeroclaw.sh pin the same release"
+    );
+    let run = install
+        .body
+        .iter()
+        .find(|i| i.op == "RUN" && i.args.contains("cargo install zeroclaw"))
+        .unwrap();
+    for flag in ["--version \"${ZEROCLAW_VERSION}\"", "--locked"] {
+        assert!(run.args.contains(flag), "`{}` lacks {flag}", run.args);
+    }
+    let alias = install
+        .alias
+        .as_deref()
+        .expect("the ZeroClaw stage is named");
+    let runtime = stages.last().unwrap();
+    assert!(
+        runtime.body.iter().any(|i| i.op == "COPY"
+            && i.args.starts_with(&format!("--from={alias} "))
+            && i.args.ends_with(" /usr/local/bin/zeroclaw")),
+        "the runtime holds the installed zeroclaw binary"
+    );
+    let env: Vec<&str> = runtime
+        .body
+        .iter()
+        .filter(|i| i.op == "ENV")
+        .flat_map(|i| i.args.split_whitespace())
+        .collect();
+    assert!(
+        env.contains(&"ZEROCLAW_BIN=/usr/local/bin/zeroclaw"),
+        "the launcher finds zeroclaw: {env:?}"
+    );
+    assert!(env.contains(&"AGENT_PORT=3000"), "{env:?}");
+}
+
+#[test]
+fn deploy_runs_the_zeroclaw_image_of_this_version() {
+    let text = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let version = text
+        .lines()
+        .find(|l| l.starts_with("version = "))
+        .and_then(|l| l.split('"').nth(1))
+        .unwrap()
+        .to_owned();
+    let mut found = 0;
+    for file in [
+        "deploy/base/kustomization.yaml",
+        "deploy/overlays/eks/kustomization.yaml",
+    ] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        for line in text.lines().filter(|l| l.contains("ZEROCLAW_IMAGE=")) {
+            let image = line
+                .split("ZEROCLAW_IMAGE=")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap();
+            let want = format!("zeroclaw-tenancy/zeroclaw:{version}");
+            assert!(
+                image == want || image.ends_with(&format!("/{want}")),
+                "{file}: ZEROCLAW_IMAGE={image}, not the image of docker/zeroclaw.Dockerfile"
+            );
+            found += 1;
+        }
+    }
+    assert_eq!(found, 2, "ZEROCLAW_IMAGE in base and eks");
 }
 
 #[test]

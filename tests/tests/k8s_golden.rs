@@ -48,6 +48,22 @@ fn tenant_pod() {
     check("pod", &k8s::tenant_pod(&alice(), &settings(), None));
 }
 
+/// A tenant's resource overrides replace the builder's defaults field by field.
+#[test]
+fn tenant_pod_with_resource_overrides() {
+    let mut pod = k8s::tenant_pod(&alice(), &settings(), None);
+    k8s::apply_resources(
+        &mut pod,
+        &common::resources::AgentResources {
+            cpu_limit: Some("2".into()),
+            memory_request: Some("1Gi".into()),
+            memory_limit: Some("2Gi".into()),
+            ..Default::default()
+        },
+    );
+    check("pod-resources", &pod);
+}
+
 #[test]
 fn tenant_pod_pinned_without_runtime_class() {
     let s = K8sSettings {
@@ -85,7 +101,27 @@ fn persistent_volume_claim_on_another_storage_class() {
 fn secret() {
     check(
         "secret",
-        &k8s::tenant_secret(&alice(), &Secret::new("123:ABC-golden"), &settings()),
+        &k8s::tenant_secret(
+            &alice(),
+            &Secret::new("123:ABC-golden"),
+            &Secret::new("agent-credential-golden"),
+            &settings(),
+        ),
+    );
+}
+
+#[test]
+fn config_map() {
+    let rendered = common::agent_config::AgentConfig::default()
+        .render("alice", &Default::default())
+        .unwrap();
+    check(
+        "configmap",
+        &k8s::tenant_config_map(
+            &alice(),
+            &serde_json::to_string(&rendered).unwrap(),
+            &settings(),
+        ),
     );
 }
 
@@ -106,10 +142,13 @@ fn pod_never_carries_the_token() {
     let secret = serde_yaml::to_string(&k8s::tenant_secret(
         &alice(),
         &Secret::new("123:ABC-golden"),
+        &Secret::new("agent-credential-golden"),
         &settings(),
     ))
     .unwrap();
     assert!(!pod.contains("123:ABC-golden"));
+    assert!(!pod.contains("agent-credential-golden"));
+    assert!(!secret.contains("agent-credential-golden"));
     assert!(pod.contains("secretKeyRef"));
     assert!(
         !secret.contains("123:ABC-golden"),

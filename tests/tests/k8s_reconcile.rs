@@ -74,13 +74,17 @@ async fn one_pass_over_10000_tenants_and_1000_pods_makes_one_list_call() {
         if i % 10 == 0 {
             rec.status = TenantStatus::Running;
             rec.pod_name = id.pod_name();
-            rec.pod_ip = "10.0.0.1".into();
             fake.insert_running_pod(
                 NS,
                 &id.pod_name(),
                 json!({"app": "zeroclaw", "tenant": id.as_str()}),
                 "node-1",
             );
+            // The record points where the pod is (one that points elsewhere gets checked).
+            rec.pod_ip = fake.get("pods", NS, &id.pod_name()).unwrap()["status"]["podIP"]
+                .as_str()
+                .unwrap()
+                .to_owned();
         }
         shared.registry.create(&rec).await.unwrap();
     }

@@ -17,9 +17,12 @@ use serde_json::{json, Value};
 
 use k8s_support::*;
 
-async fn chat(endpoint: &str, text: &str) -> String {
+/// What the router does: `POST /webhook` with the tenant's agent credential.
+async fn chat(shared: &Shared, id: &common::TenantId, endpoint: &str, text: &str) -> String {
+    let credential = shared.registry.get(id).await.unwrap().unwrap().agent_token;
     let r: Value = reqwest::Client::new()
         .post(format!("http://{endpoint}/webhook"))
+        .bearer_auth(credential.expose())
         .json(&json!({ "message": text }))
         .send()
         .await
@@ -117,7 +120,10 @@ async fn wake_creates_secret_pv_pvc_and_a_pod_whose_agent_answers() {
 
     assert_eq!(woken.pod_ip, pod["status"]["podIP"].as_str().unwrap());
     assert_eq!(woken.endpoint, format!("{}:3000", woken.pod_ip));
-    assert_eq!(chat(&woken.endpoint, "hi").await, "echo: hi (#1)");
+    assert_eq!(
+        chat(&shared, &id, &woken.endpoint, "hi").await,
+        "echo: hi (#1)"
+    );
     let rec = shared.registry.get(&id).await.unwrap().unwrap();
     assert_eq!(rec.status, TenantStatus::Running);
     assert_eq!(rec.pod_name, "zeroclaw-kcold");
@@ -147,7 +153,10 @@ async fn a_warm_hit_pins_the_node_and_deletes_the_warm_pod() {
     let hits = log_lines(&["warm pool hit: reusing node", "tenant=kwarm"]);
     assert_eq!(hits.len(), 1, "{hits:?}");
     assert!(hits[0].contains(&node));
-    assert_eq!(chat(&woken.endpoint, "hello").await, "echo: hello (#1)");
+    assert_eq!(
+        chat(&shared, &id, &woken.endpoint, "hello").await,
+        "echo: hello (#1)"
+    );
 }
 
 #[tokio::test]
@@ -260,7 +269,10 @@ async fn another_storage_class_gets_a_provisioned_claim_and_keeps_the_memory() {
         .expect("pvc");
     assert_eq!(pvc["spec"]["storageClassName"], "standard");
     assert!(pvc["spec"]["volumeName"].is_null());
-    assert_eq!(chat(&first.endpoint, "one").await, "echo: one (#1)");
+    assert_eq!(
+        chat(&shared, &id, &first.endpoint, "one").await,
+        "echo: one (#1)"
+    );
 
     orchestrator::tenants::sleep(&app, &id).await.unwrap();
     assert!(
@@ -270,7 +282,10 @@ async fn another_storage_class_gets_a_provisioned_claim_and_keeps_the_memory() {
         .await
     );
     let second = wake(&app, &id).await.unwrap();
-    assert_eq!(chat(&second.endpoint, "two").await, "echo: two (#2)");
+    assert_eq!(
+        chat(&shared, &id, &second.endpoint, "two").await,
+        "echo: two (#2)"
+    );
     app.runtime.stop(&id).await.unwrap();
     app.runtime.remove(&id).await.unwrap();
     assert!(fake
@@ -285,7 +300,10 @@ async fn stop_saves_state_through_sigterm_and_a_new_pod_continues_the_memory() {
     let app = replica(&fake, &shared, Duration::from_secs(30)).await;
     let id = shared.add_tenant("kstate").await;
     let first = wake(&app, &id).await.unwrap();
-    assert_eq!(chat(&first.endpoint, "one").await, "echo: one (#1)");
+    assert_eq!(
+        chat(&shared, &id, &first.endpoint, "one").await,
+        "echo: one (#1)"
+    );
 
     orchestrator::tenants::sleep(&app, &id).await.unwrap();
     assert!(
@@ -295,13 +313,18 @@ async fn stop_saves_state_through_sigterm_and_a_new_pod_continues_the_memory() {
         .await,
         "pod removed after its agent exited"
     );
-    assert!(fake
-        .s3_dir("zeroclaw-tenant-state", "tenants/kstate/")
-        .join("brain.db")
-        .exists());
+    assert!(common::state_file::newest(
+        &fake.s3_dir("zeroclaw-tenant-state", "tenants/kstate/"),
+        "brain.db"
+    )
+    .unwrap()
+    .is_some_and(|saved| saved.generation > 0));
 
     let second = wake(&app, &id).await.unwrap();
-    assert_eq!(chat(&second.endpoint, "two").await, "echo: two (#2)");
+    assert_eq!(
+        chat(&shared, &id, &second.endpoint, "two").await,
+        "echo: two (#2)"
+    );
 
     app.runtime.stop(&id).await.unwrap();
     app.runtime.remove(&id).await.unwrap();
@@ -335,7 +358,15 @@ async fn a_pod_that_already_runs_is_adopted_not_duplicated() {
         .await
         .unwrap();
 
-    assert_eq!(first, again);
+    assert_eq!(
+        (first.pod_name, first.pod_ip),
+        (again.pod_name, again.pod_ip)
+    );
+    assert_eq!(
+        (first.warm, again.warm),
+        (Some(false), None),
+        "a cold start, then an adoption"
+    );
     assert_eq!(fake.count("create", "pods"), 0);
 }
 
@@ -375,4 +406,202 @@ async fn the_warm_pool_manager_keeps_the_deployment_at_its_target() {
         0
     );
     assert!(eventually(Duration::from_secs(10), || warm() == 0).await);
+}
+
+/// The tenant's configuration reaches its pod as ConfigMap `tenant-config-{id}` mounted read-only
+/// at `AGENT_CONFIG_DIR`; the credential comes from Secret `tenant-{id}` (never a literal), and the
+/// ConfigMap goes with the tenant.
+#[tokio::test]
+async fn config_map_and_credential_reach_the_pod_and_go_with_the_tenant() {
+    let fake = FakeK8s::start().await;
+    let shared = Shared::new();
+    let app = replica(&fake, &shared, Duration::from_secs(30)).await;
+    let id = shared.add_tenant("kconf").await;
+    let config: common::agent_config::AgentConfig =
+        serde_json::from_str(r#"{"model":"m1","files":{"SOUL.md":"be kind"}}"#).unwrap();
+    orchestrator::tenants::set_config(&app, &id, config)
+        .await
+        .unwrap();
+
+    let woken = wake(&app, &id).await.unwrap();
+    let rec = shared.registry.get(&id).await.unwrap().unwrap();
+    let cm = fake
+        .get("configmaps", NS, "tenant-config-kconf")
+        .expect("config map");
+    let file: Value = serde_json::from_str(cm["data"]["tenant.json"].as_str().unwrap()).unwrap();
+    assert_eq!(file["files"]["SOUL.md"], "be kind");
+    assert_eq!(file["model"], "m1");
+    assert_eq!(file["provider"], "llamacpp");
+    let pod = fake.get("pods", NS, "zeroclaw-kconf").unwrap();
+    let container = &pod["spec"]["containers"][0];
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/zeroclaw-config")
+        .expect("config mount")
+        .clone();
+    assert_eq!(mount["readOnly"], true);
+    let env = container["env"].as_array().unwrap();
+    let by_name = |n: &str| env.iter().find(|e| e["name"] == n).cloned().unwrap();
+    assert_eq!(by_name("AGENT_CONFIG_DIR")["value"], "/zeroclaw-config");
+    let agent_env = by_name("AGENT_TOKEN");
+    assert!(agent_env.get("value").is_none());
+    assert_eq!(
+        agent_env["valueFrom"]["secretKeyRef"]["name"],
+        "tenant-kconf"
+    );
+    assert_eq!(agent_env["valueFrom"]["secretKeyRef"]["key"], "AGENT_TOKEN");
+    assert!(!pod.to_string().contains(rec.agent_token.expose()));
+    assert!(!cm.to_string().contains(rec.agent_token.expose()));
+    // The agent got the file through the mount, and only its own credential is answered.
+    assert_eq!(
+        chat(&shared, &id, &woken.endpoint, "hi").await,
+        "echo: hi (#1)"
+    );
+    let other = reqwest::Client::new()
+        .post(format!("http://{}/webhook", woken.endpoint))
+        .bearer_auth("another-tenants-credential")
+        .json(&json!({"message": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 401);
+    let log = std::fs::read_to_string(fake.agent_log("zeroclaw-kconf")).unwrap_or_default();
+    assert!(
+        log.contains("agent configuration loaded") && log.contains("SOUL.md"),
+        "{log}"
+    );
+    assert!(!log.contains("be kind"), "persona contents are not logged");
+    assert!(
+        !log.contains(rec.agent_token.expose()),
+        "credential not logged"
+    );
+
+    orchestrator::tenants::delete(&app, &id, false)
+        .await
+        .unwrap();
+    assert!(fake.get("configmaps", NS, "tenant-config-kconf").is_none());
+    assert!(fake.get("secrets", NS, "tenant-kconf").is_none());
+}
+
+/// A pod in phase Failed, or Evicted, is gone: the reconciler resets its running record and the
+/// next wake replaces the pod instead of adopting it.
+#[tokio::test]
+async fn failed_and_evicted_pods_count_as_gone() {
+    let fake = FakeK8s::start().await;
+    let shared = Shared::new();
+    let app = replica(&fake, &shared, Duration::from_secs(30)).await;
+    for (tenant, phase, reason) in [
+        ("kfail", "Failed", "Error"),
+        ("kevict", "Failed", "Evicted"),
+    ] {
+        let id = shared.add_tenant(tenant).await;
+        wake(&app, &id).await.unwrap();
+        let pod = format!("zeroclaw-{tenant}");
+        let uid = fake.get("pods", NS, &pod).unwrap()["metadata"]["uid"].clone();
+        fake.end_pod(NS, &pod, phase, reason);
+
+        let report = orchestrator::reconciler::reconcile(&app).await.unwrap();
+        assert!(report.reset.contains(&id), "{tenant}: {report:?}");
+        assert_eq!(
+            shared.registry.get(&id).await.unwrap().unwrap().status,
+            TenantStatus::Idle
+        );
+        let woken = wake(&app, &id).await.unwrap();
+        let new = fake.get("pods", NS, &pod).unwrap();
+        assert_ne!(
+            new["metadata"]["uid"], uid,
+            "{tenant}: a new pod, not the dead one"
+        );
+        assert_eq!(new["status"]["phase"], "Running");
+        assert_eq!(
+            chat(&shared, &id, &woken.endpoint, "hi").await,
+            "echo: hi (#1)",
+            "{tenant}"
+        );
+
+        // Also without the reconciler: a wake finding a dead pod behind a running record.
+        fake.end_pod(NS, &pod, phase, reason);
+        let uid = fake.get("pods", NS, &pod).unwrap()["metadata"]["uid"].clone();
+        let woken = wake(&app, &id).await.unwrap();
+        let new = fake.get("pods", NS, &pod).unwrap();
+        assert_ne!(new["metadata"]["uid"], uid, "{tenant}: replaced at wake");
+        assert_eq!(
+            chat(&shared, &id, &woken.endpoint, "again").await,
+            "echo: again (#1)",
+            "{tenant}: a pod that died without SIGTERM saved nothing"
+        );
+    }
+}
+
+/// Issue 15 point 2: the agent saves after SIGTERM, here two seconds after the delete was accepted
+/// (a slow save); a purge deletes the state only after the pod is gone, so the memory stays purged
+/// and a new tenant of the same id starts empty.
+#[tokio::test]
+async fn purge_waits_for_the_last_save_of_a_slow_terminating_pod() {
+    use common::state::{DirStateStore, StateStore};
+    use platform_tests::fake_k8s::FakeK8sOptions;
+    let fake = FakeK8s::start_with(FakeK8sOptions {
+        termination_delay: Duration::from_secs(2),
+        ..FakeK8sOptions::default()
+    })
+    .await;
+    let shared = Shared::new();
+    // The state store reads the bucket the pods' S3 volumes write to, as in a cluster.
+    let state = std::sync::Arc::new(DirStateStore::new(
+        fake.s3_dir("zeroclaw-tenant-state", "tenants"),
+    ));
+    let app = orchestrator::app::App::new(
+        orchestrator::app::Ports {
+            registry: shared.registry.clone(),
+            lock: shared.lock.clone(),
+            cache: std::sync::Arc::new(common::cache::MemoryCache::new()),
+            state: state.clone(),
+            runtime: std::sync::Arc::new(orchestrator::runtime::kubernetes::KubeRuntime::new(
+                fake.client().await,
+                k8s_settings(),
+            )),
+            leader: std::sync::Arc::new(orchestrator::leader::AlwaysLeader),
+        },
+        common::telegram::TelegramClient::new("http://127.0.0.1:1"),
+        orchestrator::app::Settings {
+            pod_ready_wait: Duration::from_secs(30),
+            ..orchestrator::app::Settings::default()
+        },
+    );
+    let id = shared.add_tenant("kpurge").await;
+    let first = wake(&app, &id).await.unwrap();
+    assert_eq!(
+        chat(&shared, &id, &first.endpoint, "secret memory").await,
+        "echo: secret memory (#1)"
+    );
+
+    orchestrator::tenants::delete(&app, &id, true)
+        .await
+        .unwrap();
+    assert!(
+        fake.get("pods", NS, "zeroclaw-kpurge").is_none(),
+        "the purge returned only once the pod was gone"
+    );
+    assert_eq!(state.load(&id).await.unwrap(), None, "state purged");
+    assert_eq!(
+        common::state_file::newest(
+            &fake.s3_dir("zeroclaw-tenant-state", "tenants/kpurge/"),
+            "brain.db"
+        )
+        .unwrap(),
+        None,
+        "the agent's last save did not bring the memory back"
+    );
+
+    let id = shared.add_tenant("kpurge").await;
+    let second = wake(&app, &id).await.unwrap();
+    assert_eq!(
+        chat(&shared, &id, &second.endpoint, "hello").await,
+        "echo: hello (#1)",
+        "a new tenant of the same id starts with no memory"
+    );
+    app.runtime.stop(&id).await.unwrap();
+    app.runtime.remove(&id).await.unwrap();
 }

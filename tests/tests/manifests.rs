@@ -637,6 +637,9 @@ fn orchestrator_rbac_is_exactly_what_it_needs() {
             &["get", "create", "update", "patch", "delete"],
         ),
         ("", "persistentvolumeclaims", &["get", "create", "delete"]),
+        ("", "configmaps", &["create", "patch", "delete"]),
+        ("", "pods/log", &["get"]),
+        ("", "events", &["create"]),
         ("apps", "deployments", &["get", "create", "update", "patch"]),
         (
             "coordination.k8s.io",
@@ -736,8 +739,8 @@ fn orchestrator_rbac_is_exactly_what_it_needs() {
 
 #[test]
 fn network_policies_admit_only_what_needs_it() {
-    /// Ingress of the policy selecting `app=<target>`: the allowed `app` labels (`*` = anyone) and ports.
-    fn ingress(r: &Rendered, target: &str) -> (BTreeSet<String>, BTreeSet<i32>) {
+    /// The one policy selecting `app=<target>`.
+    fn policy(r: &Rendered, target: &str) -> NetworkPolicy {
         let matching: Vec<_> = r
             .all::<NetworkPolicy>()
             .into_iter()
@@ -761,11 +764,16 @@ fn network_policies_admit_only_what_needs_it() {
             "{}: one NetworkPolicy for app={target}",
             r.layout
         );
-        let spec = matching[0].spec.clone().unwrap();
-        assert_eq!(
-            spec.policy_types,
-            Some(vec!["Ingress".to_string()]),
-            "{}: {target}",
+        matching[0].clone()
+    }
+    /// Ingress of the policy selecting `app=<target>`: the allowed peers (`*` = anyone, pods by their
+    /// `app` label, `ns:key=value` for a namespace selector, `cidr:x` for an ipBlock) and ports.
+    fn ingress(r: &Rendered, target: &str) -> (BTreeSet<String>, BTreeSet<i32>) {
+        let spec = policy(r, target).spec.unwrap();
+        let types = spec.policy_types.clone().unwrap_or_default();
+        assert!(
+            types.contains(&"Ingress".to_string()),
+            "{}: {target} {types:?}",
             r.layout
         );
         let mut from = BTreeSet::new();
@@ -777,14 +785,29 @@ fn network_policies_admit_only_what_needs_it() {
                 }
                 Some(peers) => {
                     for peer in peers {
-                        assert!(
-                            peer.namespace_selector.is_none() && peer.ip_block.is_none(),
-                            "{}: {target}",
-                            r.layout
-                        );
-                        let labels = peer.pod_selector.unwrap().match_labels.unwrap();
-                        assert_eq!(labels.len(), 1, "{}: {target} peer {labels:?}", r.layout);
-                        from.insert(labels["app"].clone());
+                        match (peer.pod_selector, peer.namespace_selector, peer.ip_block) {
+                            (Some(pods), None, None) => {
+                                let labels = pods.match_labels.unwrap();
+                                assert_eq!(
+                                    labels.len(),
+                                    1,
+                                    "{}: {target} peer {labels:?}",
+                                    r.layout
+                                );
+                                from.insert(labels["app"].clone());
+                            }
+                            (None, Some(ns), None) => {
+                                let labels = ns.match_labels.unwrap();
+                                assert_eq!(labels.len(), 1, "{}: {target} ns {labels:?}", r.layout);
+                                let (k, v) = labels.into_iter().next().unwrap();
+                                from.insert(format!("ns:{k}={v}"));
+                            }
+                            (None, None, Some(block)) => {
+                                assert!(block.except.is_none(), "{}: {target}", r.layout);
+                                from.insert(format!("cidr:{}", block.cidr));
+                            }
+                            other => panic!("{}: {target} peer {other:?}", r.layout),
+                        }
                     }
                 }
             }
@@ -797,6 +820,89 @@ fn network_policies_admit_only_what_needs_it() {
             }
         }
         (from, ports)
+    }
+    /// Tenant code (agents and warm pods) reaches cluster DNS and public addresses on 443, nothing
+    /// else: no platform pod, no private, carrier-grade NAT or link-local (metadata) address.
+    fn check_tenant_egress(r: &Rendered, target: &str) {
+        let spec = policy(r, target).spec.unwrap();
+        assert_eq!(
+            spec.policy_types,
+            Some(vec!["Ingress".to_string(), "Egress".to_string()]),
+            "{}: {target} restricts egress",
+            r.layout
+        );
+        let rules = spec.egress.unwrap_or_default();
+        assert!(!rules.is_empty(), "{}: {target} egress", r.layout);
+        let mut dns = false;
+        let mut public = false;
+        for rule in rules {
+            let peers = rule
+                .to
+                .unwrap_or_else(|| panic!("{}: {target} egress to anyone", r.layout));
+            let ports: BTreeSet<(String, i32)> = rule
+                .ports
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| match p.port {
+                    Some(IntOrString::Int(n)) => (p.protocol.unwrap_or_default(), n),
+                    other => panic!("{}: {target} egress port {other:?}", r.layout),
+                })
+                .collect();
+            for peer in peers {
+                if let Some(block) = peer.ip_block {
+                    assert!(peer.pod_selector.is_none() && peer.namespace_selector.is_none());
+                    let except: BTreeSet<String> =
+                        block.except.unwrap_or_default().into_iter().collect();
+                    for private in [
+                        "10.0.0.0/8",
+                        "172.16.0.0/12",
+                        "192.168.0.0/16",
+                        "100.64.0.0/10",
+                        "169.254.0.0/16",
+                    ] {
+                        assert!(
+                            block.cidr != "0.0.0.0/0" || except.contains(private),
+                            "{}: {target} egress reaches {private}",
+                            r.layout
+                        );
+                    }
+                    assert_eq!(
+                        ports,
+                        BTreeSet::from([("TCP".to_string(), 443)]),
+                        "{}: {target} public egress only on 443",
+                        r.layout
+                    );
+                    public = true;
+                } else {
+                    let ns = peer
+                        .namespace_selector
+                        .and_then(|n| n.match_labels)
+                        .unwrap_or_default();
+                    let pods = peer
+                        .pod_selector
+                        .and_then(|p| p.match_labels)
+                        .unwrap_or_default();
+                    assert_eq!(
+                        (
+                            ns.get("kubernetes.io/metadata.name").map(String::as_str),
+                            pods.get("k8s-app").map(String::as_str),
+                            ns.len() + pods.len()
+                        ),
+                        (Some("kube-system"), Some("kube-dns"), 2),
+                        "{}: {target} egress to a pod other than cluster DNS",
+                        r.layout
+                    );
+                    assert_eq!(
+                        ports,
+                        BTreeSet::from([("TCP".to_string(), 53), ("UDP".to_string(), 53)]),
+                        "{}: {target} DNS ports",
+                        r.layout
+                    );
+                    dns = true;
+                }
+            }
+        }
+        assert!(dns && public, "{}: {target} DNS and the LLM API", r.layout);
     }
     let set = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<BTreeSet<_>>();
 
@@ -819,12 +925,35 @@ fn network_policies_admit_only_what_needs_it() {
             "{}",
             r.layout
         );
-        assert_eq!(
-            ingress(&r, "router"),
-            (set(&["*"]), BTreeSet::from([9090])),
-            "{}",
-            r.layout
-        );
+        // The router: the ingress controller only (a namespace label, or the ALB's subnets on
+        // EKS), never any pod of the cluster, tenant pods included.
+        let (router_from, router_ports) = ingress(&r, "router");
+        assert_eq!(router_ports, BTreeSet::from([9090]), "{}", r.layout);
+        if r.layout == "overlays/eks" {
+            assert!(
+                !router_from.is_empty() && router_from.iter().all(|p| p.starts_with("cidr:")),
+                "{}: {router_from:?}",
+                r.layout
+            );
+        } else {
+            assert_eq!(
+                router_from,
+                set(&["ns:zeroclaw-tenancy/router-ingress=true"]),
+                "{}",
+                r.layout
+            );
+        }
+        check_tenant_egress(&r, "zeroclaw");
+        check_tenant_egress(&r, "warm-pool");
+        // The platform's own pods keep open egress (Telegram, AWS, the Kubernetes API).
+        for app in ["router", "orchestrator", "redis"] {
+            assert_eq!(
+                policy(&r, app).spec.unwrap().policy_types,
+                Some(vec!["Ingress".to_string()]),
+                "{}: {app}",
+                r.layout
+            );
+        }
         assert_eq!(
             ingress(&r, "redis"),
             (set(&["orchestrator", "router"]), BTreeSet::from([6379])),
@@ -960,6 +1089,7 @@ fn services_get_the_configuration_design_md_names() {
                 "POD_NAME",
                 "K8S_NAMESPACE",
                 "REDIS_ADDR",
+                "REDIS_PASSWORD",
                 "DYNAMODB_TABLE",
                 "AWS_REGION",
                 "S3_BUCKET",
@@ -980,6 +1110,7 @@ fn services_get_the_configuration_design_md_names() {
                 "DATA_DIR",
                 "POD_NAME",
                 "REDIS_ADDR",
+                "REDIS_PASSWORD",
                 "ORCHESTRATOR_ADDR",
                 "PUBLIC_BASE_URL",
                 "API_TOKEN",
@@ -1031,6 +1162,16 @@ fn services_get_the_configuration_design_md_names() {
                     "{at}: {secret} must not be optional"
                 );
             }
+
+            // The Redis password from Secret redis-auth; REDIS_ADDR stays a plain address.
+            let e = env(&c, "REDIS_PASSWORD").unwrap_or_else(|| panic!("{at}: no REDIS_PASSWORD"));
+            assert!(e.value.is_none(), "{at}: REDIS_PASSWORD is a literal");
+            let key = e.value_from.clone().and_then(|f| f.secret_key_ref);
+            assert_eq!(
+                key.map(|k| (k.name, k.key, k.optional)),
+                Some(("redis-auth".to_string(), "password".to_string(), None)),
+                "{at}: REDIS_PASSWORD"
+            );
 
             // Every ConfigMap reference resolves to a key that exists.
             for e in c.env.iter().flatten() {
@@ -1211,6 +1352,47 @@ fn redis_keeps_the_inbox_durable() {
             args.contains("--maxmemory-policy noeviction"),
             "{at}: {args}"
         );
+        // Bounded: maxmemory below the container limit, so a full Redis refuses writes instead of
+        // being OOM-killed (and OOMing again replaying its append-only file).
+        let arg_after = |flag: &str| {
+            let a = c.args.clone().unwrap_or_default();
+            a.iter()
+                .position(|x| x == flag)
+                .and_then(|i| a.get(i + 1).cloned())
+                .unwrap_or_else(|| panic!("{at}: no {flag} in {args}"))
+        };
+        let maxmemory = arg_after("--maxmemory").to_ascii_lowercase();
+        let max_mib: u64 = maxmemory
+            .strip_suffix("mb")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{at}: --maxmemory {maxmemory}: give it in mb"));
+        let limit = c
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("memory"))
+            .map(|q| q.0.clone())
+            .unwrap_or_else(|| panic!("{at}: no memory limit"));
+        let limit_mib: u64 = match limit.strip_suffix("Gi") {
+            Some(g) => g.parse::<u64>().unwrap() * 1024,
+            None => limit.strip_suffix("Mi").unwrap().parse().unwrap(),
+        };
+        assert!(
+            max_mib * 4 <= limit_mib * 3,
+            "{at}: maxmemory {max_mib} MiB leaves too little of the {limit_mib} MiB limit"
+        );
+        // A password from Secret redis-auth, expanded by Kubernetes (never a literal), which the
+        // readiness probe's redis-cli uses too.
+        assert_eq!(arg_after("--requirepass"), "$(REDIS_PASSWORD)", "{at}");
+        for var in ["REDIS_PASSWORD", "REDISCLI_AUTH"] {
+            let e = env(c, var).unwrap_or_else(|| panic!("{at}: no {var}"));
+            let key = e.value_from.clone().and_then(|f| f.secret_key_ref);
+            assert_eq!(
+                key.map(|k| (k.name, k.key, k.optional)),
+                Some(("redis-auth".to_string(), "password".to_string(), None)),
+                "{at}: {var}"
+            );
+        }
         let data = c
             .volume_mounts
             .iter()

@@ -1,5 +1,5 @@
 //! Two orchestrators and two routers sharing real Redis, DynamoDB and S3 (moto), local runtime:
-//! the guarantees of DESIGN.md hold across replicas and through crashes and a Redis outage.
+//! the platform's guarantees hold across replicas and through crashes and a Redis outage.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

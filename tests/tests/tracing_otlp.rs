@@ -140,10 +140,9 @@ async fn one_delivery_forms_one_trace_across_router_and_orchestrator() {
         p.orchestrator.log().contains(&field),
         "orchestrator log lacks {field}"
     );
-    // Local agents write to the orchestrator's stdout: the agent answered inside the same trace.
+    // Local agents write to their log file: the agent answered inside the same trace.
     assert!(
-        p.orchestrator
-            .log()
+        p.agent_log("traced")
             .lines()
             .any(|l| l.contains("message answered") && l.contains(&field)),
         "no agent line 'message answered' with {field}"
@@ -170,8 +169,7 @@ async fn one_delivery_forms_one_trace_across_router_and_orchestrator() {
     .await;
     let caller_field = format!("\"trace_id\":\"{caller}\"");
     assert!(
-        p.orchestrator
-            .log()
+        p.agent_log("traced")
             .lines()
             .any(|l| l.contains("message answered") && l.contains(&caller_field)),
         "no agent line 'message answered' with {caller_field}"

@@ -1,5 +1,6 @@
 //! The orchestrator and router APIs as typed calls over any transport.
 
+use common::agent_config::AgentConfig;
 use common::{TenantId, TenantStatus, TenantView};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -105,6 +106,32 @@ impl<'a> Api<'a> {
             Service::Orchestrator,
             Method::Patch,
             &format!("/tenants/{id}"),
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn get_config(&self, id: &TenantId) -> Result<AgentConfig, ZtmError> {
+        self.json(
+            Service::Orchestrator,
+            Method::Get,
+            &format!("/tenants/{id}/config"),
+            None,
+        )
+        .await
+    }
+
+    pub async fn put_config(
+        &self,
+        id: &TenantId,
+        config: &AgentConfig,
+    ) -> Result<AgentConfig, ZtmError> {
+        let body = serde_json::to_value(config)
+            .map_err(|e| ZtmError::Input(format!("cannot encode the configuration: {e}")))?;
+        self.json(
+            Service::Orchestrator,
+            Method::Put,
+            &format!("/tenants/{id}/config"),
             Some(body),
         )
         .await

@@ -116,6 +116,18 @@ pub enum TenantCommand {
         bot_token: Option<String>,
         #[arg(long, allow_negative_numbers = true)]
         idle_timeout: Option<i64>,
+        /// CPU request of the agent (e.g. 250m); "" = the platform default. Applied at the next start.
+        #[arg(long)]
+        cpu_request: Option<String>,
+        /// CPU limit (e.g. 1, 1500m); "" = the platform default.
+        #[arg(long, visible_alias = "cpu")]
+        cpu_limit: Option<String>,
+        /// Memory request (e.g. 512Mi); "" = the platform default.
+        #[arg(long)]
+        memory_request: Option<String>,
+        /// Memory limit (e.g. 1Gi); "" = the platform default.
+        #[arg(long, visible_alias = "memory")]
+        memory_limit: Option<String>,
     },
     /// Delete a tenant and its agent (idempotent).
     Delete {
@@ -132,6 +144,99 @@ pub enum TenantCommand {
     Sleep {
         id: String,
     },
+    /// Show or change the tenant's agent configuration (persona, model, delegates); in force from
+    /// the agent's next start.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Stop the agent (state saved) and keep it stopped: its users are told it is paused.
+    Suspend {
+        id: String,
+    },
+    /// Undo suspend: the next message wakes the agent as usual.
+    Resume {
+        id: String,
+    },
+    /// What the platform did to the tenant and why (the last 100 events).
+    Events {
+        id: String,
+        /// Keep printing new events as they happen.
+        #[arg(long, short = 'w')]
+        watch: bool,
+        /// Only the newest N.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// The agent's own output (stdout and stderr).
+    Logs {
+        id: String,
+        /// Keep printing new lines.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only lines of the last D (30s, 5m, 2h, 1d).
+        #[arg(long, value_parser = duration)]
+        since: Option<String>,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<usize>,
+        /// The previous agent's (container's) log.
+        #[arg(long)]
+        previous: bool,
+    },
+    /// Record, phase, conditions, configuration, address, recent events in one view.
+    Describe {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the configuration (YAML; `-o json` for JSON).
+    Get { id: String },
+    /// Change the configuration: the current one with the given changes (or `--from-json` as the
+    /// base), validated by the orchestrator before it is stored.
+    Set {
+        id: String,
+        /// A persona file, NAME=PATH (e.g. SOUL.md=./soul.md); repeatable.
+        #[arg(long = "file", value_name = "NAME=PATH", value_parser = file_arg)]
+        files: Vec<(String, std::path::PathBuf)>,
+        /// A directory of persona files (AGENTS.md, SOUL.md, ...), with delegate agents' files in
+        /// `agents/<slug>/*.md`.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        provider: Option<String>,
+        /// 0 to 2.
+        #[arg(long, allow_negative_numbers = true)]
+        temperature: Option<f64>,
+        /// A whole configuration (JSON or YAML) replacing the current one.
+        #[arg(long, value_name = "FILE")]
+        from_json: Option<std::path::PathBuf>,
+    },
+    /// Open the configuration in $VISUAL/$EDITOR as YAML and store it when saved (validated first).
+    Edit { id: String },
+}
+
+/// `NAME=PATH` of `--file`.
+fn file_arg(v: &str) -> Result<(String, std::path::PathBuf), String> {
+    match v.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => {
+            Ok((name.to_owned(), path.into()))
+        }
+        _ => Err(format!("{v:?} is not NAME=PATH (e.g. SOUL.md=./soul.md)")),
+    }
+}
+
+/// `30s`, `5m`, `2h`, `1d` or plain seconds; anything else is a usage error.
+fn duration(v: &str) -> Result<String, String> {
+    let v = v.trim();
+    let digits = v.trim_end_matches(['s', 'm', 'h', 'd']);
+    let unit_len = v.len() - digits.len();
+    if digits.is_empty() || unit_len > 1 || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!("{v:?} is not a duration like 30s, 5m, 2h or 1d"));
+    }
+    Ok(v.to_owned())
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +253,10 @@ pub enum WebhookCommand {
         interval_ms: u64,
     },
     Delete {
+        id: String,
+    },
+    /// The bot's webhook as Telegram sees it (URL, pending updates, last error), token never shown.
+    Info {
         id: String,
     },
 }
@@ -275,6 +384,9 @@ mod tests {
             &["completion", "tcsh"],
             &["--transport", "ssh", "status"],
             &["--orchestrator-url", "localhost:8080", "status"],
+            &["tenant", "logs", "bob", "--since", "soon"],
+            &["tenant", "logs", "bob", "--tail", "-3"],
+            &["tenant", "suspend"],
         ] {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");

@@ -30,9 +30,7 @@ impl Outcome {
         match (self, format) {
             (Outcome::Raw(s), _) => s.clone(),
             (Outcome::Tenants(t), Output::Table) => output::tenant_table(t, Utc::now(), colour),
-            (Outcome::Tenant(t), Output::Table) => {
-                output::tenant_table(std::slice::from_ref(t), Utc::now(), colour)
-            }
+            (Outcome::Tenant(t), Output::Table) => output::tenant_detail(t, Utc::now(), colour),
             (Outcome::Report { text, .. }, Output::Table) => text.clone(),
             (Outcome::Tenants(t), Output::Json) => output::json(t),
             (Outcome::Tenant(t), Output::Json) => output::json(t),
@@ -60,9 +58,21 @@ impl From<Outcome> for Run {
 }
 
 pub async fn run(command: Command, transport: &dyn Transport) -> Result<Run, ZtmError> {
+    run_as(command, transport, Output::Table).await
+}
+
+/// `run`, for commands that print as they go (`--watch`, `-f`) in `format`.
+pub async fn run_as(
+    command: Command,
+    transport: &dyn Transport,
+    format: Output,
+) -> Result<Run, ZtmError> {
     let api = Api::new(transport);
     let outcome = match command {
-        Command::Tenant(c) => tenant(c, &api).await?,
+        Command::Tenant(c) => match lifecycle_command(c, &api, format).await? {
+            Ok(outcome) => outcome,
+            Err(c) => tenant(c, &api).await?,
+        },
         Command::Webhook(WebhookCommand::Register {
             all: true,
             interval_ms,
@@ -88,6 +98,12 @@ pub async fn run(command: Command, transport: &dyn Transport) -> Result<Run, Ztm
             let text = format!("webhook of tenant {:?} deleted\n", id.as_str());
             Outcome::Report { data, text }
         }
+        Command::Webhook(WebhookCommand::Info { id }) => {
+            let id = tenant_id(&id)?;
+            let data = api.webhook(&id, Method::Get).await?;
+            let text = output::webhook_info(&data, Utc::now().timestamp());
+            Outcome::Report { data, text }
+        }
         Command::Chat { id, message } => {
             let id = tenant_id(&id)?;
             let data = api.chat(&id, &message).await?;
@@ -104,6 +120,53 @@ pub async fn run(command: Command, transport: &dyn Transport) -> Result<Run, Ztm
         Command::Migrate(_) => unreachable!("migrate runs through migrate::run"),
     };
     Ok(outcome.into())
+}
+
+/// The lifecycle subcommands (`crate::lifecycle`); any other is handed back.
+async fn lifecycle_command(
+    c: TenantCommand,
+    api: &Api<'_>,
+    format: Output,
+) -> Result<Result<Outcome, TenantCommand>, ZtmError> {
+    use crate::lifecycle as l;
+    Ok(Ok(match c {
+        TenantCommand::Suspend { id } => l::suspend(api, &id).await?,
+        TenantCommand::Resume { id } => l::resume(api, &id).await?,
+        TenantCommand::Events { id, watch, limit } => {
+            l::events(api, &id, watch, limit, format).await?
+        }
+        TenantCommand::Logs {
+            id,
+            follow,
+            since,
+            tail,
+            previous,
+        } => l::logs(api, &id, follow, since, tail, previous).await?,
+        TenantCommand::Describe { id } => l::describe(api, &id).await?,
+        TenantCommand::Update {
+            id,
+            bot_token,
+            idle_timeout,
+            cpu_request,
+            cpu_limit,
+            memory_request,
+            memory_limit,
+        } if cpu_request.is_some()
+            || cpu_limit.is_some()
+            || memory_request.is_some()
+            || memory_limit.is_some() =>
+        {
+            let resources = common::resources::AgentResources {
+                cpu_request,
+                cpu_limit,
+                memory_request,
+                memory_limit,
+            };
+            let token = bot_token.as_deref().map(token_arg).transpose()?;
+            l::update(api, &id, token.as_deref(), idle_timeout, &resources).await?
+        }
+        other => return Ok(Err(other)),
+    }))
 }
 
 async fn tenant(c: TenantCommand, api: &Api<'_>) -> Result<Outcome, ZtmError> {
@@ -123,6 +186,7 @@ async fn tenant(c: TenantCommand, api: &Api<'_>) -> Result<Outcome, ZtmError> {
             id,
             bot_token,
             idle_timeout,
+            ..
         } => {
             let id = tenant_id(&id)?;
             let token = bot_token.as_deref().map(token_arg).transpose()?;
@@ -153,6 +217,8 @@ async fn tenant(c: TenantCommand, api: &Api<'_>) -> Result<Outcome, ZtmError> {
             let text = format!("tenant {:?} is asleep (state saved)\n", id.as_str());
             Outcome::Report { data, text }
         }
+        TenantCommand::Config(c) => crate::config_cmd::run(c, api).await?,
+        other => unreachable!("handled by lifecycle_command: {other:?}"),
     })
 }
 

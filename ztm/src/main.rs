@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         let work = async {
             match cli.command {
                 Command::Migrate(m) => ztm::migrate::run(m, &transport, &cli.global).await,
-                other => commands::run(other, &transport).await,
+                other => commands::run_as(other, &transport, format).await,
             }
         };
         let result = tokio::select! {

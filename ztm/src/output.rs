@@ -102,6 +102,38 @@ fn status_cell(s: TenantStatus) -> Cell {
     }
 }
 
+fn phase_cell(t: &TenantView) -> Cell {
+    use common::lifecycle::Phase;
+    let Some(p) = t.phase else {
+        return Cell::from("-");
+    };
+    let colour = match p {
+        Phase::Ready => "32",
+        Phase::Progressing => "33",
+        Phase::Sleeping => "2",
+        Phase::Suspended | Phase::Deleting => "35",
+        Phase::Error => "31",
+    };
+    Cell {
+        text: p.to_string(),
+        colour: Some(colour),
+    }
+}
+
+/// One tenant: its table row, then its last error when it has one.
+pub fn tenant_detail(t: &TenantView, now: DateTime<Utc>, colour: bool) -> String {
+    let mut out = tenant_table(std::slice::from_ref(t), now, colour);
+    if let Some(e) = &t.last_error {
+        out.push_str(&format!(
+            "last error: {} ({}): {}\n",
+            e.reason,
+            ago(now, e.at),
+            e.message
+        ));
+    }
+    out
+}
+
 pub fn tenant_table(tenants: &[TenantView], now: DateTime<Utc>, colour: bool) -> String {
     let rows = tenants
         .iter()
@@ -109,6 +141,7 @@ pub fn tenant_table(tenants: &[TenantView], now: DateTime<Utc>, colour: bool) ->
             vec![
                 Cell::from(t.tenant_id.as_str()),
                 status_cell(t.status),
+                phase_cell(t),
                 Cell::from(if t.pod_name.is_empty() {
                     "-"
                 } else {
@@ -120,10 +153,94 @@ pub fn tenant_table(tenants: &[TenantView], now: DateTime<Utc>, colour: bool) ->
         })
         .collect();
     table(
-        &["TENANT", "STATUS", "POD", "IDLE TIMEOUT", "LAST ACTIVE"],
+        &[
+            "TENANT",
+            "STATUS",
+            "PHASE",
+            "POD",
+            "IDLE TIMEOUT",
+            "LAST ACTIVE",
+        ],
         rows,
         colour,
     )
+}
+
+/// `ztm webhook info`: Telegram's view of the bot's webhook, with what is wrong spelled out.
+pub fn webhook_info(v: &serde_json::Value, now: i64) -> String {
+    let s = |k: &str| v.get(k).and_then(serde_json::Value::as_str);
+    let id = s("tenant_id").unwrap_or("?");
+    let url = s("url").unwrap_or_default();
+    let mut out = String::new();
+    let mut line = |k: &str, val: String| out.push_str(&format!("{k:<18}{val}\n"));
+    line(
+        "url:",
+        if url.is_empty() {
+            "(none)".into()
+        } else {
+            url.to_owned()
+        },
+    );
+    match (s("expected_url"), v.get("url_matches").and_then(serde_json::Value::as_bool)) {
+        (Some(e), Some(true)) => line("expected:", format!("{e} (matches)")),
+        (Some(e), _) => line(
+            "expected:",
+            format!("{e} (MISROUTED: Telegram sends this bot's updates elsewhere; run `ztm webhook register {id}`)"),
+        ),
+        (None, _) => line("expected:", "unknown (the router has no PUBLIC_BASE_URL)".into()),
+    }
+    let pending = v
+        .get("pending_update_count")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    line("pending updates:", pending.to_string());
+    let error = match (
+        s("last_error_message"),
+        v.get("last_error_date").and_then(serde_json::Value::as_i64),
+    ) {
+        (Some(m), Some(d)) => {
+            let at = DateTime::from_timestamp(d, 0).unwrap_or_default();
+            let now = DateTime::from_timestamp(now, 0).unwrap_or_default();
+            format!("{m} ({})", ago(now, at))
+        }
+        (Some(m), None) => m.to_owned(),
+        (None, _) => "none".into(),
+    };
+    line("last error:", error);
+    if let Some(n) = v.get("max_connections").and_then(serde_json::Value::as_u64) {
+        line("max connections:", n.to_string());
+    }
+    let list = |k: &str| {
+        v.get(k).and_then(serde_json::Value::as_array).map(|a| {
+            a.iter()
+                .filter_map(serde_json::Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+    };
+    match (
+        list("allowed_updates"),
+        v.get("allowed_updates_match")
+            .and_then(serde_json::Value::as_bool),
+    ) {
+        (Some(a), Some(false)) => line(
+            "allowed updates:",
+            format!(
+                "{a} (the platform subscribes to {}: re-register)",
+                list("expected_allowed_updates").unwrap_or_default()
+            ),
+        ),
+        (Some(a), _) => line(
+            "allowed updates:",
+            if a.is_empty() {
+                "all (Telegram's default)".into()
+            } else {
+                a
+            },
+        ),
+        (None, _) => {}
+    }
+    out
 }
 
 #[cfg(test)]
@@ -153,6 +270,12 @@ mod tests {
             last_active_at: now() - chrono::Duration::seconds(active_s_ago),
             idle_timeout_s: 300,
             bot_token_set: true,
+            phase: None,
+            runtime_status: None,
+            suspended: false,
+            last_error: None,
+            conditions: Vec::new(),
+            resources: Default::default(),
         }
     }
 
@@ -170,16 +293,15 @@ mod tests {
 
     #[test]
     fn table_snapshot() {
-        let tenants = [
-            view("alice", TenantStatus::Running, "zeroclaw-alice", 180),
-            view("bob-the-builder", TenantStatus::Idle, "", 7200),
-        ];
+        let mut alice = view("alice", TenantStatus::Running, "zeroclaw-alice", 180);
+        alice.phase = Some(common::lifecycle::Phase::Ready);
+        let tenants = [alice, view("bob-the-builder", TenantStatus::Idle, "", 7200)];
         assert_eq!(
             tenant_table(&tenants, now(), false),
             "\
-TENANT           STATUS   POD             IDLE TIMEOUT  LAST ACTIVE
-alice            running  zeroclaw-alice  300s          3m ago
-bob-the-builder  idle     -               300s          2h ago
+TENANT           STATUS   PHASE  POD             IDLE TIMEOUT  LAST ACTIVE
+alice            running  Ready  zeroclaw-alice  300s          3m ago
+bob-the-builder  idle     -      -               300s          2h ago
 "
         );
     }
@@ -227,5 +349,23 @@ idle_timeout_s: 300
 bot_token_set: true
 "
         );
+    }
+
+    #[test]
+    fn webhook_info_explains_a_misrouted_bot() {
+        let v = serde_json::json!({
+            "tenant_id": "bob", "url": "https://old.example/tg/bob",
+            "expected_url": "https://new.example/tg/bob", "url_matches": false,
+            "pending_update_count": 7, "last_error_message": "Connection refused",
+            "last_error_date": 1000, "max_connections": 40,
+            "allowed_updates": ["message"], "expected_allowed_updates": ["message", "callback_query"],
+            "allowed_updates_match": false
+        });
+        let text = webhook_info(&v, 1000 + 300);
+        assert!(text.contains("MISROUTED"), "{text}");
+        assert!(text.contains("ztm webhook register bob"), "{text}");
+        assert!(text.contains("pending updates:  7"), "{text}");
+        assert!(text.contains("Connection refused (5m ago)"), "{text}");
+        assert!(text.contains("re-register"), "{text}");
     }
 }

@@ -52,6 +52,7 @@ pub async fn registry(r: &dyn Registry) {
     let token_only = SettingsUpdate {
         bot_token: Some(Secret::new("1:new-token")),
         idle_timeout_s: None,
+        resources: None,
     };
     let got = r.update_settings(&id, &token_only).await.unwrap();
     assert_eq!(got.bot_token.expose(), "1:new-token");
@@ -59,6 +60,7 @@ pub async fn registry(r: &dyn Registry) {
     let both = SettingsUpdate {
         bot_token: None,
         idle_timeout_s: Some(3600),
+        resources: None,
     };
     let got = r.update_settings(&id, &both).await.unwrap();
     assert_eq!(
@@ -130,6 +132,56 @@ pub async fn registry(r: &dyn Registry) {
         ("", "", None)
     );
     assert_eq!(got.last_active_at, woke_at, "no touch, no change");
+
+    // Agent credential: set once (the first writer wins), kept by every other write.
+    assert!(got.agent_token.is_empty(), "a record without a credential");
+    let first = crate::tenant::new_agent_token();
+    let got = r.set_agent_token_if_absent(&id, &first).await.unwrap();
+    assert_eq!(got.agent_token, first);
+    let got = r
+        .set_agent_token_if_absent(&id, &crate::tenant::new_agent_token())
+        .await
+        .unwrap();
+    assert_eq!(
+        got.agent_token, first,
+        "an existing credential is never replaced"
+    );
+    assert_eq!(
+        r.set_agent_token_if_absent(&ghost, &first)
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+    // Agent configuration: replaced whole, cleared with None, only on an existing tenant.
+    let got = r
+        .set_agent_config(&id, Some(r#"{"model":"m"}"#))
+        .await
+        .unwrap();
+    assert_eq!(got.agent_config.as_deref(), Some(r#"{"model":"m"}"#));
+    assert_eq!(got.agent_token, first);
+    assert_eq!(r.get(&id).await.unwrap().unwrap(), got);
+    let got = r.set_agent_config(&id, None).await.unwrap();
+    assert_eq!(got.agent_config, None);
+    r.set_agent_config(&id, Some(r#"{"model":"m2"}"#))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.set_agent_config(&ghost, Some("{}")).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    assert_eq!(r.get(&ghost).await.unwrap(), None, "never creates");
+    let got = r
+        .set_status(&id, TenantStatus::Idle, &StatusUpdate::provisioning())
+        .await
+        .unwrap();
+    assert_eq!(
+        (got.agent_token.clone(), got.agent_config.as_deref()),
+        (first.clone(), Some(r#"{"model":"m2"}"#)),
+        "status changes keep credential and configuration"
+    );
+    r.set_status(&id, TenantStatus::Provisioning, &StatusUpdate::idle())
+        .await
+        .unwrap();
 
     // Touch.
     let later = now() + Duration::minutes(5);
@@ -213,4 +265,171 @@ pub async fn list_pages(r: &dyn Registry, count: usize, token_len: usize) -> std
     assert_eq!(filtered.len(), 1, "the filter applies across pages");
     assert_eq!(filtered[0].tenant_id.as_str(), running);
     took
+}
+
+/// Lifecycle attributes (last error, suspended, deleting) and the bounded event history.
+pub async fn lifecycle(r: &dyn Registry) {
+    use crate::lifecycle::{reason, EventType, LastError, NewEvent, Phase, EVENTS_KEPT};
+
+    let bob = record("bob", "1:bob-token");
+    let id = bob.tenant_id.clone();
+    let ghost = tid("ghost");
+    r.create(&bob).await.unwrap();
+    let got = r.get(&id).await.unwrap().unwrap();
+    assert!(!got.suspended && !got.deleting && got.last_error.is_none());
+    assert_eq!(got.phase(), Phase::Sleeping);
+
+    // A failed start is remembered with its reason and time, and kept by later status changes
+    // until a start succeeds.
+    r.set_status(&id, TenantStatus::Idle, &StatusUpdate::provisioning())
+        .await
+        .unwrap();
+    let failure = LastError {
+        reason: reason::HEALTH_TIMEOUT.into(),
+        message: "agent not ready after 5s".into(),
+        at: now(),
+    };
+    let got = r
+        .set_status(
+            &id,
+            TenantStatus::Provisioning,
+            &StatusUpdate::failed(failure.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.last_error.as_ref(), Some(&failure));
+    assert_eq!(got.phase(), Phase::Error);
+    assert_eq!(r.get(&id).await.unwrap().unwrap(), got, "reads back");
+    let got = r
+        .set_status(&id, TenantStatus::Idle, &StatusUpdate::provisioning())
+        .await
+        .unwrap();
+    assert_eq!(
+        got.last_error.as_ref(),
+        Some(&failure),
+        "kept while retrying"
+    );
+    let got = r
+        .set_status(
+            &id,
+            TenantStatus::Provisioning,
+            &StatusUpdate::running("zeroclaw-bob".into(), "10.0.0.1".into(), None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.last_error, None, "a start that succeeds clears it");
+    assert_eq!(got.phase(), Phase::Ready);
+    r.set_status(&id, TenantStatus::Running, &StatusUpdate::idle())
+        .await
+        .unwrap();
+
+    // Suspended and deleting are flags beside the status, on existing tenants only.
+    let got = r.set_suspended(&id, true).await.unwrap();
+    assert!(got.suspended);
+    assert_eq!(got.status, TenantStatus::Idle, "the status stays");
+    assert_eq!(r.get(&id).await.unwrap().unwrap().phase(), Phase::Suspended);
+    assert!(!r.set_suspended(&id, false).await.unwrap().suspended);
+    assert!(!r.get(&id).await.unwrap().unwrap().suspended);
+    assert_eq!(
+        r.set_suspended(&ghost, true).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    assert_eq!(r.get(&ghost).await.unwrap(), None, "never creates");
+    assert!(r.set_deleting(&id).await.unwrap().deleting);
+    assert_eq!(r.get(&id).await.unwrap().unwrap().phase(), Phase::Deleting);
+    assert_eq!(
+        r.set_deleting(&ghost).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    let mut full = record("carol", "1:t");
+    full.suspended = true;
+    full.last_error = Some(failure.clone());
+    full.resources.cpu_request = Some("250m".into());
+    r.create(&full).await.unwrap();
+    assert_eq!(r.get(&full.tenant_id).await.unwrap().unwrap(), full);
+
+    // Resource overrides: stored whole, fields left out go back to the defaults, other settings stay.
+    let overrides = crate::resources::AgentResources {
+        cpu_limit: Some("1500m".into()),
+        memory_limit: Some("1Gi".into()),
+        ..Default::default()
+    };
+    let set = SettingsUpdate {
+        resources: Some(overrides.clone()),
+        ..SettingsUpdate::default()
+    };
+    let got = r.update_settings(&full.tenant_id, &set).await.unwrap();
+    assert_eq!(got.resources, overrides);
+    assert!(got.suspended, "other attributes stay");
+    assert_eq!(r.get(&full.tenant_id).await.unwrap().unwrap(), got);
+    let fewer = crate::resources::AgentResources {
+        memory_limit: Some("2Gi".into()),
+        ..Default::default()
+    };
+    let set = SettingsUpdate {
+        resources: Some(fewer.clone()),
+        ..SettingsUpdate::default()
+    };
+    assert_eq!(
+        r.update_settings(&full.tenant_id, &set)
+            .await
+            .unwrap()
+            .resources,
+        fewer
+    );
+    let token = SettingsUpdate {
+        bot_token: Some(Secret::new("1:other")),
+        ..SettingsUpdate::default()
+    };
+    assert_eq!(
+        r.update_settings(&full.tenant_id, &token)
+            .await
+            .unwrap()
+            .resources,
+        fewer,
+        "an update without resources keeps them"
+    );
+
+    // Events: numbered per tenant, oldest first, bounded, independent of the tenant's record.
+    assert!(r.events(&id, 0, 10).await.unwrap().is_empty());
+    let first = r
+        .append_event(&id, &NewEvent::normal("Created", "tenant created"))
+        .await
+        .unwrap();
+    assert_eq!(first, 1);
+    r.append_event(
+        &id,
+        &NewEvent::warning("StartFailed", "HealthTimeout: slow"),
+    )
+    .await
+    .unwrap();
+    r.append_event(&ghost, &NewEvent::normal("Deleted", "gone"))
+        .await
+        .unwrap();
+    let got = r.events(&id, 0, 10).await.unwrap();
+    assert_eq!(
+        got.iter()
+            .map(|e| (e.seq, e.reason.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "Created"), (2, "StartFailed")]
+    );
+    assert_eq!(got[1].kind, EventType::Warning);
+    assert_eq!(got[1].message, "HealthTimeout: slow");
+    assert_eq!(r.events(&id, 1, 10).await.unwrap().len(), 1, "after a seq");
+    assert_eq!(r.events(&ghost, 0, 10).await.unwrap().len(), 1);
+    for i in 0..EVENTS_KEPT + 5 {
+        r.append_event(&id, &NewEvent::normal("Woke", format!("wake {i}")))
+            .await
+            .unwrap();
+    }
+    let all = r.events(&id, 0, 1000).await.unwrap();
+    assert_eq!(all.len() as u64, EVENTS_KEPT, "bounded");
+    assert_eq!(all.last().unwrap().seq, EVENTS_KEPT + 7);
+    assert!(all.windows(2).all(|w| w[0].seq + 1 == w[1].seq), "in order");
+    let newest = r.events(&id, 0, 3).await.unwrap();
+    assert_eq!(
+        newest.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [EVENTS_KEPT + 5, EVENTS_KEPT + 6, EVENTS_KEPT + 7],
+        "the newest, oldest first"
+    );
 }

@@ -16,6 +16,10 @@ pub mod sqlite;
 /// How long a delivered `update_id` is remembered, so that Telegram's retries are dropped.
 pub const DEDUPE_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// Most `update_id`s remembered per tenant (the newest): bounds what dedupe costs a busy tenant.
+/// Telegram redelivers an update within minutes of a failed attempt, so far fewer would do.
+pub const DEDUPE_MAX_PER_TENANT: usize = 10_000;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboxEntry {
     /// Opaque, ordered within a tenant.

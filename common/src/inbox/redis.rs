@@ -1,6 +1,9 @@
 //! Redis inbox under `router:inbox:`, shared by every router replica:
 //! - `router:inbox:stream:{id}`: a stream per tenant (arrival order; the stream id gives the time);
-//! - `router:inbox:seen:{id}:{update_id}`: dedupe mark, expires after `DEDUPE_TTL`;
+//! - `router:inbox:seen:{id}`: dedupe marks, a sorted set of update ids scored by the time they
+//!   were seen, trimmed to `DEDUPE_TTL` and `DEDUPE_MAX_PER_TENANT` on every append, so that a
+//!   tenant's marks cost a bounded amount (a key per update filled Redis at ~45 updates/s);
+//!   `router:inbox:seen:{id}:{update_id}` marks of older versions are still honoured until they expire;
 //! - `router:inbox:tenants`: set of tenants with undelivered entries;
 //! - `router:inbox:lease:{id}`: the deliverer's claim (owner token, TTL).
 //!
@@ -13,7 +16,7 @@ use async_trait::async_trait;
 use redis::streams::StreamRangeReply;
 use redis::{Script, Value};
 
-use super::{Appended, Inbox, InboxEntry, InboxStats, DEDUPE_TTL};
+use super::{now_ms, Appended, Inbox, InboxEntry, InboxStats, DEDUPE_MAX_PER_TENANT, DEDUPE_TTL};
 use crate::lock::redis::RedisLock;
 use crate::lock::WakeLock;
 use crate::redis_pool::{self, Pool};
@@ -25,15 +28,31 @@ fn stream_key(t: &TenantId) -> String {
     format!("router:inbox:stream:{t}")
 }
 
-fn seen_key(t: &TenantId, update_id: i64) -> String {
+fn seen_key(t: &TenantId) -> String {
+    format!("router:inbox:seen:{t}")
+}
+
+/// The one-key-per-update mark of versions before the bounded set.
+fn legacy_seen_key(t: &TenantId, update_id: i64) -> String {
     format!("router:inbox:seen:{t}:{update_id}")
 }
 
-/// KEYS: seen mark, stream, tenant set. ARGV: dedupe TTL s, update_id, payload, tenant.
-/// Returns the new entry id, or 0 for a duplicate.
+/// KEYS: seen set, stream, tenant set, legacy mark. ARGV: dedupe TTL ms, update_id, payload,
+/// tenant, now ms, most marks kept. Returns the new entry id, or 0 for a duplicate.
+///
+/// The first write is the `ZADD`: under `maxmemory` with `noeviction` Redis refuses a script's
+/// first growing write, so a full Redis refuses the whole append (the router answers 503) and
+/// never half of it.
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        "if not redis.call('set', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end \
+        "local horizon = tonumber(ARGV[5]) - tonumber(ARGV[1]) \
+         local seen = redis.call('zscore', KEYS[1], ARGV[2]) \
+         if (seen and tonumber(seen) > horizon) or redis.call('exists', KEYS[4]) == 1 then return 0 end \
+         redis.call('zadd', KEYS[1], ARGV[5], ARGV[2]) \
+         redis.call('zremrangebyscore', KEYS[1], '-inf', horizon) \
+         local extra = redis.call('zcard', KEYS[1]) - tonumber(ARGV[6]) \
+         if extra > 0 then redis.call('zpopmin', KEYS[1], extra) end \
+         redis.call('pexpire', KEYS[1], ARGV[1]) \
          local id = redis.call('xadd', KEYS[2], '*', 'u', ARGV[2], 'p', ARGV[3]) \
          redis.call('sadd', KEYS[3], ARGV[4]) \
          return id",
@@ -89,13 +108,16 @@ impl Inbox for RedisInbox {
     ) -> Result<Appended, StoreError> {
         let mut c = redis_pool::conn(&self.pool).await?;
         let v: Value = APPEND
-            .key(seen_key(tenant, update_id))
+            .key(seen_key(tenant))
             .key(stream_key(tenant))
             .key(TENANTS_KEY)
-            .arg(DEDUPE_TTL.as_secs())
+            .key(legacy_seen_key(tenant, update_id))
+            .arg(DEDUPE_TTL.as_millis() as u64)
             .arg(update_id)
             .arg(payload)
             .arg(tenant.as_str())
+            .arg(now_ms())
+            .arg(DEDUPE_MAX_PER_TENANT)
             .invoke_async(&mut c)
             .await
             .map_err(redis_pool::err)?;

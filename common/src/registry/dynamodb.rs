@@ -14,7 +14,21 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 
-use super::{Registry, SettingsUpdate, StatusUpdate};
+use super::{ErrorChange, Registry, SettingsUpdate, StatusUpdate};
+use crate::lifecycle::{EventType, LastError, NewEvent, TenantEvent, EVENTS_KEPT};
+use crate::resources::AgentResources;
+
+/// Attribute names of the resource overrides, with their field in `AgentResources`.
+const RESOURCE_ATTRS: [&str; 4] = ["cpu_request", "cpu_limit", "memory_request", "memory_limit"];
+
+fn resource_values(r: &AgentResources) -> [&Option<String>; 4] {
+    [
+        &r.cpu_request,
+        &r.cpu_limit,
+        &r.memory_request,
+        &r.memory_limit,
+    ]
+}
 use crate::tenant::{format_time, parse_time, DEFAULT_NAMESPACE};
 use crate::{Secret, StoreError, TenantId, TenantRecord, TenantStatus};
 
@@ -29,6 +43,14 @@ const TABLE_ACTIVE_WAIT: Duration = Duration::from_secs(60);
 pub struct DynamoRegistry {
     client: Client,
     table: String,
+    /// Events live in their own table (hash `tenant_id`, range `seq`), so that the tenant table
+    /// keeps the Go schema and its scans see only tenants. Item `seq = 0` holds the counter.
+    events_table: String,
+}
+
+/// Name of the events table beside registry table `table` unless configured otherwise.
+pub fn default_events_table(table: &str) -> String {
+    format!("{table}-events")
 }
 
 impl DynamoRegistry {
@@ -42,7 +64,18 @@ impl DynamoRegistry {
         Ok(DynamoRegistry {
             client: Client::new(&config),
             table: table.to_owned(),
+            events_table: default_events_table(table),
         })
+    }
+
+    /// Keeps events in `table` instead of `{registry table}-events`.
+    pub fn with_events_table(mut self, table: &str) -> Self {
+        self.events_table = table.to_owned();
+        self
+    }
+
+    pub fn events_table(&self) -> &str {
+        &self.events_table
     }
 
     /// The SDK client, for tools and tests that need more than the port (e.g. bulk loads).
@@ -54,26 +87,42 @@ impl DynamoRegistry {
         &self.table
     }
 
-    /// Creates the table if it does not exist (development and tests) and waits until it is ACTIVE.
+    /// Creates the tables (registry and events) if they do not exist (development and tests) and
+    /// waits until they are ACTIVE.
     pub async fn ensure_table(&self) -> Result<(), StoreError> {
+        let key = |name: &str, ty: ScalarAttributeType, kind: KeyType| {
+            Ok::<_, StoreError>((
+                AttributeDefinition::builder()
+                    .attribute_name(name)
+                    .attribute_type(ty)
+                    .build()
+                    .map_err(StoreError::unavailable)?,
+                KeySchemaElement::builder()
+                    .attribute_name(name)
+                    .key_type(kind)
+                    .build()
+                    .map_err(StoreError::unavailable)?,
+            ))
+        };
+        let tenant = key("tenant_id", ScalarAttributeType::S, KeyType::Hash)?;
+        let seq = key("seq", ScalarAttributeType::N, KeyType::Range)?;
+        self.create_table(&self.table, vec![tenant.clone()]).await?;
+        self.create_table(&self.events_table, vec![tenant, seq])
+            .await
+    }
+
+    async fn create_table(
+        &self,
+        table: &str,
+        keys: Vec<(AttributeDefinition, KeySchemaElement)>,
+    ) -> Result<(), StoreError> {
+        let (defs, schema): (Vec<_>, Vec<_>) = keys.into_iter().unzip();
         let created = self
             .client
             .create_table()
-            .table_name(&self.table)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("tenant_id")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .map_err(StoreError::unavailable)?,
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("tenant_id")
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .map_err(StoreError::unavailable)?,
-            )
+            .table_name(table)
+            .set_attribute_definitions(Some(defs))
+            .set_key_schema(Some(schema))
             .billing_mode(BillingMode::PayPerRequest)
             .send()
             .await;
@@ -87,7 +136,7 @@ impl DynamoRegistry {
             let out = self
                 .client
                 .describe_table()
-                .table_name(&self.table)
+                .table_name(table)
                 .send()
                 .await
                 .map_err(|e| sdk_err("DescribeTable", e))?;
@@ -96,8 +145,7 @@ impl DynamoRegistry {
             }
             if Instant::now() > deadline {
                 return Err(StoreError::Unavailable(format!(
-                    "dynamodb table {} not ACTIVE after {TABLE_ACTIVE_WAIT:?}",
-                    self.table
+                    "dynamodb table {table} not ACTIVE after {TABLE_ACTIVE_WAIT:?}"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -115,6 +163,36 @@ impl DynamoRegistry {
             .await
             .map_err(|e| sdk_err("GetItem", e))?;
         out.item().map(from_item).transpose()
+    }
+}
+
+impl DynamoRegistry {
+    async fn set_flag(
+        &self,
+        id: &TenantId,
+        name: &str,
+        on: bool,
+    ) -> Result<TenantRecord, StoreError> {
+        let req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("tenant_id", s(id.as_str()))
+            .expression_attribute_names("#flag", name)
+            .condition_expression("attribute_exists(tenant_id)")
+            .return_values(ReturnValue::AllNew);
+        // Unset flags are removed, so the item looks like the Go platform's again.
+        let req = if on {
+            req.update_expression("SET #flag = :on")
+                .expression_attribute_values(":on", AttributeValue::Bool(true))
+        } else {
+            req.update_expression("REMOVE #flag")
+        };
+        match req.send().await {
+            Ok(out) => from_item(out.attributes().ok_or(StoreError::NotFound)?),
+            Err(e) if is_condition_failed(&e) => Err(StoreError::NotFound),
+            Err(e) => Err(sdk_err("UpdateItem", e)),
+        }
     }
 }
 
@@ -154,7 +232,36 @@ fn to_item(r: &TenantRecord) -> Item {
     if let Some(p) = r.agent_port {
         item.insert("agent_port".into(), n(p.into()));
     }
+    if !r.agent_token.is_empty() {
+        item.insert("agent_token".into(), s(r.agent_token.expose()));
+    }
+    if let Some(c) = &r.agent_config {
+        item.insert("agent_config".into(), s(c));
+    }
+    if r.suspended {
+        item.insert("suspended".into(), AttributeValue::Bool(true));
+    }
+    if r.deleting {
+        item.insert("deleting".into(), AttributeValue::Bool(true));
+    }
+    for (name, v) in RESOURCE_ATTRS.iter().zip(resource_values(&r.resources)) {
+        if let Some(v) = v {
+            item.insert((*name).into(), s(v));
+        }
+    }
+    if let Some(e) = &r.last_error {
+        item.insert("last_error_reason".into(), s(&e.reason));
+        item.insert("last_error_message".into(), s(&e.message));
+        item.insert("last_error_at".into(), s(&format_time(&e.at)));
+    }
     item
+}
+
+fn get_bool(item: &Item, name: &str) -> bool {
+    item.get(name)
+        .and_then(|v| v.as_bool().ok())
+        .copied()
+        .unwrap_or(false)
 }
 
 fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
@@ -197,6 +304,25 @@ fn from_item(item: &Item) -> Result<TenantRecord, StoreError> {
         last_active_at: time("last_active_at").unwrap_or(created_at),
         created_at,
         idle_timeout_s: super::stored_idle_timeout(get_n(item, "idle_timeout_s")),
+        agent_token: Secret::new(get_s(item, "agent_token").unwrap_or_default()),
+        agent_config: get_s(item, "agent_config").map(str::to_owned),
+        resources: AgentResources {
+            cpu_request: get_s(item, "cpu_request").map(str::to_owned),
+            cpu_limit: get_s(item, "cpu_limit").map(str::to_owned),
+            memory_request: get_s(item, "memory_request").map(str::to_owned),
+            memory_limit: get_s(item, "memory_limit").map(str::to_owned),
+        },
+        suspended: get_bool(item, "suspended"),
+        deleting: get_bool(item, "deleting"),
+        last_error: get_s(item, "last_error_reason").and_then(|reason| {
+            Some(LastError {
+                reason: reason.to_owned(),
+                message: get_s(item, "last_error_message")
+                    .unwrap_or_default()
+                    .to_owned(),
+                at: time("last_error_at")?,
+            })
+        }),
         tenant_id,
     })
 }
@@ -272,18 +398,37 @@ impl Registry for DynamoRegistry {
             .table_name(&self.table)
             .key("tenant_id", s(id.as_str()));
         if let Some(t) = &update.bot_token {
-            sets.push("bot_token = :token");
+            sets.push("bot_token = :token".to_owned());
             req = req.expression_attribute_values(":token", s(t.expose()));
         }
         if let Some(v) = update.idle_timeout_s {
-            sets.push("idle_timeout_s = :timeout");
+            sets.push("idle_timeout_s = :timeout".to_owned());
             req = req.expression_attribute_values(":timeout", n(v));
         }
-        if sets.is_empty() {
+        let mut removes = Vec::new();
+        if let Some(r) = &update.resources {
+            for (name, v) in RESOURCE_ATTRS.iter().zip(resource_values(r)) {
+                match v {
+                    Some(v) => {
+                        sets.push(format!("{name} = :{name}"));
+                        req = req.expression_attribute_values(format!(":{name}"), s(v));
+                    }
+                    None => removes.push(*name),
+                }
+            }
+        }
+        if sets.is_empty() && removes.is_empty() {
             return self.get_item(id).await?.ok_or(StoreError::NotFound);
         }
+        let mut expr = String::new();
+        if !sets.is_empty() {
+            expr = format!("SET {}", sets.join(", "));
+        }
+        if !removes.is_empty() {
+            expr.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
         let res = req
-            .update_expression(format!("SET {}", sets.join(", ")))
+            .update_expression(expr.trim())
             .condition_expression("attribute_exists(tenant_id)")
             .return_values(ReturnValue::AllNew)
             .send()
@@ -320,9 +465,30 @@ impl Registry for DynamoRegistry {
             sets.push("last_active_at = :active");
             req = req.expression_attribute_values(":active", s(&format_time(&t)));
         }
-        let mut expr = format!("SET {}", sets.join(", "));
+        let mut removes = Vec::new();
         if update.agent_port.is_none() {
-            expr.push_str(" REMOVE agent_port");
+            removes.push("agent_port");
+        }
+        match &update.last_error {
+            ErrorChange::Keep => {}
+            ErrorChange::Clear => {
+                removes.extend(["last_error_reason", "last_error_message", "last_error_at"])
+            }
+            ErrorChange::Set(e) => {
+                sets.extend([
+                    "last_error_reason = :err_reason",
+                    "last_error_message = :err_message",
+                    "last_error_at = :err_at",
+                ]);
+                req = req
+                    .expression_attribute_values(":err_reason", s(&e.reason))
+                    .expression_attribute_values(":err_message", s(&e.message))
+                    .expression_attribute_values(":err_at", s(&format_time(&e.at)));
+            }
+        }
+        let mut expr = format!("SET {}", sets.join(", "));
+        if !removes.is_empty() {
+            expr.push_str(&format!(" REMOVE {}", removes.join(", ")));
         }
         let res = req
             .update_expression(expr)
@@ -373,6 +539,60 @@ impl Registry for DynamoRegistry {
         }
     }
 
+    async fn set_agent_token_if_absent(
+        &self,
+        id: &TenantId,
+        token: &Secret,
+    ) -> Result<TenantRecord, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("tenant_id", s(id.as_str()))
+            .update_expression("SET agent_token = :token")
+            .condition_expression(
+                "attribute_exists(tenant_id) AND (attribute_not_exists(agent_token) OR agent_token = :empty)",
+            )
+            .expression_attribute_values(":token", s(token.expose()))
+            .expression_attribute_values(":empty", s(""))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match res {
+            Ok(out) => from_item(out.attributes().ok_or(StoreError::NotFound)?),
+            // Absent, or another replica stored one first: the stored record says which.
+            Err(e) if is_condition_failed(&e) => {
+                self.get_item(id).await?.ok_or(StoreError::NotFound)
+            }
+            Err(e) => Err(sdk_err("UpdateItem", e)),
+        }
+    }
+
+    async fn set_agent_config(
+        &self,
+        id: &TenantId,
+        config: Option<&str>,
+    ) -> Result<TenantRecord, StoreError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("tenant_id", s(id.as_str()))
+            .condition_expression("attribute_exists(tenant_id)")
+            .return_values(ReturnValue::AllNew);
+        req = match config {
+            Some(c) => req
+                .update_expression("SET agent_config = :config")
+                .expression_attribute_values(":config", s(c)),
+            None => req.update_expression("REMOVE agent_config"),
+        };
+        match req.send().await {
+            Ok(out) => from_item(out.attributes().ok_or(StoreError::NotFound)?),
+            Err(e) if is_condition_failed(&e) => Err(StoreError::NotFound),
+            Err(e) => Err(sdk_err("UpdateItem", e)),
+        }
+    }
+
     async fn delete(&self, id: &TenantId) -> Result<bool, StoreError> {
         let out = self
             .client
@@ -384,6 +604,112 @@ impl Registry for DynamoRegistry {
             .await
             .map_err(|e| sdk_err("DeleteItem", e))?;
         Ok(out.attributes().is_some_and(|a| !a.is_empty()))
+    }
+
+    async fn set_suspended(
+        &self,
+        id: &TenantId,
+        suspended: bool,
+    ) -> Result<TenantRecord, StoreError> {
+        self.set_flag(id, "suspended", suspended).await
+    }
+
+    async fn set_deleting(&self, id: &TenantId) -> Result<TenantRecord, StoreError> {
+        self.set_flag(id, "deleting", true).await
+    }
+
+    async fn append_event(&self, id: &TenantId, e: &NewEvent) -> Result<u64, StoreError> {
+        // The counter item (seq 0) hands out sequence numbers atomically across replicas.
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.events_table)
+            .key("tenant_id", s(id.as_str()))
+            .key("seq", n(0))
+            .update_expression("ADD next_seq :one")
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| sdk_err("UpdateItem", e))?;
+        let seq = out
+            .attributes()
+            .and_then(|a| get_n(a, "next_seq"))
+            .ok_or_else(|| StoreError::Corrupt("dynamodb event counter".into()))?;
+        self.client
+            .put_item()
+            .table_name(&self.events_table)
+            .item("tenant_id", s(id.as_str()))
+            .item("seq", n(seq))
+            .item("at", s(&format_time(&e.at)))
+            .item("type", s(e.kind.as_str()))
+            .item("reason", s(&e.reason))
+            .item("message", s(&e.message))
+            .send()
+            .await
+            .map_err(|e| sdk_err("PutItem", e))?;
+        if seq > EVENTS_KEPT {
+            // Each append drops the one that fell out of the window: the history stays bounded.
+            if let Err(e) = self
+                .client
+                .delete_item()
+                .table_name(&self.events_table)
+                .key("tenant_id", s(id.as_str()))
+                .key("seq", n(seq - EVENTS_KEPT))
+                .send()
+                .await
+            {
+                tracing::warn!(tenant = %id, error = %sdk_err("DeleteItem", e), "events: dropping the oldest event failed");
+            }
+        }
+        Ok(seq)
+    }
+
+    async fn events(
+        &self,
+        id: &TenantId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<TenantEvent>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.events_table)
+                .consistent_read(true)
+                .key_condition_expression("tenant_id = :id AND seq > :after")
+                .expression_attribute_values(":id", s(id.as_str()))
+                .expression_attribute_values(":after", n(after))
+                .scan_index_forward(false)
+                .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_err("Query", e))?;
+            for item in page.items() {
+                let (Some(seq), Some(at)) =
+                    (get_n(item, "seq"), get_s(item, "at").and_then(parse_time))
+                else {
+                    continue;
+                };
+                out.push(TenantEvent {
+                    seq,
+                    at,
+                    kind: EventType::parse(get_s(item, "type").unwrap_or_default()),
+                    reason: get_s(item, "reason").unwrap_or_default().to_owned(),
+                    message: get_s(item, "message").unwrap_or_default().to_owned(),
+                });
+            }
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() && out.len() < limit => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        out.truncate(limit);
+        out.reverse();
+        Ok(out)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -457,6 +783,9 @@ mod tests {
             parse_time("2024-05-01T10:00:00Z").unwrap(),
         );
         r.agent_port = Some(4000);
+        assert_eq!(from_item(&to_item(&r)).unwrap(), r);
+        r.agent_token = crate::tenant::new_agent_token();
+        r.agent_config = Some(r#"{"model":"m"}"#.into());
         assert_eq!(from_item(&to_item(&r)).unwrap(), r);
     }
 }

@@ -3,6 +3,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::lifecycle::{LastError, NewEvent, TenantEvent};
+use crate::resources::AgentResources;
 use crate::{Secret, StoreError, TenantId, TenantRecord, TenantStatus};
 
 #[cfg(feature = "dynamodb")]
@@ -15,6 +17,8 @@ pub mod sqlite;
 pub struct SettingsUpdate {
     pub bot_token: Option<Secret>,
     pub idle_timeout_s: Option<u64>,
+    /// The tenant's complete new resource overrides (fields `None` go back to the defaults).
+    pub resources: Option<AgentResources>,
 }
 
 /// A status change and the agent address that goes with it.
@@ -26,6 +30,17 @@ pub struct StatusUpdate {
     pub agent_port: Option<u16>,
     /// Also set `last_active_at` to this time (a wake counts as activity).
     pub touch: Option<DateTime<Utc>>,
+    /// What becomes of `last_error`.
+    pub last_error: ErrorChange,
+}
+
+/// How a status change treats the stored `last_error`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ErrorChange {
+    #[default]
+    Keep,
+    Clear,
+    Set(LastError),
 }
 
 impl StatusUpdate {
@@ -37,6 +52,15 @@ impl StatusUpdate {
             pod_ip: String::new(),
             agent_port: None,
             touch: None,
+            last_error: ErrorChange::Keep,
+        }
+    }
+
+    /// Asleep after a failed start, remembering why.
+    pub fn failed(error: LastError) -> Self {
+        StatusUpdate {
+            last_error: ErrorChange::Set(error),
+            ..StatusUpdate::idle()
         }
     }
 
@@ -54,6 +78,7 @@ impl StatusUpdate {
             pod_ip,
             agent_port,
             touch: Some(Utc::now()),
+            last_error: ErrorChange::Clear,
         }
     }
 }
@@ -82,8 +107,40 @@ pub trait Registry: Send + Sync + 'static {
     ) -> Result<TenantRecord, StoreError>;
     /// Sets `last_active_at`; `NotFound` if absent.
     async fn touch(&self, id: &TenantId, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Stores `token` as the tenant's agent credential unless it already has one (conditional write:
+    /// two replicas racing agree on the first). Returns the record with the credential that won;
+    /// `NotFound` if absent.
+    async fn set_agent_token_if_absent(
+        &self,
+        id: &TenantId,
+        token: &Secret,
+    ) -> Result<TenantRecord, StoreError>;
+    /// Replaces the tenant's agent configuration (validated JSON; `None` clears it); `NotFound` if absent.
+    async fn set_agent_config(
+        &self,
+        id: &TenantId,
+        config: Option<&str>,
+    ) -> Result<TenantRecord, StoreError>;
     /// Removes the tenant; `Ok(false)` if it was not there.
     async fn delete(&self, id: &TenantId) -> Result<bool, StoreError>;
+    /// Sets or clears `suspended`; `NotFound` if absent.
+    async fn set_suspended(
+        &self,
+        id: &TenantId,
+        suspended: bool,
+    ) -> Result<TenantRecord, StoreError>;
+    /// Marks a deletion as begun (`deleting`); `NotFound` if absent.
+    async fn set_deleting(&self, id: &TenantId) -> Result<TenantRecord, StoreError>;
+    /// Appends an event to the tenant's history (kept: the last `EVENTS_KEPT`) and returns its
+    /// sequence number. The tenant need not exist (its `Deleted` event outlives it).
+    async fn append_event(&self, id: &TenantId, event: &NewEvent) -> Result<u64, StoreError>;
+    /// The newest `limit` events with a sequence number above `after`, oldest first.
+    async fn events(
+        &self,
+        id: &TenantId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<TenantEvent>, StoreError>;
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Adapter name for the start-up line.

@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{Registry, SettingsUpdate, StatusUpdate};
+use super::{ErrorChange, Registry, SettingsUpdate, StatusUpdate};
+use crate::lifecycle::{EventType, LastError, NewEvent, TenantEvent, EVENTS_KEPT};
+use crate::resources::AgentResources;
 use crate::sqlite_db::{db_err, SqliteDb};
 use crate::tenant::{format_time, parse_time};
 use crate::{Secret, StoreError, TenantId, TenantRecord, TenantStatus};
@@ -15,7 +17,22 @@ pub struct SqliteRegistry {
     db: SqliteDb,
 }
 
-const COLUMNS: &str = "tenant_id, status, pod_name, pod_ip, agent_port, namespace, s3_prefix, bot_token, created_at, last_active_at, idle_timeout_s";
+const COLUMNS: &str = "tenant_id, status, pod_name, pod_ip, agent_port, namespace, s3_prefix, bot_token, created_at, last_active_at, idle_timeout_s, agent_token, agent_config, suspended, deleting, last_error_reason, last_error_message, last_error_at, cpu_request, cpu_limit, memory_request, memory_limit";
+
+/// Columns added after the first schema: added to older files on open.
+const ADDED_COLUMNS: [(&str, &str); 11] = [
+    ("agent_token", "TEXT NOT NULL DEFAULT ''"),
+    ("agent_config", "TEXT"),
+    ("suspended", "INTEGER NOT NULL DEFAULT 0"),
+    ("deleting", "INTEGER NOT NULL DEFAULT 0"),
+    ("last_error_reason", "TEXT"),
+    ("last_error_message", "TEXT"),
+    ("last_error_at", "TEXT"),
+    ("cpu_request", "TEXT"),
+    ("cpu_limit", "TEXT"),
+    ("memory_request", "TEXT"),
+    ("memory_limit", "TEXT"),
+];
 
 impl SqliteRegistry {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -33,8 +50,30 @@ impl SqliteRegistry {
                 created_at TEXT NOT NULL,
                 last_active_at TEXT NOT NULL,
                 idle_timeout_s INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS tenant_events (
+                tenant_id TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                at TEXT NOT NULL,
+                type TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                message TEXT NOT NULL,
+                PRIMARY KEY (tenant_id, seq)
              );",
         )?;
+        db.with_blocking(|c| {
+            let have: Vec<String> = c
+                .prepare("SELECT name FROM pragma_table_info('tenants')")
+                .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+                .map_err(db_err)?;
+            for (name, ty) in ADDED_COLUMNS {
+                if !have.iter().any(|h| h == name) {
+                    c.execute_batch(&format!("ALTER TABLE tenants ADD COLUMN {name} {ty}"))
+                        .map_err(db_err)?;
+                }
+            }
+            Ok(())
+        })?;
         Ok(SqliteRegistry { db })
     }
 }
@@ -61,9 +100,71 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<TenantRecord, StoreError>>
             last_active_at: parse_time(&active)
                 .ok_or_else(|| StoreError::Corrupt("last_active_at".into()))?,
             idle_timeout_s: super::stored_idle_timeout(Some(timeout.max(0) as u64)),
+            agent_token: Secret::new(row.get::<_, String>(11).unwrap_or_default()),
+            agent_config: row.get(12).unwrap_or_default(),
+            suspended: row.get::<_, i64>(13).unwrap_or(0) != 0,
+            deleting: row.get::<_, i64>(14).unwrap_or(0) != 0,
+            last_error: last_error(
+                row.get(15).unwrap_or_default(),
+                row.get(16).unwrap_or_default(),
+                row.get(17).unwrap_or_default(),
+            ),
+            resources: AgentResources {
+                cpu_request: row.get(18).unwrap_or_default(),
+                cpu_limit: row.get(19).unwrap_or_default(),
+                memory_request: row.get(20).unwrap_or_default(),
+                memory_limit: row.get(21).unwrap_or_default(),
+            },
         })
     };
     Ok(parse())
+}
+
+fn last_error(
+    reason: Option<String>,
+    message: Option<String>,
+    at: Option<String>,
+) -> Option<LastError> {
+    Some(LastError {
+        reason: reason?,
+        message: message.unwrap_or_default(),
+        at: at.as_deref().and_then(parse_time)?,
+    })
+}
+
+/// `(set?, reason, message, at)` parameters of a status change's `last_error`.
+fn error_params(c: &ErrorChange) -> (i64, Option<String>, Option<String>, Option<String>) {
+    match c {
+        ErrorChange::Keep => (0, None, None, None),
+        ErrorChange::Clear => (1, None, None, None),
+        ErrorChange::Set(e) => (
+            1,
+            Some(e.reason.clone()),
+            Some(e.message.clone()),
+            Some(format_time(&e.at)),
+        ),
+    }
+}
+
+fn set_flag(
+    c: &mut Connection,
+    id: &str,
+    column: &str,
+    on: bool,
+) -> Result<TenantRecord, StoreError> {
+    let tx = c.transaction().map_err(db_err)?;
+    let n = tx
+        .execute(
+            &format!("UPDATE tenants SET {column} = ?2 WHERE tenant_id = ?1"),
+            params![id, on as i64],
+        )
+        .map_err(db_err)?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    let rec = get_sync(&tx, id)?.ok_or(StoreError::NotFound)?;
+    tx.commit().map_err(db_err)?;
+    Ok(rec)
 }
 
 fn get_sync(c: &Connection, id: &str) -> Result<Option<TenantRecord>, StoreError> {
@@ -84,7 +185,7 @@ impl Registry for SqliteRegistry {
         self.db.with(move |c| {
             let n = c
                 .execute(
-                    &format!("INSERT OR IGNORE INTO tenants ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"),
+                    &format!("INSERT OR IGNORE INTO tenants ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22)"),
                     params![
                         r.tenant_id.as_str(),
                         r.status.as_str(),
@@ -96,7 +197,18 @@ impl Registry for SqliteRegistry {
                         r.bot_token.expose(),
                         format_time(&r.created_at),
                         format_time(&r.last_active_at),
-                        r.idle_timeout_s as i64
+                        r.idle_timeout_s as i64,
+                        r.agent_token.expose(),
+                        r.agent_config,
+                        r.suspended as i64,
+                        r.deleting as i64,
+                        r.last_error.as_ref().map(|e| e.reason.clone()),
+                        r.last_error.as_ref().map(|e| e.message.clone()),
+                        r.last_error.as_ref().map(|e| format_time(&e.at)),
+                        r.resources.cpu_request,
+                        r.resources.cpu_limit,
+                        r.resources.memory_request,
+                        r.resources.memory_limit
                     ],
                 )
                 .map_err(db_err)?;
@@ -142,14 +254,25 @@ impl Registry for SqliteRegistry {
         self.db
             .with(move |c| {
                 let tx = c.transaction().map_err(db_err)?;
+                let res = u.resources.clone().unwrap_or_default();
                 let n = tx
                     .execute(
                         "UPDATE tenants SET bot_token = COALESCE(?2, bot_token),
-                        idle_timeout_s = COALESCE(?3, idle_timeout_s) WHERE tenant_id = ?1",
+                        idle_timeout_s = COALESCE(?3, idle_timeout_s),
+                        cpu_request = CASE WHEN ?4 THEN ?5 ELSE cpu_request END,
+                        cpu_limit = CASE WHEN ?4 THEN ?6 ELSE cpu_limit END,
+                        memory_request = CASE WHEN ?4 THEN ?7 ELSE memory_request END,
+                        memory_limit = CASE WHEN ?4 THEN ?8 ELSE memory_limit END
+                        WHERE tenant_id = ?1",
                         params![
                             id,
                             u.bot_token.as_ref().map(|t| t.expose().to_owned()),
-                            u.idle_timeout_s.map(|t| t as i64)
+                            u.idle_timeout_s.map(|t| t as i64),
+                            u.resources.is_some(),
+                            res.cpu_request,
+                            res.cpu_limit,
+                            res.memory_request,
+                            res.memory_limit
                         ],
                     )
                     .map_err(db_err)?;
@@ -174,10 +297,14 @@ impl Registry for SqliteRegistry {
         self.db
             .with(move |c| {
                 let tx = c.transaction().map_err(db_err)?;
+                let (set_err, reason, message, at) = error_params(&u.last_error);
                 let n = tx
                 .execute(
                     "UPDATE tenants SET status = ?3, pod_name = ?4, pod_ip = ?5, agent_port = ?6,
-                        last_active_at = COALESCE(?7, last_active_at)
+                        last_active_at = COALESCE(?7, last_active_at),
+                        last_error_reason = CASE WHEN ?8 THEN ?9 ELSE last_error_reason END,
+                        last_error_message = CASE WHEN ?8 THEN ?10 ELSE last_error_message END,
+                        last_error_at = CASE WHEN ?8 THEN ?11 ELSE last_error_at END
                      WHERE tenant_id = ?1 AND status = ?2",
                     params![
                         id,
@@ -186,7 +313,11 @@ impl Registry for SqliteRegistry {
                         u.pod_name,
                         u.pod_ip,
                         u.agent_port,
-                        u.touch.as_ref().map(format_time)
+                        u.touch.as_ref().map(format_time),
+                        set_err,
+                        reason,
+                        message,
+                        at
                     ],
                 )
                 .map_err(db_err)?;
@@ -225,6 +356,54 @@ impl Registry for SqliteRegistry {
             .await
     }
 
+    async fn set_agent_token_if_absent(
+        &self,
+        id: &TenantId,
+        token: &Secret,
+    ) -> Result<TenantRecord, StoreError> {
+        let id = id.to_string();
+        let token = token.expose().to_owned();
+        self.db
+            .with(move |c| {
+                let tx = c.transaction().map_err(db_err)?;
+                tx.execute(
+                    "UPDATE tenants SET agent_token = ?2 WHERE tenant_id = ?1 AND agent_token = ''",
+                    params![id, token],
+                )
+                .map_err(db_err)?;
+                let rec = get_sync(&tx, &id)?.ok_or(StoreError::NotFound)?;
+                tx.commit().map_err(db_err)?;
+                Ok(rec)
+            })
+            .await
+    }
+
+    async fn set_agent_config(
+        &self,
+        id: &TenantId,
+        config: Option<&str>,
+    ) -> Result<TenantRecord, StoreError> {
+        let id = id.to_string();
+        let config = config.map(str::to_owned);
+        self.db
+            .with(move |c| {
+                let tx = c.transaction().map_err(db_err)?;
+                let n = tx
+                    .execute(
+                        "UPDATE tenants SET agent_config = ?2 WHERE tenant_id = ?1",
+                        params![id, config],
+                    )
+                    .map_err(db_err)?;
+                if n == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                let rec = get_sync(&tx, &id)?.ok_or(StoreError::NotFound)?;
+                tx.commit().map_err(db_err)?;
+                Ok(rec)
+            })
+            .await
+    }
+
     async fn delete(&self, id: &TenantId) -> Result<bool, StoreError> {
         let id = id.to_string();
         self.db
@@ -233,6 +412,113 @@ impl Registry for SqliteRegistry {
                     .execute("DELETE FROM tenants WHERE tenant_id = ?1", params![id])
                     .map_err(db_err)?;
                 Ok(n > 0)
+            })
+            .await
+    }
+
+    async fn set_suspended(
+        &self,
+        id: &TenantId,
+        suspended: bool,
+    ) -> Result<TenantRecord, StoreError> {
+        let id = id.to_string();
+        self.db
+            .with(move |c| set_flag(c, &id, "suspended", suspended))
+            .await
+    }
+
+    async fn set_deleting(&self, id: &TenantId) -> Result<TenantRecord, StoreError> {
+        let id = id.to_string();
+        self.db
+            .with(move |c| set_flag(c, &id, "deleting", true))
+            .await
+    }
+
+    async fn append_event(&self, id: &TenantId, e: &NewEvent) -> Result<u64, StoreError> {
+        let id = id.to_string();
+        let e = e.clone();
+        self.db
+            .with(move |c| {
+                let tx = c.transaction().map_err(db_err)?;
+                let last: i64 = tx
+                    .query_row(
+                        "SELECT COALESCE(MAX(seq), 0) FROM tenant_events WHERE tenant_id = ?1",
+                        params![id],
+                        |r| r.get(0),
+                    )
+                    .map_err(db_err)?;
+                let seq = last + 1;
+                tx.execute(
+                    "INSERT INTO tenant_events (tenant_id, seq, at, type, reason, message)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        id,
+                        seq,
+                        format_time(&e.at),
+                        e.kind.as_str(),
+                        e.reason,
+                        e.message
+                    ],
+                )
+                .map_err(db_err)?;
+                tx.execute(
+                    "DELETE FROM tenant_events WHERE tenant_id = ?1 AND seq <= ?2",
+                    params![id, seq - EVENTS_KEPT as i64],
+                )
+                .map_err(db_err)?;
+                tx.commit().map_err(db_err)?;
+                Ok(seq as u64)
+            })
+            .await
+    }
+
+    async fn events(
+        &self,
+        id: &TenantId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<TenantEvent>, StoreError> {
+        let id = id.to_string();
+        self.db
+            .with(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT seq, at, type, reason, message FROM tenant_events
+                         WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq DESC LIMIT ?3",
+                    )
+                    .map_err(db_err)?;
+                let rows = stmt
+                    .query_map(
+                        params![
+                            id,
+                            after.min(i64::MAX as u64) as i64,
+                            limit.min(i64::MAX as usize) as i64
+                        ],
+                        |r| {
+                            Ok((
+                                r.get::<_, i64>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, String>(2)?,
+                                r.get::<_, String>(3)?,
+                                r.get::<_, String>(4)?,
+                            ))
+                        },
+                    )
+                    .map_err(db_err)?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (seq, at, kind, reason, message) = row.map_err(db_err)?;
+                    out.push(TenantEvent {
+                        seq: seq.max(0) as u64,
+                        at: parse_time(&at)
+                            .ok_or_else(|| StoreError::Corrupt("event time".into()))?,
+                        kind: EventType::parse(&kind),
+                        reason,
+                        message,
+                    });
+                }
+                out.reverse();
+                Ok(out)
             })
             .await
     }

@@ -6,14 +6,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use common::agent_config::PlatformDefaults;
 use common::k8s::{self, K8sSettings};
+use common::lifecycle::TenantEvent;
 use common::{TenantId, TenantRecord};
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, EventSource, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+    Secret,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use super::{AgentAddress, AgentInfo, Runtime, RuntimeError, WarmPoolClaims};
+use super::{AgentAddress, AgentInfo, LogQuery, Runtime, RuntimeError, WarmPoolClaims};
 
 /// Container waiting reasons after which a pod will not become ready without someone's help.
 const FATAL_WAITING: &[&str] = &[
@@ -32,11 +38,14 @@ pub struct KubeRuntime {
     settings: K8sSettings,
     pods: Api<Pod>,
     secrets: Api<Secret>,
+    config_maps: Api<ConfigMap>,
     pvcs: Api<PersistentVolumeClaim>,
     pvs: Api<PersistentVolume>,
+    events: Api<Event>,
     http: reqwest::Client,
     warm_hits: AtomicU64,
     warm_misses: AtomicU64,
+    defaults: PlatformDefaults,
 }
 
 impl KubeRuntime {
@@ -45,8 +54,10 @@ impl KubeRuntime {
         KubeRuntime {
             pods: Api::namespaced(client.clone(), ns),
             secrets: Api::namespaced(client.clone(), ns),
+            config_maps: Api::namespaced(client.clone(), ns),
             pvcs: Api::namespaced(client.clone(), ns),
             pvs: Api::all(client.clone()),
+            events: Api::namespaced(client.clone(), ns),
             client,
             http: reqwest::Client::builder()
                 .no_proxy()
@@ -56,13 +67,48 @@ impl KubeRuntime {
             settings,
             warm_hits: AtomicU64::new(0),
             warm_misses: AtomicU64::new(0),
+            defaults: PlatformDefaults::default(),
+        }
+    }
+
+    /// Platform defaults rendered into every tenant's ConfigMap.
+    pub fn with_agent_config(mut self, defaults: PlatformDefaults) -> Self {
+        self.defaults = defaults;
+        self
+    }
+
+    /// Writes ConfigMap `tenant-config-{id}` (the whole `tenant.json`, replaced on every start).
+    async fn ensure_config_map(&self, record: &TenantRecord) -> Result<(), RuntimeError> {
+        let id = &record.tenant_id;
+        let json = super::rendered_config(record, &self.defaults)?;
+        let cm = k8s::tenant_config_map(id, &json, &self.settings);
+        match self.config_maps.create(&PostParams::default(), &cm).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 409) => {
+                let patch = json!({ "data": cm.data });
+                self.config_maps
+                    .patch(
+                        &k8s::config_map_name(id),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                    .map(drop)
+                    .map_err(|e| backend("update config map", e))
+            }
+            Err(e) => Err(backend("create config map", e)),
         }
     }
 
     /// Creates or refreshes Secret, PV and PVC; existing PV/PVC are kept (their spec is immutable).
     async fn ensure_objects(&self, record: &TenantRecord) -> Result<(), RuntimeError> {
         let id = &record.tenant_id;
-        let secret = k8s::tenant_secret(id, &record.bot_token, &self.settings);
+        if record.agent_token.is_empty() {
+            return Err(RuntimeError::StartFailed(
+                "the tenant has no agent credential yet".into(),
+            ));
+        }
+        let secret = k8s::tenant_secret(id, &record.bot_token, &record.agent_token, &self.settings);
         match self.secrets.create(&PostParams::default(), &secret).await {
             Ok(_) => {}
             Err(e) if is_status(&e, 409) => {
@@ -78,6 +124,7 @@ impl KubeRuntime {
             }
             Err(e) => return Err(backend("create secret", e)),
         }
+        self.ensure_config_map(record).await?;
         if self.settings.uses_s3_csi() {
             create_if_absent(
                 &self.pvs,
@@ -117,7 +164,11 @@ impl KubeRuntime {
                 continue;
             };
             let patch = json!({
-                "metadata": { "resourceVersion": rv, "labels": { k8s::WARM_LABEL: "consuming" } }
+                "metadata": {
+                    "resourceVersion": rv,
+                    "labels": { k8s::WARM_LABEL: "consuming" },
+                    "annotations": { k8s::CLAIMED_AT_ANNOTATION: chrono::Utc::now().to_rfc3339() },
+                }
             });
             match self
                 .pods
@@ -150,6 +201,7 @@ impl KubeRuntime {
     async fn wait_ready(
         &self,
         id: &TenantId,
+        credential: &common::Secret,
         until: Instant,
         deadline: Duration,
     ) -> Result<AgentAddress, RuntimeError> {
@@ -174,12 +226,15 @@ impl KubeRuntime {
             let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
             let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
             if let (true, Some(ip)) = (running, ip) {
-                let url = format!("http://{ip}:{}/health", self.settings.agent_port);
-                if matches!(self.http.get(&url).send().await, Ok(r) if r.status().is_success()) {
+                // Identity, not just liveness: only this tenant's agent accepts its credential.
+                let url = format!("http://{ip}:{}/api/health", self.settings.agent_port);
+                let probe = self.http.get(&url).bearer_auth(credential.expose());
+                if matches!(probe.send().await, Ok(r) if r.status().is_success()) {
                     return Ok(AgentAddress {
                         pod_name: name,
                         pod_ip: ip,
                         agent_port: None,
+                        warm: None,
                     });
                 }
             }
@@ -248,13 +303,23 @@ impl Runtime for KubeRuntime {
                 self.wait_gone(&name, until).await?;
                 None
             }
+            // A Failed or Evicted pod never answers again: gone, replaced by a new one.
+            Some(p) if pod_gone(&p) => {
+                tracing::warn!(tenant = %id, pod = %name, "previous pod failed or was evicted, replacing it");
+                self.delete_pod(&name).await;
+                self.wait_gone(&name, until).await?;
+                None
+            }
             other => other,
         };
+        let mut warm = None;
         if existing.is_some() {
             tracing::info!(tenant = %id, pod = %name, "adopting existing pod");
         } else {
             let node = self.claim_warm_pod(id).await?;
-            let pod = k8s::tenant_pod(id, &self.settings, node.as_deref());
+            warm = Some(node.is_some());
+            let mut pod = k8s::tenant_pod(id, &self.settings, node.as_deref());
+            k8s::apply_resources(&mut pod, &record.resources);
             match self.pods.create(&PostParams::default(), &pod).await {
                 Ok(_) => {}
                 Err(e) if is_status(&e, 409) => {
@@ -268,7 +333,75 @@ impl Runtime for KubeRuntime {
                 }
             }
         }
-        self.wait_ready(id, until, deadline).await
+        let mut address = self
+            .wait_ready(id, &record.agent_token, until, deadline)
+            .await?;
+        address.warm = warm;
+        Ok(address)
+    }
+
+    /// A core/v1 Event on the tenant's pod (`kubectl describe pod`, `kubectl get events`), labelled
+    /// with the tenant and the event's sequence number. Failures are logged, never returned.
+    async fn emit_event(&self, tenant: &TenantId, e: &TenantEvent) {
+        let pod = tenant.pod_name();
+        let at = Time(jiff_from(e.at));
+        let event = Event {
+            metadata: ObjectMeta {
+                // Unique per emission, like the API server's own `{object}.{hex}` names.
+                name: Some(format!(
+                    "{pod}.{:x}",
+                    e.at.timestamp_nanos_opt().unwrap_or_default() as u64 ^ e.seq
+                )),
+                namespace: Some(self.settings.namespace.clone()),
+                labels: Some(
+                    [
+                        (k8s::TENANT_LABEL.to_owned(), tenant.to_string()),
+                        ("seq".to_owned(), e.seq.to_string()),
+                    ]
+                    .into(),
+                ),
+                ..ObjectMeta::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(pod),
+                namespace: Some(self.settings.namespace.clone()),
+                ..ObjectReference::default()
+            },
+            reason: Some(e.reason.clone()),
+            message: Some(e.message.clone()),
+            type_: Some(e.kind.as_str().into()),
+            count: Some(1),
+            first_timestamp: Some(at.clone()),
+            last_timestamp: Some(at),
+            source: Some(EventSource {
+                component: Some("orchestrator".into()),
+                ..EventSource::default()
+            }),
+            ..Event::default()
+        };
+        if let Err(err) = self.events.create(&PostParams::default(), &event).await {
+            tracing::warn!(tenant = %tenant, reason = %e.reason, error = %api_message(&err), "kubernetes event not created");
+        }
+    }
+
+    /// The pod's log through the API; `previous` reads the previous container's.
+    async fn logs(&self, tenant: &TenantId, q: &LogQuery) -> Result<Option<String>, RuntimeError> {
+        let params = LogParams {
+            tail_lines: q.tail.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
+            since_seconds: q.since_s.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+            previous: q.previous,
+            ..LogParams::default()
+        };
+        match self.pods.logs(&tenant.pod_name(), &params).await {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if is_status(&e, 404) => Err(RuntimeError::Unsupported(format!(
+                "tenant {tenant:?} has no pod (it is asleep): its log went with the pod; see its events"
+            ))),
+            Err(e) if is_status(&e, 400) => Err(RuntimeError::Unsupported(api_message(&e))),
+            Err(e) => Err(backend("read pod log", e)),
+        }
     }
 
     async fn stop(&self, tenant: &TenantId) -> Result<(), RuntimeError> {
@@ -277,6 +410,29 @@ impl Runtime for KubeRuntime {
             Ok(_) => Ok(()),
             Err(e) if is_status(&e, 404) => Ok(()),
             Err(e) => Err(backend("delete pod", e)),
+        }
+    }
+
+    /// The pod is deleted with a grace period: it saves after SIGTERM and is gone once the agent
+    /// exited (or the kubelet killed it at the end of the grace period).
+    async fn wait_stopped(&self, tenant: &TenantId, timeout: Duration) -> Result<(), RuntimeError> {
+        let name = tenant.pod_name();
+        let until = Instant::now() + timeout;
+        loop {
+            let pod = self
+                .pods
+                .get_opt(&name)
+                .await
+                .map_err(|e| backend("get pod", e))?;
+            if pod.is_none() {
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                return Err(RuntimeError::Unavailable(format!(
+                    "pod {name} still terminating after {timeout:?}"
+                )));
+            }
+            tokio::time::sleep(POLL).await;
         }
     }
 
@@ -289,7 +445,7 @@ impl Runtime for KubeRuntime {
         Ok(pods
             .items
             .into_iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| p.metadata.deletion_timestamp.is_none() && !pod_gone(p))
             .filter_map(|p| {
                 let tenant = p.metadata.labels.as_ref()?.get(k8s::TENANT_LABEL)?;
                 let tenant = TenantId::parse(tenant).ok()?;
@@ -298,6 +454,7 @@ impl Runtime for KubeRuntime {
                     pod_name,
                     pod_ip,
                     agent_port: None,
+                    warm: None,
                 });
                 Some(AgentInfo { tenant, address })
             })
@@ -313,6 +470,12 @@ impl Runtime for KubeRuntime {
         ignore_404(
             self.pvs.delete(&k8s::pv_name(tenant), &dp).await,
             "delete persistent volume",
+        )?;
+        ignore_404(
+            self.config_maps
+                .delete(&k8s::config_map_name(tenant), &dp)
+                .await,
+            "delete config map",
         )?;
         ignore_404(
             self.secrets.delete(&k8s::secret_name(tenant), &dp).await,
@@ -367,6 +530,12 @@ pub(crate) fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
+/// k8s-openapi's `Time` holds a `jiff` timestamp.
+fn jiff_from(t: chrono::DateTime<chrono::Utc>) -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::from_second(t.timestamp())
+        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
+}
+
 fn api_message(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => format!("{} ({})", s.message, s.reason),
@@ -376,6 +545,13 @@ fn api_message(e: &kube::Error) -> String {
 
 fn backend(what: &str, e: kube::Error) -> RuntimeError {
     RuntimeError::Unavailable(format!("{what}: {}", api_message(&e)))
+}
+
+/// A pod in phase Failed, or Evicted: its agent is gone even though the object remains.
+fn pod_gone(pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    status.and_then(|s| s.phase.as_deref()) == Some("Failed")
+        || status.and_then(|s| s.reason.as_deref()) == Some("Evicted")
 }
 
 /// Why the pod will not start by itself: phase Failed or a container stuck in a fatal waiting state.

@@ -10,12 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use common::agent_config::{PlatformDefaults, CONFIG_FILE};
 use common::state::{StateStore, BRAIN_FILE};
-use common::{TenantId, TenantRecord};
+use common::state_file;
+use common::{Secret, TenantId, TenantRecord};
 use tokio::process::Child;
 use tokio::time::Instant;
 
-use super::{AgentAddress, AgentInfo, Runtime, RuntimeError};
+use super::local_logs;
+use super::{AgentAddress, AgentInfo, LogQuery, Runtime, RuntimeError};
 
 const HOST: &str = "127.0.0.1";
 const PID_FILE: &str = "agent.pid";
@@ -55,6 +58,8 @@ pub struct LocalRuntime {
     agents: Mutex<HashMap<TenantId, LocalAgent>>,
     http: reqwest::Client,
     grace: Duration,
+    defaults: PlatformDefaults,
+    llm_api_key: Option<Secret>,
 }
 
 /// Why waiting for an agent's health failed.
@@ -90,7 +95,21 @@ impl LocalRuntime {
                 .build()
                 .expect("reqwest client"),
             grace,
+            defaults: PlatformDefaults::default(),
+            llm_api_key: None,
         }
+    }
+
+    /// Platform defaults rendered into every agent's `tenant.json`, and the LLM key its agents get
+    /// as `LLM_API_KEY` (the orchestrator's own, passed through; never written to a file).
+    pub fn with_agent_config(
+        mut self,
+        defaults: PlatformDefaults,
+        llm_api_key: Option<Secret>,
+    ) -> Self {
+        self.defaults = defaults;
+        self.llm_api_key = llm_api_key;
+        self
     }
 
     fn dir(&self, id: &TenantId) -> PathBuf {
@@ -129,7 +148,8 @@ impl LocalRuntime {
                 let _ = tokio::fs::remove_file(&pid_file).await;
                 continue;
             };
-            if pid > 1 && pid_alive(pid) && matches!(self.health(port, &id).await, Health::Ok) {
+            if pid > 1 && pid_alive(pid) && matches!(self.health(port, &id, None).await, Health::Ok)
+            {
                 tracing::info!(tenant = %id, pid, port, "local runtime: adopted running agent");
                 let started = tokio::fs::metadata(&pid_file)
                     .await
@@ -152,7 +172,9 @@ impl LocalRuntime {
         adopted
     }
 
-    async fn health(&self, port: u16, id: &TenantId) -> Health {
+    /// With `credential`, the agent must also accept it on `GET /api/health`: one that refuses it
+    /// (401) is another tenant's.
+    async fn health(&self, port: u16, id: &TenantId, credential: Option<&Secret>) -> Health {
         // A bare connect first: while the agent starts, a refused connect is far cheaper than an
         // HTTP client's failed request.
         if tokio::net::TcpStream::connect((HOST, port)).await.is_err() {
@@ -171,13 +193,43 @@ impl LocalRuntime {
         }
         // An agent that names no tenant (e.g. the ZeroClaw gateway) is taken at its word.
         let body: serde_json::Value = resp.json().await.unwrap_or_default();
-        match body.get("tenant_id").and_then(|t| t.as_str()) {
-            Some(t) if t != id.as_str() => Health::OtherTenant(t.to_owned()),
-            _ => Health::Ok,
+        if let Some(t) = body.get("tenant_id").and_then(|t| t.as_str()) {
+            if t != id.as_str() {
+                return Health::OtherTenant(t.to_owned());
+            }
+        }
+        let Some(credential) = credential else {
+            return Health::Ok;
+        };
+        match self
+            .http
+            .get(format!("http://{HOST}:{port}/api/health"))
+            .bearer_auth(credential.expose())
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => Health::Ok,
+            Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED => {
+                Health::OtherTenant("an agent that refuses this tenant's credential".into())
+            }
+            _ => Health::Down,
         }
     }
 
-    /// Writes the saved `brain.db` where the agent restores it from.
+    /// Writes `tenant.json` into the agent's config directory (replaced whole on every start).
+    async fn write_config(&self, record: &TenantRecord, dir: &Path) -> Result<(), RuntimeError> {
+        let json = super::rendered_config(record, &self.defaults)?;
+        let tmp = dir.join(format!("{CONFIG_FILE}.tmp"));
+        tokio::fs::write(&tmp, json.as_bytes())
+            .await
+            .map_err(|e| io_failed("write agent configuration", e))?;
+        tokio::fs::rename(&tmp, dir.join(CONFIG_FILE))
+            .await
+            .map_err(|e| io_failed("write agent configuration", e))
+    }
+
+    /// Writes the saved `brain.db` where the agent restores it from, as a new generation
+    /// ([`common::state_file`]): the state directory may enforce the S3 CSI driver's rules.
     async fn restore_state(&self, id: &TenantId, state_dir: &Path) -> Result<(), RuntimeError> {
         let saved = self
             .state
@@ -187,33 +239,39 @@ impl LocalRuntime {
         let Some(bytes) = saved else {
             return Ok(());
         };
-        let tmp = state_dir.join(format!("{BRAIN_FILE}.restore"));
-        tokio::fs::write(&tmp, &bytes)
+        let dir = state_dir.to_owned();
+        tokio::task::spawn_blocking(move || state_file::save_bytes(&dir, BRAIN_FILE, &bytes))
             .await
-            .map_err(|e| io_failed("write restored state", e))?;
-        tokio::fs::rename(&tmp, state_dir.join(BRAIN_FILE))
-            .await
+            .map_err(|e| RuntimeError::Unavailable(format!("restore task: {e}")))?
+            .map(drop)
             .map_err(|e| io_failed("write restored state", e))
     }
 
-    /// Saves the agent's `brain.db` to the state store, if it wrote one since `since`.
+    /// Saves the agent's newest complete `brain.db` to the state store, if it wrote one since `since`.
     async fn save_state(
         &self,
         id: &TenantId,
         since: Option<SystemTime>,
     ) -> Result<(), RuntimeError> {
-        let file = self.dir(id).join("state").join(BRAIN_FILE);
-        let Ok(meta) = tokio::fs::metadata(&file).await else {
+        let dir = self.dir(id).join("state");
+        let newest = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let Some(saved) = state_file::newest(&dir, BRAIN_FILE)? else {
+                return Ok(None);
+            };
+            let modified = std::fs::metadata(&saved.path)?.modified().ok();
+            Ok(Some((std::fs::read(&saved.path)?, modified)))
+        })
+        .await
+        .map_err(|e| RuntimeError::Unavailable(format!("save task: {e}")))?
+        .map_err(|e| io_failed("read agent state", e))?;
+        let Some((bytes, modified)) = newest else {
             return Ok(());
         };
-        if let (Some(since), Ok(modified)) = (since, meta.modified()) {
+        if let (Some(since), Some(modified)) = (since, modified) {
             if modified < since {
                 return Ok(());
             }
         }
-        let bytes = tokio::fs::read(&file)
-            .await
-            .map_err(|e| io_failed("read agent state", e))?;
         self.state
             .save(id, &bytes)
             .await
@@ -230,18 +288,30 @@ impl LocalRuntime {
             .command
             .split_first()
             .ok_or_else(|| RuntimeError::StartFailed("AGENT_COMMAND is empty".into()))?;
+        let log = local_logs::open_for_start(&dir).map_err(|e| io_failed("open agent log", e))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| io_failed("open agent log", e))?;
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
+            .stdout(log)
+            .stderr(log_err)
             .env("TENANT_ID", id.as_str())
             .env("TELEGRAM_BOT_TOKEN", record.bot_token.expose())
             .env("AGENT_HOST", HOST)
             .env("AGENT_PORT", port.to_string())
             .env("DATA_DIR", dir.join("data"))
             .env("STATE_DIR", dir.join("state"))
+            .env("AGENT_CONFIG_DIR", dir.join("config"))
+            .env("AGENT_TOKEN", record.agent_token.expose())
             .stdin(std::process::Stdio::null())
             // Its own process group: a Ctrl-C in the terminal reaches only the orchestrator, which
             // then stops the agent cleanly.
             .process_group(0);
+        match &self.llm_api_key {
+            Some(key) => cmd.env("LLM_API_KEY", key.expose()),
+            None => cmd.env_remove("LLM_API_KEY"),
+        };
         let child = cmd
             .spawn()
             .map_err(|e| RuntimeError::StartFailed(format!("cannot run {program:?}: {e}")))?;
@@ -271,9 +341,15 @@ impl LocalRuntime {
 
     /// Whether our running agent answers its health check before `until`: one that is alive but slow
     /// (a storm of starts on a small machine) is waited for, not replaced by a second start.
-    async fn healthy_within(&self, id: &TenantId, port: u16, until: Instant) -> bool {
+    async fn healthy_within(
+        &self,
+        id: &TenantId,
+        port: u16,
+        credential: &Secret,
+        until: Instant,
+    ) -> bool {
         loop {
-            match self.health(port, id).await {
+            match self.health(port, id, Some(credential)).await {
                 Health::Ok => return true,
                 Health::OtherTenant(_) => return false,
                 Health::Down => {}
@@ -291,6 +367,7 @@ impl LocalRuntime {
         &self,
         id: &TenantId,
         port: u16,
+        credential: &Secret,
         deadline: Instant,
     ) -> Result<(), NotReady> {
         // Short polls: readiness is seen within ~2 ms of the agent listening.
@@ -310,7 +387,7 @@ impl LocalRuntime {
                     "agent exited during start-up ({status})"
                 )));
             }
-            match self.health(port, id).await {
+            match self.health(port, id, Some(credential)).await {
                 Health::Ok => return Ok(()),
                 Health::OtherTenant(t) => {
                     return Err(NotReady::Exited(format!(
@@ -341,10 +418,16 @@ impl Runtime for LocalRuntime {
         deadline: Duration,
     ) -> Result<AgentAddress, RuntimeError> {
         let id = &record.tenant_id;
+        if record.agent_token.is_empty() {
+            return Err(RuntimeError::StartFailed(
+                "the tenant has no agent credential yet".into(),
+            ));
+        }
         let address = |port| AgentAddress {
             pod_name: id.pod_name(),
             pod_ip: HOST.into(),
             agent_port: Some(port),
+            warm: None,
         };
         let running = {
             let mut table = self.table();
@@ -352,7 +435,10 @@ impl Runtime for LocalRuntime {
         };
         if let Some(port) = running {
             let grace = Instant::now() + deadline.min(SLOW_AGENT_GRACE);
-            if self.healthy_within(id, port, grace).await {
+            if self
+                .healthy_within(id, port, &record.agent_token, grace)
+                .await
+            {
                 tracing::info!(tenant = %id, port, "local runtime: agent already running, adopting it");
                 return Ok(address(port));
             }
@@ -362,12 +448,13 @@ impl Runtime for LocalRuntime {
 
         let deadline_at = Instant::now() + deadline;
         let dir = self.dir(id);
-        for sub in ["data", "state"] {
+        for sub in ["data", "state", "config"] {
             tokio::fs::create_dir_all(dir.join(sub))
                 .await
                 .map_err(|e| io_failed("create agent directory", e))?;
         }
         self.restore_state(id, &dir.join("state")).await?;
+        self.write_config(record, &dir.join("config")).await?;
 
         let mut attempt = 0;
         loop {
@@ -375,7 +462,10 @@ impl Runtime for LocalRuntime {
             let port = free_port(&self.ports_in_use())?;
             let spawned = Instant::now();
             self.spawn(record, port)?;
-            match self.wait_ready(id, port, deadline_at).await {
+            match self
+                .wait_ready(id, port, &record.agent_token, deadline_at)
+                .await
+            {
                 Ok(()) => return Ok(address(port)),
                 Err(NotReady::Timeout) => {
                     self.stop(id).await?;
@@ -422,10 +512,16 @@ impl Runtime for LocalRuntime {
                         pod_name: id.pod_name(),
                         pod_ip: HOST.into(),
                         agent_port: Some(a.port),
+                        warm: None,
                     }),
                 })
                 .collect()
         };
+        for a in &live {
+            if let Err(e) = local_logs::bound(&self.dir(&a.tenant)) {
+                tracing::warn!(tenant = %a.tenant, error = %e, "local runtime: bounding agent log failed");
+            }
+        }
         for (id, pid, started) in exited {
             tracing::warn!(tenant = %id, pid, "local runtime: agent exited on its own");
             let _ = tokio::fs::remove_file(self.dir(&id).join(PID_FILE)).await;
@@ -444,6 +540,22 @@ impl Runtime for LocalRuntime {
             }
             _ => Ok(()),
         }
+    }
+
+    async fn logs(&self, id: &TenantId, query: &LogQuery) -> Result<Option<String>, RuntimeError> {
+        if query.since_s.is_some() {
+            return Err(RuntimeError::Unsupported(
+                "the local runtime's agent logs carry no timestamps: use tail instead of since"
+                    .into(),
+            ));
+        }
+        let dir = self.dir(id);
+        let query = query.clone();
+        let text = tokio::task::spawn_blocking(move || local_logs::read(&dir, &query))
+            .await
+            .map_err(|e| RuntimeError::Unavailable(format!("read agent log: {e}")))?
+            .map_err(|e| RuntimeError::Unavailable(format!("read agent log: {e}")))?;
+        Ok(Some(text.unwrap_or_default()))
     }
 
     fn agent_port(&self) -> u16 {
@@ -546,16 +658,32 @@ mod tests {
     use super::*;
 
     /// A stand-in agent: answers `/health` with its tenant and, on SIGTERM, saves `brain.db` as the
-    /// restored content plus "+".
+    /// restored content plus "+", in `common::state_file`'s layout (generation file, then its
+    /// sha256 marker).
     const PY_AGENT: &str = r#"
-import http.server, json, os, signal
+import hashlib, http.server, json, os, re, signal
 tid = os.environ["TENANT_ID"]
 port = int(os.environ["AGENT_PORT"])
-brain = os.path.join(os.environ["STATE_DIR"], "brain.db")
-data = open(brain).read() if os.path.exists(brain) else ""
+state = os.environ["STATE_DIR"]
+gens = sorted(int(m.group(1)) for m in (re.fullmatch(r"brain\.db\.(\d{10})(\.sha256)?", n) for n in os.listdir(state)) if m)
+data = ""
+for g in reversed(gens):
+    try:
+        body = open(os.path.join(state, "brain.db.%010d" % g), "rb").read()
+        mark = open(os.path.join(state, "brain.db.%010d.sha256" % g)).read().strip()
+    except OSError:
+        continue
+    if hashlib.sha256(body).hexdigest() == mark:
+        data = body.decode()
+        break
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        body = json.dumps({"status": "ok", "tenant_id": tid}).encode()
+        if self.path == "/api/health" and self.headers.get("Authorization") != "Bearer " + os.environ["AGENT_TOKEN"]:
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = json.dumps({"status": "ok", "tenant_id": tid, "config_dir": os.environ.get("AGENT_CONFIG_DIR"), "llm_key": os.environ.get("LLM_API_KEY")}).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -563,9 +691,12 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 def term(*_):
-    with open(brain + ".tmp", "w") as f:
-        f.write(data + "+")
-    os.replace(brain + ".tmp", brain)
+    g = (gens[-1] if gens else 0) + 1
+    body = (data + "+").encode()
+    with open(os.path.join(state, "brain.db.%010d" % g), "xb") as f:
+        f.write(body)
+    with open(os.path.join(state, "brain.db.%010d.sha256" % g), "x") as f:
+        f.write(hashlib.sha256(body).hexdigest())
     os._exit(0)
 signal.signal(signal.SIGTERM, term)
 http.server.HTTPServer(("127.0.0.1", port), H).serve_forever(poll_interval=0.05)
@@ -580,13 +711,15 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever(poll_interval=0.05)
     }
 
     fn record(id: &str) -> TenantRecord {
-        TenantRecord::new(
+        let mut r = TenantRecord::new(
             TenantId::parse(id).unwrap(),
             Secret::new("1:tok"),
             300,
             "tenants",
             Utc::now(),
-        )
+        );
+        r.agent_token = common::tenant::new_agent_token();
+        r
     }
 
     /// The Python test agent written into `dir`, as an `AGENT_COMMAND`; `None` without python3.
@@ -738,5 +871,60 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever(poll_interval=0.05)
             assert!(Instant::now() < deadline, "dead agent still listed");
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// The agent gets its credential, its `tenant.json` (tenant settings over platform defaults)
+    /// and the LLM key; an agent that refuses the tenant's credential is not taken for it.
+    #[tokio::test]
+    async fn the_agent_gets_its_credential_and_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(command) = py_agent(dir.path()) else {
+            return;
+        };
+        let (rt, _) = runtime(dir.path(), command);
+        let defaults = PlatformDefaults {
+            api_url: Some("http://127.0.0.1:9/v1".into()),
+            model: "platform-model".into(),
+            ..Default::default()
+        };
+        let rt = rt.with_agent_config(defaults, Some(Secret::new("llm-key-1")));
+        let mut rec = record("bob");
+        rec.agent_config = Some(r#"{"files":{"SOUL.md":"be brief"},"temperature":0.2}"#.into());
+        let addr = rt.start(&rec, Duration::from_secs(10)).await.unwrap();
+        let port = addr.agent_port.unwrap();
+        let health: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let config_dir = PathBuf::from(health["config_dir"].as_str().unwrap());
+        assert_eq!(config_dir, dir.path().join("agents/bob/config"));
+        assert_eq!(health["llm_key"], "llm-key-1");
+        let file: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(config_dir.join(CONFIG_FILE)).unwrap()).unwrap();
+        assert_eq!(file["tenant_id"], "bob");
+        assert_eq!(file["files"]["SOUL.md"], "be brief");
+        assert_eq!(file["temperature"], 0.2);
+        assert_eq!(file["model"], "platform-model");
+        assert_eq!(file["api_url"], "http://127.0.0.1:9/v1");
+        assert!(
+            !file.to_string().contains("llm-key-1")
+                && !file.to_string().contains(rec.agent_token.expose()),
+            "no secret in the file"
+        );
+
+        // Same tenant, other credential (the agent there is not this record's): not adopted.
+        let mut impostor = rec.clone();
+        impostor.agent_token = common::tenant::new_agent_token();
+        assert!(
+            !rt.healthy_within(&rec.tenant_id, port, &impostor.agent_token, Instant::now())
+                .await
+        );
+        assert!(
+            rt.healthy_within(&rec.tenant_id, port, &rec.agent_token, Instant::now())
+                .await
+        );
+        rt.stop(&rec.tenant_id).await.unwrap();
     }
 }

@@ -3,12 +3,15 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use common::agent_config::{AgentConfig, PlatformDefaults};
+use common::lifecycle::{reason, LastError, TenantEvent};
 use common::{TenantId, TenantRecord};
 use thiserror::Error;
 
 #[cfg(feature = "kube")]
 pub mod kubernetes;
 pub mod local;
+pub mod local_logs;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum RuntimeError {
@@ -21,6 +24,75 @@ pub enum RuntimeError {
     /// The runtime's backend (Kubernetes API, state store) failed.
     #[error("runtime backend unavailable: {0}")]
     Unavailable(String),
+    /// The runtime cannot do what was asked (e.g. logs `since` without timestamps).
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl RuntimeError {
+    /// What `last_error` records for a start that failed this way. The start-up failure texts
+    /// of both runtimes name the cause (exit status, `ErrImagePull`, configuration).
+    pub fn last_error(&self) -> LastError {
+        let reason = match self {
+            RuntimeError::Timeout(_) => reason::HEALTH_TIMEOUT,
+            RuntimeError::Unavailable(_) | RuntimeError::Unsupported(_) => {
+                reason::RUNTIME_UNAVAILABLE
+            }
+            RuntimeError::StartFailed(why) => {
+                let why = why.to_ascii_lowercase();
+                if why.contains("imagepull")
+                    || why.contains("errimage")
+                    || why.contains("image pull")
+                {
+                    reason::IMAGE_PULL_FAILED
+                } else if why.contains("config") {
+                    reason::CONFIG_ERROR
+                } else if why.contains("exited")
+                    || why.contains("crashloop")
+                    || why.contains("exit status")
+                {
+                    reason::AGENT_CRASHED
+                } else {
+                    reason::START_FAILED
+                }
+            }
+        };
+        LastError {
+            reason: reason.into(),
+            message: self.to_string(),
+            at: chrono::Utc::now(),
+        }
+    }
+}
+
+/// Which part of an agent's log to read (`GET /tenants/{id}/logs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogQuery {
+    /// Only the last this many lines.
+    pub tail: Option<usize>,
+    /// Only lines written in the last this many seconds (when the runtime can tell).
+    pub since_s: Option<u64>,
+    /// The previous agent's (container's) log instead of the current one.
+    pub previous: bool,
+}
+
+/// The tenant's `tenant.json`: its stored configuration (validated when it was stored) with the
+/// platform defaults applied. Never holds a secret (the LLM key and the credential are env vars).
+pub fn rendered_config(
+    record: &TenantRecord,
+    defaults: &PlatformDefaults,
+) -> Result<String, RuntimeError> {
+    let bad = |e: String| {
+        RuntimeError::StartFailed(format!("stored agent configuration is unusable: {e}"))
+    };
+    let config: AgentConfig = match &record.agent_config {
+        Some(json) => serde_json::from_str(json).map_err(|e| bad(e.to_string()))?,
+        None => AgentConfig::default(),
+    };
+    let rendered = config
+        .render(record.tenant_id.as_str(), defaults)
+        .map_err(|e| bad(e.to_string()))?;
+    serde_json::to_string_pretty(&rendered).map_err(|e| bad(e.to_string()))
 }
 
 /// Where a started agent answers.
@@ -31,6 +103,8 @@ pub struct AgentAddress {
     pub pod_ip: String,
     /// Set when the port is not the runtime's fixed `AGENT_PORT`.
     pub agent_port: Option<u16>,
+    /// Whether the start claimed a warm-pool pod (`None`: no warm pool, or an adopted agent).
+    pub warm: Option<bool>,
 }
 
 impl AgentAddress {
@@ -68,6 +142,15 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> Result<AgentAddress, RuntimeError>;
     /// Stops the agent (SIGTERM / pod delete with grace), so that it saves its state; idempotent.
     async fn stop(&self, tenant: &TenantId) -> Result<(), RuntimeError>;
+    /// Waits until a stopped agent is gone, so its last save has landed (a purge deletes the state
+    /// only after it). Runtimes whose `stop` waits for the exit need nothing more.
+    async fn wait_stopped(
+        &self,
+        _tenant: &TenantId,
+        _timeout: Duration,
+    ) -> Result<(), RuntimeError> {
+        Ok(())
+    }
     /// Every agent this runtime currently runs, in one listing (the reconciler's view).
     async fn list(&self) -> Result<Vec<AgentInfo>, RuntimeError>;
     /// Removes what the tenant owns besides the agent (PV, PVC, Secret); after `stop`; idempotent.
@@ -75,6 +158,16 @@ pub trait Runtime: Send + Sync + 'static {
     /// Reachability of the runtime's backend, for `/readyz`.
     async fn ping(&self) -> Result<(), RuntimeError> {
         Ok(())
+    }
+    /// Mirrors a tenant event where the runtime's own tools show it (Kubernetes Events on the pod).
+    async fn emit_event(&self, _tenant: &TenantId, _event: &TenantEvent) {}
+    /// The agent's recent output; `None` when this runtime keeps no logs.
+    async fn logs(
+        &self,
+        _tenant: &TenantId,
+        _query: &LogQuery,
+    ) -> Result<Option<String>, RuntimeError> {
+        Ok(None)
     }
     /// Warm pool hits and misses, for runtimes that keep a warm pool.
     fn warm_pool_claims(&self) -> Option<WarmPoolClaims> {

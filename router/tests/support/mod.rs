@@ -130,9 +130,19 @@ pub struct AgentCall {
     pub tenant: String,
 }
 
-/// Answers `echo: <message>`, or `status` when it is not 200; 421 for a foreign `X-Tenant-Id`.
+/// The agent credential the fake orchestrator hands out for `tenant`.
+pub fn agent_token(tenant: &str) -> String {
+    format!("agent-credential-{tenant}")
+}
+
+/// Answers `echo: <message>`, or `status` when it is not 200; 401 without the tenant's credential
+/// (like ZeroClaw's paired gateway); 421 for a foreign `X-Tenant-Id` unless `ignores_tenant_header`
+/// (ZeroClaw ignores it).
 pub struct Agent {
     pub tenant: String,
+    pub ignores_tenant_header: std::sync::atomic::AtomicBool,
+    /// Requests refused for a wrong or missing credential.
+    pub refused: AtomicUsize,
     pub status: AtomicU16,
     pub delay_ms: AtomicU64,
     pub calls: Mutex<Vec<AgentCall>>,
@@ -142,6 +152,8 @@ impl Agent {
     pub fn start(tenant: &str) -> (Arc<Agent>, Server) {
         let state = Arc::new(Agent {
             tenant: tenant.to_owned(),
+            ignores_tenant_header: Default::default(),
+            refused: AtomicUsize::new(0),
             status: AtomicU16::new(200),
             delay_ms: AtomicU64::new(0),
             calls: Mutex::new(Vec::new()),
@@ -159,8 +171,17 @@ impl Agent {
                                 .unwrap_or_default()
                                 .to_owned()
                         };
+                        if header("authorization")
+                            != format!("Bearer {}", agent_token(&agent.tenant))
+                        {
+                            agent.refused.fetch_add(1, Ordering::Relaxed);
+                            return HttpResponse::Unauthorized()
+                                .json(json!({"error": "unauthorized"}));
+                        }
                         let tenant = header("x-tenant-id");
-                        if tenant != agent.tenant {
+                        if tenant != agent.tenant
+                            && !agent.ignores_tenant_header.load(Ordering::Relaxed)
+                        {
                             return HttpResponse::MisdirectedRequest()
                                 .json(json!({"error": "wrong tenant"}));
                         }
@@ -208,7 +229,10 @@ impl Agent {
 #[derive(Debug, Clone)]
 pub enum WakeReply {
     Endpoint(String),
+    /// An error status without the orchestrator's "agent could not start" code (an outage).
     Status(u16),
+    /// 502 with `code: agent_start_failed`: the agent itself could not be started.
+    AgentFailed,
 }
 
 /// Knows the tenants in `wake`; answers their bot token and wakes them as configured.
@@ -219,6 +243,11 @@ pub struct Orchestrator {
     pub wakes: Mutex<HashMap<String, usize>>,
     pub activity: Mutex<HashMap<String, usize>>,
     pub token_calls: AtomicUsize,
+    /// `GET /tenants/{id}` calls (the webhook's existence check).
+    pub view_calls: AtomicUsize,
+    pub agent_token_calls: AtomicUsize,
+    /// Tenants whose view says `suspended` (`GET /tenants/{id}`).
+    pub suspended: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Orchestrator {
@@ -243,10 +272,28 @@ impl Orchestrator {
                                 Some(WakeReply::Status(s)) => HttpResponse::build(
                                     actix_web::http::StatusCode::from_u16(s).unwrap(),
                                 )
-                                .json(json!({"error": "agent did not start"})),
+                                .json(json!({"error": "backend unavailable"})),
+                                Some(WakeReply::AgentFailed) => HttpResponse::BadGateway().json(
+                                    json!({"error": "agent did not start", "code": "agent_start_failed"}),
+                                ),
                                 None => HttpResponse::NotFound()
                                     .json(json!({"error": "tenant not found"})),
                             }
+                        },
+                    ),
+                )
+                .route(
+                    "/tenants/{id}",
+                    web::get().to(
+                        |id: web::Path<String>, o: web::Data<Orchestrator>| async move {
+                            o.view_calls.fetch_add(1, Ordering::Relaxed);
+                            if !o.wake.lock().unwrap().contains_key(id.as_str()) {
+                                return HttpResponse::NotFound()
+                                    .json(json!({"error": "tenant not found"}));
+                            }
+                            let suspended = o.suspended.lock().unwrap().contains(id.as_str());
+                            HttpResponse::Ok()
+                                .json(json!({"tenant_id": id.as_str(), "suspended": suspended}))
                         },
                     ),
                 )
@@ -257,6 +304,19 @@ impl Orchestrator {
                             o.token_calls.fetch_add(1, Ordering::Relaxed);
                             if o.wake.lock().unwrap().contains_key(id.as_str()) {
                                 HttpResponse::Ok().json(json!({"bot_token": BOT_TOKEN}))
+                            } else {
+                                HttpResponse::NotFound().json(json!({"error": "tenant not found"}))
+                            }
+                        },
+                    ),
+                )
+                .route(
+                    "/tenants/{id}/agent_token",
+                    web::get().to(
+                        |id: web::Path<String>, o: web::Data<Orchestrator>| async move {
+                            o.agent_token_calls.fetch_add(1, Ordering::Relaxed);
+                            if o.wake.lock().unwrap().contains_key(id.as_str()) {
+                                HttpResponse::Ok().json(json!({"agent_token": agent_token(&id)}))
                             } else {
                                 HttpResponse::NotFound().json(json!({"error": "tenant not found"}))
                             }
@@ -282,6 +342,15 @@ impl Orchestrator {
 
     pub fn set(&self, tenant: &str, reply: WakeReply) {
         self.wake.lock().unwrap().insert(tenant.to_owned(), reply);
+    }
+
+    pub fn set_suspended(&self, tenant: &str, on: bool) {
+        let mut s = self.suspended.lock().unwrap();
+        if on {
+            s.insert(tenant.to_owned());
+        } else {
+            s.remove(tenant);
+        }
     }
 
     pub fn wakes(&self, tenant: &str) -> usize {

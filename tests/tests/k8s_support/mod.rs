@@ -53,13 +53,15 @@ impl Shared {
 
     pub async fn add_tenant(&self, id: &str) -> TenantId {
         let id = TenantId::parse(id).unwrap();
-        let rec = TenantRecord::new(
+        let mut rec = TenantRecord::new(
             id.clone(),
             Secret::new("123:ABC-secret"),
             300,
             NS,
             Utc::now(),
         );
+        // As `POST /tenants` does.
+        rec.agent_token = common::tenant::new_agent_token();
         self.registry.create(&rec).await.unwrap();
         id
     }

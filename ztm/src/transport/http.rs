@@ -63,7 +63,10 @@ pub(crate) async fn send(
     body: Option<String>,
 ) -> Result<Response, TransportError> {
     let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).expect("valid method");
-    let mut req = client.request(method, format!("{base}{path}"));
+    let mut req = client.request(method.clone(), format!("{base}{path}"));
+    if body.is_none() {
+        req = common::http_client::without_body(&method, req);
+    }
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }

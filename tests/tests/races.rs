@@ -1,0 +1,115 @@
+//! Races between the lifecycle loops and delivery, through the real binaries: the idle controller
+//! against a reply in flight, and a router frozen past its delivery claim.
+
+use std::time::Duration;
+
+use platform_tests::cluster::{Cluster, ClusterOpts};
+use platform_tests::platform::{text_update, wait_until, Opts, Platform};
+
+const CHAT: i64 = 4242;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reply_across_the_idle_deadline_is_delivered_by_the_agent_that_started_it() {
+    // The shortest idle timeout (10 s), checked every second, against a model that takes 13 s.
+    let p = Platform::start_with(
+        Opts::default()
+            .orchestrator_env("IDLE_CHECK_INTERVAL_S", 1)
+            .orchestrator_env("AGENT_DELAY_MS", 13_000),
+    )
+    .await;
+    p.create_tenant("slowpoke", &platform_tests::platform::bot_token(), Some(10))
+        .await;
+    p.send_text("slowpoke", 1, CHAT, "think hard").await;
+
+    let messages = p
+        .telegram
+        .wait_for_messages(CHAT, 2, Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        messages,
+        vec![
+            "⏳ Starting up...".to_owned(),
+            "echo: think hard (#1)".to_owned()
+        ],
+        "one start, one reply: the idle controller left the busy agent alone"
+    );
+    assert!(
+        !p.logs().contains("idle check: terminating idle tenant"),
+        "the agent was stopped while it worked on a reply"
+    );
+    // And it still sleeps once it really is idle.
+    p.wait_for_status("slowpoke", "idle", Duration::from_secs(30))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_frozen_past_its_claim_does_not_send_what_another_replica_delivered() {
+    // A 2 s claim, a 5 s model: router 0 is frozen mid-forward, router 1 takes the claim over.
+    let cluster = Cluster::start(
+        ClusterOpts::default()
+            .router_env("INBOX_CLAIM_TTL_S", 2)
+            .router_env("INBOX_SCAN_INTERVAL_MS", 200)
+            .orchestrator_env("AGENT_DELAY_MS", 5_000),
+    )
+    .await;
+    let tenants = cluster.create_tenants("frozen", 1).await;
+    let tenant = tenants.keys().next().unwrap().clone();
+    let status = cluster
+        .post_update(
+            &cluster.routers[0].url(),
+            &tenant,
+            &text_update(1, CHAT, "hello"),
+        )
+        .await
+        .expect("router 0 answers");
+    assert!(status.is_success(), "{status}");
+
+    // Router 0 delivers: it announced the wake, and the agent is up and working on the message.
+    cluster
+        .telegram
+        .wait_for_messages(CHAT, 1, Duration::from_secs(30))
+        .await;
+    wait_until("the agent to run", Duration::from_secs(30), || async {
+        cluster.tenant(&tenant).await["status"] == "running"
+    })
+    .await;
+    let frozen = cluster.routers[0].pid().expect("router 0 runs") as i32;
+    // SAFETY: signalling a child process of this test.
+    assert_eq!(unsafe { libc::kill(frozen, libc::SIGSTOP) }, 0);
+
+    let replies = |c: &Cluster| {
+        c.telegram
+            .messages_to(CHAT)
+            .into_iter()
+            .filter(|m| m.starts_with("echo: hello"))
+            .count()
+    };
+    cluster
+        .telegram
+        .wait_for(
+            "router 1 to deliver the update",
+            Duration::from_secs(60),
+            |calls| {
+                calls
+                    .iter()
+                    .any(|c| c.text().is_some_and(|t| t.starts_with("echo: hello")))
+            },
+        )
+        .await;
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(frozen, libc::SIGCONT) }, 0);
+    // Router 0's forward returns within the model's 5 s: it either gives the entry up (its claim
+    // expired while it was frozen) or sends a second reply.
+    wait_until(
+        "router 0 to finish its forward",
+        Duration::from_secs(30),
+        || async { cluster.routers[0].log().contains("claim expired") || replies(&cluster) >= 2 },
+    )
+    .await;
+    assert_eq!(
+        replies(&cluster),
+        1,
+        "one reply: {:?}",
+        cluster.telegram.messages_to(CHAT)
+    );
+}
