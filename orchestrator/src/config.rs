@@ -83,6 +83,8 @@ pub struct Config {
     pub webhook_secret: Option<Secret>,
     pub telegram_api_url: String,
     pub allow_single_replica: bool,
+    /// `ALLOW_SQLITE_REGISTRY=true`: a SQLite registry on Kubernetes on purpose (refused otherwise).
+    pub allow_sqlite_registry: bool,
     /// `LLM_PROVIDER` (default `llamacpp`), `LLM_API_URL`, `LLM_MODEL`: what every tenant's
     /// `tenant.json` falls back to.
     pub agent_defaults: common::agent_config::PlatformDefaults,
@@ -208,6 +210,7 @@ impl Config {
             )?
             .unwrap_or_default(),
             allow_single_replica: env::flag("ALLOW_SINGLE_REPLICA")?,
+            allow_sqlite_registry: env::flag("ALLOW_SQLITE_REGISTRY")?,
             agent_defaults: agent_defaults()?,
             llm_api_key: env::var("LLM_API_KEY").map(Secret::new),
             allow_insecure: env::flag("ALLOW_INSECURE")?,

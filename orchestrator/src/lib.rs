@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod app;
+pub mod compat;
 pub mod config;
 pub mod error;
 pub mod events;

@@ -153,6 +153,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
              one replica (set ALLOW_SINGLE_REPLICA=true to run a single replica without Redis)"
         );
     }
+    if config.runtime == RuntimeKind::Kubernetes
+        && !config.use_dynamodb
+        && !config.allow_sqlite_registry
+        && !config.allow_single_replica
+    {
+        bail!(
+            "RUNTIME=kubernetes without DYNAMODB_TABLE: the registry would be a SQLite file private to \
+             this replica (the Go platform used DynamoDB `tenant-registry` by default); set \
+             DYNAMODB_TABLE, or ALLOW_SQLITE_REGISTRY=true to run on SQLite on purpose"
+        );
+    }
     if config.api_token.is_none() {
         tracing::warn!("API_TOKEN is not set: the API accepts requests without a token");
     }
@@ -194,7 +205,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 .context("REDIS_ADDR")?;
             (
                 Arc::new(common::lock::redis::RedisLock::new(pool.clone())),
-                Arc::new(common::cache::redis::RedisCache::new(pool)),
+                Arc::new(common::cache::GoEndpointFormat::wrap(
+                    Arc::new(common::cache::redis::RedisCache::new(pool)),
+                    config.agent_port,
+                )),
             )
         }
         None => (Arc::new(MemoryLock::new()), Arc::new(MemoryCache::new())),

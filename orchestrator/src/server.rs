@@ -23,6 +23,7 @@ pub async fn serve(app: Arc<App>, api: ApiConfig, port: u16) -> std::io::Result<
         let app = app.clone();
         HttpServer::new(move || {
             actix_web::App::new()
+                .wrap(from_fn(crate::compat::go_responses))
                 .wrap(from_fn(api::require_token))
                 .wrap(from_fn(api::track))
                 .configure(api::configure(app.clone(), api.clone()))

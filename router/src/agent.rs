@@ -101,7 +101,12 @@ impl AgentClient {
                 self.timeout
             ))),
         };
-        (result, started.elapsed())
+        let took = started.elapsed();
+        if result.is_ok() {
+            // The Go router's line for a delivered message, which its operators grep for.
+            tracing::info!(tenant = %tenant, endpoint, took_ms = took.as_millis() as u64, "forwarded to pod");
+        }
+        (result, took)
     }
 
     fn webhook_uri(&self, endpoint: &str) -> Result<Uri, ForwardError> {

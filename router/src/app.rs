@@ -22,12 +22,15 @@ use crate::reply::Sender;
 use crate::webhook_admin::WebhookAdmin;
 
 fn orchestrator(config: &Config) -> Arc<OrchestratorClient> {
-    Arc::new(OrchestratorClient::new(
-        &config.orchestrator_addr,
-        config.api_token.clone(),
-        config.delivery.wake_timeout,
-        config.delivery.bot_token_ttl,
-    ))
+    Arc::new(
+        OrchestratorClient::new(
+            &config.orchestrator_addr,
+            config.api_token.clone(),
+            config.delivery.wake_timeout,
+            config.delivery.bot_token_ttl,
+        )
+        .with_go_agent_port(config.agent_port),
+    )
 }
 
 /// Builds the HTTP state and starts delivery on the current runtime.
@@ -86,6 +89,7 @@ pub fn build(
         metrics,
         api_token: config.api_token.clone(),
         webhook_secret: config.webhook_secret.clone(),
+        webhook_secret_optional: config.webhook_secret_optional,
         known_tenants: config.webhook_secret.is_none().then(|| {
             KnownTenants::new(
                 api_orch.clone(),

@@ -26,8 +26,13 @@ pub struct Config {
     pub public_base_url: Option<String>,
     pub api_token: Option<Secret>,
     pub webhook_secret: Option<Secret>,
+    /// Registers webhooks with the secret token but still accepts updates without one: the window of
+    /// a cut-over between `WEBHOOK_SECRET` and `ztm webhook register --all` (docs/migration.md).
+    pub webhook_secret_optional: bool,
     pub telegram_api_url: String,
     pub pod_name: Option<String>,
+    /// The agents' port (`AGENT_PORT`, 3000): a bare-IP endpoint cache value (the Go router's) means it.
+    pub agent_port: u16,
     pub delivery: DeliveryConfig,
     /// How long in-flight requests and deliveries may take to finish on SIGTERM.
     pub shutdown_timeout: Duration,
@@ -198,12 +203,14 @@ impl Config {
             public_base_url: config::url("PUBLIC_BASE_URL", None)?,
             api_token,
             webhook_secret,
+            webhook_secret_optional: config::flag("WEBHOOK_SECRET_OPTIONAL")?,
             telegram_api_url: config::url(
                 "TELEGRAM_API_URL",
                 Some(common::telegram::DEFAULT_API_URL),
             )?
             .unwrap_or_default(),
             pod_name: config::var("POD_NAME"),
+            agent_port: config::parse("AGENT_PORT", 3000u16)?,
             delivery,
             shutdown_timeout: secs("SHUTDOWN_TIMEOUT_S", Duration::from_secs(20))?,
         })

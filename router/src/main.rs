@@ -44,7 +44,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 .context("REDIS_ADDR")?;
             (
                 Arc::new(common::inbox::redis::RedisInbox::new(pool.clone())),
-                Arc::new(common::cache::redis::RedisCache::new(pool)),
+                Arc::new(common::cache::GoEndpointFormat::wrap(
+                    Arc::new(common::cache::redis::RedisCache::new(pool)),
+                    config.agent_port,
+                )),
             )
         }
         None => {
@@ -67,6 +70,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!(
             "API_TOKEN is not set: /chat and /admin are open to anyone who can reach the router"
         );
+    }
+    if config.webhook_secret.is_some() && config.webhook_secret_optional {
+        tracing::warn!("WEBHOOK_SECRET_OPTIONAL=true: /tg accepts updates without a secret token (cut-over window)");
     }
     if config.webhook_secret.is_none() {
         tracing::warn!("WEBHOOK_SECRET is not set: /tg accepts updates without a secret token");

@@ -44,19 +44,29 @@ pub struct OrchestratorClient {
     wake_timeout: Duration,
     token_ttl: Duration,
     tokens: Mutex<HashMap<TenantId, (Secret, Instant)>>,
+    go_agent_port: u16,
     /// Agent credentials: they never change once set, so kept until an agent refuses one.
     agent_tokens: Mutex<HashMap<TenantId, Secret>>,
 }
 
+/// `endpoint` from this platform; only `pod_ip` from a Go orchestrator (router swapped first).
 #[derive(Deserialize)]
 struct WakeResponse {
-    endpoint: String,
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    pod_ip: Option<String>,
 }
 
+/// The Go orchestrator answered `{"BotToken": ...}`.
 #[derive(Deserialize)]
 struct TokenResponse {
+    #[serde(alias = "BotToken")]
     bot_token: Secret,
 }
+
+/// The port a Go orchestrator's pods listen on (the Go router always forwarded to `:3000`).
+pub const GO_AGENT_PORT: u16 = 3000;
 
 #[derive(Deserialize)]
 struct AgentTokenResponse {
@@ -88,6 +98,7 @@ impl OrchestratorClient {
             wake_timeout,
             token_ttl,
             tokens: Mutex::new(HashMap::new()),
+            go_agent_port: GO_AGENT_PORT,
             agent_tokens: Mutex::new(HashMap::new()),
         }
     }
@@ -146,7 +157,22 @@ impl OrchestratorClient {
             status: 200,
             reason: format!("bad wake response: {}", e.without_url()),
         })?;
-        Ok(body.endpoint)
+        match (body.endpoint, body.pod_ip) {
+            (Some(ep), _) if !ep.is_empty() => Ok(ep),
+            (_, Some(ip)) if !ip.is_empty() => {
+                Ok(common::cache::endpoint_from_cached(&ip, self.go_agent_port))
+            }
+            _ => Err(OrchestratorError::Failed {
+                status: 200,
+                reason: "wake response without endpoint or pod_ip".into(),
+            }),
+        }
+    }
+
+    /// Sets the port a bare `pod_ip` wake answer (a Go orchestrator's) means; `AGENT_PORT` in pods.
+    pub fn with_go_agent_port(mut self, port: u16) -> Self {
+        self.go_agent_port = port;
+        self
     }
 
     /// Whether the tenant is suspended, asked before a wake so that its users are told so instead

@@ -27,8 +27,11 @@ pub struct Global {
     #[arg(long, global = true, env = "ZTM_KUBE_CONTEXT")]
     pub context: Option<String>,
     /// Kubernetes namespace of the platform.
-    #[arg(long, global = true, env = "ZTM_NAMESPACE", default_value = common::tenant::DEFAULT_NAMESPACE)]
+    #[arg(short = 'n', long, global = true, env = "ZTM_NAMESPACE", default_value = common::tenant::DEFAULT_NAMESPACE)]
     pub namespace: String,
+    /// Never colour the output (as NO_COLOR does).
+    #[arg(long, global = true)]
+    pub no_color: bool,
     /// Orchestrator base URL (HTTP transport), e.g. http://localhost:8080.
     #[arg(long, global = true, env = "ZTM_ORCHESTRATOR_URL", value_parser = url)]
     pub orchestrator_url: Option<String>,
@@ -76,6 +79,9 @@ pub enum Command {
     Chat { id: String, message: String },
     /// Health and readiness of both services, tenants by status.
     Status,
+    /// Cut-over from the Go platform (docs/migration.md).
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
     /// Client version, and the services' when they tell it.
     Version,
     /// Print a shell completion script.
@@ -235,8 +241,16 @@ fn duration(v: &str) -> Result<String, String> {
 
 #[derive(Debug, Subcommand)]
 pub enum WebhookCommand {
+    /// Point the tenant's bot at the router (with its secret token); `--all` for every tenant.
     Register {
-        id: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Every tenant, one call at a time under Telegram's rate limits.
+        #[arg(long)]
+        all: bool,
+        /// Least milliseconds between two registrations with --all.
+        #[arg(long, default_value_t = 50)]
+        interval_ms: u64,
     },
     Delete {
         id: String,
@@ -244,6 +258,20 @@ pub enum WebhookCommand {
     /// The bot's webhook as Telegram sees it (URL, pending updates, last error), token never shown.
     Info {
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Read a running Go deployment and list what the swap changes and what must be done first
+    /// (exit 1 while something blocks).
+    Check {
+        /// Redis to inspect (endpoint cache, wake locks), e.g. localhost:6379 after a port-forward.
+        #[arg(long, env = "ZTM_REDIS_ADDR")]
+        redis_addr: Option<String>,
+        /// Skip the Kubernetes checks (no kubectl access).
+        #[arg(long)]
+        no_kubernetes: bool,
     },
 }
 
@@ -313,6 +341,32 @@ mod tests {
             Command::Tenant(TenantCommand::Delete {
                 purge_state: true,
                 ..
+            })
+        ));
+    }
+
+    #[test]
+    fn go_ztm_flags_are_accepted() {
+        let cli = parse(&["-n", "prod", "--no-color", "tenant", "list"]).unwrap();
+        assert_eq!(cli.global.namespace, "prod");
+        assert!(cli.global.no_color);
+        let cli = parse(&["webhook", "register", "--all"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Webhook(WebhookCommand::Register {
+                id: None,
+                all: true,
+                interval_ms: 50
+            })
+        ));
+        assert!(parse(&["webhook", "register"]).is_err());
+        assert!(parse(&["webhook", "register", "bob", "--all"]).is_err());
+        let cli = parse(&["migrate", "check", "--redis-addr", "localhost:6379"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Migrate(MigrateCommand::Check {
+                redis_addr: Some(_),
+                no_kubernetes: false
             })
         ));
     }

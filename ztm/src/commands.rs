@@ -73,8 +73,20 @@ pub async fn run_as(
             Ok(outcome) => outcome,
             Err(c) => tenant(c, &api).await?,
         },
-        Command::Webhook(WebhookCommand::Register { id }) => {
-            let id = tenant_id(&id)?;
+        Command::Webhook(WebhookCommand::Register {
+            all: true,
+            interval_ms,
+            ..
+        }) => {
+            let interval = std::time::Duration::from_millis(interval_ms);
+            let (data, text, problem) = crate::webhook_all::register_all(&api, interval).await?;
+            return Ok(Run {
+                outcome: Outcome::Report { data, text },
+                problem,
+            });
+        }
+        Command::Webhook(WebhookCommand::Register { id, .. }) => {
+            let id = tenant_id(id.as_deref().unwrap_or_default())?;
             let data = api.webhook(&id, Method::Post).await?;
             let url = data.get("url").and_then(Value::as_str).unwrap_or("?");
             let text = format!("webhook of tenant {:?} registered: {url}\n", id.as_str());
@@ -105,6 +117,7 @@ pub async fn run_as(
         Command::Status => return status(&api).await,
         Command::Version => version(&api).await,
         Command::Completion { .. } => unreachable!("completion needs no transport"),
+        Command::Migrate(_) => unreachable!("migrate runs through migrate::run"),
     };
     Ok(outcome.into())
 }

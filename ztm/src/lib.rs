@@ -5,6 +5,8 @@ pub mod cli;
 pub mod commands;
 pub mod config_cmd;
 pub mod error;
+pub mod migrate;
 pub mod lifecycle;
 pub mod output;
 pub mod transport;
+pub mod webhook_all;

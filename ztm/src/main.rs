@@ -26,10 +26,18 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     let format = cli.global.output;
+    let no_color = cli.global.no_color;
+    let colour = !no_color && colour_wanted();
     let result = runtime.block_on(async {
         let transport = Selected::new(&cli.global);
+        let work = async {
+            match cli.command {
+                Command::Migrate(m) => ztm::migrate::run(m, &transport, &cli.global).await,
+                other => commands::run_as(other, &transport, format).await,
+            }
+        };
         let result = tokio::select! {
-            r = commands::run_as(cli.command, &transport, format) => r,
+            r = work => r,
             _ = tokio::signal::ctrl_c() => Err(ZtmError::Interrupted),
         };
         transport.close().await;
@@ -38,21 +46,22 @@ fn main() -> ExitCode {
     match result {
         Ok(run) => {
             let mut out = std::io::stdout().lock();
-            let _ = out.write_all(run.outcome.render(format, colour_wanted()).as_bytes());
+            let _ = out.write_all(run.outcome.render(format, colour).as_bytes());
             let _ = out.flush();
             match run.problem {
                 None => ExitCode::SUCCESS,
-                Some(p) => fail(&p, 1),
+                Some(p) => fail(&p, 1, !no_color),
             }
         }
-        Err(e) => fail(&e.to_string(), e.exit_code()),
+        Err(e) => fail(&e.to_string(), e.exit_code(), !no_color),
     }
 }
 
 /// One line on stderr, `error: ...` (red on a terminal).
-fn fail(message: &str, code: i32) -> ExitCode {
+fn fail(message: &str, code: i32, colour_allowed: bool) -> ExitCode {
     let line = message.replace('\n', " ");
-    let colour = std::io::stderr().is_terminal()
+    let colour = colour_allowed
+        && std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     if colour {
         eprintln!("\x1b[31merror:\x1b[0m {line}");

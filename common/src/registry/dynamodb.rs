@@ -29,7 +29,7 @@ fn resource_values(r: &AgentResources) -> [&Option<String>; 4] {
         &r.memory_limit,
     ]
 }
-use crate::tenant::{format_time, parse_time, DEFAULT_IDLE_TIMEOUT_S, DEFAULT_NAMESPACE};
+use crate::tenant::{format_time, parse_time, DEFAULT_NAMESPACE};
 use crate::{Secret, StoreError, TenantId, TenantRecord, TenantStatus};
 
 /// The SDK, for tools and tests that need more than the port (e.g. bulk loads with BatchWriteItem).
@@ -303,7 +303,7 @@ fn from_item(item: &Item) -> Result<TenantRecord, StoreError> {
         bot_token: Secret::new(get_s(item, "bot_token").unwrap_or_default()),
         last_active_at: time("last_active_at").unwrap_or(created_at),
         created_at,
-        idle_timeout_s: get_n(item, "idle_timeout_s").unwrap_or(DEFAULT_IDLE_TIMEOUT_S),
+        idle_timeout_s: super::stored_idle_timeout(get_n(item, "idle_timeout_s")),
         agent_token: Secret::new(get_s(item, "agent_token").unwrap_or_default()),
         agent_config: get_s(item, "agent_config").map(str::to_owned),
         resources: AgentResources {
@@ -757,6 +757,20 @@ mod tests {
         idle.remove("pod_ip");
         let r = from_item(&idle).unwrap();
         assert_eq!((r.pod_name.as_str(), r.pod_ip.as_str()), ("", ""));
+    }
+
+    #[test]
+    fn a_go_item_with_idle_timeout_zero_reads_as_the_go_default() {
+        let item = Item::from([
+            ("tenant_id".into(), s("carol")),
+            ("status".into(), s("idle")),
+            ("namespace".into(), s("tenants")),
+            ("s3_prefix".into(), s("tenants/carol/")),
+            ("created_at".into(), s("2024-05-01T10:00:00Z")),
+            ("last_active_at".into(), s("2024-05-01T10:00:00Z")),
+            ("idle_timeout_s".into(), AttributeValue::N("0".into())),
+        ]);
+        assert_eq!(from_item(&item).unwrap().idle_timeout_s, 300);
     }
 
     #[test]

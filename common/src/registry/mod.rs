@@ -146,3 +146,11 @@ pub trait Registry: Send + Sync + 'static {
     /// Adapter name for the start-up line.
     fn name(&self) -> &'static str;
 }
+
+/// The idle timeout a stored value means: the Go platform wrote 0 for "the default" (five minutes).
+pub fn stored_idle_timeout(value: Option<u64>) -> u64 {
+    match value {
+        None | Some(0) => crate::tenant::DEFAULT_IDLE_TIMEOUT_S,
+        Some(v) => v,
+    }
+}

@@ -99,7 +99,7 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<TenantRecord, StoreError>>
                 .ok_or_else(|| StoreError::Corrupt("created_at".into()))?,
             last_active_at: parse_time(&active)
                 .ok_or_else(|| StoreError::Corrupt("last_active_at".into()))?,
-            idle_timeout_s: timeout.max(0) as u64,
+            idle_timeout_s: super::stored_idle_timeout(Some(timeout.max(0) as u64)),
             agent_token: Secret::new(row.get::<_, String>(11).unwrap_or_default()),
             agent_config: row.get(12).unwrap_or_default(),
             suspended: row.get::<_, i64>(13).unwrap_or(0) != 0,

@@ -2,7 +2,7 @@
 
 mod exec;
 mod http;
-mod kubectl;
+pub mod kubectl;
 mod port_forward;
 
 use std::fmt;
