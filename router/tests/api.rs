@@ -49,8 +49,10 @@ impl Setup {
             public_base_url: None,
             api_token: None,
             webhook_secret: None,
+            webhook_secret_optional: false,
             telegram_api_url: self.servers[0].url(),
             pod_name: None,
+            agent_port: 3000,
             delivery: DeliveryConfig {
                 scan_interval: Duration::from_millis(100),
                 backoff_base: Duration::from_millis(10),
