@@ -52,9 +52,9 @@ test: test-deps
 test-zeroclaw: test-deps
 	@set -euo pipefail; \
 	zc="$$(bash scripts/ensure-zeroclaw.sh)"; \
-	$(CARGO) build -p zeroclaw-launcher -p orchestrator -p router -p tenant-agent; \
-	ZEROCLAW_BIN="$$zc" $(CARGO) nextest run -p platform-tests --run-ignored ignored-only \
-		-E 'binary(/^zeroclaw_/) and not test(/^needs_agent_credential::/)' $(NEXTEST_ARGS)
+	$(CARGO) build --workspace --bins; \
+	ZEROCLAW_BIN="$$zc" $(CARGO) nextest run --workspace --run-ignored ignored-only \
+		-E 'binary(/^zeroclaw_/)' $(NEXTEST_ARGS)
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -5,6 +5,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
+# The AWS emulator version the contract suites were written against.
+MOTO_VERSION=5.2.5
 
 say() { echo "ensure-test-deps: $*"; }
 
@@ -52,7 +54,7 @@ else
         python3 -m venv "$VENV"
     fi
     say "installing moto[server] into $VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]'
+    "$VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
     say "installed moto_server ($("$VENV/bin/python" -c 'import moto; print(moto.__version__)'))"
 fi
 
@@ -65,4 +67,12 @@ elif [ "$(id -u)" -ne 0 ] && ! command -v fusermount3 >/dev/null 2>&1; then
     apt_install fuse3
 else
     say "FUSE present (/dev/fuse)"
+fi
+
+# cargo-nextest runs the suite (`make test`); installed from the Rust package registry when missing.
+if cargo nextest --version >/dev/null 2>&1; then
+    say "cargo-nextest present ($(cargo nextest --version 2>/dev/null | head -1 | awk '{print $2}'))"
+else
+    say "installing cargo-nextest with cargo install (a few minutes, once)"
+    cargo install cargo-nextest --locked
 fi

@@ -26,6 +26,9 @@ pub struct Config {
     /// `AGENT_TOKEN`: the only bearer `POST /webhook` and `GET /api/health` accept; without it
     /// every such request is refused (pairing required, nothing paired). Never logged.
     pub agent_token: Option<String>,
+    /// `AGENT_REQUIRE_CREDENTIAL=false`: accept callers without the credential, as the Go
+    /// platform's agents did (the cut-over drill plays one).
+    pub accept_any_caller: bool,
     /// `AGENT_CONFIG_DIR`: where the runtime put `tenant.json`.
     pub config_dir: Option<PathBuf>,
 }
@@ -55,6 +58,7 @@ impl Config {
             reply_delay: Duration::from_millis(number(&get, "AGENT_DELAY_MS", 0)?),
             startup_delay: Duration::from_millis(number(&get, "AGENT_STARTUP_MS", 0)?),
             agent_token: get("AGENT_TOKEN"),
+            accept_any_caller: get("AGENT_REQUIRE_CREDENTIAL").as_deref() == Some("false"),
             config_dir: get("AGENT_CONFIG_DIR").map(PathBuf::from),
         })
     }

@@ -13,11 +13,17 @@ pub struct AppState {
     pub agent: Agent,
     /// The credential every caller must present as `Authorization: Bearer`; `None` refuses all.
     pub agent_token: Option<String>,
+    /// `AGENT_REQUIRE_CREDENTIAL=false`: plays an agent of the Go platform, which checks no
+    /// credential (the cut-over drill); never set for a real tenant.
+    pub accept_any_caller: bool,
 }
 
 impl AppState {
     /// Whether the request carries this tenant's credential (compared in constant time).
     fn paired(&self, req: &HttpRequest) -> bool {
+        if self.accept_any_caller {
+            return true;
+        }
         let Some(expected) = &self.agent_token else {
             return false;
         };
@@ -141,6 +147,7 @@ mod tests {
             tenant_id: "bob".into(),
             agent: Agent::new(Brain::open(dir).unwrap(), Duration::ZERO),
             agent_token: Some(TOKEN.into()),
+            accept_any_caller: false,
         })
     }
 
@@ -264,6 +271,7 @@ mod tests {
             tenant_id: "bob".into(),
             agent: Agent::new(Brain::open(dir.path()).unwrap(), Duration::ZERO),
             agent_token: None,
+            accept_any_caller: false,
         });
         let app = test::init_service(App::new().app_data(open).configure(routes)).await;
         let (s, _) = post!(app, &[] as &[(&str, &str)], r#"{"message":"hi"}"#);

@@ -41,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
             tenant_id: config.tenant_id.clone(),
             agent: agent.clone(),
             agent_token: config.agent_token.clone(),
+            accept_any_caller: config.accept_any_caller,
         });
         let server = HttpServer::new(move || {
             App::new()

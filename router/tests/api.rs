@@ -459,7 +459,9 @@ async fn admin_webhook_registers_with_the_secret_token_and_deletes() {
     let body = body_json(resp).await;
     assert_eq!(
         body,
-        json!({"ok": true, "url": "https://bots.example.com/tg/bob"})
+        // `webhook_url` is the Go router's name of the same field.
+        json!({"ok": true, "url": "https://bots.example.com/tg/bob",
+               "webhook_url": "https://bots.example.com/tg/bob"})
     );
     assert!(!body.to_string().contains(BOT_TOKEN));
     let call = s.tg.calls().pop().unwrap();

@@ -189,6 +189,8 @@ impl GoPod {
             .env("AGENT_PORT", port.to_string())
             .env("DATA_DIR", dir.join("data"))
             .env("STATE_DIR", dir.join("state"))
+            // A Go-era agent checks no credential.
+            .env("AGENT_REQUIRE_CREDENTIAL", "false")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -865,6 +867,8 @@ fn on_kubernetes_the_orchestrator_refuses_a_sqlite_registry_unless_allowed() {
             .env("KUBECONFIG", dir.path().join("missing-kubeconfig"))
             .env("DATA_DIR", dir.path())
             .env("PORT", free_port().to_string())
+            .env("API_TOKEN", "drill-api-token")
+            .env("WEBHOOK_SECRET", "drill-webhook-secret")
             .env("NO_COLOR", "1");
         if allow {
             cmd.env("ALLOW_SQLITE_REGISTRY", "true");

@@ -95,6 +95,7 @@ fn allow_insecure_or_running_locally_starts_with_a_warning() {
         &[
             CLUSTER,
             ("ALLOW_INSECURE", "true"),
+            ("ALLOW_SQLITE_REGISTRY", "true"),
             ("REDIS_ADDR", "redis://127.0.0.1:1"),
         ],
         Duration::from_secs(20),

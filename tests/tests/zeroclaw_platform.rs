@@ -1,12 +1,8 @@
 //! The whole platform with real ZeroClaw agents: the local runtime starts `zeroclaw-launcher`
 //! (`AGENT_COMMAND`) for a tenant, a Telegram update is answered through ZeroClaw and the
 //! stand-in model, and the memory survives the tenant's sleep and wake.
-//!
-//! It needs the per-tenant agent credential end to end (the runtime hands `AGENT_TOKEN` to the
-//! agent, the router sends it as the bearer): until that is on this branch the test is parked in
-//! `needs_agent_credential` and `make test-zeroclaw` leaves it out.
 
-mod needs_agent_credential {
+mod platform {
     use std::path::PathBuf;
     use std::time::Duration;
 
@@ -20,7 +16,7 @@ mod needs_agent_credential {
     }
 
     #[tokio::test]
-    #[ignore = "needs the real zeroclaw binary and the agent credential: make test-zeroclaw after merge"]
+    #[ignore = "needs the real zeroclaw binary: make test-zeroclaw"]
     async fn a_telegram_update_is_answered_through_zeroclaw_and_its_memory_survives_sleep() {
         let model = StandInModel::start().await;
         let platform = Platform::start_with(
