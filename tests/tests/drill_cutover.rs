@@ -635,7 +635,7 @@ async fn a_go_deployment_swapped_per_the_guide_answers_every_update_once_and_kee
     send(0, "a6", false).await;
 
     // Every Go tenant keeps its memory: the counts go on from the Go platform's brain.db.
-    tg.wait_for(&"the replies after the swap".to_string(), T, |_| {
+    tg.wait_for("the replies after the swap", T, |_| {
         !replies(&tg, alice.chat, "a6").is_empty()
             && !replies(&tg, TENANTS[1].chat, "b1").is_empty()
             && !replies(&tg, TENANTS[2].chat, "c1").is_empty()
@@ -758,7 +758,7 @@ async fn a_go_deployment_swapped_per_the_guide_answers_every_update_once_and_kee
     );
     send(2, "c2", true).await;
     send(1, "b2", true).await;
-    tg.wait_for(&"the replies after the secret".to_string(), T, |_| {
+    tg.wait_for("the replies after the secret", T, |_| {
         !replies(&tg, TENANTS[2].chat, "c2").is_empty()
             && !replies(&tg, TENANTS[1].chat, "b2").is_empty()
     })

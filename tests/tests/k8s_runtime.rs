@@ -5,48 +5,13 @@ mod k8s_support;
 
 use std::time::{Duration, Instant};
 
-use common::k8s;
 use common::TenantStatus;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::PostParams;
-use kube::Api;
 use orchestrator::wake::wake;
 use orchestrator::warm_pool::WarmPoolManager;
 use platform_tests::fake_k8s::FakeK8s;
 use serde_json::{json, Value};
 
 use k8s_support::*;
-
-/// What the router does: `POST /webhook` with the tenant's agent credential.
-/// A Running warm pod created the way the warm-pool ReplicaSet would, on a known node.
-async fn warm_pod(fake: &FakeK8s, name: &str) -> (String, String) {
-    let template = k8s::warm_pool_deployment(&k8s_settings(), 1)
-        .spec
-        .unwrap()
-        .template;
-    let pod = Pod {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.into()),
-            labels: template.metadata.unwrap().labels,
-            ..Default::default()
-        },
-        spec: template.spec,
-        status: None,
-    };
-    let api: Api<Pod> = Api::namespaced(fake.client().await, NS);
-    api.create(&PostParams::default(), &pod).await.unwrap();
-    assert!(
-        eventually(Duration::from_secs(10), || fake
-            .get("pods", NS, name)
-            .is_some_and(|p| p["status"]["phase"] == "Running"))
-        .await
-    );
-    let node = fake.get("pods", NS, name).unwrap()["spec"]["nodeName"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    (name.to_owned(), node)
-}
 
 #[tokio::test]
 async fn wake_creates_secret_pv_pvc_and_a_pod_whose_agent_answers() {

@@ -6,7 +6,7 @@ mod platform {
     use std::path::PathBuf;
     use std::time::Duration;
 
-    use platform_tests::model::{reply_to, StandInModel};
+    use platform_tests::model::{messages_with_role, reply_to, StandInModel};
     use platform_tests::platform::{bin_path, bot_token, Opts, Platform};
 
     fn zeroclaw_bin() -> PathBuf {
@@ -29,6 +29,18 @@ mod platform {
         )
         .await;
         platform.create_tenant("zed", &bot_token(), None).await;
+        // The tenant's persona, set through the orchestrator's API as `ztm tenant config set` does.
+        let persona = "You are Zed, a terse lighthouse keeper.";
+        let put = platform
+            .request(
+                reqwest::Method::PUT,
+                &platform.orch_url("/tenants/zed/config"),
+            )
+            .json(&serde_json::json!({"files": {"SOUL.md": persona}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 200);
 
         platform.send_text("zed", 1, 4242, "hello zeroclaw").await;
         let texts = platform
@@ -52,9 +64,13 @@ mod platform {
             })
             .await;
         assert!(!texts.is_empty());
+        let requests = model.requests();
+        assert!(requests.len() >= 2, "both messages reached the model");
         assert!(
-            model.requests().len() >= 2,
-            "both messages reached the model"
+            requests.iter().all(|r| messages_with_role(r, "system")
+                .iter()
+                .any(|m| m.contains(persona))),
+            "the persona reached every system prompt"
         );
     }
 }

@@ -13,6 +13,8 @@ use crate::output;
 use crate::transport::{Method, Service, Transport};
 
 /// What a command produced: rendered per `--output`.
+// One value per CLI run, rendered once: boxing the large view would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Outcome {
     Tenants(Vec<TenantView>),
     Tenant(TenantView),

@@ -177,3 +177,36 @@ pub async fn agent_chat(shared: &Shared, id: &TenantId, endpoint: &str, text: &s
         .unwrap();
     r["response"].as_str().unwrap_or_default().to_owned()
 }
+
+/// A Running warm pod created the way the warm-pool ReplicaSet would, on a known node.
+pub async fn warm_pod(fake: &FakeK8s, name: &str) -> (String, String) {
+    let template = common::k8s::warm_pool_deployment(&k8s_settings(), 1)
+        .spec
+        .unwrap()
+        .template;
+    let pod = k8s_openapi::api::core::v1::Pod {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            labels: template.metadata.unwrap().labels,
+            ..Default::default()
+        },
+        spec: template.spec,
+        status: None,
+    };
+    let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(fake.client().await, NS);
+    api.create(&kube::api::PostParams::default(), &pod)
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || fake
+            .get("pods", NS, name)
+            .is_some_and(|p| p["status"]["phase"] == "Running"))
+        .await
+    );
+    let node = fake.get("pods", NS, name).unwrap()["spec"]["nodeName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (name.to_owned(), node)
+}
