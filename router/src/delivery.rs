@@ -332,35 +332,43 @@ impl Delivery {
         tenant: &TenantId,
         stop: &CancellationToken,
     ) -> Result<Option<Secret>, Interrupted> {
-        let mut attempt = 0;
-        loop {
-            match self.orch.bot_token(tenant).await {
-                Ok(t) => return Ok(Some(t)),
-                Err(OrchestratorError::NotFound) => return Ok(None),
-                Err(e) => {
-                    attempt += 1;
-                    tracing::warn!(tenant = %tenant, error = %e, attempt, "bot token unavailable, retrying");
-                    self.pause(self.cfg.backoff(attempt), stop).await?;
-                }
-            }
-        }
+        self.tenant_secret("bot token", tenant, stop, || self.orch.bot_token(tenant))
+            .await
     }
 
-    /// The tenant's agent credential, waiting for the orchestrator as long as it takes; `None` for
-    /// an unknown tenant.
+    /// The tenant's agent credential, likewise.
     async fn agent_token(
         &self,
         tenant: &TenantId,
         stop: &CancellationToken,
     ) -> Result<Option<Secret>, Interrupted> {
+        self.tenant_secret("agent credential", tenant, stop, || {
+            self.orch.agent_token(tenant)
+        })
+        .await
+    }
+
+    /// One of the tenant's secrets from the orchestrator, retried with backoff until it answers
+    /// (or shutdown); `None` when the orchestrator does not know it.
+    async fn tenant_secret<F, Fut>(
+        &self,
+        what: &'static str,
+        tenant: &TenantId,
+        stop: &CancellationToken,
+        fetch: F,
+    ) -> Result<Option<Secret>, Interrupted>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Secret, OrchestratorError>>,
+    {
         let mut attempt = 0;
         loop {
-            match self.orch.agent_token(tenant).await {
+            match fetch().await {
                 Ok(t) => return Ok(Some(t)),
                 Err(OrchestratorError::NotFound) => return Ok(None),
                 Err(e) => {
                     attempt += 1;
-                    tracing::warn!(tenant = %tenant, error = %e, attempt, "agent credential unavailable, retrying");
+                    tracing::warn!(tenant = %tenant, error = %e, attempt, "{what} unavailable, retrying");
                     self.pause(self.cfg.backoff(attempt), stop).await?;
                 }
             }
