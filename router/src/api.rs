@@ -44,6 +44,8 @@ pub struct AppState {
     pub known_tenants: Option<KnownTenants>,
     /// Set on SIGTERM so that load balancers stop sending traffic.
     pub draining: AtomicBool,
+    /// `INBOX_TENANT_MAX_PENDING`: a tenant with this many entries waiting gets 429 on `/tg`.
+    pub max_pending_per_tenant: u64,
 }
 
 #[derive(Debug, Error)]
@@ -60,6 +62,9 @@ pub enum ApiError {
     BadGateway(String),
     #[error("{0}")]
     Unavailable(String),
+    /// One tenant's backlog is full (`INBOX_TENANT_MAX_PENDING`): Telegram retries later.
+    #[error("{0}")]
+    TooManyRequests(String),
 }
 
 impl ResponseError for ApiError {
@@ -71,6 +76,7 @@ impl ResponseError for ApiError {
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -213,13 +219,38 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// A Telegram update: stored durably (deduplicated) before the 200, then handed to delivery.
+/// Every outcome is counted in `router_webhook_updates_total`.
 async fn telegram_update(
     req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = tenant_id(&path)?;
+    let result = store_update(&req, &path, payload, &state).await;
+    let outcome = match &result {
+        Ok(Appended::New) => "accepted",
+        Ok(Appended::Duplicate) => "duplicate",
+        Ok(Appended::Full) | Err(ApiError::TooManyRequests(_)) => "over_cap",
+        Err(ApiError::Unauthorized(_)) => "unauthorized",
+        Err(ApiError::NotFound(_)) => "unknown_tenant",
+        Err(ApiError::Unavailable(_)) => "unavailable",
+        Err(_) => "invalid",
+    };
+    state.metrics.webhook_updates.inc(&[outcome]);
+    result?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(r#"{"ok":true}"#))
+}
+
+/// Checks and stores one update; `Ok` only for a stored update or a duplicate.
+async fn store_update(
+    req: &HttpRequest,
+    path: &str,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<Appended, ApiError> {
+    let id = tenant_id(path)?;
     if let Some(secret) = &state.webhook_secret {
         let received = req
             .headers()
@@ -232,7 +263,7 @@ async fn telegram_update(
             return Err(ApiError::Unauthorized("missing or invalid secret token"));
         }
     }
-    let body = read_body(&req, payload).await?;
+    let body = read_body(req, payload).await?;
     let update_id = update::update_id(&body).ok_or_else(|| {
         ApiError::BadRequest("body must be a JSON object with an integer update_id".into())
     })?;
@@ -249,21 +280,28 @@ async fn telegram_update(
             }
         }
     }
-    match state.inbox.append(&id, update_id, &body).await {
-        Ok(Appended::New) => state.dispatcher.notify(&id),
-        Ok(Appended::Duplicate) => {
+    let appended = state
+        .inbox
+        .append_within(&id, update_id, &body, state.max_pending_per_tenant)
+        .await
+        .map_err(|e| {
+            tracing::warn!(tenant = %id, update_id, error = %e, "inbox append failed, refusing the update");
+            ApiError::Unavailable("inbox unavailable, retry later".into())
+        })?;
+    match appended {
+        Appended::New => state.dispatcher.notify(&id),
+        Appended::Duplicate => {
             tracing::debug!(tenant = %id, update_id, "duplicate update ignored")
         }
-        Err(e) => {
-            tracing::warn!(tenant = %id, update_id, error = %e, "inbox append failed, refusing the update");
-            return Err(ApiError::Unavailable(
-                "inbox unavailable, retry later".into(),
+        Appended::Full => {
+            // At debug: a flood would log once per refused retry; the metric counts them.
+            tracing::debug!(tenant = %id, update_id, "tenant's inbox backlog is full, refusing the update");
+            return Err(ApiError::TooManyRequests(
+                "too many updates waiting for this bot, retry later".into(),
             ));
         }
     }
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(r#"{"ok":true}"#))
+    Ok(appended)
 }
 
 #[derive(Deserialize)]

@@ -15,6 +15,7 @@ use crate::api::{self, AppState};
 use crate::chat::ChatService;
 use crate::config::Config;
 use crate::delivery::{Delivery, Dispatcher};
+use crate::endpoint::Endpoints;
 use crate::known_tenants::KnownTenants;
 use crate::metrics::Metrics;
 use crate::orchestrator_client::OrchestratorClient;
@@ -48,7 +49,12 @@ pub fn build(
     let orch = orchestrator(config);
     let delivery = Arc::new(Delivery {
         inbox: inbox.clone(),
-        cache: cache.clone(),
+        endpoints: Endpoints::new(
+            cache.clone(),
+            orch.clone(),
+            metrics.clone(),
+            config.delivery.endpoint_ttl,
+        ),
         orch: orch.clone(),
         agent: AgentClient::new(config.delivery.agent_timeout),
         telegram: Sender::new(
@@ -73,8 +79,12 @@ pub fn build(
         cache: cache.clone(),
         dispatcher,
         chat: ChatService {
-            cache,
-            orch: api_orch.clone(),
+            endpoints: Arc::new(Endpoints::new(
+                cache,
+                api_orch.clone(),
+                metrics.clone(),
+                config.delivery.endpoint_ttl,
+            )),
             agent: AgentClient::new(config.delivery.agent_timeout),
             activity,
             metrics: metrics.clone(),
@@ -98,6 +108,7 @@ pub fn build(
             )
         }),
         draining: Default::default(),
+        max_pending_per_tenant: config.delivery.max_pending_per_tenant.into(),
     })
 }
 

@@ -3,14 +3,14 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use common::cache::{EndpointCache, ENDPOINT_TTL};
 use common::TenantId;
 use thiserror::Error;
 
 use crate::activity::Activity;
 use crate::agent::{AgentClient, ForwardError};
+use crate::endpoint::Endpoints;
 use crate::metrics::Metrics;
-use crate::orchestrator_client::{OrchestratorClient, OrchestratorError};
+use crate::orchestrator_client::OrchestratorError;
 
 #[derive(Debug, Error)]
 pub enum ChatError {
@@ -23,8 +23,8 @@ pub enum ChatError {
 }
 
 pub struct ChatService {
-    pub cache: Arc<dyn EndpointCache>,
-    pub orch: Arc<OrchestratorClient>,
+    /// The endpoint cache and wakes, shared by every worker's copy.
+    pub endpoints: Arc<Endpoints>,
     pub agent: AgentClient,
     pub activity: Arc<Activity>,
     pub metrics: Arc<Metrics>,
@@ -45,8 +45,7 @@ impl ChatService {
     /// the worker that opened it, so a shared pool hands each forward to another thread and back.
     pub fn for_worker(&self) -> ChatService {
         ChatService {
-            cache: self.cache.clone(),
-            orch: self.orch.clone(),
+            endpoints: self.endpoints.clone(),
             agent: self.agent.with_own_pool(),
             activity: self.activity.clone(),
             metrics: self.metrics.clone(),
@@ -59,7 +58,7 @@ impl ChatService {
         let mut retried = false;
         loop {
             let endpoint = self.endpoint(tenant).await?;
-            let credential = match self.orch.agent_token(tenant).await {
+            let credential = match self.endpoints.orchestrator().agent_token(tenant).await {
                 Ok(t) => t,
                 Err(OrchestratorError::NotFound) => return Err(ChatError::UnknownTenant),
                 Err(e) => return Err(ChatError::WakeFailed(e.to_string())),
@@ -72,16 +71,11 @@ impl ChatService {
                 Ok(reply) => {
                     self.metrics.forward_latency.observe(took);
                     self.activity.touch(tenant);
+                    self.endpoints.served(tenant, &endpoint).await;
                     return Ok(reply);
                 }
                 Err(ForwardError::Unreachable(reason)) if !retried => {
-                    tracing::warn!(tenant = %tenant, endpoint = %endpoint, error = %reason,
-                        "forward to pod failed, invalidating cache");
-                    self.orch.forget_agent_token(tenant);
-                    if let Err(e) = self.cache.remove(tenant).await {
-                        tracing::warn!(tenant = %tenant, error = %e, "endpoint cache remove failed");
-                    }
-                    self.metrics.retries.inc(&["reconnect"]);
+                    self.endpoints.stale(tenant, &endpoint, &reason).await;
                     retried = true;
                 }
                 Err(e) => {
@@ -93,31 +87,10 @@ impl ChatService {
     }
 
     async fn endpoint(&self, tenant: &TenantId) -> Result<String, ChatError> {
-        match self.cache.get(tenant).await {
-            Ok(Some(ep)) => {
-                self.metrics.cache.inc(&["hit"]);
-                return Ok(ep);
-            }
-            Ok(None) => self.metrics.cache.inc(&["miss"]),
+        match self.endpoints.resolve(tenant).await {
+            Ok(ep) => Ok(ep),
+            Err(OrchestratorError::NotFound) => Err(ChatError::UnknownTenant),
             Err(e) => {
-                self.metrics.cache.inc(&["error"]);
-                tracing::warn!(tenant = %tenant, error = %e, "endpoint cache unavailable, waking");
-            }
-        }
-        match self.orch.wake(tenant).await {
-            Ok(ep) => {
-                self.metrics.wakes.inc(&["ok"]);
-                if let Err(e) = self.cache.set(tenant, &ep, ENDPOINT_TTL).await {
-                    tracing::warn!(tenant = %tenant, error = %e, "endpoint cache set failed");
-                }
-                Ok(ep)
-            }
-            Err(OrchestratorError::NotFound) => {
-                self.metrics.wakes.inc(&["not_found"]);
-                Err(ChatError::UnknownTenant)
-            }
-            Err(e) => {
-                self.metrics.wakes.inc(&["failed"]);
                 tracing::warn!(tenant = %tenant, error = %e, "wake failed");
                 Err(ChatError::WakeFailed(e.to_string()))
             }

@@ -78,6 +78,14 @@ pub struct DeliveryConfig {
     pub telegram_group_per_min: u32,
     /// How often `typing…` is renewed while the agent works.
     pub typing_interval: Duration,
+    /// Lifetime of an endpoint cache entry (`router:endpoint:{id}`); renewed while the agent serves.
+    pub endpoint_ttl: Duration,
+    /// When the orchestrator's record says the agent runs, a wake slower than this is announced
+    /// anyway (the agent had died and is being started again).
+    pub starting_notice_after: Duration,
+    /// Most entries one tenant may have waiting in the inbox; beyond it its webhooks get 429 and
+    /// Telegram retries them later, so one flooded bot cannot fill the inbox for everyone.
+    pub max_pending_per_tenant: u32,
 }
 
 impl Default for DeliveryConfig {
@@ -105,6 +113,9 @@ impl Default for DeliveryConfig {
             telegram_chat_per_min: 60,
             telegram_group_per_min: 17,
             typing_interval: Duration::from_secs(4),
+            endpoint_ttl: common::cache::ENDPOINT_TTL,
+            starting_notice_after: Duration::from_secs(2),
+            max_pending_per_tenant: 1000,
         }
     }
 }
@@ -182,6 +193,15 @@ impl Config {
             typing_interval: positive(
                 "TYPING_INTERVAL_MS",
                 millis("TYPING_INTERVAL_MS", d.typing_interval)?,
+            )?,
+            endpoint_ttl: positive(
+                "ENDPOINT_CACHE_TTL_S",
+                secs("ENDPOINT_CACHE_TTL_S", d.endpoint_ttl)?,
+            )?,
+            starting_notice_after: millis("STARTING_NOTICE_AFTER_MS", d.starting_notice_after)?,
+            max_pending_per_tenant: at_least_one(
+                "INBOX_TENANT_MAX_PENDING",
+                d.max_pending_per_tenant,
             )?,
         };
         let api_token = config::secret("API_TOKEN");

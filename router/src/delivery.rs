@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::cache::{EndpointCache, ENDPOINT_TTL};
 use common::inbox::{now_ms, Inbox, InboxEntry};
 use common::telegram::Target;
 use common::{Secret, TenantId};
@@ -19,6 +18,7 @@ use tracing::Instrument;
 use crate::activity::Activity;
 use crate::agent::{AgentClient, ForwardError};
 use crate::config::DeliveryConfig;
+use crate::endpoint::Endpoints;
 use crate::metrics::Metrics;
 use crate::orchestrator_client::{OrchestratorClient, OrchestratorError};
 use crate::reply::Sender;
@@ -99,7 +99,8 @@ enum Wake {
 /// Everything a worker needs; shared by all workers.
 pub struct Delivery {
     pub inbox: Arc<dyn Inbox>,
-    pub cache: Arc<dyn EndpointCache>,
+    /// The endpoint cache and wakes (over the same orchestrator client as `orch`).
+    pub endpoints: Endpoints,
     pub orch: Arc<OrchestratorClient>,
     pub agent: AgentClient,
     /// Telegram sends: pacing, flood control, token rotation, typing (`crate::reply`).
@@ -216,7 +217,7 @@ impl Delivery {
         let key = format!("{tenant}:{}", entry.update_id);
         let (mut agent_failures, mut reconnects) = (0u32, 0u32);
         loop {
-            let endpoint = match self.cached_endpoint(tenant).await {
+            let endpoint = match self.endpoints.cached(tenant).await {
                 Some(ep) => ep,
                 None => match self.wake_phase(tenant, &token, entry, stop).await? {
                     Wake::Up(ep) => ep,
@@ -284,6 +285,7 @@ impl Delivery {
                 Ok(reply) => {
                     self.metrics.forward_latency.observe(took);
                     self.activity.touch(tenant);
+                    self.endpoints.served(tenant, &endpoint).await;
                     // The reply is sent only while the claim holds: after a freeze past the TTL
                     // another replica owns the entry and sends the (idempotent) reply itself.
                     claim.check(tenant)?;
@@ -296,15 +298,8 @@ impl Delivery {
             };
             let give_up = match &err {
                 ForwardError::Unreachable(reason) => {
-                    tracing::warn!(tenant = %tenant, endpoint = %endpoint, error = %reason,
-                        "forward to pod failed, invalidating cache");
-                    // A refused credential may be ours that is stale: fetch it again after the wake.
-                    self.orch.forget_agent_token(tenant);
-                    if let Err(e) = self.cache.remove(tenant).await {
-                        tracing::warn!(tenant = %tenant, error = %e, "endpoint cache remove failed");
-                    }
+                    self.endpoints.stale(tenant, &endpoint, reason).await;
                     reconnects += 1;
-                    self.metrics.retries.inc(&["reconnect"]);
                     reconnects >= self.cfg.wake_attempts
                 }
                 ForwardError::Failed(reason) => {
@@ -375,26 +370,9 @@ impl Delivery {
         }
     }
 
-    async fn cached_endpoint(&self, tenant: &TenantId) -> Option<String> {
-        match self.cache.get(tenant).await {
-            Ok(Some(ep)) => {
-                self.metrics.cache.inc(&["hit"]);
-                Some(ep)
-            }
-            Ok(None) => {
-                self.metrics.cache.inc(&["miss"]);
-                None
-            }
-            Err(e) => {
-                self.metrics.cache.inc(&["error"]);
-                tracing::warn!(tenant = %tenant, error = %e, "endpoint cache unavailable, waking");
-                None
-            }
-        }
-    }
-
     /// Announces the wake to every waiting chat (once per chat), wakes the agent and caches its
-    /// endpoint. A start that fails is retried `WAKE_ATTEMPTS` times; an outage (orchestrator or
+    /// endpoint. When the tenant's record says its agent runs, the wake most likely only confirms
+    /// it: nobody is told unless it takes longer than `STARTING_NOTICE_AFTER_MS`. A start that fails is retried `WAKE_ATTEMPTS` times; an outage (orchestrator or
     /// its backends unavailable) is waited out with capped backoff until `oldest` is older than
     /// `INBOX_MAX_AGE_S`, and each waiting chat is told once that the bot is delayed.
     async fn wake_phase(
@@ -404,50 +382,54 @@ impl Delivery {
         oldest: &InboxEntry,
         stop: &CancellationToken,
     ) -> Result<Wake, Interrupted> {
-        if self.orch.suspended(tenant).await {
+        let glance = self.orch.glance(tenant).await;
+        if glance.suspended {
             self.metrics.wakes.inc(&["suspended"]);
             let waiting = self
                 .inbox_op("pending", stop, || self.inbox.pending(tenant, WAITING_SCAN))
                 .await?;
             return Ok(Wake::Suspended(waiting));
         }
+        let quiet_until = tokio::time::Instant::now()
+            + if glance.running {
+                self.cfg.starting_notice_after
+            } else {
+                Duration::ZERO
+            };
+        let loud = || tokio::time::Instant::now() >= quiet_until;
         let mut announced = HashSet::new();
         let mut delayed = Delayed::new(&self.metrics);
-        let mut waiting = self.announce(tenant, token, &mut announced).await;
+        let mut waiting = self.announce(tenant, token, &mut announced, loud()).await;
         let (mut attempt, mut outage) = (0u32, 0u32);
         loop {
-            let wake = self.orch.wake(tenant);
+            let wake = self.endpoints.wake(tenant);
             tokio::pin!(wake);
             let result = loop {
                 tokio::select! {
                     r = &mut wake => break r,
                     _ = stop.cancelled() => return Err(Interrupted),
                     _ = tokio::time::sleep(ANNOUNCE_POLL) => {
-                        waiting = self.announce(tenant, token, &mut announced).await;
+                        waiting = self.announce(tenant, token, &mut announced, loud()).await;
                     }
                 }
             };
             match result {
                 Ok(endpoint) => {
-                    self.metrics.wakes.inc(&["ok"]);
                     // Chats that started waiting since the last look are told too, however fast the wake.
-                    self.announce(tenant, token, &mut announced).await;
-                    tracing::info!(tenant = %tenant, endpoint = %endpoint, attempt, "agent awake");
-                    if let Err(e) = self.cache.set(tenant, &endpoint, ENDPOINT_TTL).await {
-                        tracing::warn!(tenant = %tenant, error = %e, "endpoint cache set failed");
+                    if loud() {
+                        self.announce(tenant, token, &mut announced, true).await;
                     }
+                    tracing::info!(tenant = %tenant, endpoint = %endpoint, attempt, "agent awake");
                     return Ok(Wake::Up(endpoint));
                 }
                 Err(OrchestratorError::NotFound) => {
-                    self.metrics.wakes.inc(&["not_found"]);
                     return Ok(Wake::UnknownTenant);
                 }
                 Err(e) if e.is_outage() => {
                     outage += 1;
-                    self.metrics.wakes.inc(&["unavailable"]);
                     tracing::warn!(tenant = %tenant, error = %e, attempt = outage,
                         "wake failed: orchestrator unavailable, keeping the updates");
-                    let latest = self.announce(tenant, token, &mut announced).await;
+                    let latest = self.announce(tenant, token, &mut announced, loud()).await;
                     if !latest.is_empty() {
                         waiting = latest;
                     }
@@ -473,16 +455,14 @@ impl Delivery {
                 }
                 Err(OrchestratorError::Suspended) => {
                     // Suspended since the check above: the chats already told "starting" learn why.
-                    self.metrics.wakes.inc(&["suspended"]);
                     return Ok(Wake::Suspended(waiting));
                 }
                 Err(e) => {
                     attempt += 1;
-                    self.metrics.wakes.inc(&["failed"]);
                     tracing::warn!(tenant = %tenant, error = %e, attempt,
                         attempts = self.cfg.wake_attempts, "wake failed");
                     if attempt >= self.cfg.wake_attempts {
-                        let latest = self.announce(tenant, token, &mut announced).await;
+                        let latest = self.announce(tenant, token, &mut announced, loud()).await;
                         if !latest.is_empty() {
                             waiting = latest;
                         }
@@ -495,12 +475,13 @@ impl Delivery {
         }
     }
 
-    /// Sends the starting message to chats not yet told; returns the pending entries seen.
+    /// Sends the starting message to chats not yet told (when `loud`); returns the pending entries seen.
     async fn announce(
         &self,
         tenant: &TenantId,
         token: &Secret,
         announced: &mut HashSet<(i64, Option<i64>)>,
+        loud: bool,
     ) -> Vec<InboxEntry> {
         let pending = match self.inbox.pending(tenant, WAITING_SCAN).await {
             Ok(p) => p,
@@ -509,6 +490,9 @@ impl Delivery {
                 return Vec::new();
             }
         };
+        if !loud {
+            return pending;
+        }
         // Per chat and forum topic: each topic is its own conversation.
         let new_chats: Vec<Target> = pending
             .iter()

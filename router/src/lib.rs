@@ -8,6 +8,7 @@ pub mod app;
 pub mod chat;
 pub mod config;
 pub mod delivery;
+pub mod endpoint;
 pub mod known_tenants;
 pub mod metrics;
 pub mod orchestrator_client;

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub telegram_refusals: CounterVec,
     /// route: the route template (`/tg/{id}`), status: the HTTP status code
     pub http_requests: CounterVec,
+    /// result: accepted | duplicate | over_cap | unauthorized | unknown_tenant | unavailable | invalid
+    pub webhook_updates: CounterVec,
     pub active_workers: AtomicU64,
     /// Tenants whose updates are waiting out an outage past the wake retry budget.
     pub delayed_tenants: AtomicU64,
@@ -65,6 +67,11 @@ impl Default for Metrics {
                 "router_http_requests_total",
                 "HTTP requests served, by route template and status.",
                 &["route", "status"],
+            ),
+            webhook_updates: CounterVec::new(
+                "router_webhook_updates_total",
+                "Telegram updates received on /tg, by outcome (over_cap: the tenant's backlog was full, 429).",
+                &["result"],
             ),
             active_workers: AtomicU64::new(0),
             delayed_tenants: AtomicU64::new(0),
@@ -129,6 +136,7 @@ impl Metrics {
         self.telegram_calls.render(&mut out);
         self.telegram_refusals.render(&mut out);
         self.http_requests.render(&mut out);
+        self.webhook_updates.render(&mut out);
         out
     }
 }

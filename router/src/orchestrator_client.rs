@@ -58,6 +58,14 @@ struct WakeResponse {
     pod_ip: Option<String>,
 }
 
+/// The tenant's record as [`OrchestratorClient::glance`] reads it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Glance {
+    pub suspended: bool,
+    /// The record says `running`: a wake most likely finds the agent up and starts nothing.
+    pub running: bool,
+}
+
 /// The Go orchestrator answered `{"BotToken": ...}`.
 #[derive(Deserialize)]
 struct TokenResponse {
@@ -175,21 +183,28 @@ impl OrchestratorClient {
         self
     }
 
-    /// Whether the tenant is suspended, asked before a wake so that its users are told so instead
-    /// of "Starting up". Any failure answers false: the wake itself then says.
-    pub async fn suspended(&self, id: &TenantId) -> bool {
+    /// What the tenant's record says, asked before a wake: a suspended tenant's users are told so
+    /// instead of "Starting up", and a running one's are told nothing unless the wake is slow. Any
+    /// failure answers neither: the wake itself then says.
+    pub async fn glance(&self, id: &TenantId) -> Glance {
         #[derive(Deserialize)]
         struct View {
             #[serde(default)]
             suspended: bool,
+            #[serde(default)]
+            status: String,
         }
         let rb = self
             .request(reqwest::Method::GET, &format!("/tenants/{id}"))
             .timeout(Duration::from_secs(5));
-        match self.send(rb).await {
-            Ok(resp) => resp.json::<View>().await.is_ok_and(|v| v.suspended),
-            Err(_) => false,
-        }
+        let view = match self.send(rb).await {
+            Ok(resp) => resp.json::<View>().await.ok(),
+            Err(_) => None,
+        };
+        view.map_or(Glance::default(), |v| Glance {
+            suspended: v.suspended,
+            running: v.status == "running",
+        })
     }
 
     /// The tenant's bot token, from memory when fetched in the last `token_ttl`.

@@ -85,7 +85,12 @@ impl Harness {
         ));
         let delivery = Delivery {
             inbox: self.inbox.clone(),
-            cache: self.cache.clone(),
+            endpoints: router::endpoint::Endpoints::new(
+                self.cache.clone(),
+                orch.clone(),
+                self.metrics.clone(),
+                cfg.endpoint_ttl,
+            ),
             orch: orch.clone(),
             agent: AgentClient::new(cfg.agent_timeout),
             telegram: Sender::new(

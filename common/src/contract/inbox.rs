@@ -125,6 +125,76 @@ pub async fn inbox(i: &dyn Inbox) {
     assert_eq!((drained.depth, drained.oldest_received_at_ms), (0, None));
 
     claims(i).await;
+    cap(i).await;
+}
+
+/// A tenant's pending cap: refused appends write nothing (a retry later is new), duplicates stay
+/// duplicates, other tenants are unaffected, and concurrent appends never overshoot.
+async fn cap(i: &dyn Inbox) {
+    let (full, other) = (tid("cap-full"), tid("cap-other"));
+    for u in 1..=3 {
+        assert_eq!(
+            i.append_within(&full, u, b"{}", 3).await.unwrap(),
+            Appended::New
+        );
+    }
+    assert_eq!(
+        i.append_within(&full, 4, b"{}", 3).await.unwrap(),
+        Appended::Full,
+        "a fourth entry over a cap of 3"
+    );
+    assert_eq!(
+        i.append_within(&full, 2, b"{}", 3).await.unwrap(),
+        Appended::Duplicate,
+        "a duplicate is still a duplicate at the cap"
+    );
+    assert_eq!(
+        i.append_within(&other, 4, b"{}", 3).await.unwrap(),
+        Appended::New,
+        "the cap is per tenant"
+    );
+    assert_eq!(i.pending(&full, 10).await.unwrap().len(), 3);
+    let head = i.pending(&full, 1).await.unwrap().remove(0);
+    i.ack(&full, &head.id).await.unwrap();
+    assert_eq!(
+        i.append_within(&full, 4, b"{}", 3).await.unwrap(),
+        Appended::New,
+        "the refused update was not marked seen: its retry is accepted once there is room"
+    );
+    assert_eq!(
+        i.append_within(&full, 5, b"{}", 3).await.unwrap(),
+        Appended::Full
+    );
+    let got: Vec<i64> = i
+        .pending(&full, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.update_id)
+        .collect();
+    assert_eq!(got, [2, 3, 4]);
+
+    // Many webhooks at once: exactly the cap is accepted.
+    let burst = tid("cap-burst");
+    let results = futures::future::join_all((0..50).map(|u| {
+        let burst = &burst;
+        async move { i.append_within(burst, u, b"{}", 10).await.unwrap() }
+    }))
+    .await;
+    let new = results.iter().filter(|r| **r == Appended::New).count();
+    let refused = results.iter().filter(|r| **r == Appended::Full).count();
+    assert_eq!(
+        (new, refused),
+        (10, 40),
+        "a cap of 10 under 50 concurrent appends"
+    );
+    assert_eq!(i.pending(&burst, 100).await.unwrap().len(), 10);
+
+    for t in [&full, &other, &burst] {
+        for e in i.pending(t, 100).await.unwrap() {
+            i.ack(t, &e.id).await.unwrap();
+        }
+    }
 }
 
 async fn claims(i: &dyn Inbox) {

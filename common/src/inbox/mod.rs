@@ -35,6 +35,9 @@ pub struct InboxEntry {
 pub enum Appended {
     New,
     Duplicate,
+    /// The tenant already had its most pending entries: nothing was written (no entry, no dedupe
+    /// mark), so the same update is accepted when Telegram retries it after the backlog drained.
+    Full,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -51,6 +54,20 @@ pub trait Inbox: Send + Sync + 'static {
         tenant: &TenantId,
         update_id: i64,
         payload: &[u8],
+    ) -> Result<Appended, StoreError> {
+        self.append_within(tenant, update_id, payload, u64::MAX)
+            .await
+    }
+    /// Like [`append`](Inbox::append), but answers [`Appended::Full`] without writing anything
+    /// while the tenant has `max_pending` entries or more. The count and the write are one atomic
+    /// step, so concurrent appends (on any replica) never take a tenant past `max_pending`.
+    /// A duplicate is answered as such even then.
+    async fn append_within(
+        &self,
+        tenant: &TenantId,
+        update_id: i64,
+        payload: &[u8],
+        max_pending: u64,
     ) -> Result<Appended, StoreError>;
     /// The oldest undelivered entries of a tenant, in arrival order.
     async fn pending(&self, tenant: &TenantId, limit: usize)

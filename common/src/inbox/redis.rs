@@ -38,7 +38,8 @@ fn legacy_seen_key(t: &TenantId, update_id: i64) -> String {
 }
 
 /// KEYS: seen set, stream, tenant set, legacy mark. ARGV: dedupe TTL ms, update_id, payload,
-/// tenant, now ms, most marks kept. Returns the new entry id, or 0 for a duplicate.
+/// tenant, now ms, most marks kept, most pending entries. Returns the new entry id, 0 for a
+/// duplicate, or -1 when the tenant's stream already holds the most pending entries (nothing written).
 ///
 /// The first write is the `ZADD`: under `maxmemory` with `noeviction` Redis refuses a script's
 /// first growing write, so a full Redis refuses the whole append (the router answers 503) and
@@ -48,6 +49,7 @@ static APPEND: LazyLock<Script> = LazyLock::new(|| {
         "local horizon = tonumber(ARGV[5]) - tonumber(ARGV[1]) \
          local seen = redis.call('zscore', KEYS[1], ARGV[2]) \
          if (seen and tonumber(seen) > horizon) or redis.call('exists', KEYS[4]) == 1 then return 0 end \
+         if redis.call('xlen', KEYS[2]) >= tonumber(ARGV[7]) then return -1 end \
          redis.call('zadd', KEYS[1], ARGV[5], ARGV[2]) \
          redis.call('zremrangebyscore', KEYS[1], '-inf', horizon) \
          local extra = redis.call('zcard', KEYS[1]) - tonumber(ARGV[6]) \
@@ -100,11 +102,12 @@ fn corrupt(what: &str) -> StoreError {
 
 #[async_trait]
 impl Inbox for RedisInbox {
-    async fn append(
+    async fn append_within(
         &self,
         tenant: &TenantId,
         update_id: i64,
         payload: &[u8],
+        max_pending: u64,
     ) -> Result<Appended, StoreError> {
         let mut c = redis_pool::conn(&self.pool).await?;
         let v: Value = APPEND
@@ -118,11 +121,13 @@ impl Inbox for RedisInbox {
             .arg(tenant.as_str())
             .arg(now_ms())
             .arg(DEDUPE_MAX_PER_TENANT)
+            .arg(max_pending)
             .invoke_async(&mut c)
             .await
             .map_err(redis_pool::err)?;
         Ok(match v {
             Value::Int(0) => Appended::Duplicate,
+            Value::Int(-1) => Appended::Full,
             _ => Appended::New,
         })
     }

@@ -26,6 +26,7 @@ enum WriteJob {
         tenant: String,
         update_id: i64,
         payload: Vec<u8>,
+        max_pending: u64,
         done: oneshot::Sender<Result<Appended, StoreError>>,
     },
     Ack {
@@ -93,14 +94,40 @@ fn write_batch(c: &mut Connection, batch: &[WriteJob]) -> Result<Vec<Appended>, 
         let mut delete = tx
             .prepare_cached("DELETE FROM entries WHERE id = ?1 AND tenant = ?2")
             .map_err(db_err)?;
+        // The one writer thread counts and writes in the same transaction: appends cannot overshoot.
+        let mut count = tx
+            .prepare_cached("SELECT COUNT(*) FROM entries WHERE tenant = ?1")
+            .map_err(db_err)?;
+        let mut seen = tx
+            .prepare_cached(
+                "SELECT COUNT(*) FROM seen WHERE tenant = ?1 AND update_id = ?2 AND expires_ms >= ?3",
+            )
+            .map_err(db_err)?;
         for job in batch {
             match job {
                 WriteJob::Append {
                     tenant,
                     update_id,
                     payload,
+                    max_pending,
                     ..
                 } => {
+                    if *max_pending < u64::MAX {
+                        let pending: i64 = count
+                            .query_row(params![tenant], |r| r.get(0))
+                            .map_err(db_err)?;
+                        if pending as u64 >= *max_pending {
+                            let dup: i64 = seen
+                                .query_row(params![tenant, update_id, now], |r| r.get(0))
+                                .map_err(db_err)?;
+                            outcomes.push(if dup > 0 {
+                                Appended::Duplicate
+                            } else {
+                                Appended::Full
+                            });
+                            continue;
+                        }
+                    }
                     let fresh = mark
                         .execute(params![tenant, update_id, expires, now])
                         .map_err(db_err)?;
@@ -176,17 +203,19 @@ fn writer_stopped() -> StoreError {
 
 #[async_trait]
 impl Inbox for SqliteInbox {
-    async fn append(
+    async fn append_within(
         &self,
         tenant: &TenantId,
         update_id: i64,
         payload: &[u8],
+        max_pending: u64,
     ) -> Result<Appended, StoreError> {
         let (done, result) = oneshot::channel();
         self.write(WriteJob::Append {
             tenant: tenant.to_string(),
             update_id,
             payload: payload.to_vec(),
+            max_pending,
             done,
         })?;
         result.await.map_err(|_| writer_stopped())?
