@@ -73,6 +73,15 @@ async fn a_router_frozen_past_its_claim_does_not_send_what_another_replica_deliv
         cluster.tenant(&tenant).await["status"] == "running"
     })
     .await;
+    // Typing shows once the forward has started: freeze the router inside it, not before.
+    cluster
+        .telegram
+        .wait_for("router 0 to forward", Duration::from_secs(30), |calls| {
+            calls
+                .iter()
+                .any(|c| c.method == "sendChatAction" && c.chat_id() == Some(CHAT))
+        })
+        .await;
     let frozen = cluster.routers[0].pid().expect("router 0 runs") as i32;
     // SAFETY: signalling a child process of this test.
     assert_eq!(unsafe { libc::kill(frozen, libc::SIGSTOP) }, 0);
