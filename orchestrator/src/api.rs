@@ -156,7 +156,7 @@ pub async fn track(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let app = req.app_data::<web::Data<App>>().cloned();
     // A closed set: a made-up method must not become a new series.
-    let method = common::metrics::method_label(req.method().as_str());
+    let method = common::metrics::HttpMethod::of(req.method().as_str());
     let span = tracing::info_span!(
         "http request",
         method = %method,
@@ -174,9 +174,11 @@ pub async fn track(
             Err(e) => (None, e.as_response_error().status_code()),
         };
         let route = route.unwrap_or_else(|| "unmatched".into());
-        app.metrics
-            .http_requests
-            .inc(&[method, &route, status.as_str()]);
+        app.metrics.http_requests.inc(crate::metrics::HttpLabels {
+            method,
+            route,
+            status: status.as_u16(),
+        });
     }
     res
 }

@@ -376,6 +376,7 @@ mod tests {
 
     use super::*;
     use crate::app::Settings;
+    use crate::metrics::{CallResult, TelegramLabels, TelegramMethod};
     use crate::testing::*;
 
     fn create_req(id: &str, token: &str) -> CreateTenant {
@@ -423,7 +424,13 @@ mod tests {
             1,
             "a duplicate does not touch Telegram"
         );
-        assert_eq!(t.app.metrics.telegram_calls.get(&["setWebhook", "ok"]), 1);
+        assert_eq!(
+            t.app.metrics.telegram_calls.get(TelegramLabels {
+                method: TelegramMethod::setWebhook,
+                result: CallResult::ok
+            }),
+            1
+        );
     }
 
     #[tokio::test]
@@ -444,7 +451,10 @@ mod tests {
         assert!(!err.to_string().contains("123:abc"), "no token in errors");
         assert!(t.app.registry.get(&tid("bob")).await.unwrap().is_none());
         assert_eq!(
-            t.app.metrics.telegram_calls.get(&["setWebhook", "error"]),
+            t.app.metrics.telegram_calls.get(TelegramLabels {
+                method: TelegramMethod::setWebhook,
+                result: CallResult::error
+            }),
             1
         );
     }

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use crate::app::App;
 use crate::error::Error;
 use crate::events::{self, reason};
+use crate::metrics::WakeResult;
 use crate::runtime::RuntimeError;
 use crate::tenant_lock::{TenantGuard, RETRY_EVERY};
 use common::lifecycle::NewEvent;
@@ -34,19 +35,19 @@ pub async fn wake(app: &Arc<App>, id: &TenantId) -> Result<Woken, Error> {
     let rec = get(app, id).await?;
     refuse_suspended(&rec)?;
     if let Some(w) = ready(app, &rec).await {
-        app.metrics.wakes.inc(&["ready"]);
+        app.metrics.wakes.inc(WakeResult::ready);
         return Ok(w);
     }
     let result = wake_slow(app, id).await;
     let outcome = match &result {
         Ok(_) => None,
-        Err(Error::NotFound(_)) => Some("not_found"),
-        Err(Error::Suspended(_)) => Some("suspended"),
-        Err(Error::WakeTimeout(_)) => Some("timeout"),
-        Err(_) => Some("failed"),
+        Err(Error::NotFound(_)) => Some(WakeResult::not_found),
+        Err(Error::Suspended(_)) => Some(WakeResult::suspended),
+        Err(Error::WakeTimeout(_)) => Some(WakeResult::timeout),
+        Err(_) => Some(WakeResult::failed),
     };
     if let Some(o) = outcome {
-        app.metrics.wakes.inc(&[o]);
+        app.metrics.wakes.inc(o);
     }
     result
 }
@@ -63,7 +64,7 @@ async fn wake_slow(app: &Arc<App>, id: &TenantId) -> Result<Woken, Error> {
         let rec = get(app, id).await?;
         refuse_suspended(&rec)?;
         if let Some(w) = ready(app, &rec).await {
-            app.metrics.wakes.inc(&["joined"]);
+            app.metrics.wakes.inc(WakeResult::joined);
             return Ok(w);
         }
         match app
@@ -95,7 +96,7 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
     // Re-read under the lock: a suspend that finished before we got it is seen here.
     refuse_suspended(&rec)?;
     if let Some(w) = ready(app, &rec).await {
-        app.metrics.wakes.inc(&["joined"]);
+        app.metrics.wakes.inc(WakeResult::joined);
         return Ok(w);
     }
     let rec = ensure_agent_token(app, rec).await?;
@@ -177,7 +178,7 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
     if let Err(e) = app.cache.set(id, &endpoint, ENDPOINT_TTL).await {
         tracing::warn!(tenant = %id, error = %e, "endpoint cache set failed");
     }
-    app.metrics.wakes.inc(&["started"]);
+    app.metrics.wakes.inc(WakeResult::started);
     app.metrics.agent_started();
     app.metrics.observe_wake(began.elapsed());
     app.metrics

@@ -21,7 +21,7 @@ use tracing::Instrument;
 use crate::chat::{ChatError, ChatService};
 use crate::delivery::Dispatcher;
 use crate::known_tenants::KnownTenants;
-use crate::metrics::Metrics;
+use crate::metrics::{HttpLabels, Metrics};
 use crate::update;
 use crate::webhook_admin::{AdminError, WebhookAdmin};
 
@@ -156,7 +156,10 @@ pub async fn track(
     };
     let res = next.call(req).instrument(span).await?;
     if let Some(m) = metrics {
-        m.http_requests.inc(&[&route, res.status().as_str()]);
+        m.http_requests.inc(HttpLabels {
+            route,
+            status: res.status().as_u16(),
+        });
     }
     Ok(res)
 }
