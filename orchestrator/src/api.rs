@@ -287,7 +287,7 @@ async fn bot_token(app: web::Data<App>, path: web::Path<String>) -> Result<HttpR
         .clone()
         .run_owned(async move { tenants::bot_token(&app, &id).await })
         .await?;
-    Ok(HttpResponse::Ok().json(json!({ "bot_token": token.expose() })))
+    Ok(HttpResponse::Ok().json(common::wire::BotTokenAnswer { bot_token: token }))
 }
 
 async fn update(
@@ -454,7 +454,7 @@ async fn wake_tenant(app: web::Data<App>, path: web::Path<String>) -> Result<Htt
         .clone()
         .run_owned(async move { wake::wake(&app, &id).await })
         .await?;
-    Ok(HttpResponse::Ok().json(woken))
+    Ok(HttpResponse::Ok().json(common::wire::WakeAnswer::from(woken)))
 }
 
 // ---- The tenant's agent: its credential (internal, for the router) and its configuration. ----
@@ -470,7 +470,7 @@ async fn agent_token(app: web::Data<App>, path: web::Path<String>) -> Result<Htt
         .clone()
         .run_owned(async move { tenants::agent_token(&app, &id).await })
         .await?;
-    Ok(HttpResponse::Ok().json(json!({ "agent_token": token.expose() })))
+    Ok(HttpResponse::Ok().json(common::wire::AgentTokenAnswer { agent_token: token }))
 }
 
 async fn get_config(app: web::Data<App>, path: web::Path<String>) -> Result<HttpResponse, Error> {

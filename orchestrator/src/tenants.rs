@@ -5,7 +5,6 @@ use common::agent_config::{AgentConfig, PlatformDefaults};
 use common::registry::SettingsUpdate;
 use common::tenant::{validate_bot_token, validate_idle_timeout};
 use common::{Secret, StoreError, TenantId, TenantRecord, TenantStatus, TenantView};
-use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::app::App;
@@ -15,34 +14,13 @@ use crate::lifecycle::stop_locked;
 use crate::tenant_lock::TenantGuard;
 use crate::webhook;
 use common::lifecycle::NewEvent;
-use common::resources::AgentResources;
 
 /// How long a purge waits for the agent's last save: past the pod's 30 s termination grace period,
 /// after which the kubelet has killed it.
 const PURGE_WAIT: std::time::Duration = std::time::Duration::from_secs(45);
 
-/// Body of `POST /tenants`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateTenant {
-    pub tenant_id: String,
-    pub bot_token: String,
-    #[serde(default)]
-    pub idle_timeout_s: Option<i64>,
-}
-
-/// Body of `PATCH /tenants/{id}`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateTenant {
-    #[serde(default)]
-    pub bot_token: Option<String>,
-    #[serde(default)]
-    pub idle_timeout_s: Option<i64>,
-    /// CPU/memory overrides to change; a field given as `""` goes back to the platform default.
-    #[serde(default)]
-    pub resources: Option<AgentResources>,
-}
+/// Bodies of `POST /tenants` and `PATCH /tenants/{id}`, shared with `ztm`.
+pub use common::wire::{CreateTenant, UpdateTenant};
 
 /// Creates an idle tenant. The record is written first, so that an update Telegram delivers as soon
 /// as the webhook is set finds its tenant; when Telegram refuses the webhook the record is removed

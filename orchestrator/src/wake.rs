@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use common::cache::ENDPOINT_TTL;
 use common::registry::StatusUpdate;
+use common::wire::{Endpoint, WakeAnswer};
 use common::{StoreError, TenantId, TenantRecord, TenantStatus};
 use serde::Serialize;
 use tokio::time::Instant;
@@ -20,8 +21,16 @@ use common::lifecycle::NewEvent;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Woken {
     pub pod_ip: String,
-    /// `host:port`.
-    pub endpoint: String,
+    pub endpoint: Endpoint,
+}
+
+impl From<Woken> for WakeAnswer {
+    fn from(w: Woken) -> Self {
+        WakeAnswer {
+            pod_ip: Some(w.pod_ip).filter(|ip| !ip.is_empty()),
+            endpoint: Some(w.endpoint),
+        }
+    }
 }
 
 /// Wakes the tenant (or finds it running) and returns its address. Exactly one agent starts however
@@ -175,7 +184,7 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
         return Err(err);
     }
     let endpoint = addr.endpoint(app.runtime.agent_port());
-    if let Err(e) = app.cache.set(id, &endpoint, ENDPOINT_TTL).await {
+    if let Err(e) = app.cache.set(id, &endpoint.to_string(), ENDPOINT_TTL).await {
         tracing::warn!(tenant = %id, error = %e, "endpoint cache set failed");
     }
     app.metrics.wakes.inc(WakeResult::started);
@@ -301,7 +310,7 @@ mod tests {
             tokio::spawn(async move { wake(&app, &id).await })
         });
         let results = futures::future::join_all(wakes).await;
-        let endpoints: Vec<String> = results
+        let endpoints: Vec<Endpoint> = results
             .into_iter()
             .map(|r| r.unwrap().expect("every wake succeeds").endpoint)
             .collect();
@@ -309,7 +318,7 @@ mod tests {
         assert!(endpoints.iter().all(|e| *e == endpoints[0]));
         let rec = t.app.registry.get(&id).await.unwrap().unwrap();
         assert_eq!(rec.status, TenantStatus::Running);
-        assert_eq!(rec.endpoint(3000).as_deref(), Some(endpoints[0].as_str()));
+        assert_eq!(rec.endpoint(3000).as_ref(), Some(&endpoints[0]));
         assert_eq!(
             t.app.cache.get(&id).await.unwrap(),
             Some(endpoints[0].clone())
@@ -422,7 +431,10 @@ mod tests {
             .await
             .unwrap();
         let woken = waking.await.unwrap().unwrap();
-        assert_eq!(woken.endpoint, format!("127.0.0.1:{}", agent.port));
+        assert_eq!(
+            woken.endpoint.to_string(),
+            format!("127.0.0.1:{}", agent.port)
+        );
         assert_eq!(t.runtime.starts(), 0, "no second agent");
     }
 
@@ -513,7 +525,7 @@ mod tests {
         let woken = second.expect("the replica that took the lock over wakes the tenant");
         let rec = b.registry.get(&id).await.unwrap().unwrap();
         assert_eq!(rec.status, TenantStatus::Running);
-        assert_eq!(rec.endpoint(3000).as_deref(), Some(woken.endpoint.as_str()));
+        assert_eq!(rec.endpoint(3000), Some(woken.endpoint));
         assert!(runtime.running(&id), "the adopted agent still runs");
     }
 }
