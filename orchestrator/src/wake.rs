@@ -321,7 +321,7 @@ mod tests {
         assert_eq!(rec.endpoint(3000).as_ref(), Some(&endpoints[0]));
         assert_eq!(
             t.app.cache.get(&id).await.unwrap(),
-            Some(endpoints[0].clone())
+            Some(endpoints[0].to_string())
         );
         // Awake and healthy: the next wake takes the fast path.
         wake(&t.app, &id).await.unwrap();

@@ -22,6 +22,8 @@ pub enum Delivery {
     dropped,
     /// Waited out an outage longer than the inbox's maximum age.
     expired,
+    /// The tenant is suspended: the chat was told so, nothing reached the agent.
+    suspended,
 }
 
 impl Delivery {
@@ -31,6 +33,7 @@ impl Delivery {
         Self::failed,
         Self::dropped,
         Self::expired,
+        Self::suspended,
     ];
 }
 
