@@ -3,8 +3,10 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use common::wire::{
+    AgentHealth, AgentMessage, AgentReply, ErrorBody, AGENT_HEALTH_PATH, AGENT_PAIRED_HEALTH_PATH,
+    AGENT_WEBHOOK_PATH, IDEMPOTENCY_KEY_HEADER, TENANT_ID_HEADER,
+};
 
 use crate::service::Agent;
 
@@ -47,19 +49,14 @@ fn unauthorized() -> HttpResponse {
     )
 }
 
-#[derive(Deserialize)]
-struct WebhookRequest {
-    message: String,
-}
-
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/webhook", web::post().to(webhook))
-        .route("/health", web::get().to(health))
-        .route("/api/health", web::get().to(api_health));
+    cfg.route(AGENT_WEBHOOK_PATH, web::post().to(webhook))
+        .route(AGENT_HEALTH_PATH, web::get().to(health))
+        .route(AGENT_PAIRED_HEALTH_PATH, web::get().to(api_health));
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
-    HttpResponse::build(status).json(json!({ "error": message.into() }))
+    HttpResponse::build(status).json(ErrorBody::new(message))
 }
 
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<Result<&'a str, ()>> {
@@ -70,12 +67,12 @@ async fn webhook(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>)
     if !state.paired(&req) {
         return unauthorized();
     }
-    if let Some(tenant) = header(&req, "x-tenant-id") {
+    if let Some(tenant) = header(&req, TENANT_ID_HEADER) {
         if tenant != Ok(state.tenant_id.as_str()) {
             return error(StatusCode::MISDIRECTED_REQUEST, "wrong tenant");
         }
     }
-    let key = match header(&req, "x-idempotency-key") {
+    let key = match header(&req, IDEMPOTENCY_KEY_HEADER) {
         None => None,
         Some(Ok(k)) => Some(k.to_owned()),
         Some(Err(())) => {
@@ -85,7 +82,7 @@ async fn webhook(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>)
             )
         }
     };
-    let msg: WebhookRequest = match serde_json::from_slice(&body) {
+    let msg: AgentMessage = match serde_json::from_slice(&body) {
         Ok(m) => m,
         Err(e) => {
             return error(
@@ -98,11 +95,11 @@ async fn webhook(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>)
         .and_then(Result::ok)
         .and_then(trace_id)
         .unwrap_or_default();
-    match state.agent.handle(key, msg.message).await {
+    match state.agent.handle(key, msg.message.into_owned()).await {
         Ok(response) => {
             // The caller's trace id (W3C `traceparent`) joins this line to the router's delivery.
             tracing::debug!(trace_id, "message answered");
-            HttpResponse::Ok().json(json!({ "response": response }))
+            HttpResponse::Ok().json(AgentReply { response })
         }
         Err(e) => {
             tracing::error!(error = %e, "storing message failed");
@@ -119,14 +116,22 @@ fn trace_id(traceparent: &str) -> Option<&str> {
 }
 
 async fn health(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok", "tenant_id": state.tenant_id }))
+    HttpResponse::Ok().json(AgentHealth {
+        status: "ok".into(),
+        tenant_id: Some(state.tenant_id.clone()),
+        paired: None,
+    })
 }
 
 async fn api_health(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     if !state.paired(&req) {
         return unauthorized();
     }
-    HttpResponse::Ok().json(json!({ "status": "ok", "tenant_id": state.tenant_id, "paired": true }))
+    HttpResponse::Ok().json(AgentHealth {
+        status: "ok".into(),
+        tenant_id: Some(state.tenant_id.clone()),
+        paired: Some(true),
+    })
 }
 
 #[cfg(test)]

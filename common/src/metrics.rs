@@ -1,97 +1,100 @@
-//! Prometheus text exposition, hand-rolled for both services: labelled counters, fixed-bucket
-//! histograms and gauges read at scrape time. Label values are bounded sets (results, reasons,
-//! route templates), never tenant ids.
+//! Prometheus metrics for both services through `prometheus-client`, exposed in the text format
+//! 0.0.4 operators already scrape (names, types and labels as before).
+//!
+//! Label sets are typed: a `#[derive(EncodeLabelSet)]` struct whose fields are closed sets, usually
+//! a `#[derive(EncodeLabelValue)]` enum whose variant names are the exposed values (hence the
+//! `non_camel_case_types` allows), or a route template / status code — never tenant ids.
+//!
+//! Adding a metric (see `orchestrator/src/metrics.rs`, `router/src/metrics.rs`):
+//! 1. the label set: an enum of its values and a struct naming the label
+//!    (`struct WakeLabels { result: WakeResult }`) with `From<WakeResult>` for one-label sets;
+//! 2. a field of the service's `Metrics`: `Counters<WakeLabels>`, `Counter` (no labels) or
+//!    `Seconds` (a latency histogram), registered in its `Default` under the exposed name
+//!    (`Counters::new(reg, "orchestrator_wakes_total", "Help.")`);
+//! 3. count it: `metrics.wakes.inc(WakeResult::started)`. Values read at scrape time go in the
+//!    service's `render` through [`gauge`] / [`Counters::inc_by`] on a per-scrape registry.
+//!
+//! Families are an `RwLock`ed map of atomic counters: an increment of an existing series takes a
+//! read lock and one atomic add (no mutex, no allocation).
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::fmt::Debug;
+use std::hash::Hash;
 use std::time::Duration;
 
-/// A counter family keyed by label values (no labels: one series).
-pub struct CounterVec {
-    name: &'static str,
-    help: &'static str,
-    labels: &'static [&'static str],
-    values: Mutex<BTreeMap<Vec<String>, u64>>,
+pub use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+pub use prometheus_client::metrics::counter::Counter;
+pub use prometheus_client::registry::Registry;
+
+use prometheus_client::encoding::EncodeGaugeValue;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+
+/// What a family's label set needs to be.
+pub trait LabelSet: Clone + Hash + Eq + EncodeLabelSet + Debug + Send + Sync + 'static {}
+impl<T: Clone + Hash + Eq + EncodeLabelSet + Debug + Send + Sync + 'static> LabelSet for T {}
+
+/// What [`Counters::inc`] takes: the label set or anything `Into` it (a one-label set's enum);
+/// `None` (a bridge from today's strings that did not match) is not counted.
+pub trait IntoLabels<L> {
+    fn into_labels(self) -> Option<L>;
 }
 
-impl CounterVec {
-    pub const fn new(
-        name: &'static str,
-        help: &'static str,
-        labels: &'static [&'static str],
-    ) -> Self {
-        CounterVec {
-            name,
-            help,
-            labels,
-            values: Mutex::new(BTreeMap::new()),
+impl<L, T: Into<L>> IntoLabels<L> for T {
+    fn into_labels(self) -> Option<L> {
+        Some(self.into())
+    }
+}
+
+/// A counter family keyed by the typed label set `L`.
+#[derive(Debug)]
+pub struct Counters<L: LabelSet>(Family<L, Counter>);
+
+impl<L: LabelSet> Counters<L> {
+    /// Registers the family under `name`, the exposed name ending in `_total`.
+    pub fn new(registry: &mut Registry, name: &str, help: &str) -> Self {
+        let family = Family::default();
+        registry.register(counter_name(name), help_text(help), family.clone());
+        Counters(family)
+    }
+
+    pub fn inc(&self, labels: impl IntoLabels<L>) {
+        self.inc_by(labels, 1);
+    }
+
+    pub fn inc_by(&self, labels: impl IntoLabels<L>, n: u64) {
+        match labels.into_labels() {
+            Some(l) => {
+                self.0.get_or_create(&l).inc_by(n);
+            }
+            None => debug_assert!(false, "a label value outside the metric's set"),
         }
     }
 
-    pub fn inc(&self, label_values: &[&str]) {
-        debug_assert_eq!(label_values.len(), self.labels.len(), "{}", self.name);
-        let key = label_values.iter().map(|v| (*v).to_owned()).collect();
-        *self.lock().entry(key).or_insert(0) += 1;
-    }
-
-    pub fn get(&self, label_values: &[&str]) -> u64 {
-        let key: Vec<String> = label_values.iter().map(|v| (*v).to_owned()).collect();
-        self.lock().get(&key).copied().unwrap_or(0)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Vec<String>, u64>> {
-        self.values.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn render(&self, out: &mut String) {
-        header(out, self.name, self.help, "counter");
-        let values = self.lock();
-        if values.is_empty() && self.labels.is_empty() {
-            let _ = writeln!(out, "{} 0", self.name);
-        }
-        for (values, n) in values.iter() {
-            let _ = writeln!(out, "{}{} {n}", self.name, labels(self.labels, values));
-        }
+    pub fn get(&self, labels: impl IntoLabels<L>) -> u64 {
+        labels
+            .into_labels()
+            .and_then(|l| self.0.get(&l).map(|c| c.get()))
+            .unwrap_or(0)
     }
 }
 
-/// `{a="x",b="y"}`, or nothing without labels.
-fn labels(names: &[&str], values: &[String]) -> String {
-    if names.is_empty() {
-        return String::new();
-    }
-    let pairs: Vec<String> = names
-        .iter()
-        .zip(values)
-        .map(|(n, v)| format!("{n}=\"{}\"", escape(v)))
-        .collect();
-    format!("{{{}}}", pairs.join(","))
+/// A counter without labels, registered under `name` (the exposed name ending in `_total`).
+pub fn counter(registry: &mut Registry, name: &str, help: &str) -> Counter {
+    let c = Counter::default();
+    registry.register(counter_name(name), help_text(help), c.clone());
+    c
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// prometheus-client appends `_total` to a counter's name: register it without.
+fn counter_name(name: &str) -> &str {
+    debug_assert!(name.ends_with("_total"), "{name}: counters end in _total");
+    name.strip_suffix("_total").unwrap_or(name)
 }
 
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-/// Label of an HTTP method from a closed set, so that made-up methods cannot grow a family.
-pub fn method_label(method: &str) -> &'static str {
-    match method {
-        "GET" => "GET",
-        "POST" => "POST",
-        "PUT" => "PUT",
-        "PATCH" => "PATCH",
-        "DELETE" => "DELETE",
-        "HEAD" => "HEAD",
-        "OPTIONS" => "OPTIONS",
-        _ => "other",
-    }
+/// prometheus-client appends the full stop to the help text.
+fn help_text(help: &str) -> &str {
+    help.strip_suffix('.').unwrap_or(help)
 }
 
 /// Bucket bounds (seconds) for calls that take milliseconds to minutes.
@@ -99,80 +102,99 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
 
-/// A histogram of durations in seconds with fixed buckets.
-pub struct Histogram {
-    name: &'static str,
-    help: &'static str,
-    bounds: &'static [f64],
-    counts: Vec<AtomicU64>,
-    sum_micros: AtomicU64,
-    count: AtomicU64,
-}
+/// A histogram of durations in seconds.
+#[derive(Debug, Clone)]
+pub struct Seconds(Histogram);
 
-impl Histogram {
-    pub fn new(name: &'static str, help: &'static str, bounds: &'static [f64]) -> Self {
-        Histogram {
-            name,
-            help,
-            bounds,
-            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            sum_micros: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
+impl Seconds {
+    pub fn new(registry: &mut Registry, name: &str, help: &str, buckets: &[f64]) -> Self {
+        let h = Histogram::new(buckets.iter().copied());
+        registry.register(name, help_text(help), h.clone());
+        Seconds(h)
     }
 
     pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        for (bound, c) in self.bounds.iter().zip(&self.counts) {
-            if secs <= *bound {
-                c.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.sum_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    pub fn render(&self, out: &mut String) {
-        header(out, self.name, self.help, "histogram");
-        for (bound, c) in self.bounds.iter().zip(&self.counts) {
-            let _ = writeln!(
-                out,
-                "{}_bucket{{le=\"{bound}\"}} {}",
-                self.name,
-                c.load(Ordering::Relaxed)
-            );
-        }
-        let count = self.count();
-        let _ = writeln!(out, "{}_bucket{{le=\"+Inf\"}} {count}", self.name);
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{}_sum {sum}\n{}_count {count}", self.name, self.name);
+        self.0.observe(d.as_secs_f64());
     }
 }
 
-/// One gauge series, read by the caller at scrape time.
-pub fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
-    header(out, name, help, "gauge");
-    let _ = writeln!(out, "{name} {value}");
+/// One gauge whose value the caller read at scrape time, on a per-scrape registry.
+pub fn gauge<N>(registry: &mut Registry, name: &str, help: &str, value: N)
+where
+    N: EncodeGaugeValue + Debug + Send + Sync + 'static,
+{
+    registry.register(name, help_text(help), ConstGauge::new(value));
+}
+
+/// Label of an HTTP method from a closed set, so that made-up methods cannot grow a family.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+pub enum HttpMethod {
+    GET,
+    POST,
+    PUT,
+    PATCH,
+    DELETE,
+    HEAD,
+    OPTIONS,
+    other,
+}
+
+impl HttpMethod {
+    pub fn of(method: &str) -> Self {
+        match method {
+            "GET" => Self::GET,
+            "POST" => Self::POST,
+            "PUT" => Self::PUT,
+            "PATCH" => Self::PATCH,
+            "DELETE" => Self::DELETE,
+            "HEAD" => Self::HEAD,
+            "OPTIONS" => Self::OPTIONS,
+            _ => Self::other,
+        }
+    }
+}
+
+impl std::fmt::Display for HttpMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Debug::fmt(self, f)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: &'static str,
 }
 
 /// `{service}_build_info{version="..."} 1`: how `ztm version` learns a server's version.
-pub fn build_info(out: &mut String, service: &str) {
-    let name = format!("{service}_build_info");
-    header(out, &name, "Version of the running binary.", "gauge");
-    let _ = writeln!(out, "{name}{{version=\"{}\"}} 1", crate::VERSION);
+pub fn build_info(registry: &mut Registry, service: &str) {
+    let family = Family::<VersionLabels, Gauge>::default();
+    family
+        .get_or_create(&VersionLabels {
+            version: crate::VERSION,
+        })
+        .set(1);
+    registry.register(
+        format!("{service}_build_info"),
+        "Version of the running binary",
+        family,
+    );
 }
 
-/// A counter family whose values the caller read elsewhere (e.g. from an adapter), by one label.
-pub fn counter_by(out: &mut String, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {
-    header(out, name, help, "counter");
-    for (v, n) in values {
-        let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {n}", escape(v));
+/// The exposition text (format 0.0.4) of the registries, in order.
+pub fn render(registries: &[&Registry]) -> String {
+    let mut out = String::new();
+    for r in registries {
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, r);
     }
+    out
+}
+
+/// The variant of `all` whose name is `name`: how the bridge from today's string labels finds
+/// an enum value (variant names are the exposed values).
+pub fn variant_named<V: Debug + Clone>(all: &[V], name: &str) -> Option<V> {
+    all.iter().find(|v| format!("{v:?}") == name).cloned()
 }
 
 #[cfg(test)]
@@ -181,27 +203,48 @@ mod tests {
 
     #[test]
     fn method_labels_are_a_closed_set() {
-        assert_eq!(method_label("PATCH"), "PATCH");
+        assert_eq!(HttpMethod::of("PATCH"), HttpMethod::PATCH);
         for m in ["BREW", "get", "PROPFIND", ""] {
-            assert_eq!(method_label(m), "other", "{m}");
+            assert_eq!(HttpMethod::of(m), HttpMethod::other, "{m}");
         }
     }
 
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+    #[allow(non_camel_case_types)]
+    enum Outcome {
+        not_found,
+    }
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct XLabels {
+        route: String,
+        status: u16,
+        result: Outcome,
+    }
+
     #[test]
-    fn renders_counters_histograms_and_gauges() {
-        let mut out = String::new();
-        let c = CounterVec::new("x_total", "X.", &["route", "status"]);
-        c.inc(&["/a/{id}", "200"]);
-        c.inc(&["/a/{id}", "200"]);
-        c.render(&mut out);
-        CounterVec::new("y_total", "Y.", &[]).render(&mut out);
-        let h = Histogram::new("d_seconds", "D.", &[0.01, 0.1]);
+    fn renders_todays_names_in_the_text_format() {
+        let mut r = Registry::default();
+        let c = Counters::<XLabels>::new(&mut r, "x_total", "X.");
+        let labels = XLabels {
+            route: "/a/{id}".into(),
+            status: 200,
+            result: Outcome::not_found,
+        };
+        c.inc(labels.clone());
+        c.inc(labels.clone());
+        assert_eq!(c.get(labels), 2);
+        counter(&mut r, "y_total", "Y.");
+        let h = Seconds::new(&mut r, "d_seconds", "D.", &[0.01, 0.1]);
         h.observe(Duration::from_millis(30));
-        h.render(&mut out);
-        gauge(&mut out, "g", "G.", 3);
+        let mut scrape = Registry::default();
+        gauge(&mut scrape, "g", "G.", 3i64);
+        build_info(&mut scrape, "svc");
+        let out = render(&[&r, &scrape]);
         for line in [
+            "# HELP x_total X.",
             "# TYPE x_total counter",
-            "x_total{route=\"/a/{id}\",status=\"200\"} 2",
+            "x_total{route=\"/a/{id}\",status=\"200\",result=\"not_found\"} 2",
             "y_total 0",
             "# TYPE d_seconds histogram",
             "d_seconds_bucket{le=\"0.01\"} 0",
@@ -209,8 +252,11 @@ mod tests {
             "d_seconds_bucket{le=\"+Inf\"} 1",
             "d_seconds_sum 0.03",
             "d_seconds_count 1",
+            "# HELP g G.",
             "# TYPE g gauge",
             "g 3",
+            "# TYPE svc_build_info gauge",
+            &format!("svc_build_info{{version=\"{}\"}} 1", crate::VERSION),
         ] {
             assert!(out.lines().any(|l| l == line), "{line} missing in\n{out}");
         }

@@ -233,15 +233,14 @@ impl TenantRecord {
         }
     }
 
-    /// `host:port` of the agent when the record says it runs.
-    pub fn endpoint(&self, default_port: u16) -> Option<String> {
+    /// Where the agent answers when the record says it runs (`None`: no agent).
+    pub fn endpoint(&self, default_port: u16) -> Option<crate::wire::Endpoint> {
         if self.status != TenantStatus::Running || self.pod_ip.is_empty() {
             return None;
         }
-        Some(format!(
-            "{}:{}",
-            self.pod_ip,
-            self.agent_port.unwrap_or(default_port)
+        Some(crate::wire::Endpoint::new(
+            self.pod_ip.clone(),
+            self.agent_port.unwrap_or(default_port),
         ))
     }
 

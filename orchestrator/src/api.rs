@@ -156,7 +156,7 @@ pub async fn track(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let app = req.app_data::<web::Data<App>>().cloned();
     // A closed set: a made-up method must not become a new series.
-    let method = common::metrics::method_label(req.method().as_str());
+    let method = common::metrics::HttpMethod::of(req.method().as_str());
     let span = tracing::info_span!(
         "http request",
         method = %method,
@@ -174,9 +174,11 @@ pub async fn track(
             Err(e) => (None, e.as_response_error().status_code()),
         };
         let route = route.unwrap_or_else(|| "unmatched".into());
-        app.metrics
-            .http_requests
-            .inc(&[method, &route, status.as_str()]);
+        app.metrics.http_requests.inc(crate::metrics::HttpLabels {
+            method,
+            route,
+            status: status.as_u16(),
+        });
     }
     res
 }
@@ -285,7 +287,7 @@ async fn bot_token(app: web::Data<App>, path: web::Path<String>) -> Result<HttpR
         .clone()
         .run_owned(async move { tenants::bot_token(&app, &id).await })
         .await?;
-    Ok(HttpResponse::Ok().json(json!({ "bot_token": token.expose() })))
+    Ok(HttpResponse::Ok().json(common::wire::BotTokenAnswer { bot_token: token }))
 }
 
 async fn update(
@@ -452,7 +454,7 @@ async fn wake_tenant(app: web::Data<App>, path: web::Path<String>) -> Result<Htt
         .clone()
         .run_owned(async move { wake::wake(&app, &id).await })
         .await?;
-    Ok(HttpResponse::Ok().json(woken))
+    Ok(HttpResponse::Ok().json(common::wire::WakeAnswer::from(woken)))
 }
 
 // ---- The tenant's agent: its credential (internal, for the router) and its configuration. ----
@@ -468,7 +470,7 @@ async fn agent_token(app: web::Data<App>, path: web::Path<String>) -> Result<Htt
         .clone()
         .run_owned(async move { tenants::agent_token(&app, &id).await })
         .await?;
-    Ok(HttpResponse::Ok().json(json!({ "agent_token": token.expose() })))
+    Ok(HttpResponse::Ok().json(common::wire::AgentTokenAnswer { agent_token: token }))
 }
 
 async fn get_config(app: web::Data<App>, path: web::Path<String>) -> Result<HttpResponse, Error> {

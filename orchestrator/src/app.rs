@@ -9,6 +9,7 @@ use common::lock::WakeLock;
 use common::registry::Registry;
 use common::state::StateStore;
 use common::telegram::TelegramClient;
+use common::wire::{Endpoint, AGENT_PAIRED_HEALTH_PATH};
 use common::{Secret, TenantId};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -162,13 +163,13 @@ impl App {
     /// True when the agent at `endpoint` is this tenant's: `GET /api/health` with its credential
     /// answers 200 (another tenant's agent at a reused address answers 401, so a bare 2xx from
     /// `/health` proves nothing).
-    pub async fn agent_is(&self, endpoint: &str, agent_token: &Secret) -> bool {
+    pub async fn agent_is(&self, endpoint: &Endpoint, agent_token: &Secret) -> bool {
         if agent_token.is_empty() {
             return false;
         }
         matches!(
             self.http
-                .get(format!("http://{endpoint}/api/health"))
+                .get(format!("http://{endpoint}{AGENT_PAIRED_HEALTH_PATH}"))
                 .bearer_auth(agent_token.expose())
                 .send()
                 .await,

@@ -5,7 +5,6 @@ use common::agent_config::{AgentConfig, PlatformDefaults};
 use common::registry::SettingsUpdate;
 use common::tenant::{validate_bot_token, validate_idle_timeout};
 use common::{Secret, StoreError, TenantId, TenantRecord, TenantStatus, TenantView};
-use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::app::App;
@@ -15,34 +14,13 @@ use crate::lifecycle::stop_locked;
 use crate::tenant_lock::TenantGuard;
 use crate::webhook;
 use common::lifecycle::NewEvent;
-use common::resources::AgentResources;
 
 /// How long a purge waits for the agent's last save: past the pod's 30 s termination grace period,
 /// after which the kubelet has killed it.
 const PURGE_WAIT: std::time::Duration = std::time::Duration::from_secs(45);
 
-/// Body of `POST /tenants`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateTenant {
-    pub tenant_id: String,
-    pub bot_token: String,
-    #[serde(default)]
-    pub idle_timeout_s: Option<i64>,
-}
-
-/// Body of `PATCH /tenants/{id}`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateTenant {
-    #[serde(default)]
-    pub bot_token: Option<String>,
-    #[serde(default)]
-    pub idle_timeout_s: Option<i64>,
-    /// CPU/memory overrides to change; a field given as `""` goes back to the platform default.
-    #[serde(default)]
-    pub resources: Option<AgentResources>,
-}
+/// Bodies of `POST /tenants` and `PATCH /tenants/{id}`, shared with `ztm`.
+pub use common::wire::{CreateTenant, UpdateTenant};
 
 /// Creates an idle tenant. The record is written first, so that an update Telegram delivers as soon
 /// as the webhook is set finds its tenant; when Telegram refuses the webhook the record is removed
@@ -376,6 +354,7 @@ mod tests {
 
     use super::*;
     use crate::app::Settings;
+    use crate::metrics::{CallResult, TelegramLabels, TelegramMethod};
     use crate::testing::*;
 
     fn create_req(id: &str, token: &str) -> CreateTenant {
@@ -423,7 +402,13 @@ mod tests {
             1,
             "a duplicate does not touch Telegram"
         );
-        assert_eq!(t.app.metrics.telegram_calls.get(&["setWebhook", "ok"]), 1);
+        assert_eq!(
+            t.app.metrics.telegram_calls.get(TelegramLabels {
+                method: TelegramMethod::setWebhook,
+                result: CallResult::ok
+            }),
+            1
+        );
     }
 
     #[tokio::test]
@@ -444,7 +429,10 @@ mod tests {
         assert!(!err.to_string().contains("123:abc"), "no token in errors");
         assert!(t.app.registry.get(&tid("bob")).await.unwrap().is_none());
         assert_eq!(
-            t.app.metrics.telegram_calls.get(&["setWebhook", "error"]),
+            t.app.metrics.telegram_calls.get(TelegramLabels {
+                method: TelegramMethod::setWebhook,
+                result: CallResult::error
+            }),
             1
         );
     }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use common::cache::ENDPOINT_TTL;
 use common::registry::StatusUpdate;
+use common::wire::{Endpoint, WakeAnswer};
 use common::{StoreError, TenantId, TenantRecord, TenantStatus};
 use serde::Serialize;
 use tokio::time::Instant;
@@ -11,6 +12,7 @@ use tokio::time::Instant;
 use crate::app::App;
 use crate::error::Error;
 use crate::events::{self, reason};
+use crate::metrics::WakeResult;
 use crate::runtime::RuntimeError;
 use crate::tenant_lock::{TenantGuard, RETRY_EVERY};
 use common::lifecycle::NewEvent;
@@ -19,8 +21,16 @@ use common::lifecycle::NewEvent;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Woken {
     pub pod_ip: String,
-    /// `host:port`.
-    pub endpoint: String,
+    pub endpoint: Endpoint,
+}
+
+impl From<Woken> for WakeAnswer {
+    fn from(w: Woken) -> Self {
+        WakeAnswer {
+            pod_ip: Some(w.pod_ip).filter(|ip| !ip.is_empty()),
+            endpoint: Some(w.endpoint),
+        }
+    }
 }
 
 /// Wakes the tenant (or finds it running) and returns its address. Exactly one agent starts however
@@ -34,19 +44,19 @@ pub async fn wake(app: &Arc<App>, id: &TenantId) -> Result<Woken, Error> {
     let rec = get(app, id).await?;
     refuse_suspended(&rec)?;
     if let Some(w) = ready(app, &rec).await {
-        app.metrics.wakes.inc(&["ready"]);
+        app.metrics.wakes.inc(WakeResult::ready);
         return Ok(w);
     }
     let result = wake_slow(app, id).await;
     let outcome = match &result {
         Ok(_) => None,
-        Err(Error::NotFound(_)) => Some("not_found"),
-        Err(Error::Suspended(_)) => Some("suspended"),
-        Err(Error::WakeTimeout(_)) => Some("timeout"),
-        Err(_) => Some("failed"),
+        Err(Error::NotFound(_)) => Some(WakeResult::not_found),
+        Err(Error::Suspended(_)) => Some(WakeResult::suspended),
+        Err(Error::WakeTimeout(_)) => Some(WakeResult::timeout),
+        Err(_) => Some(WakeResult::failed),
     };
     if let Some(o) = outcome {
-        app.metrics.wakes.inc(&[o]);
+        app.metrics.wakes.inc(o);
     }
     result
 }
@@ -63,7 +73,7 @@ async fn wake_slow(app: &Arc<App>, id: &TenantId) -> Result<Woken, Error> {
         let rec = get(app, id).await?;
         refuse_suspended(&rec)?;
         if let Some(w) = ready(app, &rec).await {
-            app.metrics.wakes.inc(&["joined"]);
+            app.metrics.wakes.inc(WakeResult::joined);
             return Ok(w);
         }
         match app
@@ -95,7 +105,7 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
     // Re-read under the lock: a suspend that finished before we got it is seen here.
     refuse_suspended(&rec)?;
     if let Some(w) = ready(app, &rec).await {
-        app.metrics.wakes.inc(&["joined"]);
+        app.metrics.wakes.inc(WakeResult::joined);
         return Ok(w);
     }
     let rec = ensure_agent_token(app, rec).await?;
@@ -174,10 +184,10 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
         return Err(err);
     }
     let endpoint = addr.endpoint(app.runtime.agent_port());
-    if let Err(e) = app.cache.set(id, &endpoint, ENDPOINT_TTL).await {
+    if let Err(e) = app.cache.set(id, &endpoint.to_string(), ENDPOINT_TTL).await {
         tracing::warn!(tenant = %id, error = %e, "endpoint cache set failed");
     }
-    app.metrics.wakes.inc(&["started"]);
+    app.metrics.wakes.inc(WakeResult::started);
     app.metrics.agent_started();
     app.metrics.observe_wake(began.elapsed());
     app.metrics
@@ -300,7 +310,7 @@ mod tests {
             tokio::spawn(async move { wake(&app, &id).await })
         });
         let results = futures::future::join_all(wakes).await;
-        let endpoints: Vec<String> = results
+        let endpoints: Vec<Endpoint> = results
             .into_iter()
             .map(|r| r.unwrap().expect("every wake succeeds").endpoint)
             .collect();
@@ -308,10 +318,10 @@ mod tests {
         assert!(endpoints.iter().all(|e| *e == endpoints[0]));
         let rec = t.app.registry.get(&id).await.unwrap().unwrap();
         assert_eq!(rec.status, TenantStatus::Running);
-        assert_eq!(rec.endpoint(3000).as_deref(), Some(endpoints[0].as_str()));
+        assert_eq!(rec.endpoint(3000).as_ref(), Some(&endpoints[0]));
         assert_eq!(
             t.app.cache.get(&id).await.unwrap(),
-            Some(endpoints[0].clone())
+            Some(endpoints[0].to_string())
         );
         // Awake and healthy: the next wake takes the fast path.
         wake(&t.app, &id).await.unwrap();
@@ -421,7 +431,10 @@ mod tests {
             .await
             .unwrap();
         let woken = waking.await.unwrap().unwrap();
-        assert_eq!(woken.endpoint, format!("127.0.0.1:{}", agent.port));
+        assert_eq!(
+            woken.endpoint.to_string(),
+            format!("127.0.0.1:{}", agent.port)
+        );
         assert_eq!(t.runtime.starts(), 0, "no second agent");
     }
 
@@ -512,7 +525,7 @@ mod tests {
         let woken = second.expect("the replica that took the lock over wakes the tenant");
         let rec = b.registry.get(&id).await.unwrap().unwrap();
         assert_eq!(rec.status, TenantStatus::Running);
-        assert_eq!(rec.endpoint(3000).as_deref(), Some(woken.endpoint.as_str()));
+        assert_eq!(rec.endpoint(3000), Some(woken.endpoint));
         assert!(runtime.running(&id), "the adopted agent still runs");
     }
 }

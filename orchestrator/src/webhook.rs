@@ -4,6 +4,7 @@ use common::{Secret, TenantId};
 
 use crate::app::App;
 use crate::error::Error;
+use crate::metrics::TelegramMethod;
 
 /// `{ROUTER_PUBLIC_URL}/tg/{id}`, or `None` when the router's public URL is not configured.
 pub fn webhook_url(app: &App, id: &TenantId) -> Option<String> {
@@ -29,8 +30,7 @@ pub async fn register(app: &App, id: &TenantId, token: &Secret) -> Result<(), Er
         .set_webhook(token, &url, secret.as_deref())
         .await;
     app.metrics
-        .telegram_calls
-        .inc(&["setWebhook", if result.is_ok() { "ok" } else { "error" }]);
+        .telegram_call(TelegramMethod::setWebhook, result.is_ok());
     result.map_err(|e| Error::Telegram {
         method: "setWebhook",
         reason: reason(e),
@@ -43,11 +43,13 @@ pub async fn register(app: &App, id: &TenantId, token: &Secret) -> Result<(), Er
 pub async fn unregister(app: &App, id: &TenantId, token: &Secret) {
     match app.telegram.delete_webhook(token).await {
         Ok(()) => {
-            app.metrics.telegram_calls.inc(&["deleteWebhook", "ok"]);
+            app.metrics
+                .telegram_call(TelegramMethod::deleteWebhook, true);
             tracing::info!(tenant = %id, "telegram webhook deleted")
         }
         Err(e) => {
-            app.metrics.telegram_calls.inc(&["deleteWebhook", "error"]);
+            app.metrics
+                .telegram_call(TelegramMethod::deleteWebhook, false);
             tracing::warn!(tenant = %id, error = %e, "telegram deleteWebhook failed")
         }
     }

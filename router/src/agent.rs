@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::wire::{AgentMessage, AgentReply, IDEMPOTENCY_KEY_HEADER, TENANT_ID_HEADER};
 use common::{Secret, TenantId};
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{Request, Uri};
@@ -15,7 +16,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -36,16 +36,6 @@ impl ForwardError {
     pub fn is_retryable(&self) -> bool {
         !matches!(self, ForwardError::Rejected(_))
     }
-}
-
-#[derive(Serialize)]
-struct AgentMessage<'a> {
-    message: &'a str,
-}
-
-#[derive(Deserialize)]
-struct AgentReply {
-    response: String,
 }
 
 /// Largest agent reply read (Telegram messages are split at 4,096 characters anyway).
@@ -133,13 +123,15 @@ impl AgentClient {
         text: &str,
     ) -> Result<String, ForwardError> {
         let uri = self.webhook_uri(endpoint)?;
-        let body = serde_json::to_vec(&AgentMessage { message: text })
-            .map_err(|e| ForwardError::Failed(format!("cannot encode the message: {e}")))?;
+        let body = serde_json::to_vec(&AgentMessage {
+            message: text.into(),
+        })
+        .map_err(|e| ForwardError::Failed(format!("cannot encode the message: {e}")))?;
         let mut req = Request::post(uri)
             .header(CONTENT_TYPE, "application/json")
             .header(AUTHORIZATION, format!("Bearer {}", agent_token.expose()))
-            .header("x-idempotency-key", idempotency_key)
-            .header("x-tenant-id", tenant.as_str())
+            .header(IDEMPOTENCY_KEY_HEADER, idempotency_key)
+            .header(TENANT_ID_HEADER, tenant.as_str())
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| ForwardError::Failed(format!("cannot build the request: {e}")))?;
         common::telemetry::inject_headers(req.headers_mut());

@@ -21,7 +21,7 @@ use tracing::Instrument;
 use crate::chat::{ChatError, ChatService};
 use crate::delivery::Dispatcher;
 use crate::known_tenants::KnownTenants;
-use crate::metrics::Metrics;
+use crate::metrics::{HttpLabels, Metrics, Webhook};
 use crate::update;
 use crate::webhook_admin::{AdminError, WebhookAdmin};
 
@@ -162,7 +162,10 @@ pub async fn track(
     };
     let res = next.call(req).instrument(span).await?;
     if let Some(m) = metrics {
-        m.http_requests.inc(&[&route, res.status().as_str()]);
+        m.http_requests.inc(HttpLabels {
+            route,
+            status: res.status().as_u16(),
+        });
     }
     Ok(res)
 }
@@ -228,15 +231,15 @@ async fn telegram_update(
 ) -> Result<HttpResponse, ApiError> {
     let result = store_update(&req, &path, payload, &state).await;
     let outcome = match &result {
-        Ok(Appended::New) => "accepted",
-        Ok(Appended::Duplicate) => "duplicate",
-        Ok(Appended::Full) | Err(ApiError::TooManyRequests(_)) => "over_cap",
-        Err(ApiError::Unauthorized(_)) => "unauthorized",
-        Err(ApiError::NotFound(_)) => "unknown_tenant",
-        Err(ApiError::Unavailable(_)) => "unavailable",
-        Err(_) => "invalid",
+        Ok(Appended::New) => Webhook::accepted,
+        Ok(Appended::Duplicate) => Webhook::duplicate,
+        Ok(Appended::Full) | Err(ApiError::TooManyRequests(_)) => Webhook::over_cap,
+        Err(ApiError::Unauthorized(_)) => Webhook::unauthorized,
+        Err(ApiError::NotFound(_)) => Webhook::unknown_tenant,
+        Err(ApiError::Unavailable(_)) => Webhook::unavailable,
+        Err(_) => Webhook::invalid,
     };
-    state.metrics.webhook_updates.inc(&[outcome]);
+    state.metrics.webhook_updates.inc(outcome);
     result?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")

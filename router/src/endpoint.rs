@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::cache::EndpointCache;
 use common::TenantId;
 
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::orchestrator_client::{OrchestratorClient, OrchestratorError};
 
 /// Tenants whose last write is remembered before the oldest are forgotten (a forgotten one costs
@@ -52,15 +52,15 @@ impl Endpoints {
     pub async fn cached(&self, tenant: &TenantId) -> Option<String> {
         match self.cache.get(tenant).await {
             Ok(Some(ep)) => {
-                self.metrics.cache.inc(&["hit"]);
+                self.metrics.cache.inc(metrics::CacheLookup::hit);
                 Some(ep)
             }
             Ok(None) => {
-                self.metrics.cache.inc(&["miss"]);
+                self.metrics.cache.inc(metrics::CacheLookup::miss);
                 None
             }
             Err(e) => {
-                self.metrics.cache.inc(&["error"]);
+                self.metrics.cache.inc(metrics::CacheLookup::error);
                 tracing::warn!(tenant = %tenant, error = %e, "endpoint cache unavailable, waking");
                 None
             }
@@ -80,13 +80,13 @@ impl Endpoints {
     pub async fn wake(&self, tenant: &TenantId) -> Result<String, OrchestratorError> {
         let result = self.orch.wake(tenant).await;
         let outcome = match &result {
-            Ok(_) => "ok",
-            Err(OrchestratorError::NotFound) => "not_found",
-            Err(OrchestratorError::Suspended) => "suspended",
-            Err(e) if e.is_outage() => "unavailable",
-            Err(_) => "failed",
+            Ok(_) => metrics::Wake::ok,
+            Err(OrchestratorError::NotFound) => metrics::Wake::not_found,
+            Err(OrchestratorError::Suspended) => metrics::Wake::suspended,
+            Err(e) if e.is_outage() => metrics::Wake::unavailable,
+            Err(_) => metrics::Wake::failed,
         };
-        self.metrics.wakes.inc(&[outcome]);
+        self.metrics.wakes.inc(outcome);
         if let Ok(ep) = &result {
             self.write(tenant, ep).await;
         }
@@ -118,7 +118,7 @@ impl Endpoints {
         if let Err(e) = self.cache.remove(tenant).await {
             tracing::warn!(tenant = %tenant, error = %e, "endpoint cache remove failed");
         }
-        self.metrics.retries.inc(&["reconnect"]);
+        self.metrics.retries.inc(metrics::Retry::reconnect);
     }
 
     async fn write(&self, tenant: &TenantId, endpoint: &str) {

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::wire::{AgentTokenAnswer, BotTokenAnswer, ErrorBody, WakeAnswer};
 use common::{Secret, TenantId};
 use serde::Deserialize;
 use thiserror::Error;
@@ -49,15 +50,6 @@ pub struct OrchestratorClient {
     agent_tokens: Mutex<HashMap<TenantId, Secret>>,
 }
 
-/// `endpoint` from this platform; only `pod_ip` from a Go orchestrator (router swapped first).
-#[derive(Deserialize)]
-struct WakeResponse {
-    #[serde(default)]
-    endpoint: Option<String>,
-    #[serde(default)]
-    pod_ip: Option<String>,
-}
-
 /// The tenant's record as [`OrchestratorClient::glance`] reads it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Glance {
@@ -66,27 +58,8 @@ pub struct Glance {
     pub running: bool,
 }
 
-/// The Go orchestrator answered `{"BotToken": ...}`.
-#[derive(Deserialize)]
-struct TokenResponse {
-    #[serde(alias = "BotToken")]
-    bot_token: Secret,
-}
-
 /// The port a Go orchestrator's pods listen on (the Go router always forwarded to `:3000`).
 pub const GO_AGENT_PORT: u16 = 3000;
-
-#[derive(Deserialize)]
-struct AgentTokenResponse {
-    agent_token: Secret,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: String,
-    #[serde(default)]
-    code: Option<String>,
-}
 
 impl OrchestratorClient {
     pub fn new(
@@ -161,16 +134,14 @@ impl OrchestratorClient {
             .request(reqwest::Method::POST, &format!("/wake/{id}"))
             .timeout(self.wake_timeout);
         let resp = self.send(rb).await?;
-        let body: WakeResponse = resp.json().await.map_err(|e| OrchestratorError::Failed {
+        // `endpoint` from this platform; only `pod_ip` from a Go orchestrator (router swapped first).
+        let body: WakeAnswer = resp.json().await.map_err(|e| OrchestratorError::Failed {
             status: 200,
             reason: format!("bad wake response: {}", e.without_url()),
         })?;
-        match (body.endpoint, body.pod_ip) {
-            (Some(ep), _) if !ep.is_empty() => Ok(ep),
-            (_, Some(ip)) if !ip.is_empty() => {
-                Ok(common::cache::endpoint_from_cached(&ip, self.go_agent_port))
-            }
-            _ => Err(OrchestratorError::Failed {
+        match body.endpoint(self.go_agent_port) {
+            Some(ep) => Ok(ep.to_string()),
+            None => Err(OrchestratorError::Failed {
                 status: 200,
                 reason: "wake response without endpoint or pod_ip".into(),
             }),
@@ -218,7 +189,7 @@ impl OrchestratorClient {
             .request(reqwest::Method::GET, &format!("/tenants/{id}/bot_token"))
             .timeout(Duration::from_secs(10));
         let resp = self.send(rb).await?;
-        let body: TokenResponse = resp.json().await.map_err(|e| OrchestratorError::Failed {
+        let body: BotTokenAnswer = resp.json().await.map_err(|e| OrchestratorError::Failed {
             status: 200,
             reason: format!("bad bot_token response: {}", e.without_url()),
         })?;
@@ -260,11 +231,10 @@ impl OrchestratorClient {
             .request(reqwest::Method::GET, &format!("/tenants/{id}/agent_token"))
             .timeout(Duration::from_secs(10));
         let resp = self.send(rb).await?;
-        let body: AgentTokenResponse =
-            resp.json().await.map_err(|e| OrchestratorError::Failed {
-                status: 200,
-                reason: format!("bad agent_token response: {}", e.without_url()),
-            })?;
+        let body: AgentTokenAnswer = resp.json().await.map_err(|e| OrchestratorError::Failed {
+            status: 200,
+            reason: format!("bad agent_token response: {}", e.without_url()),
+        })?;
         self.lock_agent_tokens()
             .insert(id.clone(), body.agent_token.clone());
         Ok(body.agent_token)

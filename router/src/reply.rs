@@ -12,7 +12,7 @@ use common::{Secret, TenantId};
 use tokio::time::Instant;
 
 use crate::config::DeliveryConfig;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RefusalLabels, Retry, TelegramMethod};
 use crate::orchestrator_client::{OrchestratorClient, OrchestratorError};
 
 /// Chats whose pacing state is kept per bot before idle (refilled) ones are forgotten.
@@ -183,7 +183,7 @@ impl Sender {
         match self.orch.fresh_bot_token(tenant).await {
             Ok(t) if &t != refused => {
                 tracing::info!(tenant = %tenant, "telegram refused the bot token; using the rotated one");
-                self.metrics.retries.inc(&["token"]);
+                self.metrics.retries.inc(Retry::token);
                 self.with_bot(tenant, |b| b.rotated = Some((refused.clone(), t.clone())));
                 Some(t)
             }
@@ -210,16 +210,18 @@ impl Sender {
             self.pace(tenant, to.chat_id).await;
             let err = match self.client.send_to(&token, to, text).await {
                 Ok(()) => {
-                    self.metrics.telegram_calls.inc(&["sendMessage", "ok"]);
+                    self.metrics
+                        .telegram_call(TelegramMethod::sendMessage, true);
                     return true;
                 }
                 Err(e) => e,
             };
-            self.metrics.telegram_calls.inc(&["sendMessage", "error"]);
+            self.metrics
+                .telegram_call(TelegramMethod::sendMessage, false);
             if let Some(wait) = err.retry_after() {
                 tracing::warn!(tenant = %tenant, chat_id = to.chat_id, retry_after_s = wait.as_secs(),
                     "telegram flood control, holding the bot's sends");
-                self.metrics.retries.inc(&["flood"]);
+                self.metrics.retries.inc(Retry::flood);
                 self.hold(tenant, wait);
                 continue;
             }
@@ -232,20 +234,28 @@ impl Sender {
             }
             if err.is_retryable() && attempt + 1 < self.cfg.telegram_attempts {
                 attempt += 1;
-                self.metrics.retries.inc(&["telegram"]);
+                self.metrics.retries.inc(Retry::telegram);
                 tokio::time::sleep(self.cfg.backoff(attempt)).await;
                 continue;
             }
-            self.refused(tenant, to.chat_id, "sendMessage", &err);
+            self.refused(tenant, to.chat_id, TelegramMethod::sendMessage, &err);
             return false;
         }
     }
 
-    fn refused(&self, tenant: &TenantId, chat_id: i64, method: &str, err: &TelegramError) {
+    fn refused(
+        &self,
+        tenant: &TenantId,
+        chat_id: i64,
+        method: TelegramMethod,
+        err: &TelegramError,
+    ) {
         match err {
             TelegramError::Api { code, .. } if *code < 500 => {
                 let reason = err.refusal_reason();
-                self.metrics.telegram_refusals.inc(&[method, reason]);
+                self.metrics
+                    .telegram_refusals
+                    .inc(RefusalLabels { method, reason });
                 tracing::error!(tenant = %tenant, chat_id, reason, error = %err,
                     "telegram refused the message for good");
             }
@@ -290,11 +300,12 @@ impl Sender {
             loop {
                 if !self.held(tenant) {
                     match self.client.send_typing(&token, to).await {
-                        Ok(()) => self.metrics.telegram_calls.inc(&["sendChatAction", "ok"]),
+                        Ok(()) => self
+                            .metrics
+                            .telegram_call(TelegramMethod::sendChatAction, true),
                         Err(e) => {
                             self.metrics
-                                .telegram_calls
-                                .inc(&["sendChatAction", "error"]);
+                                .telegram_call(TelegramMethod::sendChatAction, false);
                             if let Some(wait) = e.retry_after() {
                                 self.hold(tenant, wait);
                             } else if !e.is_retryable() {
@@ -321,12 +332,10 @@ impl Sender {
         match self.client.answer_callback_query(&token, id).await {
             Ok(()) => self
                 .metrics
-                .telegram_calls
-                .inc(&["answerCallbackQuery", "ok"]),
+                .telegram_call(TelegramMethod::answerCallbackQuery, true),
             Err(e) => {
                 self.metrics
-                    .telegram_calls
-                    .inc(&["answerCallbackQuery", "error"]);
+                    .telegram_call(TelegramMethod::answerCallbackQuery, false);
                 tracing::warn!(tenant = %tenant, error = %e, "answerCallbackQuery failed");
             }
         }

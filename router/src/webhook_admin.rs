@@ -7,7 +7,7 @@ use common::telegram::TelegramClient;
 use common::{Secret, TenantId};
 use thiserror::Error;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TelegramMethod};
 use crate::orchestrator_client::{OrchestratorClient, OrchestratorError};
 
 #[derive(Debug, Error)]
@@ -77,7 +77,8 @@ impl WebhookAdmin {
             .telegram
             .set_webhook(&token, &url, secret.as_deref())
             .await;
-        self.count("setWebhook", result.is_ok());
+        self.metrics
+            .telegram_call(TelegramMethod::setWebhook, result.is_ok());
         result.map_err(AdminError::Telegram)?;
         tracing::info!(tenant = %id, url = %url, "webhook registered");
         Ok(url)
@@ -86,7 +87,8 @@ impl WebhookAdmin {
     pub async fn unregister(&self, id: &TenantId) -> Result<(), AdminError> {
         let token = self.orch.bot_token(id).await?;
         let result = self.telegram.delete_webhook(&token).await;
-        self.count("deleteWebhook", result.is_ok());
+        self.metrics
+            .telegram_call(TelegramMethod::deleteWebhook, result.is_ok());
         result.map_err(AdminError::Telegram)?;
         tracing::info!(tenant = %id, "webhook deleted");
         Ok(())
@@ -97,7 +99,8 @@ impl WebhookAdmin {
     pub async fn info(&self, id: &TenantId) -> Result<WebhookReport, AdminError> {
         let token = self.orch.bot_token(id).await?;
         let result = self.telegram.get_webhook_info(&token).await;
-        self.count("getWebhookInfo", result.is_ok());
+        self.metrics
+            .telegram_call(TelegramMethod::getWebhookInfo, result.is_ok());
         let info = result.map_err(AdminError::Telegram)?;
         let expected_url = self
             .public_base_url
@@ -129,11 +132,5 @@ impl WebhookAdmin {
             allowed_updates: info.allowed_updates,
             ip_address: info.ip_address,
         })
-    }
-
-    fn count(&self, method: &str, ok: bool) {
-        self.metrics
-            .telegram_calls
-            .inc(&[method, if ok { "ok" } else { "error" }]);
     }
 }

@@ -538,7 +538,13 @@ async fn metrics_move_after_a_delivery() {
     eventually(
         Duration::from_secs(10),
         "the delivery to be counted",
-        || state.metrics.deliveries.get(&["delivered"]) == 1,
+        || {
+            state
+                .metrics
+                .deliveries
+                .get(router::metrics::Delivery::delivered)
+                == 1
+        },
     )
     .await;
     let resp = test::call_service(&svc, TestRequest::get().uri("/metrics").to_request()).await;

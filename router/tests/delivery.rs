@@ -233,7 +233,10 @@ async fn agent_5xx_is_retried_a_bounded_number_of_times_then_the_user_is_told() 
         "AGENT_ATTEMPTS forwards, then give up"
     );
     assert_eq!(h.tg.messages_to(5), vec![STARTING, AGENT_FAILED]);
-    assert_eq!(h.metrics.deliveries.get(&["failed"]), 1);
+    assert_eq!(
+        h.metrics.deliveries.get(router::metrics::Delivery::failed),
+        1
+    );
     let keys: Vec<String> = agent
         .calls
         .lock()
@@ -279,7 +282,7 @@ async fn connection_failure_invalidates_the_cache_and_wakes_again() {
         Some(stale.as_str()),
         "stale endpoint dropped"
     );
-    assert!(h.metrics.retries.get(&["reconnect"]) >= 1);
+    assert!(h.metrics.retries.get(router::metrics::Retry::reconnect) >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,7 +361,10 @@ async fn failing_wake_is_retried_then_every_waiting_chat_is_told() {
     assert_eq!(h.orch.wakes("broken"), 3, "WAKE_ATTEMPTS wakes");
     assert_eq!(h.tg.messages_to(11), vec![STARTING, FAILED_TO_START]);
     assert_eq!(h.tg.messages_to(12), vec![STARTING, FAILED_TO_START]);
-    assert_eq!(h.metrics.deliveries.get(&["failed"]), 3);
+    assert_eq!(
+        h.metrics.deliveries.get(router::metrics::Delivery::failed),
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,7 +397,10 @@ async fn an_orchestrator_outage_longer_than_the_wake_budget_keeps_every_update()
         h.tg.messages_to(22),
         vec![STARTING, DEFAULT_DELAYED_MESSAGE, "echo: m2"]
     );
-    assert_eq!(h.metrics.deliveries.get(&["failed"]), 0);
+    assert_eq!(
+        h.metrics.deliveries.get(router::metrics::Delivery::failed),
+        0
+    );
     assert_eq!(h.metrics.delayed_tenants.load(Ordering::Relaxed), 0);
 }
 
@@ -412,7 +421,10 @@ async fn updates_older_than_the_maximum_age_are_given_up_during_an_outage() {
         h.tg.messages_to(31),
         vec![STARTING, DEFAULT_DELAYED_MESSAGE, FAILED_TO_START]
     );
-    assert_eq!(h.metrics.deliveries.get(&["expired"]), 1);
+    assert_eq!(
+        h.metrics.deliveries.get(router::metrics::Delivery::expired),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,7 +434,10 @@ async fn updates_of_an_unknown_tenant_are_dropped_without_replies() {
     h.post("ghost", 2, 1, "hello?").await;
     h.wait_empty().await;
     assert!(h.tg.calls().is_empty());
-    assert_eq!(h.metrics.deliveries.get(&["dropped"]), 2);
+    assert_eq!(
+        h.metrics.deliveries.get(router::metrics::Delivery::dropped),
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -483,7 +498,10 @@ async fn updates_without_text_are_acknowledged_and_skipped() {
     h.post("pics", 2, 1, "text").await;
     h.wait_empty().await;
     assert_eq!(agent.messages(), vec!["text"]);
-    assert_eq!(h.metrics.deliveries.get(&["skipped"]), 1);
+    assert_eq!(
+        h.metrics.deliveries.get(router::metrics::Delivery::skipped),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -314,7 +314,7 @@ async fn per_tenant_resources_are_validated_and_applied_at_the_next_start() {
         "512Mi",
         "the running pod is left alone"
     );
-    assert!(!first.endpoint.is_empty());
+    assert!(!first.endpoint.host.is_empty());
 
     orchestrator::tenants::sleep(&app, &id).await.unwrap();
     assert!(eventually(T, || fake.get("pods", NS, "zeroclaw-kres").is_none()).await);

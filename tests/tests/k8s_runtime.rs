@@ -69,7 +69,7 @@ async fn wake_creates_secret_pv_pvc_and_a_pod_whose_agent_answers() {
     assert!(!pod.to_string().contains("123:ABC-secret"));
 
     assert_eq!(woken.pod_ip, pod["status"]["podIP"].as_str().unwrap());
-    assert_eq!(woken.endpoint, format!("{}:3000", woken.pod_ip));
+    assert_eq!(woken.endpoint.to_string(), format!("{}:3000", woken.pod_ip));
     assert_eq!(
         agent_chat(&shared, &id, &woken.endpoint, "hi").await,
         "echo: hi (#1)"

@@ -1,6 +1,7 @@
 //! The orchestrator and router APIs as typed calls over any transport.
 
 use common::agent_config::AgentConfig;
+use common::wire::{CreateTenant, UpdateTenant};
 use common::{TenantId, TenantStatus, TenantView};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -62,12 +63,18 @@ impl<'a> Api<'a> {
         bot_token: &str,
         idle_timeout: Option<i64>,
     ) -> Result<TenantView, ZtmError> {
-        let mut body = json!({ "tenant_id": id, "bot_token": bot_token });
-        if let Some(t) = idle_timeout {
-            body["idle_timeout_s"] = json!(t);
-        }
-        self.json(Service::Orchestrator, Method::Post, "/tenants", Some(body))
-            .await
+        let body = CreateTenant {
+            tenant_id: id.to_string(),
+            bot_token: bot_token.to_owned(),
+            idle_timeout_s: idle_timeout,
+        };
+        self.json(
+            Service::Orchestrator,
+            Method::Post,
+            "/tenants",
+            Some(body_of(&body)?),
+        )
+        .await
     }
 
     pub async fn list(&self, status: Option<TenantStatus>) -> Result<Vec<TenantView>, ZtmError> {
@@ -95,18 +102,16 @@ impl<'a> Api<'a> {
         bot_token: Option<&str>,
         idle_timeout: Option<i64>,
     ) -> Result<TenantView, ZtmError> {
-        let mut body = json!({});
-        if let Some(t) = bot_token {
-            body["bot_token"] = json!(t);
-        }
-        if let Some(t) = idle_timeout {
-            body["idle_timeout_s"] = json!(t);
-        }
+        let body = UpdateTenant {
+            bot_token: bot_token.map(str::to_owned),
+            idle_timeout_s: idle_timeout,
+            resources: None,
+        };
         self.json(
             Service::Orchestrator,
             Method::Patch,
             &format!("/tenants/{id}"),
-            Some(body),
+            Some(body_of(&body)?),
         )
         .await
     }
@@ -188,6 +193,12 @@ impl<'a> Api<'a> {
         )
         .await
     }
+}
+
+/// A request body from one of the API's `common::wire` types.
+pub(crate) fn body_of(body: &impl serde::Serialize) -> Result<Value, ZtmError> {
+    serde_json::to_value(body)
+        .map_err(|e| ZtmError::Input(format!("cannot encode the request: {e}")))
 }
 
 /// One line for a refused request: the server's `{"error"}` text, with a hint for auth failures.

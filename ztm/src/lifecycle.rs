@@ -71,13 +71,11 @@ pub async fn update(
     resources: &AgentResources,
 ) -> Result<Outcome, ZtmError> {
     let id = tenant_id(id)?;
-    let mut body = json!({ "resources": resources });
-    if let Some(t) = bot_token {
-        body["bot_token"] = json!(t);
-    }
-    if let Some(t) = idle_timeout {
-        body["idle_timeout_s"] = json!(t);
-    }
+    let body = crate::api::body_of(&common::wire::UpdateTenant {
+        bot_token: bot_token.map(str::to_owned),
+        idle_timeout_s: idle_timeout,
+        resources: Some(resources.clone()),
+    })?;
     let resp = api
         .call(
             Service::Orchestrator,

@@ -747,7 +747,10 @@ mod tests {
         ]);
         let r = from_item(&item).unwrap();
         assert_eq!(r.status, TenantStatus::Running);
-        assert_eq!(r.endpoint(3000).as_deref(), Some("10.0.0.7:3000"));
+        assert_eq!(
+            r.endpoint(3000).map(|e| e.to_string()).as_deref(),
+            Some("10.0.0.7:3000")
+        );
         assert_eq!(r.idle_timeout_s, 600);
         assert_eq!(r.agent_port, None);
 

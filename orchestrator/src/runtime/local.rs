@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use common::agent_config::{PlatformDefaults, CONFIG_FILE};
 use common::state::{StateStore, BRAIN_FILE};
 use common::state_file;
+use common::wire::{AgentHealth, AGENT_HEALTH_PATH, AGENT_PAIRED_HEALTH_PATH};
 use common::{Secret, TenantId, TenantRecord};
 use tokio::process::Child;
 use tokio::time::Instant;
@@ -182,7 +183,7 @@ impl LocalRuntime {
         }
         let Ok(resp) = self
             .http
-            .get(format!("http://{HOST}:{port}/health"))
+            .get(format!("http://{HOST}:{port}{AGENT_HEALTH_PATH}"))
             .send()
             .await
         else {
@@ -192,10 +193,10 @@ impl LocalRuntime {
             return Health::Down;
         }
         // An agent that names no tenant (e.g. the ZeroClaw gateway) is taken at its word.
-        let body: serde_json::Value = resp.json().await.unwrap_or_default();
-        if let Some(t) = body.get("tenant_id").and_then(|t| t.as_str()) {
+        let body: AgentHealth = resp.json().await.unwrap_or_default();
+        if let Some(t) = body.tenant_id {
             if t != id.as_str() {
-                return Health::OtherTenant(t.to_owned());
+                return Health::OtherTenant(t);
             }
         }
         let Some(credential) = credential else {
@@ -203,7 +204,7 @@ impl LocalRuntime {
         };
         match self
             .http
-            .get(format!("http://{HOST}:{port}/api/health"))
+            .get(format!("http://{HOST}:{port}{AGENT_PAIRED_HEALTH_PATH}"))
             .bearer_auth(credential.expose())
             .send()
             .await

@@ -5,6 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use common::agent_config::{AgentConfig, PlatformDefaults};
 use common::lifecycle::{reason, LastError, TenantEvent};
+use common::wire::Endpoint;
 use common::{TenantId, TenantRecord};
 use thiserror::Error;
 
@@ -108,12 +109,8 @@ pub struct AgentAddress {
 }
 
 impl AgentAddress {
-    pub fn endpoint(&self, default_port: u16) -> String {
-        format!(
-            "{}:{}",
-            self.pod_ip,
-            self.agent_port.unwrap_or(default_port)
-        )
+    pub fn endpoint(&self, default_port: u16) -> Endpoint {
+        Endpoint::new(self.pod_ip.clone(), self.agent_port.unwrap_or(default_port))
     }
 }
 

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::retry;
 use super::{Delivery, Interrupted};
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::orchestrator_client::OrchestratorError;
 use crate::update;
 
@@ -48,7 +48,7 @@ impl Delivery {
     ) -> Result<Wake, Interrupted> {
         let glance = self.orch.glance(tenant).await;
         if glance.suspended {
-            self.metrics.wakes.inc(&["suspended"]);
+            self.metrics.wakes.inc(metrics::Wake::suspended);
             let waiting = self
                 .inbox_op(tenant, "inbox pending", stop, || {
                     self.inbox.pending(tenant, WAITING_SCAN)
@@ -116,7 +116,7 @@ impl Delivery {
                     if outage >= self.cfg.wake_attempts {
                         delayed.tell(self, tenant, token, &waiting).await;
                     }
-                    self.metrics.retries.inc(&["wake"]);
+                    self.metrics.retries.inc(metrics::Retry::wake);
                     retry::backoff(&self.cfg, outage, stop).await?;
                 }
                 Err(OrchestratorError::Suspended) => {
@@ -134,7 +134,7 @@ impl Delivery {
                         }
                         return Ok(Wake::Failed(waiting));
                     }
-                    self.metrics.retries.inc(&["wake"]);
+                    self.metrics.retries.inc(metrics::Retry::wake);
                     retry::backoff(&self.cfg, attempt, stop).await?;
                 }
             }

@@ -14,6 +14,7 @@ use super::retry::{self, Attempt};
 use super::wake::Wake;
 use super::{Delivery, Interrupted, AGENT_FAILED, FAILED_TO_START};
 use crate::agent::ForwardError;
+use crate::metrics;
 use crate::orchestrator_client::OrchestratorError;
 use crate::update;
 
@@ -60,7 +61,7 @@ impl Claim {
 /// What to do after one entry.
 enum Step {
     /// Acknowledge the entry and count it under this result.
-    Ack(&'static str),
+    Ack(metrics::Delivery),
     /// Entries were settled in bulk (dropped or failed together); fetch the inbox again.
     Refetch,
 }
@@ -82,7 +83,7 @@ impl Delivery {
             match op().await {
                 Ok(v) => Attempt::Done(v),
                 Err(e) => {
-                    self.metrics.retries.inc(&["inbox"]);
+                    self.metrics.retries.inc(metrics::Retry::inbox);
                     Attempt::Again(e)
                 }
             }
@@ -132,7 +133,7 @@ impl Delivery {
                             self.inbox.ack(tenant, &entry.id)
                         })
                         .await?;
-                        self.metrics.deliveries.inc(&[result]);
+                        self.metrics.deliveries.inc(result);
                     }
                     Step::Refetch => continue 'fetch,
                 }
@@ -151,7 +152,7 @@ impl Delivery {
         let callback = update::callback_query_id(&entry.payload);
         if msg.is_none() && callback.is_none() {
             tracing::debug!(tenant = %tenant, update_id = entry.update_id, "update without text, skipped");
-            return Ok(Step::Ack("skipped"));
+            return Ok(Step::Ack(metrics::Delivery::skipped));
         }
         let Some(token) = self.bot_token(tenant, stop).await? else {
             self.drop_all(tenant, stop).await?;
@@ -161,7 +162,7 @@ impl Delivery {
             self.telegram.answer_callback(tenant, &token, id).await;
         }
         let Some(msg) = msg else {
-            return Ok(Step::Ack("skipped"));
+            return Ok(Step::Ack(metrics::Delivery::skipped));
         };
         let key = format!("{tenant}:{}", entry.update_id);
         let (mut agent_failures, mut reconnects) = (0u32, 0u32);
@@ -183,7 +184,7 @@ impl Delivery {
                             &token,
                             &waiting,
                             FAILED_TO_START,
-                            "failed",
+                            metrics::Delivery::failed,
                             stop,
                         )
                         .await?;
@@ -195,7 +196,7 @@ impl Delivery {
                             &token,
                             &expired,
                             FAILED_TO_START,
-                            "expired",
+                            metrics::Delivery::expired,
                             stop,
                         )
                         .await?;
@@ -206,8 +207,15 @@ impl Delivery {
                             waiting.insert(0, entry.clone());
                         }
                         let text = self.cfg.suspended_message.clone();
-                        self.fail_waiting(tenant, &token, &waiting, &text, "suspended", stop)
-                            .await?;
+                        self.fail_waiting(
+                            tenant,
+                            &token,
+                            &waiting,
+                            &text,
+                            metrics::Delivery::suspended,
+                            stop,
+                        )
+                        .await?;
                         return Ok(Step::Refetch);
                     }
                 },
@@ -241,7 +249,7 @@ impl Delivery {
                     self.telegram
                         .reply(tenant, &token, &msg.target(), &reply)
                         .await;
-                    return Ok(Step::Ack("delivered"));
+                    return Ok(Step::Ack(metrics::Delivery::delivered));
                 }
                 Err(e) => e,
             };
@@ -254,7 +262,7 @@ impl Delivery {
                 ForwardError::Failed(reason) => {
                     tracing::warn!(tenant = %tenant, update_id = entry.update_id, error = %reason, "agent call failed");
                     agent_failures += 1;
-                    self.metrics.retries.inc(&["agent"]);
+                    self.metrics.retries.inc(metrics::Retry::agent);
                     agent_failures >= self.cfg.agent_attempts
                 }
                 ForwardError::Rejected(_) => true,
@@ -263,7 +271,7 @@ impl Delivery {
                 tracing::error!(tenant = %tenant, update_id = entry.update_id, error = %err,
                     "delivery failed, giving up on the update");
                 self.send(tenant, &token, &msg.target(), AGENT_FAILED).await;
-                return Ok(Step::Ack("failed"));
+                return Ok(Step::Ack(metrics::Delivery::failed));
             }
             let attempt = agent_failures.max(reconnects);
             retry::backoff(&self.cfg, attempt, stop).await?;
@@ -324,7 +332,7 @@ impl Delivery {
         token: &Secret,
         waiting: &[InboxEntry],
         text: &str,
-        result: &'static str,
+        result: metrics::Delivery,
         stop: &CancellationToken,
     ) -> Result<(), Interrupted> {
         tracing::error!(tenant = %tenant, entries = waiting.len(), "wake failed, answering the waiting chats");
@@ -340,8 +348,12 @@ impl Delivery {
                 self.inbox.ack(tenant, &entry.id)
             })
             .await?;
-            let result = if msg.is_some() { result } else { "skipped" };
-            self.metrics.deliveries.inc(&[result]);
+            let result = if msg.is_some() {
+                result
+            } else {
+                metrics::Delivery::skipped
+            };
+            self.metrics.deliveries.inc(result);
         }
         Ok(())
     }
@@ -367,7 +379,7 @@ impl Delivery {
                     self.inbox.ack(tenant, &entry.id)
                 })
                 .await?;
-                self.metrics.deliveries.inc(&["dropped"]);
+                self.metrics.deliveries.inc(metrics::Delivery::dropped);
                 dropped += 1;
             }
         }

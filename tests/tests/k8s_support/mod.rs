@@ -163,19 +163,29 @@ pub fn tenant_dir_exists(path: &Path) -> bool {
 }
 
 /// `POST /webhook` straight to a tenant's agent, with the tenant's credential as the router sends it.
-pub async fn agent_chat(shared: &Shared, id: &TenantId, endpoint: &str, text: &str) -> String {
+pub async fn agent_chat(
+    shared: &Shared,
+    id: &TenantId,
+    endpoint: &common::wire::Endpoint,
+    text: &str,
+) -> String {
     let credential = shared.registry.get(id).await.unwrap().unwrap().agent_token;
-    let r: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://{endpoint}/webhook"))
+    let r: common::wire::AgentReply = reqwest::Client::new()
+        .post(format!(
+            "http://{endpoint}{}",
+            common::wire::AGENT_WEBHOOK_PATH
+        ))
         .bearer_auth(credential.expose())
-        .json(&serde_json::json!({ "message": text }))
+        .json(&common::wire::AgentMessage {
+            message: text.into(),
+        })
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    r["response"].as_str().unwrap_or_default().to_owned()
+    r.response
 }
 
 /// A Running warm pod created the way the warm-pool ReplicaSet would, on a known node.
