@@ -94,6 +94,13 @@ impl Env {
         self.warm_pods()
     }
 
+    /// Deletes Deployment `warm-pool` (its pods stay): no replacement pod joins the test's pool.
+    async fn freeze_pool(&self) {
+        let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+            kube::Api::namespaced(self.fake.client().await, NS);
+        api.delete("warm-pool", &Default::default()).await.unwrap();
+    }
+
     fn warm_pods(&self) -> Vec<Value> {
         self.fake
             .list("pods")
@@ -401,7 +408,7 @@ async fn two_replicas_racing_for_one_warm_agent_assign_it_once() {
     let (ta, tb) = (e.tenant("wa-race-a").await, e.tenant("wa-race-b").await);
     let warm = name(&e.pool(1).await[0]);
     // No replacement meanwhile: the race is for this one pod.
-    e.manager(0).await.ensure().await.unwrap();
+    e.freeze_pool().await;
 
     let (wa, wb) = tokio::join!(wake(&a, &ta), wake(&b, &tb));
     let hits = log_lines(&["warm pool hit: assigned warm agent", "wa-race-"]);
@@ -429,7 +436,7 @@ async fn a_failed_assignment_deletes_the_warm_pod_and_falls_back_to_a_cold_start
     let id = e.tenant("wa-fail").await;
     let pod = e.pool(1).await.remove(0);
     let warm = name(&pod);
-    e.manager(0).await.ensure().await.unwrap();
+    e.freeze_pool().await;
     let url = format!(
         "http://{}:3000/assign",
         pod["status"]["podIP"].as_str().unwrap()
@@ -472,7 +479,7 @@ async fn a_pod_left_mid_assignment_is_deleted_by_the_sweep_without_saving() {
     let id = e.tenant("wa-orphan").await;
     let pod = e.pool(1).await.remove(0);
     let warm = name(&pod);
-    e.manager(0).await.ensure().await.unwrap();
+    e.freeze_pool().await;
     // What the dead replica did: the claim (with a claim time long past) and the assignment call.
     let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
         kube::Api::namespaced(e.fake.client().await, NS);
