@@ -297,6 +297,11 @@ impl FakeK8s {
 
     /// Requests served per (verb, resource), verbs as in audit logs: create, get, list, update, patch,
     /// delete, deletecollection.
+    /// Every API call counted since the start or the last [`reset_counts`](Self::reset_counts).
+    pub fn total_calls(&self) -> u64 {
+        self.shared.lock().counts.values().sum()
+    }
+
     pub fn count(&self, verb: &str, resource: &str) -> u64 {
         let st = self.shared.lock();
         st.counts
