@@ -247,7 +247,7 @@ async fn a_warm_hit_assigns_a_running_agent_restores_memory_and_config_and_creat
         warm,
         "the registry records the warm pod"
     );
-    assert_eq!(e.tenant_pods(&id), [warm.clone()]);
+    assert_eq!(e.tenant_pods(&id), std::slice::from_ref(&warm));
     let pod = e.fake.get("pods", NS, &warm).unwrap();
     assert!(pod["metadata"]["labels"].get("warm").is_none(), "{pod}");
     assert_eq!(woken.pod_ip, pod["status"]["podIP"].as_str().unwrap());
@@ -516,7 +516,7 @@ async fn a_pod_left_mid_assignment_is_deleted_by_the_sweep_without_saving() {
     assert_eq!(assigned.status(), 200);
 
     let swept = e.manager(0).await.sweep_orphans().await.unwrap();
-    assert_eq!(swept, [warm.clone()]);
+    assert_eq!(swept, std::slice::from_ref(&warm));
     assert!(eventually(T, || e.fake.get("pods", NS, &warm).is_none()).await);
     assert!(
         e.saved_keys(&id).await.is_empty(),

@@ -178,7 +178,8 @@ async fn first_reply_warm_hit_vs_cold_start_vs_node_warm_claim() {
     );
 
     let target = agent_start + Duration::from_millis(300);
-    let mut md = format!("| path | first reply | API calls | pod creations |\n|---|---|---|---|\n");
+    let mut md =
+        "| path | first reply | API calls | pod creations |\n|---|---|---|---|\n".to_string();
     for r in &rows {
         md.push_str(&format!(
             "| {} | {} ms | {} | {} |\n",
