@@ -5,7 +5,7 @@ BINS := orchestrator router tenant-agent ztm
 IMAGE_PREFIX ?= zeroclaw-tenancy
 VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
-.PHONY: run run-zeroclaw build test test-deps test-zeroclaw lint bench images install-ztm clean-data help
+.PHONY: run run-zeroclaw build test test-deps test-zeroclaw lint bench bench-warm images install-ztm clean-data help
 
 help:
 	@echo "make run          build and start orchestrator (:8080) and router (:9090) locally; Ctrl-C stops all"
@@ -63,6 +63,13 @@ lint:
 
 bench:
 	@if [ -x bench/run.sh ] || [ -f bench/run.sh ]; then bash bench/run.sh; else echo "bench/run.sh not present yet"; fi
+
+# Issue 20's row: warm hit vs cold start vs node-warm claim on the fake cluster (writes
+# bench/results/warm-agents.md; BENCH_POD_START_MS, BENCH_AGENT_START_MS).
+bench-warm:
+	$(CARGO) build --workspace --bins
+	$(CARGO) nextest run --workspace --run-ignored ignored-only --no-capture \
+		-E 'binary(k8s_warm_bench)' $(NEXTEST_ARGS)
 
 images:
 	@set -e; found=0; for f in docker/*.Dockerfile; do \

@@ -116,6 +116,12 @@ impl Brain {
         result
     }
 
+    /// A consistent copy of the brain at `tmp` (a warm agent's save through a grant uploads it).
+    pub fn snapshot(&self, tmp: &Path) -> Result<(), BrainError> {
+        remove_if_present(tmp)?;
+        self.vacuum_into(tmp)
+    }
+
     fn vacuum_into(&self, tmp: &Path) -> Result<(), BrainError> {
         let tmp_str = tmp.to_str().ok_or_else(|| BrainError::Io {
             what: "non-UTF-8 path",
@@ -134,6 +140,14 @@ fn remove_if_present(path: &Path) -> Result<(), BrainError> {
     }
 }
 
+/// Removes journal files of an earlier local copy, so they cannot be replayed onto a restored one.
+pub fn remove_journals(data_dir: &Path) -> Result<(), BrainError> {
+    for suffix in ["-journal", "-wal", "-shm"] {
+        remove_if_present(&data_dir.join(format!("{BRAIN_FILE}{suffix}")))?;
+    }
+    Ok(())
+}
+
 /// Copies the newest complete saved copy in `state_dir` (a generation, or the plain `brain.db` of
 /// earlier versions and of the Go platform) over `data_dir/brain.db`; returns whether there was one.
 /// Stale journal files of the old local copy are removed so they cannot be replayed onto the restored one.
@@ -147,9 +161,7 @@ pub fn restore(state_dir: &Path, data_dir: &Path) -> Result<bool, BrainError> {
     let target = data_dir.join(BRAIN_FILE);
     let tmp = data_dir.join(format!(".{BRAIN_FILE}.restore-{}", std::process::id()));
     fs::copy(&saved.path, &tmp).map_err(io_err("copying", &saved.path))?;
-    for suffix in ["-journal", "-wal", "-shm"] {
-        remove_if_present(&data_dir.join(format!("{BRAIN_FILE}{suffix}")))?;
-    }
+    remove_journals(data_dir)?;
     fs::rename(&tmp, &target).map_err(io_err("renaming to", &target))?;
     Ok(true)
 }

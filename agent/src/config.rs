@@ -31,6 +31,10 @@ pub struct Config {
     pub accept_any_caller: bool,
     /// `AGENT_CONFIG_DIR`: where the runtime put `tenant.json`.
     pub config_dir: Option<PathBuf>,
+    /// `AGENT_WARM=1`: a warm-pool agent, waiting for `POST /assign` (no tenant until then).
+    pub warm: bool,
+    /// `ASSIGN_TOKEN`: the pool credential `POST /assign` requires (warm agents only). Never logged.
+    pub assign_token: Option<String>,
 }
 
 impl Config {
@@ -60,6 +64,8 @@ impl Config {
             agent_token: get("AGENT_TOKEN"),
             accept_any_caller: get("AGENT_REQUIRE_CREDENTIAL").as_deref() == Some("false"),
             config_dir: get("AGENT_CONFIG_DIR").map(PathBuf::from),
+            warm: get("AGENT_WARM").as_deref() == Some("1"),
+            assign_token: get(common::assignment::POOL_TOKEN_ENV),
         })
     }
 }

@@ -1,6 +1,8 @@
 //! HTTP surface of the agent contract: `POST /webhook`, `GET /health`, and `GET /api/health`, the
 //! identity probe (200 only with this tenant's credential, like ZeroClaw's paired gateway).
 
+use std::sync::OnceLock;
+
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use common::wire::{
@@ -9,24 +11,62 @@ use common::wire::{
 };
 
 use crate::service::Agent;
+use crate::warm::Warm;
 
-pub struct AppState {
+/// The tenant an agent serves: from its environment, or from an assignment (warm agents).
+pub struct Serving {
     pub tenant_id: String,
     pub agent: Agent,
     /// The credential every caller must present as `Authorization: Bearer`; `None` refuses all.
     pub agent_token: Option<String>,
+}
+
+pub struct AppState {
+    serving: OnceLock<Serving>,
     /// `AGENT_REQUIRE_CREDENTIAL=false`: plays an agent of the Go platform, which checks no
     /// credential (the cut-over drill); never set for a real tenant.
     pub accept_any_caller: bool,
+    /// Set for a warm-pool agent: it serves nobody until `POST /assign` succeeds.
+    warm: Option<Warm>,
 }
 
 impl AppState {
+    /// An agent that serves its tenant from the start.
+    pub fn serving(serving: Serving, accept_any_caller: bool) -> Self {
+        AppState {
+            serving: OnceLock::from(serving),
+            accept_any_caller,
+            warm: None,
+        }
+    }
+
+    /// A warm-pool agent waiting for its assignment.
+    pub fn warm(warm: Warm) -> Self {
+        AppState {
+            serving: OnceLock::new(),
+            accept_any_caller: false,
+            warm: Some(warm),
+        }
+    }
+
+    /// The tenant served, once there is one.
+    pub fn current(&self) -> Option<&Serving> {
+        self.serving.get()
+    }
+
+    pub fn warm_slot(&self) -> Option<&Warm> {
+        self.warm.as_ref()
+    }
+
     /// Whether the request carries this tenant's credential (compared in constant time).
     fn paired(&self, req: &HttpRequest) -> bool {
+        let Some(serving) = self.current() else {
+            return false;
+        };
         if self.accept_any_caller {
             return true;
         }
-        let Some(expected) = &self.agent_token else {
+        let Some(expected) = &serving.agent_token else {
             return false;
         };
         let got = req
@@ -52,7 +92,8 @@ fn unauthorized() -> HttpResponse {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route(AGENT_WEBHOOK_PATH, web::post().to(webhook))
         .route(AGENT_HEALTH_PATH, web::get().to(health))
-        .route(AGENT_PAIRED_HEALTH_PATH, web::get().to(api_health));
+        .route(AGENT_PAIRED_HEALTH_PATH, web::get().to(api_health))
+        .route(common::assignment::ASSIGN_PATH, web::post().to(assign));
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
@@ -64,11 +105,11 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<Result<&'a str, ()>> {
 }
 
 async fn webhook(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
-    if !state.paired(&req) {
+    let Some(serving) = state.current().filter(|_| state.paired(&req)) else {
         return unauthorized();
-    }
+    };
     if let Some(tenant) = header(&req, TENANT_ID_HEADER) {
-        if tenant != Ok(state.tenant_id.as_str()) {
+        if tenant != Ok(serving.tenant_id.as_str()) {
             return error(StatusCode::MISDIRECTED_REQUEST, "wrong tenant");
         }
     }
@@ -95,7 +136,7 @@ async fn webhook(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>)
         .and_then(Result::ok)
         .and_then(trace_id)
         .unwrap_or_default();
-    match state.agent.handle(key, msg.message.into_owned()).await {
+    match serving.agent.handle(key, msg.message.into_owned()).await {
         Ok(response) => {
             // The caller's trace id (W3C `traceparent`) joins this line to the router's delivery.
             tracing::debug!(trace_id, "message answered");
@@ -116,22 +157,55 @@ fn trace_id(traceparent: &str) -> Option<&str> {
 }
 
 async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let serving = state.current();
     HttpResponse::Ok().json(AgentHealth {
         status: "ok".into(),
-        tenant_id: Some(state.tenant_id.clone()),
+        warm: serving.is_none().then_some(true),
+        tenant_id: serving.map(|s| s.tenant_id.clone()),
         paired: None,
     })
 }
 
 async fn api_health(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if !state.paired(&req) {
+    let Some(serving) = state.current().filter(|_| state.paired(&req)) else {
         return unauthorized();
-    }
+    };
     HttpResponse::Ok().json(AgentHealth {
         status: "ok".into(),
-        tenant_id: Some(state.tenant_id.clone()),
+        tenant_id: Some(serving.tenant_id.clone()),
         paired: Some(true),
+        warm: None,
     })
+}
+
+/// `POST /assign` (warm agents): the shared protocol of `common::assignment`.
+async fn assign(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
+    let Some(warm) = state.warm_slot() else {
+        return error(StatusCode::NOT_FOUND, "not a warm agent");
+    };
+    let auth = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match warm.assign(auth, &body).await {
+        Ok((serving, answer)) => {
+            tracing::info!(
+                tenant = %answer.tenant_id,
+                restored_generation = ?answer.restored_generation,
+                "warm agent assigned"
+            );
+            // The gate admits one assignment only, so this is the first and last set.
+            let _ = state.serving.set(serving);
+            HttpResponse::Ok().json(answer)
+        }
+        Err(e) => {
+            if e.status() >= 500 {
+                tracing::error!(error = %e, "assignment failed");
+            }
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            error(status, e.to_string())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -148,12 +222,14 @@ mod tests {
     const AUTH: (&str, &str) = ("Authorization", "Bearer bob-credential");
 
     fn state(dir: &std::path::Path) -> web::Data<AppState> {
-        web::Data::new(AppState {
-            tenant_id: "bob".into(),
-            agent: Agent::new(Brain::open(dir).unwrap(), Duration::ZERO),
-            agent_token: Some(TOKEN.into()),
-            accept_any_caller: false,
-        })
+        web::Data::new(AppState::serving(
+            Serving {
+                tenant_id: "bob".into(),
+                agent: Agent::new(Brain::open(dir).unwrap(), Duration::ZERO),
+                agent_token: Some(TOKEN.into()),
+            },
+            false,
+        ))
     }
 
     /// POSTs `body` to /webhook with `headers`; returns the status and the JSON body.
@@ -272,12 +348,14 @@ mod tests {
         );
 
         // No credential configured: nothing is answered.
-        let open = web::Data::new(AppState {
-            tenant_id: "bob".into(),
-            agent: Agent::new(Brain::open(dir.path()).unwrap(), Duration::ZERO),
-            agent_token: None,
-            accept_any_caller: false,
-        });
+        let open = web::Data::new(AppState::serving(
+            Serving {
+                tenant_id: "bob".into(),
+                agent: Agent::new(Brain::open(dir.path()).unwrap(), Duration::ZERO),
+                agent_token: None,
+            },
+            false,
+        ));
         let app = test::init_service(App::new().app_data(open).configure(routes)).await;
         let (s, _) = post!(app, &[] as &[(&str, &str)], r#"{"message":"hi"}"#);
         assert_eq!(s, 401);

@@ -6,3 +6,4 @@ pub mod config;
 pub mod http;
 pub mod service;
 pub mod tenant_config;
+pub mod warm;

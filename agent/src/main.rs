@@ -6,8 +6,9 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use tenant_agent::brain::{self, Brain};
 use tenant_agent::config::Config;
-use tenant_agent::http::{self as agent_http, AppState};
+use tenant_agent::http::{self as agent_http, AppState, Serving};
 use tenant_agent::service::Agent;
+use tenant_agent::warm::Warm;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
@@ -18,34 +19,58 @@ async fn main() -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
 
-    let restored = brain::restore(&config.state_dir, &config.data_dir)?;
-    let agent = Agent::new(Brain::open(&config.data_dir)?, config.reply_delay);
-    tracing::info!(
-        tenant = %config.tenant_id,
-        restored,
-        bot_token_set = config.bot_token.is_some(),
-        agent_token_set = config.agent_token.is_some(),
-        "agent starting"
-    );
-    if let Some(dir) = &config.config_dir {
-        tenant_agent::tenant_config::log_summary(dir);
-    }
+    let state = if config.warm {
+        let token = config
+            .assign_token
+            .clone()
+            .context("AGENT_WARM=1 needs ASSIGN_TOKEN (the warm pool's credential)")?;
+        tracing::info!("warm agent waiting for an assignment");
+        AppState::warm(Warm::new(
+            common::Secret::new(token),
+            config.data_dir.clone(),
+            config.startup_delay,
+            config.reply_delay,
+        ))
+    } else {
+        let restored = brain::restore(&config.state_dir, &config.data_dir)?;
+        let agent = Agent::new(Brain::open(&config.data_dir)?, config.reply_delay);
+        tracing::info!(
+            tenant = %config.tenant_id,
+            restored,
+            bot_token_set = config.bot_token.is_some(),
+            agent_token_set = config.agent_token.is_some(),
+            "agent starting"
+        );
+        if let Some(dir) = &config.config_dir {
+            tenant_agent::tenant_config::log_summary(dir);
+        }
+        AppState::serving(
+            Serving {
+                tenant_id: config.tenant_id.clone(),
+                agent,
+                agent_token: config.agent_token.clone(),
+            },
+            config.accept_any_caller,
+        )
+    };
+    let state = web::Data::new(state);
 
+    // A warm agent pays its own start at assignment, once its tenant's memory is in place.
+    let startup = if config.warm {
+        std::time::Duration::ZERO
+    } else {
+        config.startup_delay
+    };
     let stopped_early = tokio::select! {
-        _ = tokio::time::sleep(config.startup_delay) => false,
+        _ = tokio::time::sleep(startup) => false,
         _ = term.recv() => true,
         _ = int.recv() => true,
     };
     if !stopped_early {
-        let state = web::Data::new(AppState {
-            tenant_id: config.tenant_id.clone(),
-            agent: agent.clone(),
-            agent_token: config.agent_token.clone(),
-            accept_any_caller: config.accept_any_caller,
-        });
+        let server_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
-                .app_data(state.clone())
+                .app_data(server_state.clone())
                 .configure(agent_http::routes)
         })
         .disable_signals()
@@ -67,11 +92,26 @@ async fn main() -> anyhow::Result<()> {
         served?;
     }
 
-    let generation = agent
-        .save(&config.state_dir)
-        .await
-        .context("saving brain.db to the state directory")?;
-    tracing::info!(dir = %config.state_dir.display(), generation, "brain.db saved");
+    match (state.warm_slot(), state.current()) {
+        (Some(warm), Some(serving)) => match warm
+            .save(&serving.agent)
+            .await
+            .context("saving brain.db through the state grant")?
+        {
+            Some(generation) => tracing::info!(generation, "brain.db saved"),
+            None => tracing::info!("nothing new since the restore, brain.db not saved"),
+        },
+        (Some(_), None) => tracing::info!("warm agent stopped unassigned"),
+        (None, Some(serving)) => {
+            let generation = serving
+                .agent
+                .save(&config.state_dir)
+                .await
+                .context("saving brain.db to the state directory")?;
+            tracing::info!(dir = %config.state_dir.display(), generation, "brain.db saved");
+        }
+        (None, None) => {}
+    }
     Ok(())
 }
 

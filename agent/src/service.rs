@@ -37,6 +37,20 @@ impl Agent {
             .expect("brain task panicked")
     }
 
+    /// How many messages the brain holds.
+    pub async fn count(&self) -> Result<u64, BrainError> {
+        self.brain.lock().await.count()
+    }
+
+    /// Waits for the message in flight, then writes a consistent copy of the brain to `tmp`.
+    pub async fn snapshot(&self, tmp: &Path) -> Result<(), BrainError> {
+        let brain = self.brain.clone().lock_owned().await;
+        let tmp = tmp.to_owned();
+        tokio::task::spawn_blocking(move || brain.snapshot(&tmp))
+            .await
+            .expect("brain task panicked")
+    }
+
     /// Waits for the message in flight, then saves the brain to the state directory; returns the
     /// generation written.
     pub async fn save(&self, state_dir: &Path) -> Result<u64, BrainError> {

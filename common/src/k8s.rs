@@ -43,6 +43,12 @@ pub const WARM_POD_SELECTOR: &str = "app=warm-pool,warm=true";
 pub const CLAIMED_WARM_POD_SELECTOR: &str = "app=warm-pool,warm=consuming";
 /// When a warm pod was claimed (RFC 3339), so an orphaned claim can be told from one in progress.
 pub const CLAIMED_AT_ANNOTATION: &str = "zeroclaw.io/claimed-at";
+/// Secret holding the warm pool's assignment credential (key [`ASSIGN_TOKEN_KEY`]), shared by the
+/// orchestrator replicas and the warm agents; it opens `POST /assign` of an unassigned agent only.
+pub const WARM_POOL_SECRET: &str = "warm-pool";
+pub const ASSIGN_TOKEN_KEY: &str = "ASSIGN_TOKEN";
+/// The tenant a warm pod is being assigned to (set with the `warm=consuming` claim).
+pub const ASSIGNING_ANNOTATION: &str = "zeroclaw.io/assigning-tenant";
 pub const LEADER_LEASE_NAME: &str = "orchestrator-leader";
 /// Key of the bot token inside Secret `tenant-{id}`.
 pub const BOT_TOKEN_KEY: &str = "TELEGRAM_BOT_TOKEN";
@@ -95,6 +101,12 @@ impl Default for K8sSettings {
             state_storage_class: STATE_STORAGE_CLASS.into(),
         }
     }
+}
+
+/// Label selector of a tenant's pods, whatever their name (`zeroclaw-{id}`, or a warm pod's
+/// name after a warm hit).
+pub fn tenant_pod_selector(id: &TenantId) -> String {
+    format!("{APP_LABEL}={TENANT_APP},{TENANT_LABEL}={id}")
 }
 
 pub fn pv_name(id: &TenantId) -> String {
@@ -512,6 +524,43 @@ pub fn warm_pool_deployment(s: &K8sSettings, replicas: i32) -> Deployment {
             ..Default::default()
         }),
         status: None,
+    }
+}
+
+/// Deployment `warm-pool` of warm agents: the same pods as [`warm_pool_deployment`] plus the
+/// pool credential from Secret `warm-pool`, so each pod runs its agent waiting for `POST /assign`.
+pub fn warm_agent_pool_deployment(s: &K8sSettings, replicas: i32) -> Deployment {
+    let mut d = warm_pool_deployment(s, replicas);
+    let container = d
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+        .and_then(|s| s.containers.first_mut())
+        .expect("builder sets one container");
+    container.env.get_or_insert_with(Vec::new).push(secret_env(
+        crate::assignment::POOL_TOKEN_ENV,
+        WARM_POOL_SECRET.into(),
+        ASSIGN_TOKEN_KEY,
+        false,
+    ));
+    d
+}
+
+/// Secret `warm-pool` with the pool's assignment credential.
+pub fn warm_pool_secret(token: &Secret, s: &K8sSettings) -> K8sSecret {
+    K8sSecret {
+        metadata: ObjectMeta {
+            name: Some(WARM_POOL_SECRET.into()),
+            namespace: Some(s.namespace.clone()),
+            labels: Some(labels(&[(APP_LABEL, WARM_POOL_APP)])),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(
+            ASSIGN_TOKEN_KEY.to_string(),
+            ByteString(token.expose().as_bytes().to_vec()),
+        )])),
+        ..Default::default()
     }
 }
 

@@ -3,6 +3,7 @@
 //! Adapters sit behind cargo features so that a binary compiles only the SDKs it uses.
 
 pub mod agent_config;
+pub mod assignment;
 #[cfg(any(feature = "dynamodb", feature = "s3"))]
 pub mod aws;
 pub mod cache;

@@ -21,11 +21,13 @@ pub struct Saved {
     pub path: PathBuf,
 }
 
-fn data_name(name: &str, generation: u64) -> String {
+/// `{name}.{generation:010}`: a generation's data file.
+pub fn data_name(name: &str, generation: u64) -> String {
     format!("{name}.{generation:010}")
 }
 
-fn marker_name(name: &str, generation: u64) -> String {
+/// `{name}.{generation:010}.sha256`: its marker (the data's SHA-256, hex).
+pub fn marker_name(name: &str, generation: u64) -> String {
     format!("{}.{MARKER}", data_name(name, generation))
 }
 
@@ -38,21 +40,11 @@ fn generations(dir: &Path, name: &str) -> io::Result<(Vec<u64>, u64)> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
         Err(e) => return Err(e),
     };
-    let prefix = format!("{name}.");
-    let marker_suffix = format!(".{MARKER}");
     let mut out = Vec::new();
     let mut highest = 0;
     for entry in entries {
         let file = entry?.file_name();
-        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
-            continue;
-        };
-        let (digits, is_marker) = match rest.strip_suffix(&marker_suffix) {
-            Some(d) => (d, true),
-            None => (rest, false),
-        };
-        if digits.len() == 10 && digits.bytes().all(|b| b.is_ascii_digit()) {
-            let generation: u64 = digits.parse().expect("ten digits");
+        if let Some((generation, is_marker)) = file.to_str().and_then(|f| parse_name(name, f)) {
             highest = highest.max(generation);
             if !is_marker {
                 out.push(generation);
@@ -61,6 +53,17 @@ fn generations(dir: &Path, name: &str) -> io::Result<(Vec<u64>, u64)> {
     }
     out.sort_unstable();
     Ok((out, highest))
+}
+
+/// The generation a file name of `name` holds and whether it is a marker; `None` for other files.
+pub fn parse_name(name: &str, file: &str) -> Option<(u64, bool)> {
+    let rest = file.strip_prefix(name)?.strip_prefix('.')?;
+    let (digits, is_marker) = match rest.strip_suffix(&format!(".{MARKER}")) {
+        Some(d) => (d, true),
+        None => (rest, false),
+    };
+    (digits.len() == 10 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| (digits.parse().expect("ten digits"), is_marker))
 }
 
 fn sha256_of(path: &Path) -> io::Result<String> {

@@ -144,6 +144,9 @@ pub struct AgentHealth {
     /// `/api/health` only: the caller's credential was this tenant's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paired: Option<bool>,
+    /// `/health` of a warm-pool agent not assigned yet (`common::assignment`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<bool>,
 }
 
 /// The error body of both services and the agent: `{"error": ..., "code": ...}`.
@@ -333,6 +336,7 @@ mod tests {
             status: "ok".into(),
             tenant_id: Some("bob".into()),
             paired: None,
+            warm: None,
         };
         assert_eq!(
             serde_json::to_value(&health).unwrap(),

@@ -64,6 +64,11 @@ pub struct Config {
     /// True when `S3_ENDPOINT` is set or `STATE_STORE=s3`.
     pub use_s3: bool,
     pub warm_pool_target: u32,
+    /// `WARM_POOL_MODE`: `agent` (default) runs warm agents that a wake assigns (needs
+    /// `STATE_STORE=s3` for the state grants); `node` keeps placeholder pods, a claim pins the node.
+    pub warm_agents: bool,
+    /// `WARM_GRANT_TTL_S`: how long an assigned agent's presigned state URLs last (12 h).
+    pub warm_grant_ttl: Duration,
     pub zeroclaw_image: String,
     /// Empty means no runtime class.
     pub kata_runtime_class: String,
@@ -181,6 +186,20 @@ impl Config {
             s3_endpoint,
             use_s3,
             warm_pool_target: env::parse("WARM_POOL_TARGET", 10)?,
+            warm_agents: match env::var("WARM_POOL_MODE")
+                .map(|m| m.trim().to_ascii_lowercase())
+                .as_deref()
+            {
+                None | Some("agent") => true,
+                Some("node") => false,
+                Some(other) => {
+                    return Err(ConfigError {
+                        name: "WARM_POOL_MODE".into(),
+                        reason: format!("{other:?} is not agent or node"),
+                    })
+                }
+            },
+            warm_grant_ttl: seconds("WARM_GRANT_TTL_S", 43_200)?,
             zeroclaw_image: env::string("ZEROCLAW_IMAGE", "zeroclaw:latest"),
             // Set-but-empty means "no runtime class", so `env::var` (empty = unset) does not fit.
             kata_runtime_class: std::env::var("KATA_RUNTIME_CLASS")

@@ -24,7 +24,7 @@ mod kubernetes {
     use orchestrator::config::Config;
     use orchestrator::leader::LeaderElector;
     use orchestrator::leader_lease::{LeaseElector, LeaseTiming};
-    use orchestrator::runtime::kubernetes::KubeRuntime;
+    use orchestrator::runtime::kubernetes::{KubeRuntime, WarmAgents};
     use orchestrator::runtime::Runtime;
     use orchestrator::warm_pool::WarmPoolManager;
 
@@ -56,6 +56,14 @@ mod kubernetes {
             .clone()
             .or_else(|| config.pod_name.clone())
             .unwrap_or_else(|| format!("orchestrator-{}", uuid::Uuid::new_v4().simple()));
+        let warm_agents = warm_agents(config).await?;
+        let mut runtime = KubeRuntime::new(client.clone(), settings.clone())
+            .with_agent_config(config.agent_defaults.clone());
+        if let Some(agents) = warm_agents {
+            runtime = runtime.with_warm_agents(agents);
+            tracing::info!("warm pool: warm agents (WARM_POOL_MODE=agent)");
+        }
+        let warm_pool_agents = runtime.has_warm_agents();
         Ok(Kubernetes {
             leader: Arc::new(LeaseElector::new(
                 client.clone(),
@@ -69,11 +77,39 @@ mod kubernetes {
                 settings.clone(),
                 config.warm_pool_target,
                 WARM_POOL_INTERVAL,
-            ),
-            runtime: Arc::new(
-                KubeRuntime::new(client, settings).with_agent_config(config.agent_defaults.clone()),
-            ),
+            )
+            .with_warm_agents(warm_pool_agents),
+            runtime: Arc::new(runtime),
         })
+    }
+
+    /// `WARM_POOL_MODE=agent` with the S3 state store's presigned grants; without S3 (no way to
+    /// hand a running pod its state) the pool keeps nodes warm instead.
+    #[cfg(feature = "s3")]
+    async fn warm_agents(config: &Config) -> anyhow::Result<Option<WarmAgents>> {
+        if !config.warm_agents {
+            return Ok(None);
+        }
+        if !config.use_s3 {
+            tracing::warn!("WARM_POOL_MODE=agent needs STATE_STORE=s3 for the state grants: the warm pool keeps nodes warm instead");
+            return Ok(None);
+        }
+        let s3 = common::state::s3::S3StateStore::connect(
+            &config.s3_bucket,
+            config.s3_endpoint.as_deref(),
+            config.aws_region.as_deref(),
+        )
+        .await
+        .context("connecting to S3 for the warm agents' state grants")?;
+        Ok(Some(WarmAgents {
+            grants: Arc::new(s3),
+            grant_ttl: config.warm_grant_ttl,
+        }))
+    }
+
+    #[cfg(not(feature = "s3"))]
+    async fn warm_agents(_: &Config) -> anyhow::Result<Option<WarmAgents>> {
+        Ok(None)
     }
 
     impl Kubernetes {

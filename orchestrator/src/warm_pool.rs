@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use common::k8s::{self, K8sSettings};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
@@ -25,18 +25,62 @@ pub struct WarmPoolManager {
     target: i32,
     interval: Duration,
     orphan_grace: Duration,
+    secrets: Api<Secret>,
+    /// Warm agents (`WARM_POOL_MODE=agent`): pods run the agent waiting for `POST /assign`.
+    agents: bool,
+}
+
+/// The pool's assignment credential from Secret `warm-pool`, creating it (random) when absent.
+/// Every replica and the manager call this; the first create wins, the others read its value.
+pub async fn pool_token(
+    secrets: &Api<Secret>,
+    settings: &K8sSettings,
+) -> Result<common::Secret, kube::Error> {
+    for _ in 0..3 {
+        if let Some(s) = secrets.get_opt(k8s::WARM_POOL_SECRET).await? {
+            let value = s
+                .data
+                .as_ref()
+                .and_then(|d| d.get(k8s::ASSIGN_TOKEN_KEY))
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                .filter(|v| !v.is_empty());
+            if let Some(v) = value {
+                return Ok(common::Secret::new(v));
+            }
+        }
+        let fresh = common::tenant::new_agent_token();
+        let secret = k8s::warm_pool_secret(&fresh, settings);
+        match secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => return Ok(fresh),
+            Err(e) if is_status(&e, 409) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(kube::Error::Api(
+        kube::core::Status::failure("Secret warm-pool has no ASSIGN_TOKEN", "Invalid")
+            .with_code(422)
+            .boxed(),
+    ))
 }
 
 impl WarmPoolManager {
     pub fn new(client: Client, settings: K8sSettings, target: u32, interval: Duration) -> Self {
         WarmPoolManager {
             api: Api::namespaced(client.clone(), &settings.namespace),
-            pods: Api::namespaced(client, &settings.namespace),
+            pods: Api::namespaced(client.clone(), &settings.namespace),
+            secrets: Api::namespaced(client, &settings.namespace),
+            agents: false,
             target: i32::try_from(target).unwrap_or(i32::MAX),
             settings,
             interval,
             orphan_grace: ORPHAN_GRACE,
         }
+    }
+
+    /// Runs warm agents (assigned on a claim) instead of placeholder pods, with Secret `warm-pool`.
+    pub fn with_warm_agents(mut self, on: bool) -> Self {
+        self.agents = on;
+        self
     }
 
     /// Changes how long a claimed pod may live before [`sweep_orphans`](Self::sweep_orphans) deletes it.
@@ -100,7 +144,12 @@ impl WarmPoolManager {
 
     /// One pass: create the Deployment, or patch it when its replicas or template drifted.
     pub async fn ensure(&self) -> Result<(), kube::Error> {
-        let desired = k8s::warm_pool_deployment(&self.settings, self.target);
+        let desired = if self.agents {
+            pool_token(&self.secrets, &self.settings).await?;
+            k8s::warm_agent_pool_deployment(&self.settings, self.target)
+        } else {
+            k8s::warm_pool_deployment(&self.settings, self.target)
+        };
         let Some(current) = self.api.get_opt(k8s::WARM_POOL_NAME).await? else {
             match self.api.create(&PostParams::default(), &desired).await {
                 Ok(_) => {}
@@ -124,8 +173,20 @@ impl WarmPoolManager {
         let labels = |d: &k8s_openapi::api::apps::v1::DeploymentSpec| {
             d.template.metadata.as_ref().and_then(|m| m.labels.clone())
         };
+        let envs = |d: &k8s_openapi::api::apps::v1::DeploymentSpec| -> Vec<String> {
+            d.template
+                .spec
+                .iter()
+                .flat_map(|s| &s.containers)
+                .flat_map(|c| c.env.iter().flatten())
+                .map(|e| e.name.clone())
+                .collect()
+        };
         let drifted = have.is_none_or(|h| {
-            h.replicas != want.replicas || images(h) != images(want) || labels(h) != labels(want)
+            h.replicas != want.replicas
+                || images(h) != images(want)
+                || labels(h) != labels(want)
+                || envs(h) != envs(want)
         });
         if drifted {
             let patch = serde_json::json!({ "spec": want });

@@ -45,7 +45,13 @@ pub struct FakeK8sOptions {
 impl Default for FakeK8sOptions {
     fn default() -> Self {
         FakeK8sOptions {
-            pod_start_delay: Duration::from_millis(200),
+            // `FAKE_K8S_POD_START_MS` simulates a real cluster's start cost (sandbox, VM, mounts).
+            pod_start_delay: Duration::from_millis(
+                std::env::var("FAKE_K8S_POD_START_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(200),
+            ),
             agent_binary: agent_binary(),
             agent_env: Vec::new(),
             nodes: 3,
@@ -291,6 +297,11 @@ impl FakeK8s {
 
     /// Requests served per (verb, resource), verbs as in audit logs: create, get, list, update, patch,
     /// delete, deletecollection.
+    /// Every API call counted since the start or the last [`reset_counts`](Self::reset_counts).
+    pub fn total_calls(&self) -> u64 {
+        self.shared.lock().counts.values().sum()
+    }
+
     pub fn count(&self, verb: &str, resource: &str) -> u64 {
         let st = self.shared.lock();
         st.counts
@@ -1594,7 +1605,7 @@ fn run_pods(shared: &Shared, st: &mut State) {
             .get(&image)
             .or_else(|| st.pod_failures.get(&name))
             .cloned();
-        let is_tenant = pod["metadata"]["labels"]["app"] == "zeroclaw";
+        let is_tenant = pod["metadata"]["labels"]["app"] == "zeroclaw" || is_warm_agent(&pod);
         let port = agent_port(&pod).unwrap_or(shared.agent_port_default);
         let ip = free_loopback_ip(&mut st.used_ips, port);
         let mut started = Ok(None);
@@ -1644,6 +1655,14 @@ fn run_pods(shared: &Shared, st: &mut State) {
             }
         }
     }
+}
+
+/// A warm-pool pod of warm agents (it carries the pool's assignment credential): its agent runs,
+/// waiting for `POST /assign`.
+fn is_warm_agent(pod: &Value) -> bool {
+    pod["spec"]["containers"][0]["env"]
+        .as_array()
+        .is_some_and(|env| env.iter().any(|e| e["name"] == "ASSIGN_TOKEN"))
 }
 
 fn agent_port(pod: &Value) -> Option<u16> {

@@ -167,3 +167,155 @@ impl StateStore for S3StateStore {
         "s3"
     }
 }
+
+/// How many saved generations a restore grant covers (newest first; older ones only matter when
+/// a newer one is torn).
+const RESTORE_CANDIDATES: usize = 3;
+
+impl S3StateStore {
+    async fn presign(
+        &self,
+        op: &str,
+        req: impl std::future::Future<
+            Output = Result<
+                aws_sdk_s3::presigning::PresignedRequest,
+                SdkError<
+                    impl ProvideErrorMetadata + std::error::Error + 'static,
+                    impl std::fmt::Debug,
+                >,
+            >,
+        >,
+    ) -> Result<crate::Secret, StoreError> {
+        req.await
+            .map(|r| crate::Secret::new(r.uri()))
+            .map_err(|e| sdk_err(op, e))
+    }
+}
+
+/// Presigned URLs for exactly one tenant's objects under `tenants/{id}/`, in the `state_file`
+/// layout the S3 CSI mount writes (`{name}.{gen:010}` + `.sha256`).
+#[async_trait]
+impl crate::assignment::StateGrantIssuer for S3StateStore {
+    async fn grants(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        ttl: std::time::Duration,
+    ) -> Result<crate::assignment::StateGrants, StoreError> {
+        use crate::assignment::{GenerationGrant, StateGrants};
+        use crate::state_file::{data_name, marker_name, parse_name};
+        let prefix = tenant.s3_prefix();
+        let mut data = std::collections::BTreeSet::new();
+        let mut markers = std::collections::BTreeSet::new();
+        let mut legacy = false;
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(format!("{prefix}{name}"))
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| sdk_err("ListObjectsV2", e))?;
+            for key in page.contents().iter().filter_map(|o| o.key()) {
+                let file = key.strip_prefix(&prefix).unwrap_or(key);
+                match parse_name(name, file) {
+                    Some((g, true)) => _ = markers.insert(g),
+                    Some((g, false)) => _ = data.insert(g),
+                    None if file == name => legacy = true,
+                    None => {}
+                }
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        let cfg = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl)
+            .map_err(|e| StoreError::Unavailable(format!("s3 presigning: {e}")))?;
+        let key = |file: String| format!("{prefix}{file}");
+        let get = |k: String| {
+            self.client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(k)
+                .presigned(cfg.clone())
+        };
+        let put = |k: String| {
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(k)
+                .presigned(cfg.clone())
+        };
+        let del = |k: String| {
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(k)
+                .presigned(cfg.clone())
+        };
+        let mut restore = Vec::new();
+        for &g in data.iter().rev().filter(|g| markers.contains(g)) {
+            if restore.len() == RESTORE_CANDIDATES {
+                break;
+            }
+            restore.push(GenerationGrant {
+                generation: g,
+                data_url: self
+                    .presign("GetObject", get(key(data_name(name, g))))
+                    .await?,
+                marker_url: Some(
+                    self.presign("GetObject", get(key(marker_name(name, g))))
+                        .await?,
+                ),
+            });
+        }
+        if legacy {
+            restore.push(GenerationGrant {
+                generation: 0,
+                data_url: self.presign("GetObject", get(key(name.to_owned()))).await?,
+                marker_url: None,
+            });
+        }
+        // A marker whose data is gone still holds its number: files are never overwritten.
+        let next = data.iter().chain(&markers).max().copied().unwrap_or(0) + 1;
+        let save = Some(GenerationGrant {
+            generation: next,
+            data_url: self
+                .presign("PutObject", put(key(data_name(name, next))))
+                .await?,
+            marker_url: Some(
+                self.presign("PutObject", put(key(marker_name(name, next))))
+                    .await?,
+            ),
+        });
+        let mut delete = Vec::new();
+        for g in data.union(&markers) {
+            delete.push(
+                self.presign("DeleteObject", del(key(marker_name(name, *g))))
+                    .await?,
+            );
+            delete.push(
+                self.presign("DeleteObject", del(key(data_name(name, *g))))
+                    .await?,
+            );
+        }
+        if legacy {
+            delete.push(
+                self.presign("DeleteObject", del(key(name.to_owned())))
+                    .await?,
+            );
+        }
+        Ok(StateGrants {
+            restore,
+            save,
+            delete,
+            expires_at: chrono::Duration::from_std(ttl)
+                .ok()
+                .map(|d| chrono::Utc::now() + d),
+        })
+    }
+}

@@ -3,10 +3,12 @@
 //! has the image.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use common::agent_config::PlatformDefaults;
+use common::assignment::StateGrantIssuer;
 use common::k8s::{self, K8sSettings};
 use common::lifecycle::TenantEvent;
 use common::{TenantId, TenantRecord};
@@ -46,6 +48,19 @@ pub struct KubeRuntime {
     warm_hits: AtomicU64,
     warm_misses: AtomicU64,
     defaults: PlatformDefaults,
+    /// Set in `WARM_POOL_MODE=agent`: warm hits assign a running agent instead of creating a pod.
+    warm_agents: Option<WarmAgents>,
+    pool_token: tokio::sync::OnceCell<common::Secret>,
+    /// For the assignment call, whose timeout is the wake's remaining deadline.
+    assign_http: reqwest::Client,
+    pod_names: std::sync::Mutex<std::collections::HashMap<TenantId, String>>,
+}
+
+/// What warm agents need from the orchestrator besides the pool credential: tenant-scoped state
+/// grants (presigned S3 URLs) and how long they last.
+pub struct WarmAgents {
+    pub grants: Arc<dyn StateGrantIssuer>,
+    pub grant_ttl: Duration,
 }
 
 impl KubeRuntime {
@@ -68,7 +83,24 @@ impl KubeRuntime {
             warm_hits: AtomicU64::new(0),
             warm_misses: AtomicU64::new(0),
             defaults: PlatformDefaults::default(),
+            warm_agents: None,
+            pool_token: tokio::sync::OnceCell::new(),
+            assign_http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("static reqwest configuration"),
+            pod_names: std::sync::Mutex::default(),
         }
+    }
+
+    pub fn has_warm_agents(&self) -> bool {
+        self.warm_agents.is_some()
+    }
+
+    /// Warm agents (`WARM_POOL_MODE=agent`): a wake assigns a running warm-pool agent.
+    pub fn with_warm_agents(mut self, agents: WarmAgents) -> Self {
+        self.warm_agents = Some(agents);
+        self
     }
 
     /// Platform defaults rendered into every tenant's ConfigMap.
@@ -200,12 +232,11 @@ impl KubeRuntime {
     /// Polls the pod until its agent answers `/health`; a pod that cannot become ready is deleted.
     async fn wait_ready(
         &self,
-        id: &TenantId,
+        name: String,
         credential: &common::Secret,
         until: Instant,
         deadline: Duration,
     ) -> Result<AgentAddress, RuntimeError> {
-        let name = id.pod_name();
         let mut last_problem: Option<String> = None;
         loop {
             let pod = self
@@ -261,24 +292,234 @@ impl KubeRuntime {
         }
     }
 
-    /// Waits until a terminating pod of the same name is gone, so a wake never adopts a dying agent.
-    async fn wait_gone(&self, name: &str, until: Instant) -> Result<(), RuntimeError> {
-        while Instant::now() < until {
-            match self
-                .pods
-                .get_opt(name)
-                .await
-                .map_err(|e| backend("get pod", e))?
-            {
-                Some(p) if p.metadata.deletion_timestamp.is_some() => {
-                    tokio::time::sleep(POLL).await
+    /// The tenant's pods by label (`app=zeroclaw,tenant={id}`): `zeroclaw-{id}` after a cold
+    /// start, the warm pod's own name after a warm hit.
+    async fn tenant_pods(&self, id: &TenantId) -> Result<Vec<Pod>, RuntimeError> {
+        self.pods
+            .list(&ListParams::default().labels(&k8s::tenant_pod_selector(id)))
+            .await
+            .map(|l| l.items)
+            .map_err(|e| backend("list tenant pods", e))
+    }
+
+    /// The tenant's pod that still runs, to adopt; waits until terminating ones are gone (so a
+    /// wake never starts beside a dying agent whose save has not landed) and replaces Failed or
+    /// Evicted ones.
+    async fn live_tenant_pod(
+        &self,
+        id: &TenantId,
+        until: Instant,
+    ) -> Result<Option<Pod>, RuntimeError> {
+        loop {
+            let mut dying = None;
+            for p in self.tenant_pods(id).await? {
+                let name = p.metadata.name.clone().unwrap_or_default();
+                if p.metadata.deletion_timestamp.is_some() {
+                    dying = Some(name);
+                } else if pod_gone(&p) {
+                    // A Failed or Evicted pod never answers again: gone, replaced by a new one.
+                    tracing::warn!(tenant = %id, pod = %name, "previous pod failed or was evicted, replacing it");
+                    self.delete_pod(&name).await;
+                    dying = Some(name);
+                } else {
+                    return Ok(Some(p));
                 }
-                _ => return Ok(()),
+            }
+            let Some(name) = dying else {
+                return Ok(None);
+            };
+            if Instant::now() >= until {
+                return Err(RuntimeError::StartFailed(format!(
+                    "previous pod {name} is still terminating"
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    fn remember(&self, id: &TenantId, pod: &str) {
+        let mut names = self.pod_names.lock().unwrap_or_else(|e| e.into_inner());
+        names.insert(id.clone(), pod.to_owned());
+    }
+
+    /// The tenant's pod name as last started or adopted here (events name it), else `zeroclaw-{id}`.
+    fn known_pod_name(&self, id: &TenantId) -> String {
+        let names = self.pod_names.lock().unwrap_or_else(|e| e.into_inner());
+        names.get(id).cloned().unwrap_or_else(|| id.pod_name())
+    }
+
+    /// The pool credential (Secret `warm-pool`), read once.
+    async fn pool_token(&self) -> Result<common::Secret, RuntimeError> {
+        self.pool_token
+            .get_or_try_init(|| crate::warm_pool::pool_token(&self.secrets, &self.settings))
+            .await
+            .cloned()
+            .map_err(|e| backend("warm pool secret", e))
+    }
+
+    /// Warm hit (`WARM_POOL_MODE=agent`): claims a Running warm agent with the resourceVersion-
+    /// guarded relabel, assigns it the tenant (`POST /assign`), relabels it as the tenant's pod.
+    /// `None` on an empty pool or a failed assignment (that pod is deleted): the caller cold-starts.
+    async fn assign_warm_agent(
+        &self,
+        record: &TenantRecord,
+        until: Instant,
+    ) -> Result<Option<AgentAddress>, RuntimeError> {
+        let Some(agents) = &self.warm_agents else {
+            return Ok(None);
+        };
+        let id = &record.tenant_id;
+        if record.agent_token.is_empty() {
+            return Err(RuntimeError::StartFailed(
+                "the tenant has no agent credential yet".into(),
+            ));
+        }
+        let config: serde_json::Value =
+            serde_json::from_str(&super::rendered_config(record, &self.defaults)?)
+                .map_err(|e| RuntimeError::StartFailed(format!("rendered configuration: {e}")))?;
+        let Some((name, node, ip)) = self.claim_warm_agent(id).await? else {
+            tracing::info!(tenant = %id, "warm pool miss: cold start");
+            self.warm_misses.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        };
+        match self.assign(record, config, agents, &name, &ip, until).await {
+            Ok(address) => {
+                tracing::info!(tenant = %id, warm_pod = %name, node = %node, "warm pool hit: assigned warm agent");
+                self.warm_hits.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(address))
+            }
+            Err(why) => {
+                tracing::warn!(tenant = %id, warm_pod = %name, error = %why, "warm pool: assignment failed, deleting the warm pod; cold start");
+                self.delete_pod(&name).await;
+                self.warm_misses.fetch_add(1, Ordering::Relaxed);
+                Ok(None)
             }
         }
-        Err(RuntimeError::StartFailed(format!(
-            "previous pod {name} is still terminating"
-        )))
+    }
+
+    /// Takes one Running warm agent out of the pool (`warm=consuming`, claimed-at and the tenant
+    /// annotated); returns its name, node and IP.
+    async fn claim_warm_agent(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<(String, String, String)>, RuntimeError> {
+        let warm = self
+            .pods
+            .list(&ListParams::default().labels(k8s::WARM_POD_SELECTOR))
+            .await
+            .map_err(|e| backend("list warm pods", e))?;
+        for pod in warm.items {
+            let (Some(name), Some(rv)) = (
+                pod.metadata.name.clone(),
+                pod.metadata.resource_version.clone(),
+            ) else {
+                continue;
+            };
+            let status = pod.status.as_ref();
+            // Ready: the agent's readiness probe (`/health`) answers, so `/assign` will too.
+            let ready = status
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            let running = ready && status.and_then(|s| s.phase.as_deref()) == Some("Running");
+            let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+            let ip = status.and_then(|s| s.pod_ip.clone());
+            let (true, Some(node), Some(ip), None, None) = (
+                running,
+                node,
+                ip,
+                pod.metadata.deletion_timestamp.as_ref(),
+                fatal_reason(&pod),
+            ) else {
+                continue;
+            };
+            let patch = json!({
+                "metadata": {
+                    "resourceVersion": rv,
+                    "labels": { k8s::WARM_LABEL: "consuming" },
+                    "annotations": {
+                        k8s::CLAIMED_AT_ANNOTATION: chrono::Utc::now().to_rfc3339(),
+                        k8s::ASSIGNING_ANNOTATION: tenant.as_str(),
+                    },
+                }
+            });
+            match self
+                .pods
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return Ok(Some((name, node, ip))),
+                Err(e) if is_status(&e, 409) || is_status(&e, 404) => continue,
+                Err(e) => return Err(backend("claim warm pod", e)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The assignment call, the relabel and the identity probe; any failure leaves the pod spent.
+    async fn assign(
+        &self,
+        record: &TenantRecord,
+        config: serde_json::Value,
+        agents: &WarmAgents,
+        name: &str,
+        ip: &str,
+        until: Instant,
+    ) -> Result<AgentAddress, String> {
+        let id = &record.tenant_id;
+        let token = self.pool_token().await.map_err(|e| e.to_string())?;
+        let state = agents
+            .grants
+            .grants(id, common::state::BRAIN_FILE, agents.grant_ttl)
+            .await
+            .map_err(|e| format!("state grants: {e}"))?;
+        let assignment = common::assignment::Assignment {
+            tenant_id: id.to_string(),
+            agent_token: record.agent_token.clone(),
+            config,
+            state,
+        };
+        let left = until.saturating_duration_since(Instant::now());
+        let base = format!("http://{ip}:{}", self.settings.agent_port);
+        let r = self
+            .assign_http
+            .post(format!("{base}{}", common::assignment::ASSIGN_PATH))
+            .bearer_auth(token.expose())
+            .json(&assignment)
+            .timeout(left)
+            .send()
+            .await
+            .map_err(|e| format!("assignment call: {}", e.without_url()))?;
+        if !r.status().is_success() {
+            return Err(format!("assignment refused: HTTP {}", r.status().as_u16()));
+        }
+        let relabel = json!({
+            "metadata": {
+                "labels": {
+                    k8s::APP_LABEL: k8s::TENANT_APP,
+                    k8s::TENANT_LABEL: id.as_str(),
+                    k8s::WARM_LABEL: null,
+                },
+            }
+        });
+        self.pods
+            .patch(name, &PatchParams::default(), &Patch::Merge(&relabel))
+            .await
+            .map_err(|e| format!("relabel: {}", api_message(&e)))?;
+        // Identity, not just liveness: only this tenant's agent accepts its credential.
+        let probe = self
+            .http
+            .get(format!("{base}/api/health"))
+            .bearer_auth(record.agent_token.expose());
+        match probe.send().await {
+            Ok(r) if r.status().is_success() => Ok(AgentAddress {
+                pod_name: name.to_owned(),
+                pod_ip: ip.to_owned(),
+                agent_port: None,
+                warm: Some(true),
+            }),
+            Ok(r) => Err(format!("identity probe: HTTP {}", r.status().as_u16())),
+            Err(e) => Err(format!("identity probe: {}", e.without_url())),
+        }
     }
 }
 
@@ -292,58 +533,59 @@ impl Runtime for KubeRuntime {
         let until = Instant::now() + deadline;
         let id = &record.tenant_id;
         let name = id.pod_name();
-        self.ensure_objects(record).await?;
-        let existing = self
-            .pods
-            .get_opt(&name)
-            .await
-            .map_err(|e| backend("get pod", e))?;
-        let existing = match existing {
-            Some(p) if p.metadata.deletion_timestamp.is_some() => {
-                self.wait_gone(&name, until).await?;
-                None
-            }
-            // A Failed or Evicted pod never answers again: gone, replaced by a new one.
-            Some(p) if pod_gone(&p) => {
-                tracing::warn!(tenant = %id, pod = %name, "previous pod failed or was evicted, replacing it");
-                self.delete_pod(&name).await;
-                self.wait_gone(&name, until).await?;
-                None
-            }
-            other => other,
-        };
-        let mut warm = None;
-        if existing.is_some() {
+        if self.warm_agents.is_none() {
+            self.ensure_objects(record).await?;
+        }
+        if let Some(pod) = self.live_tenant_pod(id, until).await? {
+            let name = pod.metadata.name.unwrap_or(name);
             tracing::info!(tenant = %id, pod = %name, "adopting existing pod");
+            let address = self
+                .wait_ready(name, &record.agent_token, until, deadline)
+                .await?;
+            self.remember(id, &address.pod_name);
+            return Ok(address);
+        }
+        let warm = if self.warm_agents.is_some() {
+            if let Some(address) = self.assign_warm_agent(record, until).await? {
+                self.remember(id, &address.pod_name);
+                return Ok(address);
+            }
+            self.ensure_objects(record).await?;
+            Some(false)
         } else {
-            let node = self.claim_warm_pod(id).await?;
-            warm = Some(node.is_some());
-            let mut pod = k8s::tenant_pod(id, &self.settings, node.as_deref());
-            k8s::apply_resources(&mut pod, &record.resources);
-            match self.pods.create(&PostParams::default(), &pod).await {
-                Ok(_) => {}
-                Err(e) if is_status(&e, 409) => {
-                    tracing::info!(tenant = %id, pod = %name, "adopting existing pod")
-                }
-                Err(e) => {
-                    return Err(RuntimeError::StartFailed(format!(
-                        "create pod {name}: {}",
-                        api_message(&e)
-                    )))
-                }
+            None
+        };
+        let node = match warm {
+            Some(_) => None,
+            None => self.claim_warm_pod(id).await?,
+        };
+        let warm = warm.or(Some(node.is_some()));
+        let mut pod = k8s::tenant_pod(id, &self.settings, node.as_deref());
+        k8s::apply_resources(&mut pod, &record.resources);
+        match self.pods.create(&PostParams::default(), &pod).await {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 409) => {
+                tracing::info!(tenant = %id, pod = %name, "adopting existing pod")
+            }
+            Err(e) => {
+                return Err(RuntimeError::StartFailed(format!(
+                    "create pod {name}: {}",
+                    api_message(&e)
+                )))
             }
         }
         let mut address = self
-            .wait_ready(id, &record.agent_token, until, deadline)
+            .wait_ready(name, &record.agent_token, until, deadline)
             .await?;
         address.warm = warm;
+        self.remember(id, &address.pod_name);
         Ok(address)
     }
 
     /// A core/v1 Event on the tenant's pod (`kubectl describe pod`, `kubectl get events`), labelled
     /// with the tenant and the event's sequence number. Failures are logged, never returned.
     async fn emit_event(&self, tenant: &TenantId, e: &TenantEvent) {
-        let pod = tenant.pod_name();
+        let pod = self.known_pod_name(tenant);
         let at = Time(jiff_from(e.at));
         let event = Event {
             metadata: ObjectMeta {
@@ -394,7 +636,16 @@ impl Runtime for KubeRuntime {
             previous: q.previous,
             ..LogParams::default()
         };
-        match self.pods.logs(&tenant.pod_name(), &params).await {
+        let name = match self
+            .tenant_pods(tenant)
+            .await?
+            .into_iter()
+            .find_map(|p| p.metadata.name)
+        {
+            Some(n) => n,
+            None => tenant.pod_name(),
+        };
+        match self.pods.logs(&name, &params).await {
             Ok(text) => Ok(Some(text)),
             Err(e) if is_status(&e, 404) => Err(RuntimeError::Unsupported(format!(
                 "tenant {tenant:?} has no pod (it is asleep): its log went with the pod; see its events"
@@ -404,30 +655,34 @@ impl Runtime for KubeRuntime {
         }
     }
 
+    /// Deletes every pod of the tenant (`app=zeroclaw,tenant={id}`, whatever its name): an
+    /// assigned warm pod is never returned to the pool.
     async fn stop(&self, tenant: &TenantId) -> Result<(), RuntimeError> {
         let dp = DeleteParams::default().grace_period(k8s::GRACE_PERIOD_S as u32);
-        match self.pods.delete(&tenant.pod_name(), &dp).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_status(&e, 404) => Ok(()),
-            Err(e) => Err(backend("delete pod", e)),
+        for pod in self.tenant_pods(tenant).await? {
+            let Some(name) = pod.metadata.name else {
+                continue;
+            };
+            match self.pods.delete(&name, &dp).await {
+                Ok(_) => {}
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => return Err(backend("delete pod", e)),
+            }
         }
+        Ok(())
     }
 
     /// The pod is deleted with a grace period: it saves after SIGTERM and is gone once the agent
     /// exited (or the kubelet killed it at the end of the grace period).
     async fn wait_stopped(&self, tenant: &TenantId, timeout: Duration) -> Result<(), RuntimeError> {
-        let name = tenant.pod_name();
         let until = Instant::now() + timeout;
         loop {
-            let pod = self
-                .pods
-                .get_opt(&name)
-                .await
-                .map_err(|e| backend("get pod", e))?;
-            if pod.is_none() {
+            let pods = self.tenant_pods(tenant).await?;
+            let Some(pod) = pods.first() else {
                 return Ok(());
-            }
+            };
             if Instant::now() >= until {
+                let name = pod.metadata.name.clone().unwrap_or_default();
                 return Err(RuntimeError::Unavailable(format!(
                     "pod {name} still terminating after {timeout:?}"
                 )));
