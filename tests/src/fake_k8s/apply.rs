@@ -96,12 +96,15 @@ pub(super) fn track_update(k: Kind, current: Option<&Value>, next: &mut Value, m
             if fields::is_item(p) {
                 !before.contains(*p)
             } else {
-                current.is_none_or(|c| fields::get(c, p) != fields::get(next, p))
+                current.is_none_or(|c| differs(c, next, p))
             }
         })
         .cloned()
         .collect();
-    let removed: Vec<&Path> = before.difference(&after).collect();
+    let removed: Vec<&Path> = before
+        .iter()
+        .filter(|p| fields::get(next, p).is_none())
+        .collect();
     if changed.is_empty() && removed.is_empty() {
         return;
     }
@@ -223,7 +226,7 @@ pub(super) fn apply(
     let mut managers = entries(&live);
     let mut conflicts: Vec<(String, Path)> = Vec::new();
     for p in applies.iter().filter(|p| !fields::is_item(p)) {
-        if fields::get(&live, p) == fields::get(&applied, p) {
+        if !differs(&live, &applied, p) {
             continue;
         }
         for e in managers.iter().filter(|e| e.manager != *manager) {
@@ -259,7 +262,9 @@ pub(super) fn apply(
             .filter(|e| !e.is(manager, "Apply"))
             .flat_map(|e| e.set.iter())
             .chain(&applies);
-        if !owners.any(|q| fields::overlaps(p, q)) {
+        // Kept while someone owns it or a field inside it; an owned ancestor (an empty object such
+        // as `data: {}`) only keeps the field's parent in existence.
+        if !owners.any(|q| q.starts_with(p)) {
             fields::remove(&mut next, p);
         }
     }
@@ -277,6 +282,16 @@ pub(super) fn apply(
     }
     write_entries(&mut next, &managers);
     update(st, k, namespace, name, next, false, None)
+}
+
+/// Whether the write changes the value at `path`; an empty object (`emptyDir: {}`, `data: {}`) only
+/// asks for the field to exist, whatever others put in it.
+fn differs(live: &Value, written: &Value, path: &Path) -> bool {
+    let (was, is) = (fields::get(live, path), fields::get(written, path));
+    match is {
+        Some(Value::Object(m)) if m.is_empty() => !was.is_some_and(Value::is_object),
+        _ => was != is,
+    }
 }
 
 fn apply_conflict(k: Kind, name: &str, conflicts: &[(String, Path)]) -> HttpResponse {
