@@ -8,11 +8,11 @@ use chrono::{DateTime, Utc};
 use common::k8s::{self, K8sSettings};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, ListParams, Patch, PostParams, Preconditions};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::kubernetes::is_status;
+use crate::runtime::kubernetes::{apply_params, is_status};
 
 /// How long a claimed (`warm=consuming`) pod may live before it counts as orphaned: a claim
 /// deletes it milliseconds after the relabel, so minutes leave room for clock skew between replicas.
@@ -142,7 +142,8 @@ impl WarmPoolManager {
         Ok(deleted)
     }
 
-    /// One pass: create the Deployment, or patch it when its replicas or template drifted.
+    /// One pass: server-side apply of the Deployment, which creates it or converges the replicas and
+    /// template it sets (a hand scale or edit is reset); an apply that changes nothing writes nothing.
     pub async fn ensure(&self) -> Result<(), kube::Error> {
         let desired = if self.agents {
             pool_token(&self.secrets, &self.settings).await?;
@@ -150,55 +151,19 @@ impl WarmPoolManager {
         } else {
             k8s::warm_pool_deployment(&self.settings, self.target)
         };
-        let Some(current) = self.api.get_opt(k8s::WARM_POOL_NAME).await? else {
-            match self.api.create(&PostParams::default(), &desired).await {
-                Ok(_) => {}
-                Err(e) if is_status(&e, 409) => return Ok(()),
-                Err(e) => return Err(e),
-            }
-            tracing::info!(replicas = self.target, "warm pool: created deployment");
-            return Ok(());
-        };
-        let want = desired.spec.as_ref().expect("builder sets spec");
-        let have = current.spec.as_ref();
-        // Compare what we own, not the whole spec: the API server fills in defaults.
-        let images = |d: &k8s_openapi::api::apps::v1::DeploymentSpec| -> Vec<Option<String>> {
-            d.template
-                .spec
-                .iter()
-                .flat_map(|s| &s.containers)
-                .map(|c| c.image.clone())
-                .collect()
-        };
-        let labels = |d: &k8s_openapi::api::apps::v1::DeploymentSpec| {
-            d.template.metadata.as_ref().and_then(|m| m.labels.clone())
-        };
-        let envs = |d: &k8s_openapi::api::apps::v1::DeploymentSpec| -> Vec<String> {
-            d.template
-                .spec
-                .iter()
-                .flat_map(|s| &s.containers)
-                .flat_map(|c| c.env.iter().flatten())
-                .map(|e| e.name.clone())
-                .collect()
-        };
-        let drifted = have.is_none_or(|h| {
-            h.replicas != want.replicas
-                || images(h) != images(want)
-                || labels(h) != labels(want)
-                || envs(h) != envs(want)
-        });
-        if drifted {
-            let patch = serde_json::json!({ "spec": want });
-            self.api
-                .patch(
-                    k8s::WARM_POOL_NAME,
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await?;
-            tracing::info!(replicas = self.target, "warm pool: updated deployment");
-        }
+        let applied = self
+            .api
+            .patch(
+                k8s::WARM_POOL_NAME,
+                &apply_params(),
+                &Patch::Apply(&desired),
+            )
+            .await?;
+        tracing::debug!(
+            replicas = self.target,
+            generation = applied.metadata.generation,
+            "warm pool: deployment applied"
+        );
         Ok(())
     }
 

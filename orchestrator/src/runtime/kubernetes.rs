@@ -34,6 +34,8 @@ const FATAL_WAITING: &[&str] = &[
     "RunContainerError",
 ];
 const POLL: Duration = Duration::from_millis(250);
+/// The field manager of every object the orchestrator converges by server-side apply.
+pub(crate) const FIELD_MANAGER: &str = "zeroclaw-orchestrator";
 
 pub struct KubeRuntime {
     client: Client,
@@ -109,30 +111,16 @@ impl KubeRuntime {
         self
     }
 
-    /// Writes ConfigMap `tenant-config-{id}` (the whole `tenant.json`, replaced on every start).
+    /// Applies ConfigMap `tenant-config-{id}` (the whole `tenant.json`, reset on every start).
     async fn ensure_config_map(&self, record: &TenantRecord) -> Result<(), RuntimeError> {
         let id = &record.tenant_id;
         let json = super::rendered_config(record, &self.defaults)?;
         let cm = k8s::tenant_config_map(id, &json, &self.settings);
-        match self.config_maps.create(&PostParams::default(), &cm).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_status(&e, 409) => {
-                let patch = json!({ "data": cm.data });
-                self.config_maps
-                    .patch(
-                        &k8s::config_map_name(id),
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
-                    .await
-                    .map(drop)
-                    .map_err(|e| backend("update config map", e))
-            }
-            Err(e) => Err(backend("create config map", e)),
-        }
+        apply(&self.config_maps, &cm, "config map").await
     }
 
-    /// Creates or refreshes Secret, PV and PVC; existing PV/PVC are kept (their spec is immutable).
+    /// Creates or converges Secret, ConfigMap, PV and PVC by server-side apply; a PV or PVC whose
+    /// immutable spec differs from the settings is kept as it is.
     async fn ensure_objects(&self, record: &TenantRecord) -> Result<(), RuntimeError> {
         let id = &record.tenant_id;
         if record.agent_token.is_empty() {
@@ -141,31 +129,17 @@ impl KubeRuntime {
             ));
         }
         let secret = k8s::tenant_secret(id, &record.bot_token, &record.agent_token, &self.settings);
-        match self.secrets.create(&PostParams::default(), &secret).await {
-            Ok(_) => {}
-            Err(e) if is_status(&e, 409) => {
-                let patch = json!({ "data": secret.data });
-                self.secrets
-                    .patch(
-                        &k8s::secret_name(id),
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
-                    .await
-                    .map_err(|e| backend("update secret", e))?;
-            }
-            Err(e) => return Err(backend("create secret", e)),
-        }
+        apply(&self.secrets, &secret, "secret").await?;
         self.ensure_config_map(record).await?;
         if self.settings.uses_s3_csi() {
-            create_if_absent(
+            apply_volume(
                 &self.pvs,
                 &k8s::tenant_pv(id, &self.settings),
                 "persistent volume",
             )
             .await?;
         }
-        create_if_absent(
+        apply_volume(
             &self.pvcs,
             &k8s::tenant_pvc(id, &self.settings),
             "persistent volume claim",
@@ -762,14 +736,42 @@ impl Runtime for KubeRuntime {
     }
 }
 
-async fn create_if_absent<K>(api: &Api<K>, obj: &K, what: &str) -> Result<(), RuntimeError>
+/// Server-side apply of an object only the orchestrator writes: forced, so a field someone edited
+/// by hand is reset to the orchestrator's value instead of failing the wake with a conflict.
+pub(crate) fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// Creates `obj`, or converges the fields the orchestrator sets, in one request.
+async fn apply<K>(api: &Api<K>, obj: &K, what: &str) -> Result<(), RuntimeError>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
-    match api.create(&PostParams::default(), obj).await {
+    let name = obj.meta().name.clone().unwrap_or_default();
+    api.patch(&name, &apply_params(), &Patch::Apply(obj))
+        .await
+        .map(drop)
+        .map_err(|e| backend(&format!("apply {what}"), e))
+}
+
+/// [`apply`] for a PV or PVC: when the API server refuses it as invalid because the existing
+/// object's immutable spec differs (the settings changed since it was made), the existing one is
+/// kept, with the tenant's state on it; an invalid new object still fails.
+async fn apply_volume<K>(api: &Api<K>, obj: &K, what: &str) -> Result<(), RuntimeError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    match api.patch(&name, &apply_params(), &Patch::Apply(obj)).await {
         Ok(_) => Ok(()),
-        Err(e) if is_status(&e, 409) => Ok(()),
-        Err(e) => Err(backend(&format!("create {what}"), e)),
+        Err(e) if is_status(&e, 422) => match api.get_opt(&name).await {
+            Ok(Some(_)) => {
+                tracing::warn!(object = %name, error = %api_message(&e), "{what} differs from the settings in an immutable field; keeping the existing one");
+                Ok(())
+            }
+            _ => Err(backend(&format!("apply {what}"), e)),
+        },
+        Err(e) => Err(backend(&format!("apply {what}"), e)),
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Speaks the REST/JSON protocol kube-rs uses for pods, secrets, persistentvolumeclaims,
 //! persistentvolumes, deployments and leases (create, get, list with label selectors, replace, merge
-//! patch, delete), with resourceVersion conflicts and `Status` errors like the real API server. The
+//! patch, server-side apply with field ownership ([`apply`]), delete), with resourceVersion
+//! conflicts, immutable fields and `Status` errors like the real API server. The
 //! kubelet simulator schedules pods onto fake nodes, gives each a distinct loopback IP (127.x.y.z), and
 //! for every tenant pod (`app=zeroclaw`) really starts `tenant-agent` with the pod's environment,
 //! bound to that IP on the pod's `AGENT_PORT`, so `podIP:3000` answers as in a cluster. Volumes are
@@ -26,6 +27,10 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Map, Value};
 
 use crate::mountpoint::{Mount, MountOptions, Refusal};
+
+mod apply;
+mod fields;
+mod immutable;
 
 /// Knobs of the simulated cluster.
 #[derive(Debug, Clone)]
@@ -670,6 +675,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
         })
     };
     let method = req.method().as_str();
+    let manager = apply::manager_of(&req, &query);
     let mut st = shared.lock();
     let k = t.kind;
     match (method, t.name) {
@@ -724,7 +730,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
                 Ok(v) => v,
                 Err(r) => return r,
             };
-            create(&mut st, k, &t.namespace, obj)
+            create(&mut st, k, &t.namespace, obj, Some(&manager))
         }
         ("PUT", Some(name)) => {
             st.count("update", k.resource);
@@ -732,7 +738,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
                 Ok(v) => v,
                 Err(r) => return r,
             };
-            update(&mut st, k, &t.namespace, &name, obj, false)
+            update(&mut st, k, &t.namespace, &name, obj, false, Some(&manager))
         }
         ("PATCH", Some(name)) => {
             st.count("patch", k.resource);
@@ -741,6 +747,9 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
                 .get("content-type")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
+            if ct.starts_with("application/apply-patch+yaml") {
+                return apply::apply(&mut st, k, &t.namespace, &name, &body, &query);
+            }
             if !ct.starts_with("application/merge-patch+json")
                 && !ct.starts_with("application/strategic-merge-patch+json")
             {
@@ -755,7 +764,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
                 Ok(v) => v,
                 Err(r) => return r,
             };
-            update(&mut st, k, &t.namespace, &name, patch, true)
+            update(&mut st, k, &t.namespace, &name, patch, true, Some(&manager))
         }
         ("DELETE", Some(name)) => {
             st.count("delete", k.resource);
@@ -805,7 +814,14 @@ async fn handle(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
     }
 }
 
-fn create(st: &mut State, k: Kind, namespace: &str, mut obj: Value) -> HttpResponse {
+/// `manager` is recorded as the owner of what the create set; `None` when the caller (apply) did.
+fn create(
+    st: &mut State,
+    k: Kind,
+    namespace: &str,
+    mut obj: Value,
+    manager: Option<&str>,
+) -> HttpResponse {
     if !obj.is_object() {
         return bad_request("the body must be a JSON object".into());
     }
@@ -882,6 +898,9 @@ fn create(st: &mut State, k: Kind, namespace: &str, mut obj: Value) -> HttpRespo
         "secrets" => normalise_secret(o),
         _ => {}
     }
+    if let Some(m) = manager {
+        apply::track_update(k, None, &mut obj, m);
+    }
     st.created_at.insert(key.clone(), Instant::now());
     st.objects.insert(key, obj.clone());
     HttpResponse::Created()
@@ -907,6 +926,7 @@ fn normalise_secret(o: &mut Map<String, Value>) {
     }
 }
 
+/// `manager` is recorded as the owner of what the write changed; `None` when the caller (apply) did.
 fn update(
     st: &mut State,
     k: Kind,
@@ -914,6 +934,7 @@ fn update(
     name: &str,
     body: Value,
     is_patch: bool,
+    manager: Option<&str>,
 ) -> HttpResponse {
     let ns = if k.namespaced {
         namespace.to_owned()
@@ -962,6 +983,9 @@ fn update(
             vec![("spec".into(), "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations) or `spec.terminationGracePeriodSeconds`".into())],
         );
     }
+    if let Err(causes) = immutable::check(k, &current, &next) {
+        return invalid(k, name, causes);
+    }
     // Server-owned fields survive every write of the main resource.
     let rv = st.next_rv();
     let o = next.as_object_mut().expect("object");
@@ -995,6 +1019,9 @@ fn update(
     if k.resource == "deployments" && next["spec"] != current["spec"] {
         let g = current["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
         next["metadata"]["generation"] = json!(g);
+    }
+    if let Some(m) = manager {
+        apply::track_update(k, Some(&current), &mut next, m);
     }
     st.objects.insert(key, next.clone());
     ok_json(&next)
