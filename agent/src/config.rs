@@ -31,6 +31,12 @@ pub struct Config {
     pub accept_any_caller: bool,
     /// `AGENT_CONFIG_DIR`: where the runtime put `tenant.json`.
     pub config_dir: Option<PathBuf>,
+    /// `ORCHESTRATOR_URL`: where the agent reports its own activity during long tasks; unset, it
+    /// reports nothing.
+    pub orchestrator_url: Option<String>,
+    /// `AGENT_ACTIVITY_EVERY_MS` (default 60 s): how often it reports while busy; keep it well
+    /// under the tenant's idle timeout.
+    pub activity_every: Duration,
 }
 
 impl Config {
@@ -60,6 +66,10 @@ impl Config {
             agent_token: get("AGENT_TOKEN"),
             accept_any_caller: get("AGENT_REQUIRE_CREDENTIAL").as_deref() == Some("false"),
             config_dir: get("AGENT_CONFIG_DIR").map(PathBuf::from),
+            orchestrator_url: get("ORCHESTRATOR_URL"),
+            activity_every: Duration::from_millis(
+                number(&get, "AGENT_ACTIVITY_EVERY_MS", 60_000u64)?.max(100),
+            ),
         })
     }
 }
