@@ -35,6 +35,12 @@ pub struct Config {
     pub warm: bool,
     /// `ASSIGN_TOKEN`: the pool credential `POST /assign` requires (warm agents only). Never logged.
     pub assign_token: Option<String>,
+    /// `ORCHESTRATOR_URL`: where the agent reports its own activity during long tasks; unset, it
+    /// reports nothing.
+    pub orchestrator_url: Option<String>,
+    /// `AGENT_ACTIVITY_EVERY_MS` (default 60 s): how often it reports while busy; keep it well
+    /// under the tenant's idle timeout.
+    pub activity_every: Duration,
 }
 
 impl Config {
@@ -66,6 +72,10 @@ impl Config {
             config_dir: get("AGENT_CONFIG_DIR").map(PathBuf::from),
             warm: get("AGENT_WARM").as_deref() == Some("1"),
             assign_token: get(common::assignment::POOL_TOKEN_ENV),
+            orchestrator_url: get("ORCHESTRATOR_URL"),
+            activity_every: Duration::from_millis(
+                number(&get, "AGENT_ACTIVITY_EVERY_MS", 60_000u64)?.max(100),
+            ),
         })
     }
 }

@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
+use tenant_agent::activity::Reporter;
 use tenant_agent::brain::{self, Brain};
 use tenant_agent::config::Config;
 use tenant_agent::http::{self as agent_http, AppState, Serving};
@@ -19,6 +20,7 @@ async fn main() -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
 
+    let mut reporting = None;
     let state = if config.warm {
         let token = config
             .assign_token
@@ -33,7 +35,18 @@ async fn main() -> anyhow::Result<()> {
         ))
     } else {
         let restored = brain::restore(&config.state_dir, &config.data_dir)?;
-        let agent = Agent::new(Brain::open(&config.data_dir)?, config.reply_delay);
+        let mut agent = Agent::new(Brain::open(&config.data_dir)?, config.reply_delay);
+        // Reports its own activity during long tasks, when it knows where and has a credential.
+        if let (Some(url), Some(token)) = (&config.orchestrator_url, &config.agent_token) {
+            let reporter = std::sync::Arc::new(Reporter::new(
+                url,
+                &config.tenant_id,
+                token.clone(),
+                config.activity_every,
+            ));
+            agent = agent.with_activity(reporter.clone());
+            reporting = Some(tokio::spawn(async move { reporter.run().await }));
+        }
         tracing::info!(
             tenant = %config.tenant_id,
             restored,
@@ -90,6 +103,9 @@ async fn main() -> anyhow::Result<()> {
         };
         let (served, ()) = tokio::join!(server, stop);
         served?;
+    }
+    if let Some(task) = reporting {
+        task.abort();
     }
 
     match (state.warm_slot(), state.current()) {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 
+use crate::activity::{busy_request, Reporter};
 use crate::brain::{Brain, BrainError};
 
 /// The agent's brain behind a lock, so messages are answered one by one like a single LLM session.
@@ -13,6 +14,8 @@ use crate::brain::{Brain, BrainError};
 pub struct Agent {
     brain: Arc<Mutex<Brain>>,
     delay: Duration,
+    /// Told about long tasks (`/busy N`), so it keeps the agent awake meanwhile.
+    activity: Option<Arc<Reporter>>,
 }
 
 impl Agent {
@@ -20,7 +23,14 @@ impl Agent {
         Agent {
             brain: Arc::new(Mutex::new(brain)),
             delay,
+            activity: None,
         }
+    }
+
+    /// Reports its own activity through `reporter` while a long task runs.
+    pub fn with_activity(mut self, reporter: Arc<Reporter>) -> Self {
+        self.activity = Some(reporter);
+        self
     }
 
     /// Replies to a message; a repeated idempotency key gets the stored reply at once.
@@ -32,6 +42,9 @@ impl Agent {
             }
         }
         tokio::time::sleep(self.delay).await;
+        if let (Some(r), Some(busy)) = (&self.activity, busy_request(&text)) {
+            r.busy_for(busy);
+        }
         tokio::task::spawn_blocking(move || brain.reply(key.as_deref(), &text))
             .await
             .expect("brain task panicked")

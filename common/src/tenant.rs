@@ -195,6 +195,9 @@ pub struct TenantRecord {
     pub last_error: Option<LastError>,
     /// CPU/memory overrides of the platform defaults, applied at the next start. Absent = none.
     pub resources: AgentResources,
+    /// The highest wake-lock generation (fencing token) a status write carried; a write with a
+    /// lower one is refused, so a replica whose lock lapsed cannot undo its successor. Absent = 0.
+    pub fence: u64,
 }
 
 /// A fresh random agent credential (256 bits, hex).
@@ -230,6 +233,7 @@ impl TenantRecord {
             deleting: false,
             last_error: None,
             resources: AgentResources::default(),
+            fence: 0,
         }
     }
 

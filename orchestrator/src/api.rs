@@ -93,7 +93,7 @@ pub fn configure(app: Arc<App>, api: ApiConfig) -> impl FnOnce(&mut web::Service
 /// Every route with its access: the table the app is built from and the auth middleware reads.
 pub fn routes() -> Routes {
     use actix_web::http::Method;
-    use Access::{Public, Token};
+    use Access::{Handler, Public, Token};
     Routes::new()
         .add(Public, Method::GET, "/healthz", healthz)
         .add(Public, Method::GET, "/readyz", readyz)
@@ -105,6 +105,13 @@ pub fn routes() -> Routes {
         .add(Token, Method::DELETE, "/tenants/{id}", delete)
         .add(Token, Method::GET, "/tenants/{id}/bot_token", bot_token)
         .add(Token, Method::PUT, "/tenants/{id}/activity", activity)
+        // A busy agent keeps itself awake (issue 18): its own credential, its own tenant only.
+        .add(
+            Handler,
+            Method::POST,
+            "/tenants/{id}/activity",
+            agent_activity,
+        )
         .add(Token, Method::POST, "/tenants/{id}/sleep", sleep)
         .add(Token, Method::POST, "/wake/{id}", wake_tenant)
         // The agent's credential and configuration (issue 14).
@@ -334,6 +341,41 @@ async fn activity(app: web::Data<App>, path: web::Path<String>) -> Result<HttpRe
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// An agent reports its own activity (a long task, a scheduled job) with `Authorization: Bearer
+/// <AGENT_TOKEN>`. Any other credential, or an unknown tenant, is the same 401: nothing to probe.
+async fn agent_activity(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let id = tenant_id(&path)?;
+    let headers = req.headers().clone();
+    let app = app.into_inner();
+    let accepted = app
+        .clone()
+        .run_owned(async move {
+            let rec = app
+                .registry
+                .get(&id)
+                .await
+                .map_err(Error::store("registry get"))?;
+            // An empty credential (a Go-era record) matches nothing.
+            if !rec.is_some_and(|r| common::http_auth::bearer_matches(&headers, &r.agent_token)) {
+                return Ok(false);
+            }
+            tenants::touch(&app, &id).await?;
+            Ok(true)
+        })
+        .await?;
+    if !accepted {
+        return Ok(error_json(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid agent credential",
+        ));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
 async fn sleep(app: web::Data<App>, path: web::Path<String>) -> Result<HttpResponse, Error> {
     let id = tenant_id(&path)?;
     let app = app.into_inner();
@@ -528,6 +570,64 @@ mod tests {
         let status = res.status().as_u16();
         let body = read_body(res).await;
         (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    /// `POST /tenants/{id}/activity` takes only that tenant's own agent credential (not the API
+    /// token, not another tenant's) and counts as activity; every refusal is the same 401.
+    #[tokio::test]
+    async fn an_agent_reports_its_own_activity_with_its_own_credential_only() {
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            quick_settings(),
+            "http://127.0.0.1:1",
+        );
+        let bob = add_tenant(&t.app, "bob").await;
+        let eve = add_tenant(&t.app, "eve").await;
+        let long_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+        t.app.registry.touch(&bob, long_ago).await.unwrap();
+        let token = |id| {
+            let app = t.app.clone();
+            async move { app.registry.get(&id).await.unwrap().unwrap().agent_token }
+        };
+        let (bob_token, eve_token) = (token(bob.clone()).await, token(eve.clone()).await);
+        let svc = service!(t.app, Some("api-tok"));
+        let report = |uri: &str, bearer: Option<&str>| {
+            let mut req = TestRequest::post().uri(uri);
+            if let Some(b) = bearer {
+                req = req.insert_header(("authorization", format!("Bearer {b}")));
+            }
+            req.to_request()
+        };
+        for (uri, bearer) in [
+            ("/tenants/bob/activity", None),
+            ("/tenants/bob/activity", Some("api-tok")),
+            ("/tenants/bob/activity", Some(eve_token.expose())),
+            ("/tenants/ghost/activity", Some(bob_token.expose())),
+        ] {
+            let (s, v) = json_of(call_service(&svc, report(uri, bearer)).await).await;
+            assert_eq!(s, 401, "{uri} {v}");
+            assert!(!v.to_string().contains(bob_token.expose()), "{v}");
+        }
+        let rec = t.app.registry.get(&bob).await.unwrap().unwrap();
+        assert!(
+            rec.last_active_at <= long_ago,
+            "a refused report touches nothing"
+        );
+
+        let res = call_service(
+            &svc,
+            report("/tenants/bob/activity", Some(bob_token.expose())),
+        )
+        .await;
+        assert_eq!(res.status(), 204);
+        let rec = t.app.registry.get(&bob).await.unwrap().unwrap();
+        assert!(
+            rec.last_active_at > long_ago,
+            "the report counts as activity"
+        );
+        let (s, _) =
+            json_of(call_service(&svc, report("/tenants/Bad_ID/activity", Some("x"))).await).await;
+        assert_eq!(s, 400);
     }
 
     /// The router keeps an update through an outage but gives up on an agent that cannot start:
@@ -787,7 +887,9 @@ mod tests {
             let status = call_service(&svc, req).await.status();
             match r.access {
                 Access::Token => assert_eq!(status, 401, "{} {}", r.method, r.path),
-                _ => assert_ne!(status, 401, "{} {}", r.method, r.path),
+                // Authenticated by its handler with another credential: the API token is not it.
+                Access::Handler => {}
+                Access::Public => assert_ne!(status, 401, "{} {}", r.method, r.path),
             }
         }
         // Deny by default: an unknown path or a method a public path does not serve needs it too.

@@ -104,6 +104,8 @@ pub struct App {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub locks: TenantLocks,
+    /// The idle controller's own clock for activity (never the stamping replica's).
+    pub idle_clock: crate::idle_clock::IdleClock,
     /// Owns every task spawned for the service (wakes, loops, lock clean-up); awaited at shutdown.
     pub tasks: TaskTracker,
     /// Cancelled when the service starts shutting down.
@@ -119,7 +121,9 @@ impl App {
     pub fn new(ports: Ports, telegram: TelegramClient, settings: Settings) -> Arc<Self> {
         let tasks = TaskTracker::new();
         Arc::new(App {
-            locks: TenantLocks::new(ports.lock.clone(), settings.wake_lock_ttl, tasks.clone()),
+            locks: TenantLocks::new(ports.lock.clone(), settings.wake_lock_ttl, tasks.clone())
+                .with_floors(ports.registry.clone()),
+            idle_clock: Default::default(),
             registry: ports.registry,
             lock: ports.lock,
             cache: ports.cache,

@@ -73,6 +73,10 @@ pub struct Config {
     /// Empty means no runtime class.
     pub kata_runtime_class: String,
     pub router_public_url: Option<String>,
+    /// `AGENT_ORCHESTRATOR_URL`: this API as agents reach it, given to them as `ORCHESTRATOR_URL`
+    /// to report their own activity. Local runtime default `http://127.0.0.1:{PORT}`; unset on
+    /// Kubernetes, agents get none.
+    pub agent_orchestrator_url: Option<String>,
     pub pod_name: Option<String>,
     pub leader_election_id: Option<String>,
     pub runtime: RuntimeKind,
@@ -206,6 +210,7 @@ impl Config {
                 .map(|v| v.trim().to_owned())
                 .unwrap_or_else(|_| "kata-qemu".into()),
             router_public_url: env::url("ROUTER_PUBLIC_URL", None)?,
+            agent_orchestrator_url: env::url("AGENT_ORCHESTRATOR_URL", None)?,
             pod_name: env::var("POD_NAME"),
             leader_election_id: env::var("LEADER_ELECTION_ID"),
             runtime: RuntimeKind::select(

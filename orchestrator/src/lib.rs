@@ -6,6 +6,7 @@ pub mod compat;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod idle_clock;
 pub mod leader;
 #[cfg(feature = "kube")]
 pub mod leader_lease;

@@ -19,21 +19,26 @@ use common::lifecycle::NewEvent;
 /// endpoint. The guard proves the caller holds the tenant's lock.
 pub async fn stop_locked(
     app: &App,
-    _guard: &TenantGuard,
+    guard: &TenantGuard,
     id: &TenantId,
     reason: &str,
 ) -> Result<(), Error> {
-    app.runtime.stop(id).await?;
-    app.metrics.agent_stopped(reason);
-    if let Some(rec) = app
+    let rec = app
         .registry
         .get(id)
         .await
-        .map_err(Error::store("registry get"))?
-    {
+        .map_err(Error::store("registry get"))?;
+    // A newer lock generation wrote since we took the lock (ours lapsed): the tenant is theirs.
+    if rec.as_ref().is_some_and(|r| r.fence > guard.fence()) {
+        tracing::warn!(tenant = %id, "stop abandoned: a newer wake lock holder owns the tenant");
+        return Err(Error::Busy(id.clone()));
+    }
+    app.runtime.stop(id).await?;
+    app.metrics.agent_stopped(reason);
+    if let Some(rec) = rec {
         if rec.status != TenantStatus::Idle {
             app.registry
-                .set_status(id, rec.status, &StatusUpdate::idle())
+                .set_status(id, rec.status, &StatusUpdate::idle().fenced(guard.fence()))
                 .await
                 .map_err(Error::store("registry set_status"))?;
             if rec.status == TenantStatus::Running {
@@ -47,7 +52,8 @@ pub async fn stop_locked(
     Ok(())
 }
 
-/// True when the tenant has been inactive for longer than its idle timeout.
+/// True when the tenant has been inactive for longer than its idle timeout by `now`'s clock. Not
+/// what the idle controller uses ([`crate::idle_clock`]: stamps come from other replicas' clocks).
 pub fn is_expired(rec: &TenantRecord, now: DateTime<Utc>) -> bool {
     (now - rec.last_active_at).num_seconds() > rec.idle_timeout_s as i64
 }
@@ -78,8 +84,9 @@ pub async fn idle_check(app: &App) -> Result<usize, Error> {
         .await
         .map_err(Error::store("registry list"))?;
     app.metrics.set_running(running.len());
+    app.idle_clock.retain(&running);
     let mut stopped = 0;
-    for rec in running.iter().filter(|r| is_expired(r, Utc::now())) {
+    for rec in running.iter().filter(|r| app.idle_clock.expired(r)) {
         if app.shutdown.is_cancelled() || !app.leader.is_leader() {
             break;
         }
@@ -115,13 +122,13 @@ async fn stop_if_still_idle(app: &App, guard: &TenantGuard, id: &TenantId) -> Re
     else {
         return Ok(false);
     };
-    let now = Utc::now();
-    if rec.status != TenantStatus::Running || !is_expired(&rec, now) {
+    // Activity since the listing changed the stamp, which starts its count again.
+    if rec.status != TenantStatus::Running || !app.idle_clock.expired(&rec) {
         return Ok(false);
     }
     tracing::info!(
         tenant = %id,
-        idle_s = (now - rec.last_active_at).num_seconds(),
+        idle_s = app.idle_clock.idle_for(&rec).as_secs(),
         idle_timeout_s = rec.idle_timeout_s,
         "idle check: terminating idle tenant"
     );
@@ -179,8 +186,11 @@ mod tests {
         let fresh = add_tenant(&t.app, "fresh").await;
         wake(&t.app, &old).await.unwrap();
         wake(&t.app, &fresh).await.unwrap();
-        let long_ago = Utc::now() - chrono::Duration::seconds(301);
-        t.app.registry.touch(&old, long_ago).await.unwrap();
+        assert_eq!(idle_check(&t.app).await.unwrap(), 0, "first sight is fresh");
+        // The leader has watched both unchanged past their timeout; then `fresh` is active again.
+        t.app.idle_clock.age(Duration::from_secs(301));
+        let later = Utc::now() + chrono::Duration::seconds(5);
+        t.app.registry.touch(&fresh, later).await.unwrap();
 
         t.leader.0.store(false, Ordering::SeqCst);
         assert_eq!(idle_check(&t.app).await.unwrap(), 0);
@@ -215,15 +225,48 @@ mod tests {
         );
         let id = add_tenant(&t.app, "bob").await;
         wake(&t.app, &id).await.unwrap();
-        t.app
-            .registry
-            .touch(&id, Utc::now() - chrono::Duration::seconds(400))
-            .await
-            .unwrap();
+        assert_eq!(idle_check(&t.app).await.unwrap(), 0);
+        t.app.idle_clock.age(Duration::from_secs(400));
         let guard = t.app.locks.try_lock(&id).await.unwrap().unwrap();
         assert_eq!(idle_check(&t.app).await.unwrap(), 0);
         guard.release().await;
         assert_eq!(idle_check(&t.app).await.unwrap(), 1);
+    }
+
+    /// A stop whose lock was superseded (a successor's generation is stored: our lock lapsed
+    /// while we held it) leaves the agent and the record alone.
+    #[tokio::test]
+    async fn a_stop_under_a_superseded_lock_leaves_the_agent_alone() {
+        let t = test_app(
+            FakeRuntime::new(Duration::ZERO),
+            quick_settings(),
+            "http://127.0.0.1:1",
+        );
+        let id = add_tenant(&t.app, "bob").await;
+        wake(&t.app, &id).await.unwrap();
+        let stale = t.app.locks.try_lock(&id).await.unwrap().unwrap();
+        let rec = t.app.registry.get(&id).await.unwrap().unwrap();
+        assert!(
+            stale.fence() > rec.fence,
+            "a new acquisition's token is above the stored one"
+        );
+        // The successor re-records the agent under its own, newer generation.
+        let successor =
+            StatusUpdate::running(rec.pod_name.clone(), rec.pod_ip.clone(), rec.agent_port)
+                .fenced(stale.fence() + 1);
+        t.app
+            .registry
+            .set_status(&id, TenantStatus::Running, &successor)
+            .await
+            .unwrap();
+        let result = stop_locked(&t.app, &stale, &id, "idle").await;
+        assert!(matches!(result, Err(Error::Busy(_))), "{result:?}");
+        assert!(t.runtime.running(&id), "the agent still runs");
+        assert_eq!(
+            t.app.registry.get(&id).await.unwrap().unwrap().status,
+            TenantStatus::Running
+        );
+        stale.release().await;
     }
 
     #[test]

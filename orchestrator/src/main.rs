@@ -269,7 +269,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 state.clone(),
                 local::DEFAULT_GRACE,
             )
-            .with_agent_config(config.agent_defaults.clone(), config.llm_api_key.clone());
+            .with_agent_config(config.agent_defaults.clone(), config.llm_api_key.clone())
+            .with_orchestrator_url(
+                config
+                    .agent_orchestrator_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://127.0.0.1:{}", config.port)),
+            );
             let adopted = r.adopt_running().await;
             if adopted > 0 {
                 tracing::info!(

@@ -183,7 +183,11 @@ async fn apply(
             }
             tracing::warn!(tenant = %id, pod = %rec.pod_name, "reconciler: pod missing, resetting state");
             app.registry
-                .set_status(id, TenantStatus::Running, &StatusUpdate::idle())
+                .set_status(
+                    id,
+                    TenantStatus::Running,
+                    &StatusUpdate::idle().fenced(guard.fence()),
+                )
                 .await
                 .map_err(Error::store("registry set_status"))?;
             app.metrics
@@ -204,7 +208,11 @@ async fn apply(
                 stop_locked(app, guard, id, "reconcile").await?;
             } else {
                 app.registry
-                    .set_status(id, TenantStatus::Provisioning, &StatusUpdate::idle())
+                    .set_status(
+                        id,
+                        TenantStatus::Provisioning,
+                        &StatusUpdate::idle().fenced(guard.fence()),
+                    )
                     .await
                     .map_err(Error::store("registry set_status"))?;
                 app.forget_endpoint(id).await;

@@ -2,13 +2,16 @@
 //!
 //! Two layers: an in-process async mutex (so concurrent callers in one replica queue instead of
 //! hammering the shared lock) and the shared wake lock `tenant:waking:{id}` (so replicas exclude each
-//! other), held with an owner token and renewed while held.
+//! other), held with an owner token and renewed while held. Each acquisition of the shared lock
+//! carries a fencing token (the lock's generation) that every registry status write under it
+//! carries, so that the registry refuses a holder whose lock lapsed once a successor wrote.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::lock::WakeLock;
+use common::registry::Registry;
 use common::{StoreError, TenantId};
 use tokio::sync::OwnedMutexGuard;
 use tokio::task::JoinHandle;
@@ -30,6 +33,9 @@ pub struct TenantLocks {
     ttl: Duration,
     local: LocalMap,
     tasks: TaskTracker,
+    /// Where the stored fence is read before each acquisition (the token's floor), so that tokens
+    /// keep rising past what the registry holds even if the lock backend lost its counters.
+    floors: Option<Arc<dyn Registry>>,
 }
 
 /// This process's turn for a tenant (the in-process mutex).
@@ -58,6 +64,7 @@ struct SharedLock {
     renewal: JoinHandle<()>,
     released: bool,
     tasks: TaskTracker,
+    fence: u64,
 }
 
 impl Drop for SharedLock {
@@ -92,6 +99,11 @@ impl TenantGuard {
         self.shared.lost.clone()
     }
 
+    /// This acquisition's fencing token: every status write under the lock carries it.
+    pub fn fence(&self) -> u64 {
+        self.shared.fence
+    }
+
     pub async fn release(mut self) {
         self.shared.renewal.abort();
         self.shared.released = true;
@@ -114,6 +126,27 @@ impl TenantLocks {
             ttl: ttl.min(MAX_LEASE),
             local: LocalMap::default(),
             tasks,
+            floors: None,
+        }
+    }
+
+    /// Reads each tenant's stored fence before acquiring its lock (see `floors`).
+    pub fn with_floors(mut self, registry: Arc<dyn Registry>) -> Self {
+        self.floors = Some(registry);
+        self
+    }
+
+    /// The stored fence of the tenant, 0 when unknown (a failed read only loses the floor).
+    async fn floor(&self, id: &TenantId) -> u64 {
+        let Some(registry) = &self.floors else {
+            return 0;
+        };
+        match registry.get(id).await {
+            Ok(rec) => rec.map_or(0, |r| r.fence),
+            Err(e) => {
+                tracing::warn!(tenant = %id, error = %e, "wake lock: stored fence unreadable; acquiring without a floor");
+                0
+            }
         }
     }
 
@@ -155,9 +188,14 @@ impl TenantLocks {
     ) -> Result<Result<TenantGuard, LocalTurn>, StoreError> {
         let key = common::wake_lock_key(&turn.id);
         let owner = uuid::Uuid::new_v4().to_string();
-        if !self.lock.try_acquire(&key, &owner, self.ttl).await? {
+        let floor = self.floor(&turn.id).await;
+        let Some(fence) = self
+            .lock
+            .try_acquire_fenced(&key, &owner, self.ttl, floor)
+            .await?
+        else {
             return Ok(Err(turn));
-        }
+        };
         let lost = CancellationToken::new();
         let renewal = tokio::spawn(renew(
             self.lock.clone(),
@@ -175,6 +213,7 @@ impl TenantLocks {
                 renewal,
                 released: false,
                 tasks: self.tasks.clone(),
+                fence,
             },
             _turn: turn,
         }))

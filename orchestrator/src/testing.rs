@@ -298,6 +298,17 @@ impl WakeLock for LapsingLock {
     async fn try_acquire(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
         self.inner().try_acquire(key, owner, ttl).await
     }
+    async fn try_acquire_fenced(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+        floor: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        self.inner()
+            .try_acquire_fenced(key, owner, ttl, floor)
+            .await
+    }
     async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
         self.inner().renew(key, owner, ttl).await
     }
@@ -337,6 +348,33 @@ pub fn two_replicas(
     };
     let (a, b) = (replica(), replica());
     (a, b, lock, dir)
+}
+
+/// Two replicas sharing one registry and one runtime whose wake locks do not see each other: a
+/// split brain (a Redis failover that lost the lock key) in which each believes it holds the lock.
+pub fn split_brain_replicas(
+    runtime: Arc<FakeRuntime>,
+    settings: Settings,
+) -> (Arc<App>, Arc<App>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let registry: Arc<SqliteRegistry> =
+        Arc::new(SqliteRegistry::open(&dir.path().join("registry.db")).unwrap());
+    let replica = || {
+        App::new(
+            Ports {
+                registry: registry.clone(),
+                lock: Arc::new(MemoryLock::new()),
+                cache: Arc::new(MemoryCache::new()),
+                state: Arc::new(DirStateStore::new(dir.path().join("state"))),
+                runtime: runtime.clone(),
+                leader: Arc::new(SwitchLeader(AtomicBool::new(true))),
+            },
+            TelegramClient::new("http://127.0.0.1:1"),
+            settings.clone(),
+        )
+    };
+    let (a, b) = (replica(), replica());
+    (a, b, dir)
 }
 
 /// Settings with short waits for tests.

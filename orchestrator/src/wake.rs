@@ -109,9 +109,10 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
         return Ok(w);
     }
     let rec = ensure_agent_token(app, rec).await?;
+    let fence = guard.fence();
     let mut rec = app
         .registry
-        .set_status(id, rec.status, &StatusUpdate::provisioning())
+        .set_status(id, rec.status, &StatusUpdate::provisioning().fenced(fence))
         .await
         .map_err(|e| lost_race(id, e))?;
     // The runtime starts the agent with every resource set: the tenant's, else the platform's.
@@ -135,7 +136,7 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
         Ok(addr) => addr,
         Err((e, failure)) => {
             tracing::warn!(tenant = %id, reason = %e, "wake failed");
-            if lost.is_cancelled() {
+            if lost.is_cancelled() || superseded(app, id, fence).await {
                 // Another replica may hold the lock by now and have adopted this agent: stopping
                 // it or writing the record would undo that wake. What nobody finishes, the
                 // reconciler repairs (a stuck `provisioning` record, an agent nobody records).
@@ -146,7 +147,8 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
             let update = match &failure {
                 Some(f) => StatusUpdate::failed(f.clone()),
                 None => StatusUpdate::idle(),
-            };
+            }
+            .fenced(fence);
             if let Err(se) = app
                 .registry
                 .set_status(id, TenantStatus::Provisioning, &update)
@@ -168,7 +170,8 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
         ));
     }
     let running =
-        StatusUpdate::running(addr.pod_name.clone(), addr.pod_ip.clone(), addr.agent_port);
+        StatusUpdate::running(addr.pod_name.clone(), addr.pod_ip.clone(), addr.agent_port)
+            .fenced(fence);
     if let Err(e) = app
         .registry
         .set_status(id, TenantStatus::Provisioning, &running)
@@ -178,7 +181,7 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
         // lock passed to another replica, whose wake owns it now.
         let err = lost_race(id, e);
         tracing::warn!(tenant = %id, reason = %err, "wake failed");
-        if !lost.is_cancelled() {
+        if !lost.is_cancelled() && !superseded(app, id, fence).await {
             stop_quietly(app, id, "aborted").await;
         }
         return Err(err);
@@ -206,6 +209,20 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
         pod_ip: addr.pod_ip,
         endpoint,
     })
+}
+
+/// Whether a newer lock generation than `fence` wrote the tenant's record (our lock lapsed and a
+/// successor took the tenant over, possibly adopting the agent we started). Unreadable: assume so,
+/// since stopping an agent that may be serving is the worse mistake.
+async fn superseded(app: &App, id: &TenantId, fence: u64) -> bool {
+    match app.registry.get(id).await {
+        Ok(Some(rec)) => rec.fence > fence,
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(tenant = %id, error = %e, "wake: cannot read the record's fence");
+            true
+        }
+    }
 }
 
 /// A suspended tenant is never woken; a tenant being deleted is as good as gone.
@@ -527,5 +544,41 @@ mod tests {
         assert_eq!(rec.status, TenantStatus::Running);
         assert_eq!(rec.endpoint(3000), Some(woken.endpoint));
         assert!(runtime.running(&id), "the adopted agent still runs");
+    }
+
+    /// Storage-level fencing: replica A's lock is gone (a Redis failover lost the key) but A does
+    /// not know it; B takes the lock and the wake over. A's start finishes first: its `running`
+    /// write carries the older lock generation and is refused, and A does not stop the agent that
+    /// B adopts. Without the fence A's write lands and B, finding the status moved, stops the agent.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_lock_holder_cannot_overwrite_its_successor_or_stop_its_agent() {
+        let runtime = FakeRuntime::new(Duration::from_millis(600));
+        let (a, b, _dir) = split_brain_replicas(runtime.clone(), quick_settings());
+        let id = add_tenant(&a, "bob").await;
+        let first = tokio::spawn({
+            let (a, id) = (a.clone(), id.clone());
+            async move { wake(&a, &id).await }
+        });
+        wait_for_status(&a, &id, TenantStatus::Provisioning).await;
+        let a_fence = b.registry.get(&id).await.unwrap().unwrap().fence;
+        let second = tokio::spawn({
+            let (b, id) = (b.clone(), id.clone());
+            async move { wake(&b, &id).await }
+        });
+        let first = first.await.unwrap();
+        let second = second.await.unwrap();
+
+        assert!(first.is_err(), "the stale holder's wake fails: {first:?}");
+        let woken = second.expect("the successor wakes the tenant");
+        let rec = b.registry.get(&id).await.unwrap().unwrap();
+        assert!(rec.fence > a_fence, "the successor's generation is stored");
+        assert_eq!(rec.status, TenantStatus::Running);
+        assert_eq!(rec.endpoint(3000), Some(woken.endpoint.clone()));
+        assert!(runtime.running(&id), "the serving agent still runs");
+        assert_eq!(
+            runtime.stops.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "nothing stopped"
+        );
     }
 }

@@ -34,6 +34,47 @@ async fn sqlite_registry_keeps_lifecycle_and_events() {
     contract::registry::lifecycle(&r).await;
 }
 
+#[tokio::test]
+async fn sqlite_registry_fences_status_writes() {
+    let (_dir, r) = sqlite();
+    contract::registry::fencing(&r).await;
+}
+
+#[tokio::test]
+async fn dynamodb_registry_fences_status_writes() {
+    let moto = Moto::start().await;
+    let r = moto.registry(&unique_name("registry")).await;
+    contract::registry::fencing(&r).await;
+}
+
+/// A Go-era item (no `fence` attribute) takes a fenced write, which then guards it.
+#[tokio::test]
+async fn dynamodb_registry_fences_a_go_item() {
+    let moto = Moto::start().await;
+    let r = moto.registry(&unique_name("registry")).await;
+    batch_write(&r, vec![go_item("legacy", "idle")], 1).await;
+    let id = tid("legacy");
+    assert_eq!(r.get(&id).await.unwrap().unwrap().fence, 0);
+    let got = r
+        .set_status(
+            &id,
+            TenantStatus::Idle,
+            &StatusUpdate::provisioning().fenced(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.fence, 2);
+    assert!(matches!(
+        r.set_status(
+            &id,
+            TenantStatus::Provisioning,
+            &StatusUpdate::idle().fenced(1)
+        )
+        .await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
 /// A registry file written before the lifecycle columns existed opens, reads back and takes them.
 #[tokio::test]
 async fn sqlite_registry_migrates_a_file_without_lifecycle_columns() {

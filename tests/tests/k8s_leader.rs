@@ -120,6 +120,12 @@ async fn only_the_leader_stops_idle_tenants_and_each_once() {
     shared.registry.touch(&id, r.last_active_at).await.unwrap();
 
     let (leader, follower) = if ea.is_leader() { (&a, &b) } else { (&b, &a) };
+    // The leader expires on its own clock: it sees the stamp, then has watched it for an hour.
+    assert_eq!(
+        orchestrator::lifecycle::idle_check(leader).await.unwrap(),
+        0
+    );
+    leader.idle_clock.age(Duration::from_secs(3600));
     let (nl, nf) = tokio::join!(
         orchestrator::lifecycle::idle_check(leader),
         orchestrator::lifecycle::idle_check(follower)

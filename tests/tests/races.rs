@@ -42,6 +42,46 @@ async fn a_slow_reply_across_the_idle_deadline_is_delivered_by_the_agent_that_st
         .await;
 }
 
+/// An agent busy with a long task (`/busy 20`, twice its 10 s idle timeout) reports its own
+/// activity and is not put to sleep; once it stops reporting it sleeps after its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_reporting_its_own_activity_stays_awake_until_it_stops() {
+    let p = Platform::start_with(
+        Opts::default()
+            .orchestrator_env("IDLE_CHECK_INTERVAL_S", 1)
+            // Inherited by the local agents: report every 2 s while busy.
+            .orchestrator_env("AGENT_ACTIVITY_EVERY_MS", 2_000),
+    )
+    .await;
+    p.create_tenant("worker", &platform_tests::platform::bot_token(), Some(10))
+        .await;
+    p.send_text("worker", 1, CHAT, "/busy 20").await;
+    let messages = p
+        .telegram
+        .wait_for_messages(CHAT, 2, Duration::from_secs(60))
+        .await;
+    assert_eq!(messages[1], "echo: /busy 20 (#1)");
+    let busy_since = tokio::time::Instant::now();
+    // Nothing but the agent's own reports keeps it awake now: it must stay up for its task.
+    while busy_since.elapsed() < Duration::from_secs(18) {
+        assert_eq!(
+            p.tenant_status("worker").await,
+            "running",
+            "stopped {:?} into its 20 s task",
+            busy_since.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    p.wait_for_status("worker", "idle", Duration::from_secs(30))
+        .await;
+    assert!(
+        busy_since.elapsed() >= Duration::from_secs(25),
+        "slept {:?} after the task began: before its last report aged past the timeout",
+        busy_since.elapsed()
+    );
+    assert!(p.logs().contains("idle check: terminating idle tenant"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_router_frozen_past_its_claim_does_not_send_what_another_replica_delivered() {
     // A 2 s claim, a 5 s model: router 0 is frozen mid-forward, router 1 takes the claim over.

@@ -96,3 +96,81 @@ pub async fn lock(l: &dyn WakeLock) {
     );
     assert!(l.release(key, "a").await.unwrap());
 }
+
+/// Fencing tokens: every acquisition gets one above all before it and above the caller's floor;
+/// a refused acquisition gets none.
+pub async fn fencing(l: &dyn WakeLock) {
+    let key = "tenant:waking:fenced";
+    let first = l
+        .try_acquire_fenced(key, "a", LONG, 0)
+        .await
+        .unwrap()
+        .expect("free lock is taken");
+    assert_eq!(
+        l.try_acquire_fenced(key, "b", LONG, 0).await.unwrap(),
+        None,
+        "held lock is exclusive and hands out no token"
+    );
+    assert!(
+        !l.try_acquire(key, "b", LONG).await.unwrap(),
+        "a fenced lock excludes plain acquisitions"
+    );
+    assert!(l.release(key, "a").await.unwrap(), "the owner releases");
+    let second = l
+        .try_acquire_fenced(key, "b", LONG, 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(second > first, "tokens grow: {first} then {second}");
+    assert!(l.release(key, "b").await.unwrap());
+    // A floor above the counter (the backend lost it; the record holds a higher one) wins.
+    let third = l
+        .try_acquire_fenced(key, "c", LONG, second + 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(third, second + 101);
+    assert!(l.release(key, "c").await.unwrap());
+    let fourth = l
+        .try_acquire_fenced(key, "d", LONG, 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(fourth > third, "the raised counter stays raised");
+
+    // A lapsed holder's successor gets a higher token than the holder had.
+    let key = "tenant:waking:fenced-expiry";
+    let old = l
+        .try_acquire_fenced(key, "a", SHORT, 0)
+        .await
+        .unwrap()
+        .unwrap();
+    let new =
+        eventually_some(|| async { l.try_acquire_fenced(key, "b", LONG, 0).await.unwrap() }).await;
+    assert!(new > old, "successor {new} above lapsed {old}");
+    // Keys count independently.
+    assert_eq!(
+        l.try_acquire_fenced("tenant:waking:fenced-other", "a", LONG, 0)
+            .await
+            .unwrap(),
+        Some(1)
+    );
+}
+
+async fn eventually_some<F, Fut>(mut f: F) -> u64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<u64>>,
+{
+    let deadline = tokio::time::Instant::now() + EXPIRY_DEADLINE;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lock never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

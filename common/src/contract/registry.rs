@@ -436,3 +436,99 @@ pub async fn lifecycle(r: &dyn Registry) {
         "the newest, oldest first"
     );
 }
+
+/// Fenced status writes: a write carrying a lower lock generation than the stored one is refused
+/// whatever the status, an equal or higher one goes through and is stored, an unfenced write
+/// neither checks nor changes it; a record that never saw a fence (the Go platform's) takes any.
+pub async fn fencing(r: &dyn Registry) {
+    let rec = record("fenced", "1:t");
+    let id = rec.tenant_id.clone();
+    r.create(&rec).await.unwrap();
+    assert_eq!(r.get(&id).await.unwrap().unwrap().fence, 0, "new: no fence");
+
+    // The first holder (generation 3) starts the agent.
+    let got = r
+        .set_status(
+            &id,
+            TenantStatus::Idle,
+            &StatusUpdate::provisioning().fenced(3),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.fence, 3, "an unfenced record takes any fence");
+    // Its lock lapses; the next holder (generation 4) takes the wake over.
+    let got = r
+        .set_status(
+            &id,
+            TenantStatus::Provisioning,
+            &StatusUpdate::provisioning().fenced(4),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.fence, 4);
+    // The stale holder's write is refused although the status it expects is the stored one.
+    let stale = StatusUpdate::running("tenant-fenced".into(), "10.0.0.1".into(), None).fenced(3);
+    match r.set_status(&id, TenantStatus::Provisioning, &stale).await {
+        Err(StoreError::Conflict(why)) => assert!(why.contains("superseded"), "{why}"),
+        other => panic!("a stale generation's write must be refused, got {other:?}"),
+    }
+    let kept = r.get(&id).await.unwrap().unwrap();
+    assert_eq!(kept.status, TenantStatus::Provisioning, "nothing written");
+    assert_eq!(kept.pod_ip, "");
+    assert_eq!(kept.fence, 4);
+    // The current holder writes with its own generation, again and again.
+    let current = StatusUpdate::running("tenant-fenced".into(), "10.0.0.2".into(), None).fenced(4);
+    let got = r
+        .set_status(&id, TenantStatus::Provisioning, &current)
+        .await
+        .unwrap();
+    assert_eq!(
+        (got.status, got.pod_ip.as_str(), got.fence),
+        (TenantStatus::Running, "10.0.0.2", 4)
+    );
+    // A status mismatch is still a conflict for the current generation.
+    assert!(matches!(
+        r.set_status(&id, TenantStatus::Idle, &StatusUpdate::idle().fenced(4))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    // An unfenced write (no lock generation) neither checks nor lowers the fence.
+    let got = r
+        .set_status(&id, TenantStatus::Running, &StatusUpdate::idle())
+        .await
+        .unwrap();
+    assert_eq!((got.status, got.fence), (TenantStatus::Idle, 4));
+    // A later generation raises it.
+    let got = r
+        .set_status(
+            &id,
+            TenantStatus::Idle,
+            &StatusUpdate::provisioning().fenced(9),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.fence, 9);
+    assert!(matches!(
+        r.set_status(
+            &id,
+            TenantStatus::Provisioning,
+            &StatusUpdate::idle().fenced(4)
+        )
+        .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        r.get(&id).await.unwrap().unwrap().status,
+        TenantStatus::Provisioning
+    );
+    // Absent tenant: still NotFound.
+    assert_eq!(
+        r.set_status(
+            &tid("fence-ghost"),
+            TenantStatus::Idle,
+            &StatusUpdate::idle().fenced(1)
+        )
+        .await,
+        Err(StoreError::NotFound)
+    );
+}

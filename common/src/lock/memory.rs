@@ -11,6 +11,8 @@ use crate::StoreError;
 #[derive(Default)]
 pub struct MemoryLock {
     held: Mutex<HashMap<String, (String, Instant)>>,
+    /// The last fencing token each key handed out.
+    generations: Mutex<HashMap<String, u64>>,
 }
 
 impl MemoryLock {
@@ -31,6 +33,26 @@ impl WakeLock for MemoryLock {
                 Ok(true)
             }
         }
+    }
+
+    async fn try_acquire_fenced(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+        floor: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        // One critical section for both maps: the token order is the acquisition order.
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if held.get(key).is_some_and(|(_, expires)| *expires > now) {
+            return Ok(None);
+        }
+        held.insert(key.to_owned(), (owner.to_owned(), now + ttl));
+        let mut generations = self.generations.lock().unwrap_or_else(|p| p.into_inner());
+        let g = generations.entry(key.to_owned()).or_insert(0);
+        *g = (*g).max(floor) + 1;
+        Ok(Some(*g))
     }
 
     async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {

@@ -11,6 +11,18 @@ use super::WakeLock;
 use crate::redis_pool::{self, Pool};
 use crate::StoreError;
 
+/// `SET KEYS[1] ARGV[1] NX PX ARGV[2]`; when taken, bumps the counter `KEYS[2]` past the floor
+/// `ARGV[3]` and returns it (the fencing token), else 0. Atomic: tokens follow acquisition order.
+static ACQUIRE_FENCED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end \
+         local g = redis.call('incr', KEYS[2]) \
+         local floor = tonumber(ARGV[3]) \
+         if g <= floor then g = floor + 1; redis.call('set', KEYS[2], g) end \
+         return g",
+    )
+});
+
 /// Extends `KEYS[1]` by `ARGV[2]` ms if it still holds the owner token `ARGV[1]`.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -53,6 +65,26 @@ impl WakeLock for RedisLock {
             .await
             .map_err(redis_pool::err)?;
         Ok(set.is_some())
+    }
+
+    async fn try_acquire_fenced(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+        floor: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut c = redis_pool::conn(&self.pool).await?;
+        let g: u64 = ACQUIRE_FENCED
+            .key(key)
+            .key(super::generation_key(key))
+            .arg(owner)
+            .arg(redis_pool::px(ttl))
+            .arg(floor)
+            .invoke_async(&mut c)
+            .await
+            .map_err(redis_pool::err)?;
+        Ok((g > 0).then_some(g))
     }
 
     async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {

@@ -244,6 +244,9 @@ fn to_item(r: &TenantRecord) -> Item {
     if r.deleting {
         item.insert("deleting".into(), AttributeValue::Bool(true));
     }
+    if r.fence > 0 {
+        item.insert("fence".into(), n(r.fence));
+    }
     for (name, v) in RESOURCE_ATTRS.iter().zip(resource_values(&r.resources)) {
         if let Some(v) = v {
             item.insert((*name).into(), s(v));
@@ -314,6 +317,7 @@ fn from_item(item: &Item) -> Result<TenantRecord, StoreError> {
         },
         suspended: get_bool(item, "suspended"),
         deleting: get_bool(item, "deleting"),
+        fence: get_n(item, "fence").unwrap_or(0),
         last_error: get_s(item, "last_error_reason").and_then(|reason| {
             Some(LastError {
                 reason: reason.to_owned(),
@@ -486,13 +490,20 @@ impl Registry for DynamoRegistry {
                     .expression_attribute_values(":err_at", s(&format_time(&e.at)));
             }
         }
+        let mut condition = String::from("attribute_exists(tenant_id) AND #status = :from");
+        if let Some(f) = update.fence {
+            // Items without the attribute (the Go platform's, or never fenced) accept any fence.
+            sets.push("fence = :fence");
+            condition.push_str(" AND (attribute_not_exists(fence) OR fence <= :fence)");
+            req = req.expression_attribute_values(":fence", n(f));
+        }
         let mut expr = format!("SET {}", sets.join(", "));
         if !removes.is_empty() {
             expr.push_str(&format!(" REMOVE {}", removes.join(", ")));
         }
         let res = req
             .update_expression(expr)
-            .condition_expression("attribute_exists(tenant_id) AND #status = :from")
+            .condition_expression(condition)
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
@@ -510,10 +521,7 @@ impl Registry for DynamoRegistry {
                     None => self.get_item(id).await?,
                 };
                 match old {
-                    Some(r) => Err(StoreError::Conflict(format!(
-                        "tenant {id} is {}, not {from}",
-                        r.status
-                    ))),
+                    Some(r) => Err(super::status_conflict(id, from, update, &r)),
                     None => Err(StoreError::NotFound),
                 }
             }

@@ -32,6 +32,9 @@ pub struct StatusUpdate {
     pub touch: Option<DateTime<Utc>>,
     /// What becomes of `last_error`.
     pub last_error: ErrorChange,
+    /// The writer's wake-lock generation: the write is refused (`Conflict`) when the record holds a
+    /// higher one, and raises the stored one otherwise. `None`: an unfenced write (no lock held).
+    pub fence: Option<u64>,
 }
 
 /// How a status change treats the stored `last_error`.
@@ -53,6 +56,7 @@ impl StatusUpdate {
             agent_port: None,
             touch: None,
             last_error: ErrorChange::Keep,
+            fence: None,
         }
     }
 
@@ -79,6 +83,15 @@ impl StatusUpdate {
             agent_port,
             touch: Some(Utc::now()),
             last_error: ErrorChange::Clear,
+            fence: None,
+        }
+    }
+
+    /// The same write, carrying the writer's lock generation (see [`StatusUpdate::fence`]).
+    pub fn fenced(self, fence: u64) -> Self {
+        StatusUpdate {
+            fence: Some(fence),
+            ..self
         }
     }
 }
@@ -97,8 +110,10 @@ pub trait Registry: Send + Sync + 'static {
         id: &TenantId,
         update: &SettingsUpdate,
     ) -> Result<TenantRecord, StoreError>;
-    /// Compare-and-set on the status: applies `update` only if the stored status is `from`.
-    /// `NotFound` if absent, `Conflict` if the status moved on.
+    /// Compare-and-set on the status: applies `update` only if the stored status is `from` and,
+    /// for a fenced update, the stored fence is not above the update's (which then becomes the
+    /// stored one). `NotFound` if absent, `Conflict` if the status moved on or a newer lock
+    /// generation wrote since.
     async fn set_status(
         &self,
         id: &TenantId,
@@ -145,6 +160,22 @@ pub trait Registry: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// Adapter name for the start-up line.
     fn name(&self) -> &'static str;
+}
+
+/// Why a status compare-and-set refused `update`, given the record as it is stored.
+pub fn status_conflict(
+    id: &TenantId,
+    from: TenantStatus,
+    update: &StatusUpdate,
+    stored: &TenantRecord,
+) -> StoreError {
+    match update.fence {
+        Some(f) if stored.fence > f => StoreError::Conflict(format!(
+            "tenant {id}: lock generation {f} superseded by {}",
+            stored.fence
+        )),
+        _ => StoreError::Conflict(format!("tenant {id} is {}, not {from}", stored.status)),
+    }
 }
 
 /// The idle timeout a stored value means: the Go platform wrote 0 for "the default" (five minutes).

@@ -17,10 +17,10 @@ pub struct SqliteRegistry {
     db: SqliteDb,
 }
 
-const COLUMNS: &str = "tenant_id, status, pod_name, pod_ip, agent_port, namespace, s3_prefix, bot_token, created_at, last_active_at, idle_timeout_s, agent_token, agent_config, suspended, deleting, last_error_reason, last_error_message, last_error_at, cpu_request, cpu_limit, memory_request, memory_limit";
+const COLUMNS: &str = "tenant_id, status, pod_name, pod_ip, agent_port, namespace, s3_prefix, bot_token, created_at, last_active_at, idle_timeout_s, agent_token, agent_config, suspended, deleting, last_error_reason, last_error_message, last_error_at, cpu_request, cpu_limit, memory_request, memory_limit, fence";
 
 /// Columns added after the first schema: added to older files on open.
-const ADDED_COLUMNS: [(&str, &str); 11] = [
+const ADDED_COLUMNS: [(&str, &str); 12] = [
     ("agent_token", "TEXT NOT NULL DEFAULT ''"),
     ("agent_config", "TEXT"),
     ("suspended", "INTEGER NOT NULL DEFAULT 0"),
@@ -32,6 +32,7 @@ const ADDED_COLUMNS: [(&str, &str); 11] = [
     ("cpu_limit", "TEXT"),
     ("memory_request", "TEXT"),
     ("memory_limit", "TEXT"),
+    ("fence", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 impl SqliteRegistry {
@@ -115,6 +116,7 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<TenantRecord, StoreError>>
                 memory_request: row.get(20).unwrap_or_default(),
                 memory_limit: row.get(21).unwrap_or_default(),
             },
+            fence: row.get::<_, i64>(22).unwrap_or(0).max(0) as u64,
         })
     };
     Ok(parse())
@@ -185,7 +187,7 @@ impl Registry for SqliteRegistry {
         self.db.with(move |c| {
             let n = c
                 .execute(
-                    &format!("INSERT OR IGNORE INTO tenants ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22)"),
+                    &format!("INSERT OR IGNORE INTO tenants ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23)"),
                     params![
                         r.tenant_id.as_str(),
                         r.status.as_str(),
@@ -208,7 +210,8 @@ impl Registry for SqliteRegistry {
                         r.resources.cpu_request,
                         r.resources.cpu_limit,
                         r.resources.memory_request,
-                        r.resources.memory_limit
+                        r.resources.memory_limit,
+                        r.fence.min(i64::MAX as u64) as i64
                     ],
                 )
                 .map_err(db_err)?;
@@ -292,6 +295,7 @@ impl Registry for SqliteRegistry {
         from: TenantStatus,
         u: &StatusUpdate,
     ) -> Result<TenantRecord, StoreError> {
+        let tid = id.clone();
         let id = id.to_string();
         let u = u.clone();
         self.db
@@ -304,8 +308,9 @@ impl Registry for SqliteRegistry {
                         last_active_at = COALESCE(?7, last_active_at),
                         last_error_reason = CASE WHEN ?8 THEN ?9 ELSE last_error_reason END,
                         last_error_message = CASE WHEN ?8 THEN ?10 ELSE last_error_message END,
-                        last_error_at = CASE WHEN ?8 THEN ?11 ELSE last_error_at END
-                     WHERE tenant_id = ?1 AND status = ?2",
+                        last_error_at = CASE WHEN ?8 THEN ?11 ELSE last_error_at END,
+                        fence = COALESCE(?12, fence)
+                     WHERE tenant_id = ?1 AND status = ?2 AND (?12 IS NULL OR fence <= ?12)",
                     params![
                         id,
                         from.as_str(),
@@ -317,17 +322,15 @@ impl Registry for SqliteRegistry {
                         set_err,
                         reason,
                         message,
-                        at
+                        at,
+                        u.fence.map(|f| f.min(i64::MAX as u64) as i64)
                     ],
                 )
                 .map_err(db_err)?;
                 let rec = get_sync(&tx, &id)?;
                 match (n, rec) {
                     (_, None) => Err(StoreError::NotFound),
-                    (0, Some(r)) => Err(StoreError::Conflict(format!(
-                        "status is {}, expected {from}",
-                        r.status
-                    ))),
+                    (0, Some(r)) => Err(super::status_conflict(&tid, from, &u, &r)),
                     (_, Some(r)) => {
                         tx.commit().map_err(db_err)?;
                         Ok(r)

@@ -61,6 +61,8 @@ pub struct LocalRuntime {
     grace: Duration,
     defaults: PlatformDefaults,
     llm_api_key: Option<Secret>,
+    /// Given to agents as `ORCHESTRATOR_URL` (where they report their own activity).
+    orchestrator_url: Option<String>,
 }
 
 /// Why waiting for an agent's health failed.
@@ -98,7 +100,14 @@ impl LocalRuntime {
             grace,
             defaults: PlatformDefaults::default(),
             llm_api_key: None,
+            orchestrator_url: None,
         }
+    }
+
+    /// The orchestrator's URL as its agents reach it, given to them as `ORCHESTRATOR_URL`.
+    pub fn with_orchestrator_url(mut self, url: String) -> Self {
+        self.orchestrator_url = Some(url);
+        self
     }
 
     /// Platform defaults rendered into every agent's `tenant.json`, and the LLM key its agents get
@@ -312,6 +321,10 @@ impl LocalRuntime {
         match &self.llm_api_key {
             Some(key) => cmd.env("LLM_API_KEY", key.expose()),
             None => cmd.env_remove("LLM_API_KEY"),
+        };
+        match &self.orchestrator_url {
+            Some(url) => cmd.env("ORCHESTRATOR_URL", url),
+            None => cmd.env_remove("ORCHESTRATOR_URL"),
         };
         let child = cmd
             .spawn()
