@@ -279,7 +279,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let api = ApiConfig {
         api_token: config.api_token.clone(),
     };
-    orchestrator::server::serve(app, api, config.port)
+    let listener = common::service::listen(config.port)
+        .with_context(|| format!("listening on port {}", config.port))?;
+    orchestrator::server::serve(app, api, listener, common::service::shutdown_signal())
         .await
         .with_context(|| format!("serving on port {}", config.port))
 }

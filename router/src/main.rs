@@ -77,6 +77,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if config.webhook_secret.is_none() {
         tracing::warn!("WEBHOOK_SECRET is not set: /tg accepts updates without a secret token");
     }
-    router::app::serve(config, replica, inbox, cache).await?;
+    let listener = common::service::listen(config.port)
+        .with_context(|| format!("listening on port {}", config.port))?;
+    router::app::serve(
+        config,
+        replica,
+        inbox,
+        cache,
+        listener,
+        common::service::shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
