@@ -208,6 +208,13 @@ pub async fn check_credentials(pool: &Pool) -> Result<(), StoreError> {
     }
 }
 
+/// A pool for `REDIS_ADDR` whose credentials were checked: what both services start with.
+pub async fn connect(addr: &Secret) -> Result<Pool, StoreError> {
+    let pool = pool(addr.expose())?;
+    check_credentials(&pool).await?;
+    Ok(pool)
+}
+
 /// `PING` round trip for `/readyz`.
 pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
     let mut c = conn(pool).await?;

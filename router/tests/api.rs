@@ -44,7 +44,7 @@ impl Setup {
         Config {
             port: 0,
             data_dir: self.dir.path().to_owned(),
-            redis_addr: None,
+            backend: common::config::SharedBackend::Local,
             orchestrator_addr: self.servers[1].url(),
             public_base_url: None,
             api_token: None,
