@@ -146,22 +146,16 @@ async fn send(
     if let Some(b) = body {
         req = req.header("content-type", "application/json").body(b);
     }
-    let resp = req.send().await.map_err(|e| error_chain(&e))?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| crate::error::error_chain(&e))?;
     let status = resp.status();
-    let body = resp.bytes().await.map_err(|e| error_chain(&e))?;
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| crate::error::error_chain(&e))?;
     Ok((status, body))
-}
-
-/// The error with its causes, e.g. `error sending request: ...: Connection refused`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -111,6 +111,50 @@ pub fn check_url(v: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Where a service's shared state (the router's inbox and endpoint cache, the orchestrator's wake
+/// lock and endpoint cache) lives: `REDIS_ADDR`, else this process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SharedBackend {
+    /// May carry the Redis password (`redis://:password@host`), hence a `Secret`.
+    Redis { url: crate::Secret },
+    /// In-process (the router's inbox: a SQLite file in `DATA_DIR`): one replica only.
+    Local,
+}
+
+impl SharedBackend {
+    pub fn from_env() -> Self {
+        match secret("REDIS_ADDR") {
+            Some(url) => SharedBackend::Redis { url },
+            None => SharedBackend::Local,
+        }
+    }
+}
+
+/// `LOG_FORMAT`: `text` (default) or `json` lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// Any other value stops start-up with a message naming the variable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        match var("LOG_FORMAT")
+            .map(|f| f.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("text") => Ok(LogFormat::Text),
+            Some("json") => Ok(LogFormat::Json),
+            Some(other) => Err(ConfigError {
+                name: "LOG_FORMAT".into(),
+                reason: format!("{other:?} is not text or json"),
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

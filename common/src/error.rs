@@ -30,3 +30,16 @@ impl StoreError {
         StoreError::Unavailable(e.to_string())
     }
 }
+
+/// An error with its causes, e.g. `error sending request: client error (Connect): tcp connect
+/// error: Connection refused`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}

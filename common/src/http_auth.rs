@@ -7,7 +7,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, AUTHORIZATION};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::{web, FromRequest, Handler, HttpResponse, Responder};
+use actix_web::{web, FromRequest, Handler, Responder};
 
 use crate::Secret;
 
@@ -152,8 +152,7 @@ pub async fn require_bearer(
         }
     };
     if !allowed {
-        let resp = HttpResponse::build(StatusCode::UNAUTHORIZED)
-            .json(serde_json::json!({ "error": UNAUTHORIZED_MESSAGE }));
+        let resp = crate::service::error_body(StatusCode::UNAUTHORIZED, UNAUTHORIZED_MESSAGE);
         return Ok(req.into_response(resp).map_into_right_body());
     }
     next.call(req)
@@ -192,6 +191,8 @@ pub fn sample_path(template: &str, value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use actix_web::HttpResponse;
+
     use super::*;
 
     #[test]

@@ -26,6 +26,8 @@ pub mod redis_pool;
 pub mod registry;
 pub mod resources;
 pub mod secret;
+#[cfg(feature = "actix")]
+pub mod service;
 #[cfg(feature = "sqlite")]
 pub mod sqlite_db;
 pub mod state;

@@ -37,15 +37,12 @@ impl Drop for Telemetry {
 }
 
 /// Installs the global subscriber for `service` (also the OTLP `service.name`); a malformed
-/// `OTEL_EXPORTER_OTLP_ENDPOINT` is an error naming the variable.
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` or `LOG_FORMAT` is an error naming the variable.
 pub fn init(service: &'static str) -> Result<Telemetry, ConfigError> {
     let endpoint = crate::config::url(ENDPOINT, None)?;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn,aws_config=warn,kube=warn"));
-    let json = std::env::var("LOG_FORMAT")
-        .map(|v| v.eq_ignore_ascii_case("json"))
-        .unwrap_or(false);
-    let fmt_layer = if json {
+    let fmt_layer = if crate::config::LogFormat::from_env()? == crate::config::LogFormat::Json {
         fmt::layer()
             .with_target(false)
             .json()

@@ -26,7 +26,9 @@ fn init_logging() {
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    if std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json")) {
+    // A bad value falls back to text here: the agent must start to answer at all.
+    if common::config::LogFormat::from_env().unwrap_or_default() == common::config::LogFormat::Json
+    {
         builder.json().flatten_event(true).init();
     } else {
         builder.init();

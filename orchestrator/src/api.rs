@@ -3,16 +3,12 @@
 
 use std::sync::Arc;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
-use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use common::http_auth::{Access, Routes};
 use common::{Secret, StoreError, TenantId};
 use serde::Deserialize;
 use serde_json::json;
-use tracing::Instrument;
 
 use crate::app::App;
 use crate::error::Error;
@@ -27,6 +23,20 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// Deny-by-default bearer auth: only routes declared `Access::Public` in [`routes`] answer without
 /// `API_TOKEN` (one implementation for both services, in `common`).
 pub use common::http_auth::require_bearer as require_token;
+
+/// Request metrics and spans (one implementation for both services, in `common`); `configure`
+/// registers what it reads.
+pub use common::service::track;
+
+impl common::service::RequestCounter for crate::metrics::Metrics {
+    fn count_request(&self, method: common::metrics::HttpMethod, route: &str, status: StatusCode) {
+        self.http_requests.inc(crate::metrics::HttpLabels {
+            method,
+            route: route.to_owned(),
+            status: status.as_u16(),
+        });
+    }
+}
 
 impl ResponseError for Error {
     fn status_code(&self) -> StatusCode {
@@ -64,9 +74,7 @@ impl ResponseError for Error {
     }
 }
 
-fn error_json(status: StatusCode, message: &str) -> HttpResponse {
-    HttpResponse::build(status).json(json!({ "error": message }))
-}
+use common::service::error_body as error_json;
 
 /// HTTP-only settings.
 #[derive(Clone)]
@@ -79,13 +87,19 @@ pub struct ApiConfig {
 /// and `require_token`.
 pub fn configure(app: Arc<App>, api: ApiConfig) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
-        cfg.app_data(web::Data::from(app))
-            .app_data(json_config())
-            .app_data(web::QueryConfig::default().error_handler(|e, _| {
+        cfg.app_data(common::service::RequestTracking::data(
+            app.metrics.clone(),
+            common::service::Spans::Always,
+        ))
+        .app_data(web::Data::from(app))
+        .app_data(json_config())
+        .app_data(
+            web::QueryConfig::default().error_handler(|e, _| {
                 Error::BadRequest(format!("invalid query string: {e}")).into()
-            }))
-            .app_data(web::PayloadConfig::new(BODY_LIMIT))
-            .default_service(web::to(no_route));
+            }),
+        )
+        .app_data(web::PayloadConfig::new(BODY_LIMIT))
+        .default_service(web::to(no_route));
         routes().install(cfg, api.api_token);
     }
 }
@@ -153,41 +167,6 @@ fn json_config_limit(limit: usize) -> web::JsonConfig {
                 other => Error::BadRequest(format!("unreadable request body: {other}")).into(),
             }
         })
-}
-
-/// Counts every request by method, route template and status (never by tenant id), and runs it in
-/// a span that continues the caller's trace (W3C `traceparent`).
-pub async fn track(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let app = req.app_data::<web::Data<App>>().cloned();
-    // A closed set: a made-up method must not become a new series.
-    let method = common::metrics::HttpMethod::of(req.method().as_str());
-    let span = tracing::info_span!(
-        "http request",
-        method = %method,
-        route = req.match_pattern().as_deref().unwrap_or("unmatched"),
-        trace_id = tracing::field::Empty
-    );
-    common::telemetry::set_parent_from(&span, |name| {
-        req.headers().get(name).and_then(|v| v.to_str().ok())
-    });
-    common::telemetry::record_trace_id(&span);
-    let res = next.call(req).instrument(span).await;
-    if let Some(app) = app {
-        let (route, status) = match &res {
-            Ok(r) => (r.request().match_pattern(), r.status()),
-            Err(e) => (None, e.as_response_error().status_code()),
-        };
-        let route = route.unwrap_or_else(|| "unmatched".into());
-        app.metrics.http_requests.inc(crate::metrics::HttpLabels {
-            method,
-            route,
-            status: status.as_u16(),
-        });
-    }
-    res
 }
 
 fn tenant_id(path: &str) -> Result<TenantId, Error> {
@@ -543,6 +522,8 @@ async fn put_config(
 mod tests {
     use std::time::Duration;
 
+    use actix_web::body::MessageBody;
+    use actix_web::dev::ServiceResponse;
     use actix_web::middleware::from_fn;
     use actix_web::test::{call_service, init_service, read_body, TestRequest};
 

@@ -71,7 +71,7 @@ impl Settings {
             reconcile_interval: c.reconcile_interval,
             router_public_url: c.router_public_url.clone(),
             webhook_secret: c.webhook_secret.clone(),
-            stop_agents_on_shutdown: c.runtime == crate::config::RuntimeKind::Local,
+            stop_agents_on_shutdown: c.runtime.kind() == crate::config::RuntimeKind::Local,
             agent_resources: c.agent_resources.clone(),
             resource_bounds: c.resource_bounds,
         }

@@ -1,5 +1,6 @@
 //! The orchestrator: tenant registry API, wake, idle controller, reconciler and runtimes.
 
+pub mod adapters;
 pub mod api;
 pub mod app;
 pub mod compat;

@@ -139,7 +139,7 @@ impl AgentClient {
             .http
             .request(req)
             .await
-            .map_err(|e| ForwardError::Unreachable(error_chain(&e)))?;
+            .map_err(|e| ForwardError::Unreachable(common::error::error_chain(&e)))?;
         let status = resp.status().as_u16();
         match status {
             200..=299 => {
@@ -162,16 +162,4 @@ impl AgentClient {
             _ => Err(ForwardError::Rejected(status)),
         }
     }
-}
-
-/// An error with its causes ("client error (Connect): tcp connect error: Connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }

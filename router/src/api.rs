@@ -3,10 +3,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
-use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use common::cache::EndpointCache;
 use common::http_auth::{Access, Routes};
@@ -16,7 +13,6 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use thiserror::Error;
-use tracing::Instrument;
 
 use crate::chat::{ChatError, ChatService};
 use crate::delivery::Dispatcher;
@@ -81,7 +77,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(json!({ "error": self.to_string() }))
+        common::service::error_body(self.status_code(), &self.to_string())
     }
 }
 
@@ -134,40 +130,14 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("no such route".into()))
 }
 
-/// Counts every response by route template (never by concrete path: it would carry tenant ids),
-/// and, when spans are exported, runs the request in a span that continues the caller's trace
-/// (W3C `traceparent`).
-pub async fn track(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-    let metrics = req
-        .app_data::<web::Data<AppState>>()
-        .map(|s| s.metrics.clone());
-    let span = if common::telemetry::exporting() {
-        let span = tracing::info_span!(
-            "http request",
-            method = %req.method(),
-            route = %route,
-            trace_id = tracing::field::Empty
-        );
-        common::telemetry::set_parent_from(&span, |name| {
-            req.headers().get(name).and_then(|v| v.to_str().ok())
-        });
-        common::telemetry::record_trace_id(&span);
-        span
-    } else {
-        tracing::Span::none()
-    };
-    let res = next.call(req).instrument(span).await?;
-    if let Some(m) = metrics {
-        m.http_requests.inc(HttpLabels {
-            route,
-            status: res.status().as_u16(),
+impl common::service::RequestCounter for Metrics {
+    /// By route template and status (the router's series has no method label).
+    fn count_request(&self, _method: common::metrics::HttpMethod, route: &str, status: StatusCode) {
+        self.http_requests.inc(HttpLabels {
+            route: route.to_owned(),
+            status: status.as_u16(),
         });
     }
-    Ok(res)
 }
 
 fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {

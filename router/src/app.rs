@@ -1,5 +1,7 @@
 //! Wiring of the router from its configuration and adapters, and its lifecycle until shutdown.
 
+use std::future::Future;
+use std::net::TcpListener;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -7,6 +9,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use common::cache::EndpointCache;
 use common::inbox::Inbox;
+use common::service::{Http, RequestTracking, Spans};
 use common::telegram::TelegramClient;
 
 use crate::activity::Activity;
@@ -126,38 +129,42 @@ pub fn app(
 > {
     let chat = web::Data::new(state.chat.for_worker());
     let api_token = state.api_token.clone();
+    // The span only when exporting: `/tg` is the hot path.
+    let tracking = RequestTracking::data(state.metrics.clone(), Spans::WhenExporting);
     App::new()
         .app_data(state)
         .app_data(chat)
+        .app_data(tracking)
         .wrap(from_fn(common::http_auth::require_bearer))
-        .wrap(from_fn(api::track))
+        .wrap(from_fn(common::service::track))
         .configure(|cfg| api::configure(cfg, api_token))
         .default_service(web::to(api::not_found))
 }
 
-/// Serves until SIGTERM or SIGINT, then drains: `/readyz` turns 503, the server stops accepting and
-/// finishes its requests, workers finish their update in flight or leave it in the inbox.
+/// Serves on `listener` until `shutdown` resolves (the binary passes
+/// [`common::service::shutdown_signal`]), then drains: `/readyz` turns 503, the server stops
+/// accepting and finishes its requests, workers finish their update in flight or leave it in the
+/// inbox.
 pub async fn serve(
     config: Config,
     replica: String,
     inbox: Arc<dyn Inbox>,
     cache: Arc<dyn EndpointCache>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
     let state = build(&config, replica, inbox, cache);
     let server_state = state.clone();
     let server = HttpServer::new(move || app(server_state.clone()))
         .disable_signals()
         .shutdown_timeout(config.shutdown_timeout.as_secs().max(1))
-        .bind(("0.0.0.0", config.port))?
+        .listen(listener)?
         .run();
-    let handle = server.handle();
-    let mut server_task = tokio::spawn(server);
-    tracing::info!(port = config.port, "router listening");
+    let mut http = Http::spawn(server);
+    tracing::info!(%addr, "router listening");
 
-    let early = tokio::select! {
-        _ = shutdown_signal() => None,
-        r = &mut server_task => Some(r),
-    };
+    let early = http.until(shutdown).await;
     tracing::info!("shutting down: draining requests and deliveries");
     state.draining.store(true, Ordering::Relaxed);
     let result = match early {
@@ -166,19 +173,10 @@ pub async fn serve(
             r
         }
         None => {
-            let ((), ()) = tokio::join!(handle.stop(true), state.dispatcher.shutdown());
-            server_task.await
+            let (r, ()) = tokio::join!(http.drain(), state.dispatcher.shutdown());
+            r
         }
     };
     tracing::info!("router stopped");
-    result.map_err(std::io::Error::other)?
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
+    result
 }

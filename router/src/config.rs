@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::config::{self, ConfigError};
+use common::config::{self, ConfigError, SharedBackend};
 use common::Secret;
 
 pub const DEFAULT_STARTING_MESSAGE: &str = "⏳ Starting up...";
@@ -19,8 +19,9 @@ pub const DEFAULT_SUSPENDED_MESSAGE: &str =
 pub struct Config {
     pub port: u16,
     pub data_dir: PathBuf,
-    /// May carry the Redis password (`redis://:password@host`), hence a `Secret`.
-    pub redis_addr: Option<Secret>,
+    /// The inbox and the endpoint cache: Redis, or a SQLite inbox in `data_dir` and an in-process
+    /// cache.
+    pub backend: SharedBackend,
     pub orchestrator_addr: String,
     /// Public URL Telegram reaches this router at; webhook registration needs it.
     pub public_base_url: Option<String>,
@@ -217,7 +218,7 @@ impl Config {
         Ok(Config {
             port: config::parse("PORT", 9090u16)?,
             data_dir: PathBuf::from(config::string("DATA_DIR", "./data")),
-            redis_addr: config::var("REDIS_ADDR").map(Secret::new),
+            backend: SharedBackend::from_env(),
             orchestrator_addr: config::url("ORCHESTRATOR_ADDR", Some("http://localhost:8080"))?
                 .unwrap_or_default(),
             public_base_url: config::url("PUBLIC_BASE_URL", None)?,

@@ -2,6 +2,7 @@
 //! woken on demand, a plain HTTP chat channel and webhook administration.
 
 pub mod activity;
+pub mod adapters;
 pub mod agent;
 pub mod api;
 pub mod app;

@@ -1,9 +1,6 @@
-use std::sync::Arc;
+//! Composition root: read config, build the adapters, serve until SIGTERM/SIGINT.
 
 use anyhow::Context;
-use common::cache::{EndpointCache, MemoryCache};
-use common::inbox::sqlite::SqliteInbox;
-use common::inbox::Inbox;
 use router::config::Config;
 
 /// HTTP is served by actix's own worker threads; delivery is I/O-bound and runs on this one thread,
@@ -36,27 +33,7 @@ async fn main() {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let (inbox, cache): (Arc<dyn Inbox>, Arc<dyn EndpointCache>) = match &config.redis_addr {
-        Some(addr) => {
-            let pool = common::redis_pool::pool(addr.expose()).context("REDIS_ADDR")?;
-            common::redis_pool::check_credentials(&pool)
-                .await
-                .context("REDIS_ADDR")?;
-            (
-                Arc::new(common::inbox::redis::RedisInbox::new(pool.clone())),
-                Arc::new(common::cache::GoEndpointFormat::wrap(
-                    Arc::new(common::cache::redis::RedisCache::new(pool)),
-                    config.agent_port,
-                )),
-            )
-        }
-        None => {
-            let path = config.data_dir.join("inbox.db");
-            let inbox = SqliteInbox::open(&path)
-                .with_context(|| format!("opening the inbox {}", path.display()))?;
-            (Arc::new(inbox), Arc::new(MemoryCache::new()))
-        }
-    };
+    let (inbox, cache) = router::adapters::build(&config).await?;
     let replica = config.replica_id();
     tracing::info!(
         version = common::VERSION,
@@ -77,6 +54,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if config.webhook_secret.is_none() {
         tracing::warn!("WEBHOOK_SECRET is not set: /tg accepts updates without a secret token");
     }
-    router::app::serve(config, replica, inbox, cache).await?;
+    let listener = common::service::listen(config.port)
+        .with_context(|| format!("listening on port {}", config.port))?;
+    router::app::serve(
+        config,
+        replica,
+        inbox,
+        cache,
+        listener,
+        common::service::shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }

@@ -44,7 +44,7 @@ impl Setup {
         Config {
             port: 0,
             data_dir: self.dir.path().to_owned(),
-            redis_addr: None,
+            backend: common::config::SharedBackend::Local,
             orchestrator_addr: self.servers[1].url(),
             public_base_url: None,
             api_token: None,
@@ -562,4 +562,54 @@ async fn metrics_move_after_a_delivery() {
     }
     assert!(!text.contains("bob"), "no tenant ids in metrics");
     state.dispatcher.shutdown().await;
+}
+
+/// The router started in-process on a listener the test bound (port 0) and stopped by a future,
+/// no binary and no signal: a `/chat` in flight when shutdown starts is still answered (drained),
+/// `serve` returns, and the port is closed.
+#[actix_web::test]
+async fn serve_on_a_bound_listener_drains_a_request_in_flight_and_stops_on_the_shutdown_future() {
+    let mut s = setup();
+    let agent = s.agent("bob");
+    agent.delay_ms.store(700, Ordering::Relaxed);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app::serve(
+        s.config(),
+        "test".into(),
+        s.inbox.clone(),
+        Arc::new(MemoryCache::new()),
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let chat = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("http://{addr}/chat/bob"))
+            .json(&json!({"message": "hi"}))
+            .send()
+            .await
+    });
+    eventually(Duration::from_secs(10), "the agent has the request", || {
+        agent.call_count() == 1
+    })
+    .await;
+    stop.send(()).unwrap();
+    let resp = chat
+        .await
+        .unwrap()
+        .expect("the request in flight is answered");
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    assert_eq!(resp.json::<Value>().await.unwrap()["response"], "echo: hi");
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("serve returns after the shutdown future")
+        .unwrap()
+        .expect("serve ends cleanly");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "nothing listens once serve returned"
+    );
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use redis::{AsyncTypedCommands, SetExpiry, SetOptions};
 
 use super::EndpointCache;
 use crate::redis_pool::{self, Pool};
@@ -22,31 +23,23 @@ impl RedisCache {
 impl EndpointCache for RedisCache {
     async fn get(&self, id: &TenantId) -> Result<Option<String>, StoreError> {
         let mut c = redis_pool::conn(&self.pool).await?;
-        redis::cmd("GET")
-            .arg(endpoint_key(id))
-            .query_async(&mut c)
-            .await
-            .map_err(redis_pool::err)
+        c.get(endpoint_key(id)).await.map_err(redis_pool::err)
     }
 
     async fn set(&self, id: &TenantId, endpoint: &str, ttl: Duration) -> Result<(), StoreError> {
         let mut c = redis_pool::conn(&self.pool).await?;
-        redis::cmd("SET")
-            .arg(endpoint_key(id))
-            .arg(endpoint)
-            .arg("PX")
-            .arg(redis_pool::px(ttl))
-            .query_async::<()>(&mut c)
+        let expiry = SetOptions::default().with_expiration(SetExpiry::PX(redis_pool::px(ttl)));
+        c.set_options(endpoint_key(id), endpoint, expiry)
             .await
+            .map(drop)
             .map_err(redis_pool::err)
     }
 
     async fn remove(&self, id: &TenantId) -> Result<(), StoreError> {
         let mut c = redis_pool::conn(&self.pool).await?;
-        redis::cmd("DEL")
-            .arg(endpoint_key(id))
-            .query_async::<()>(&mut c)
+        c.del(endpoint_key(id))
             .await
+            .map(drop)
             .map_err(redis_pool::err)
     }
 

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::Script;
+use redis::{AsyncTypedCommands, ExistenceCheck, Script, SetExpiry, SetOptions};
 
 use super::WakeLock;
 use crate::redis_pool::{self, Pool};
@@ -55,13 +55,11 @@ impl RedisLock {
 impl WakeLock for RedisLock {
     async fn try_acquire(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
         let mut c = redis_pool::conn(&self.pool).await?;
-        let set: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg(owner)
-            .arg("NX")
-            .arg("PX")
-            .arg(redis_pool::px(ttl))
-            .query_async(&mut c)
+        let options = SetOptions::default()
+            .conditional_set(ExistenceCheck::NX)
+            .with_expiration(SetExpiry::PX(redis_pool::px(ttl)));
+        let set = c
+            .set_options(key, owner, options)
             .await
             .map_err(redis_pool::err)?;
         Ok(set.is_some())
