@@ -33,6 +33,7 @@ pub mod telegram;
 pub mod telemetry;
 pub mod tenant;
 pub mod webhook;
+pub mod webhook_record;
 
 pub use error::StoreError;
 pub use secret::Secret;

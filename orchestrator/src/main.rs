@@ -8,6 +8,7 @@ use common::lock::{MemoryLock, WakeLock};
 use common::registry::Registry;
 use common::state::{DirStateStore, StateStore};
 use common::telegram::TelegramClient;
+use common::webhook_record::{MemoryWebhookRecords, RedisWebhookRecords, WebhookRecords};
 use orchestrator::api::ApiConfig;
 use orchestrator::app::{App, Ports, Settings};
 use orchestrator::config::{Config, RuntimeKind};
@@ -197,7 +198,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         )
     };
 
-    let (lock, cache): (Arc<dyn WakeLock>, Arc<dyn EndpointCache>) = match &config.redis_addr {
+    let (lock, cache, webhook_records): (
+        Arc<dyn WakeLock>,
+        Arc<dyn EndpointCache>,
+        Arc<dyn WebhookRecords>,
+    ) = match &config.redis_addr {
         Some(addr) => {
             let pool = common::redis_pool::pool(addr).context("REDIS_ADDR")?;
             common::redis_pool::check_credentials(&pool)
@@ -206,12 +211,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
             (
                 Arc::new(common::lock::redis::RedisLock::new(pool.clone())),
                 Arc::new(common::cache::GoEndpointFormat::wrap(
-                    Arc::new(common::cache::redis::RedisCache::new(pool)),
+                    Arc::new(common::cache::redis::RedisCache::new(pool.clone())),
                     config.agent_port,
                 )),
+                Arc::new(RedisWebhookRecords::new(pool)),
             )
         }
-        None => (Arc::new(MemoryLock::new()), Arc::new(MemoryCache::new())),
+        None => (
+            Arc::new(MemoryLock::new()),
+            Arc::new(MemoryCache::new()),
+            Arc::new(MemoryWebhookRecords::default()),
+        ),
     };
 
     let state: Arc<dyn StateStore> = if config.use_s3 {
@@ -269,6 +279,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             state,
             runtime,
             leader,
+            webhook_records,
         },
         TelegramClient::new(&config.telegram_api_url),
         Settings::from_config(&config),
