@@ -36,6 +36,7 @@ pub mod telegram;
 pub mod telemetry;
 pub mod tenant;
 pub mod webhook;
+pub mod webhook_record;
 pub mod wire;
 
 pub use error::StoreError;

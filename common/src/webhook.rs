@@ -15,6 +15,16 @@ pub fn secret_token(webhook_secret: &str, tenant: &TenantId) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// A short, one-way fingerprint of the tenant's secret token, kept in the router's registration
+/// record so that a changed `WEBHOOK_SECRET` shows as a stale registration without storing the token.
+pub fn secret_fingerprint(webhook_secret: &str, tenant: &TenantId) -> String {
+    let digest = Sha256::digest(format!(
+        "fingerprint:{}",
+        secret_token(webhook_secret, tenant)
+    ));
+    hex::encode(&digest[..8])
+}
+
 /// Checks a received token in constant time (no early return on a wrong length or bad hex).
 pub fn verify(webhook_secret: &str, tenant: &TenantId, received: &str) -> bool {
     constant_time_eq(

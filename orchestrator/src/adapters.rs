@@ -9,6 +9,7 @@ use common::config::SharedBackend;
 use common::lock::{MemoryLock, WakeLock};
 use common::registry::Registry;
 use common::state::{DirStateStore, StateStore};
+use common::webhook_record::{MemoryWebhookRecords, RedisWebhookRecords, WebhookRecords};
 
 use crate::app::{App, Ports};
 use crate::config::{Config, RegistryBackend, RuntimeConfig, StateBackend};
@@ -70,7 +71,11 @@ pub async fn build(config: &Config) -> anyhow::Result<Adapters> {
         ),
     };
 
-    let (lock, cache): (Arc<dyn WakeLock>, Arc<dyn EndpointCache>) = match &config.coordination {
+    let (lock, cache, webhook_records): (
+        Arc<dyn WakeLock>,
+        Arc<dyn EndpointCache>,
+        Arc<dyn WebhookRecords>,
+    ) = match &config.coordination {
         SharedBackend::Redis { url } => {
             let pool = common::redis_pool::connect(url)
                 .await
@@ -78,12 +83,17 @@ pub async fn build(config: &Config) -> anyhow::Result<Adapters> {
             (
                 Arc::new(common::lock::redis::RedisLock::new(pool.clone())),
                 Arc::new(common::cache::GoEndpointFormat::wrap(
-                    Arc::new(common::cache::redis::RedisCache::new(pool)),
+                    Arc::new(common::cache::redis::RedisCache::new(pool.clone())),
                     config.agent_port,
                 )),
+                Arc::new(RedisWebhookRecords::new(pool)),
             )
         }
-        SharedBackend::Local => (Arc::new(MemoryLock::new()), Arc::new(MemoryCache::new())),
+        SharedBackend::Local => (
+            Arc::new(MemoryLock::new()),
+            Arc::new(MemoryCache::new()),
+            Arc::new(MemoryWebhookRecords::default()),
+        ),
     };
 
     let state: Arc<dyn StateStore> = match &config.state {
@@ -152,6 +162,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Adapters> {
             state,
             runtime,
             leader,
+            webhook_records,
         },
         background: Background(kubernetes),
     })

@@ -9,6 +9,7 @@ use common::lock::WakeLock;
 use common::registry::Registry;
 use common::state::StateStore;
 use common::telegram::TelegramClient;
+use common::webhook_record::WebhookRecords;
 use common::wire::{Endpoint, AGENT_PAIRED_HEALTH_PATH};
 use common::{Secret, TenantId};
 use tokio_util::sync::CancellationToken;
@@ -91,6 +92,8 @@ pub struct Ports {
     pub state: Arc<dyn StateStore>,
     pub runtime: Arc<dyn Runtime>,
     pub leader: Arc<dyn LeaderElector>,
+    /// What this platform registered as each tenant's webhook (shared with the router in Redis).
+    pub webhook_records: Arc<dyn WebhookRecords>,
 }
 
 pub struct App {
@@ -100,6 +103,7 @@ pub struct App {
     pub state: Arc<dyn StateStore>,
     pub runtime: Arc<dyn Runtime>,
     pub leader: Arc<dyn LeaderElector>,
+    pub webhook_records: Arc<dyn WebhookRecords>,
     pub telegram: TelegramClient,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
@@ -130,6 +134,7 @@ impl App {
             state: ports.state,
             runtime: ports.runtime,
             leader: ports.leader,
+            webhook_records: ports.webhook_records,
             telegram,
             settings,
             metrics: Arc::new(Metrics::new()),

@@ -36,6 +36,19 @@ pub async fn register(app: &App, id: &TenantId, token: &Secret) -> Result<(), Er
         reason: reason(e),
     })?;
     tracing::info!(tenant = %id, url = %url, "telegram webhook registered");
+    // The router's `GET /admin/webhook/{id}` reads this to know the token Telegram sends.
+    let record = common::webhook_record::WebhookRecord {
+        url,
+        secret_fingerprint: app
+            .settings
+            .webhook_secret
+            .as_ref()
+            .map(|s| common::webhook::secret_fingerprint(s.expose(), id)),
+        registered_at: chrono::Utc::now().timestamp(),
+    };
+    if let Err(e) = app.webhook_records.put(id, &record).await {
+        tracing::warn!(tenant = %id, error = %e, "cannot record the webhook registration");
+    }
     Ok(())
 }
 
@@ -45,7 +58,10 @@ pub async fn unregister(app: &App, id: &TenantId, token: &Secret) {
         Ok(()) => {
             app.metrics
                 .telegram_call(TelegramMethod::deleteWebhook, true);
-            tracing::info!(tenant = %id, "telegram webhook deleted")
+            tracing::info!(tenant = %id, "telegram webhook deleted");
+            if let Err(e) = app.webhook_records.remove(id).await {
+                tracing::warn!(tenant = %id, error = %e, "cannot remove the webhook record");
+            }
         }
         Err(e) => {
             app.metrics

@@ -100,6 +100,7 @@ impl From<AdminError> for ApiError {
             AdminError::UnknownTenant => ApiError::NotFound("tenant not found".into()),
             AdminError::Orchestrator(_) => ApiError::Unavailable(e.to_string()),
             AdminError::Telegram(_) => ApiError::BadGateway(e.to_string()),
+            AdminError::Records(_) => ApiError::Unavailable(e.to_string()),
         }
     }
 }

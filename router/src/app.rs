@@ -11,6 +11,7 @@ use common::cache::EndpointCache;
 use common::inbox::Inbox;
 use common::service::{Http, RequestTracking, Spans};
 use common::telegram::TelegramClient;
+use common::webhook_record::{MemoryWebhookRecords, RedisWebhookRecords, WebhookRecords};
 
 use crate::activity::Activity;
 use crate::agent::AgentClient;
@@ -37,6 +38,19 @@ fn orchestrator(config: &Config) -> Arc<OrchestratorClient> {
     )
 }
 
+/// Where the webhook registrations are recorded: in Redis when the router has one (every replica
+/// answers `GET /admin/webhook/{id}` alike), else in the process.
+fn webhook_records(config: &Config) -> Arc<dyn WebhookRecords> {
+    if let common::config::SharedBackend::Redis { url } = &config.backend {
+        // The address was checked at start-up (`adapters::build`); the pool connects on first use.
+        match common::redis_pool::pool(url.expose()) {
+            Ok(pool) => return Arc::new(RedisWebhookRecords::new(pool)),
+            Err(e) => tracing::warn!(error = %e, "webhook records kept in the process"),
+        }
+    }
+    Arc::new(MemoryWebhookRecords::default())
+}
+
 /// Builds the HTTP state and starts delivery on the current runtime.
 ///
 /// The HTTP side gets its own HTTP clients: actix runs handlers on other runtimes than delivery,
@@ -47,6 +61,7 @@ pub fn build(
     inbox: Arc<dyn Inbox>,
     cache: Arc<dyn EndpointCache>,
 ) -> web::Data<AppState> {
+    let records = webhook_records(config);
     let metrics = Arc::new(Metrics::default());
     let (activity, activity_rx) = Activity::new(config.delivery.activity_interval);
     let orch = orchestrator(config);
@@ -97,6 +112,8 @@ pub fn build(
             telegram: TelegramClient::new(&config.telegram_api_url),
             public_base_url: config.public_base_url.clone(),
             webhook_secret: config.webhook_secret.clone(),
+            webhook_secret_optional: config.webhook_secret_optional,
+            records,
             metrics: metrics.clone(),
         },
         metrics,

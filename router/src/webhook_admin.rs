@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use common::telegram::TelegramClient;
-use common::{Secret, TenantId};
+use common::webhook_record::{WebhookRecord, WebhookRecords};
+use common::{Secret, StoreError, TenantId};
 use thiserror::Error;
 
 use crate::metrics::{Metrics, TelegramMethod};
@@ -20,6 +21,8 @@ pub enum AdminError {
     Orchestrator(OrchestratorError),
     #[error("{0}")]
     Telegram(common::telegram::TelegramError),
+    #[error("webhook records: {0}")]
+    Records(#[source] StoreError),
 }
 
 impl From<OrchestratorError> for AdminError {
@@ -50,6 +53,38 @@ pub struct WebhookReport {
     pub expected_allowed_updates: Vec<String>,
     pub allowed_updates_match: Option<bool>,
     pub ip_address: Option<String>,
+    /// Whether Telegram sends the tenant's current secret token (see [`SecretToken`]).
+    pub secret_token: SecretToken,
+    /// This router's `WEBHOOK_SECRET` mode: what an update without the token gets here.
+    pub webhook_secret: SecretMode,
+    /// Unix time this platform last registered the webhook (`None`: never, e.g. the Go platform did).
+    pub registered_at: Option<i64>,
+}
+
+/// What the router knows of the secret token Telegram sends with the bot's updates. Telegram's
+/// `getWebhookInfo` does not report it: the answer comes from the router's own registration record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretToken {
+    /// Registered by this platform at this URL with the token of the current `WEBHOOK_SECRET`.
+    Current,
+    /// Registered by this platform at this URL under another `WEBHOOK_SECRET` (rotated since).
+    OtherSecret,
+    /// Registered by this platform at this URL without a token (no `WEBHOOK_SECRET` then).
+    None,
+    /// Not registered at this URL by this platform (the Go platform, a curl): assume no token.
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretMode {
+    /// No `WEBHOOK_SECRET`: any update is accepted.
+    Off,
+    /// `WEBHOOK_SECRET` with `WEBHOOK_SECRET_OPTIONAL`: an update without a token is accepted.
+    Optional,
+    /// An update without the tenant's token gets 401.
+    Enforced,
 }
 
 pub struct WebhookAdmin {
@@ -57,6 +92,9 @@ pub struct WebhookAdmin {
     pub telegram: TelegramClient,
     pub public_base_url: Option<String>,
     pub webhook_secret: Option<Secret>,
+    pub webhook_secret_optional: bool,
+    /// What this platform registered, per tenant (shared by the replicas when Redis is).
+    pub records: Arc<dyn WebhookRecords>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -81,6 +119,15 @@ impl WebhookAdmin {
             .telegram_call(TelegramMethod::setWebhook, result.is_ok());
         result.map_err(AdminError::Telegram)?;
         tracing::info!(tenant = %id, url = %url, "webhook registered");
+        let record = WebhookRecord {
+            url: url.clone(),
+            secret_fingerprint: self.fingerprint(id),
+            registered_at: chrono::Utc::now().timestamp(),
+        };
+        // Telegram has the new webhook: a lost record only makes the report say "unknown".
+        if let Err(e) = self.records.put(id, &record).await {
+            tracing::warn!(tenant = %id, error = %e, "cannot record the webhook registration");
+        }
         Ok(url)
     }
 
@@ -91,6 +138,9 @@ impl WebhookAdmin {
             .telegram_call(TelegramMethod::deleteWebhook, result.is_ok());
         result.map_err(AdminError::Telegram)?;
         tracing::info!(tenant = %id, "webhook deleted");
+        if let Err(e) = self.records.remove(id).await {
+            tracing::warn!(tenant = %id, error = %e, "cannot remove the webhook record");
+        }
         Ok(())
     }
 
@@ -102,6 +152,16 @@ impl WebhookAdmin {
         self.metrics
             .telegram_call(TelegramMethod::getWebhookInfo, result.is_ok());
         let info = result.map_err(AdminError::Telegram)?;
+        let record = self.records.get(id).await.map_err(AdminError::Records)?;
+        let registered_at = record.as_ref().map(|r| r.registered_at);
+        let secret_token = match record.filter(|r| r.url == info.url && !info.url.is_empty()) {
+            None => SecretToken::Unknown,
+            Some(r) => match (r.secret_fingerprint, self.fingerprint(id)) {
+                (None, _) => SecretToken::None,
+                (Some(had), Some(now)) if had == now => SecretToken::Current,
+                (Some(_), _) => SecretToken::OtherSecret,
+            },
+        };
         let expected_url = self
             .public_base_url
             .as_ref()
@@ -131,6 +191,19 @@ impl WebhookAdmin {
             max_connections: info.max_connections,
             allowed_updates: info.allowed_updates,
             ip_address: info.ip_address,
+            secret_token,
+            webhook_secret: match (&self.webhook_secret, self.webhook_secret_optional) {
+                (None, _) => SecretMode::Off,
+                (Some(_), true) => SecretMode::Optional,
+                (Some(_), false) => SecretMode::Enforced,
+            },
+            registered_at,
         })
+    }
+
+    fn fingerprint(&self, id: &TenantId) -> Option<String> {
+        self.webhook_secret
+            .as_ref()
+            .map(|s| common::webhook::secret_fingerprint(s.expose(), id))
     }
 }

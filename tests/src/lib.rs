@@ -9,3 +9,4 @@ pub mod mountpoint;
 pub mod nginx;
 pub mod platform;
 pub mod telegram;
+pub mod ztm;

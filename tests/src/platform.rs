@@ -335,26 +335,7 @@ fn signal(pid: i32, sig: i32) {
 }
 
 /// Orchestrator + router + fake Telegram, wired together.
-/// What a `ztm` run printed and how it exited.
-#[derive(Debug)]
-pub struct ZtmRun {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl ZtmRun {
-    /// Asserts exit 0 and returns stdout.
-    pub fn ok(&self) -> &str {
-        assert_eq!(self.code, 0, "ztm failed: {self:?}");
-        &self.stdout
-    }
-
-    pub fn json(&self) -> Value {
-        serde_json::from_str(self.ok())
-            .unwrap_or_else(|e| panic!("ztm stdout is not JSON ({e}): {:?}", self.stdout))
-    }
-}
+pub use crate::ztm::ZtmRun;
 
 pub struct Platform {
     pub telegram: FakeTelegram,
@@ -604,28 +585,17 @@ impl Platform {
             .unwrap_or_default()
     }
 
-    /// Runs `ztm` over HTTP against this platform (its URLs and token in the env), within 30 s.
+    /// `ztm` over HTTP against this platform: its URLs and token in the env.
+    pub fn ztm_cmd(&self) -> crate::ztm::Ztm {
+        crate::ztm::Ztm::new()
+            .orchestrator(&self.orchestrator.url())
+            .router(&self.router.url())
+            .token(self.api_token.as_deref().unwrap_or_default())
+    }
+
+    /// Runs `ztm` against this platform, within 30 s.
     pub async fn ztm(&self, args: &[&str]) -> ZtmRun {
-        let mut cmd = tokio::process::Command::new(bin_path("ztm"));
-        cmd.args(args)
-            .env("ZTM_ORCHESTRATOR_URL", self.orchestrator.url())
-            .env("ZTM_ROUTER_URL", self.router.url())
-            .env(
-                "ZTM_API_TOKEN",
-                self.api_token.as_deref().unwrap_or_default(),
-            )
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
-            .await
-            .unwrap_or_else(|_| panic!("ztm {args:?} hung"))
-            .expect("run ztm");
-        ZtmRun {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        self.ztm_cmd().run(args).await
     }
 
     /// Both services' logs.

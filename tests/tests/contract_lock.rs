@@ -101,3 +101,44 @@ async fn redis_lock_fails_fast_during_an_outage_and_recovers() {
     assert!(lock.ping().await.is_ok());
     eprintln!("redis lock outage: {outage:?}");
 }
+
+/// Issue 19: a Go orchestrator's lock holds `"1"` (and is released with a plain `DEL`). A new
+/// replica's wake must wait it out, never take, renew or delete it.
+#[tokio::test]
+async fn a_go_lock_holding_1_is_waited_out_never_taken_or_deleted() {
+    let redis = Redis::start().await;
+    let lock = RedisLock::new(redis.pool());
+    let mut c = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = "tenant:waking:bob";
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg("1")
+        .arg("PX")
+        .arg(1500)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let ttl = Duration::from_secs(60);
+    assert!(!lock.try_acquire(key, "new-replica", ttl).await.unwrap());
+    assert!(!lock.renew(key, "new-replica", ttl).await.unwrap());
+    assert!(!lock.release(key, "new-replica").await.unwrap());
+    let held: Option<String> = redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(held.as_deref(), Some("1"), "the Go lock is left as it was");
+    // Once it expires, the wake gets it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !lock.try_acquire(key, "new-replica", ttl).await.unwrap() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the Go lock never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

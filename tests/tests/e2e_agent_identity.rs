@@ -3,14 +3,14 @@
 //! credential stays out of logs, views and errors; the configuration reaches the agent at its next
 //! start; `ztm tenant config` round-trips.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::Utc;
 use common::registry::sqlite::SqliteRegistry;
 use common::registry::{Registry, StatusUpdate};
 use common::{TenantId, TenantStatus};
-use platform_tests::platform::{bin_path, bot_token, wait_until, Platform};
+use platform_tests::platform::{bot_token, wait_until, Platform};
+use platform_tests::ztm::ZtmRun;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -228,29 +228,9 @@ async fn the_configuration_reaches_the_agent_at_its_next_start() {
     .await;
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-async fn ztm(p: &Platform, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let out = tokio::process::Command::new(bin_path("ztm"))
-        .args(args)
-        .env("ZTM_ORCHESTRATOR_URL", p.orchestrator.url())
-        .env("ZTM_ROUTER_URL", p.router.url())
-        .env("ZTM_API_TOKEN", p.api_token.as_deref().unwrap_or_default())
-        .env("NO_COLOR", "1")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+/// `ztm` against the platform with `env` added (the shared runner of `platform_tests::ztm`).
+async fn ztm(p: &Platform, args: &[&str], env: &[(&str, &str)]) -> ZtmRun {
+    p.ztm_cmd().envs(env).run(args).await
 }
 
 /// `ztm tenant config set` from files, a directory and flags, `get` in every format, `edit`

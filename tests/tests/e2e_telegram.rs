@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use platform_tests::platform::{bin_path, bot_token, Opts, Platform};
+use platform_tests::platform::{bot_token, Opts, Platform};
 use platform_tests::telegram::{Call, Limits};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -369,23 +369,6 @@ async fn callback_queries_are_answered_and_only_text_captions_and_data_are_forwa
 }
 
 /// Runs `ztm` against the platform; returns (exit code, stdout, stderr).
-async fn ztm(p: &Platform, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(bin_path("ztm"))
-        .args(args)
-        .env("ZTM_ORCHESTRATOR_URL", p.orchestrator.url())
-        .env("ZTM_ROUTER_URL", p.router.url())
-        .env("ZTM_API_TOKEN", p.api_token.as_deref().unwrap_or_default())
-        .env("NO_COLOR", "1")
-        .output()
-        .await
-        .expect("run ztm");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ztm_webhook_info_explains_a_misrouted_bot() {
     let p = Platform::start().await;
@@ -393,7 +376,8 @@ async fn ztm_webhook_info_explains_a_misrouted_bot() {
     p.create_tenant("hook", &token, None).await;
     let expected = p.router_url("/tg/hook");
 
-    let (code, out, err) = ztm(&p, &["webhook", "info", "hook", "-o", "json"]).await;
+    let r = p.ztm(&["webhook", "info", "hook", "-o", "json"]).await;
+    let (code, out, err) = (r.code, r.stdout, r.stderr);
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["url"], expected.as_str());
@@ -406,7 +390,8 @@ async fn ztm_webhook_info_explains_a_misrouted_bot() {
     let an_hour_ago = chrono::Utc::now().timestamp() - 3600;
     p.telegram
         .set_webhook_errors(&token, 12, Some((an_hour_ago, "Connection refused")));
-    let (code, out, err) = ztm(&p, &["webhook", "info", "hook"]).await;
+    let r = p.ztm(&["webhook", "info", "hook"]).await;
+    let (code, out, err) = (r.code, r.stdout, r.stderr);
     assert_eq!(code, 0, "{err}");
     for needle in [
         "https://old-cluster.example/tg/hook",
@@ -431,6 +416,7 @@ async fn ztm_webhook_info_explains_a_misrouted_bot() {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
-    let (code, _, err) = ztm(&p, &["webhook", "info", "nobody"]).await;
+    let r = p.ztm(&["webhook", "info", "nobody"]).await;
+    let (code, err) = (r.code, r.stderr);
     assert_eq!((code, err.trim()), (1, "error: tenant not found"));
 }

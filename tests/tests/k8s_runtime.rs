@@ -519,6 +519,9 @@ async fn purge_waits_for_the_last_save_of_a_slow_terminating_pod() {
                 k8s_settings(),
             )),
             leader: std::sync::Arc::new(orchestrator::leader::AlwaysLeader),
+            webhook_records: std::sync::Arc::new(
+                common::webhook_record::MemoryWebhookRecords::default(),
+            ),
         },
         common::telegram::TelegramClient::new("http://127.0.0.1:1"),
         orchestrator::app::Settings {

@@ -62,6 +62,7 @@ impl Env {
             )),
             runtime: Arc::new(runtime),
             leader: Arc::new(AlwaysLeader),
+            webhook_records: Arc::new(common::webhook_record::MemoryWebhookRecords::default()),
         };
         let settings = Settings {
             pod_ready_wait: T,

@@ -47,6 +47,7 @@ async fn app(fake: &FakeK8s, shared: &Shared, warm: Option<WarmAgents>) -> Arc<A
         )),
         runtime: Arc::new(runtime),
         leader: Arc::new(AlwaysLeader),
+        webhook_records: Arc::new(common::webhook_record::MemoryWebhookRecords::default()),
     };
     let settings = Settings {
         pod_ready_wait: Duration::from_secs(60),

@@ -2,12 +2,12 @@
 //! settings (HTTP/1.0 to the upstream), the router and `ztm` calling through it. Every bodiless POST
 //! and PUT the platform's clients send carries `Content-Length: 0`, so wakes and messages work.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use platform_tests::cluster::{Cluster, ClusterOpts};
 use platform_tests::nginx::Nginx;
-use platform_tests::platform::{bin_path, bot_token, free_port, text_update};
+use platform_tests::platform::{bot_token, free_port, text_update};
+use platform_tests::ztm::Ztm;
 use reqwest::StatusCode;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,27 +29,13 @@ async fn raw_bodiless_post(nginx: &Nginx, path: &str, token: &str) -> String {
 }
 
 async fn ztm(nginx: &Nginx, token: &str, args: &[&str]) -> (i32, String) {
-    let out = tokio::time::timeout(
-        T,
-        tokio::process::Command::new(bin_path("ztm"))
-            .args(args)
-            .env("ZTM_ORCHESTRATOR_URL", nginx.url())
-            .env("ZTM_API_TOKEN", token)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .output(),
-    )
-    .await
-    .expect("ztm hung")
-    .expect("ztm runs");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let run = Ztm::new()
+        .orchestrator(&nginx.url())
+        .token(token)
+        .timeout(T)
+        .run(args)
+        .await;
+    (run.code, run.output())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,62 +1,19 @@
 //! `ztm` over HTTP against the running services: every command, its output formats and exit codes.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use platform_tests::platform::{bin_path, bot_token, wait_until, Platform};
+use platform_tests::platform::{bot_token, wait_until, Platform};
+use platform_tests::ztm::ZtmRun;
 use reqwest::Method;
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
 
 const T: Duration = Duration::from_secs(30);
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", self.stdout))
-    }
-}
-
-/// Runs `ztm` with the platform's URLs and token in its env (plus `extra_env`), feeding `stdin`.
-async fn ztm_with(p: &Platform, args: &[&str], stdin: &str, extra_env: &[(&str, &str)]) -> Run {
-    let mut cmd = tokio::process::Command::new(bin_path("ztm"));
-    cmd.args(args)
-        .env("ZTM_ORCHESTRATOR_URL", p.orchestrator.url())
-        .env("ZTM_ROUTER_URL", p.router.url())
-        .env("ZTM_API_TOKEN", p.api_token.as_deref().unwrap_or_default())
-        .env("NO_COLOR", "1")
-        .envs(extra_env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn ztm");
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.as_bytes()).await.unwrap();
-    drop(input);
-    let out = tokio::time::timeout(T, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("ztm {args:?} hung"))
-        .expect("ztm output");
-    Run {
-        code: out.status.code().expect("ztm exited by a signal"),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-async fn ztm(p: &Platform, args: &[&str]) -> Run {
-    ztm_with(p, args, "", &[]).await
-}
+type Run = ZtmRun;
 
 /// Runs and asserts exit 0.
 async fn ok(p: &Platform, args: &[&str]) -> Run {
-    let run = ztm(p, args).await;
+    let run = p.ztm(args).await;
     assert_eq!(
         run.code, 0,
         "ztm {args:?}: stdout {:?} stderr {:?}",
@@ -67,7 +24,7 @@ async fn ok(p: &Platform, args: &[&str]) -> Run {
 
 /// Runs and asserts the exit code and a one-line error on stderr.
 async fn fails(p: &Platform, args: &[&str], code: i32) -> Run {
-    let run = ztm(p, args).await;
+    let run = p.ztm(args).await;
     assert_eq!(
         run.code, code,
         "ztm {args:?}: stdout {:?} stderr {:?}",
@@ -134,13 +91,11 @@ async fn ztm_drives_every_command_over_http() {
     assert_eq!(created["tenant_id"], "zt1");
     assert_eq!(created["idle_timeout_s"], 600);
     assert_eq!(created["bot_token_set"], true);
-    let from_stdin = ztm_with(
-        &p,
-        &["tenant", "create", "zt2", "-"],
-        &format!("{token2}\n"),
-        &[],
-    )
-    .await;
+    let from_stdin = p
+        .ztm_cmd()
+        .stdin(&format!("{token2}\n"))
+        .run(&["tenant", "create", "zt2", "-"])
+        .await;
     assert_eq!(
         from_stdin.code, 0,
         "create from stdin: {}",
@@ -295,15 +250,13 @@ async fn ztm_drives_every_command_over_http() {
         }
     }
     fails(&p, &["tenant", "create", "Bad_ID", &token], 1).await;
-    let denied = ztm_with(&p, &["tenant", "list"], "", &[("ZTM_API_TOKEN", "wrong")]).await;
+    let denied = p.ztm_cmd().token("wrong").run(&["tenant", "list"]).await;
     assert_eq!(denied.code, 1, "wrong API token: {}", denied.stderr);
-    let down = ztm_with(
-        &p,
-        &["tenant", "list"],
-        "",
-        &[("ZTM_ORCHESTRATOR_URL", "http://127.0.0.1:1")],
-    )
-    .await;
+    let down = p
+        .ztm_cmd()
+        .orchestrator("http://127.0.0.1:1")
+        .run(&["tenant", "list"])
+        .await;
     assert_eq!(down.code, 1, "unreachable orchestrator: {}", down.stderr);
     assert!(!down.stderr.trim().is_empty());
 

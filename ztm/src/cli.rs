@@ -272,6 +272,10 @@ pub enum MigrateCommand {
         /// Skip the Kubernetes checks (no kubectl access).
         #[arg(long)]
         no_kubernetes: bool,
+        /// Skip reading each tenant's webhook through the router (before the new router runs: the
+        /// Go router has no `GET /admin/webhook/{id}`).
+        #[arg(long)]
+        no_webhooks: bool,
     },
 }
 
@@ -366,7 +370,8 @@ mod tests {
             cli.command,
             Command::Migrate(MigrateCommand::Check {
                 redis_addr: Some(_),
-                no_kubernetes: false
+                no_kubernetes: false,
+                no_webhooks: false
             })
         ));
     }

@@ -111,14 +111,152 @@ pub fn check_tenants(tenants: &[Value]) -> Vec<Finding> {
             ),
             _ => {}
         }
+    }
+    out
+}
+
+/// How long ago a Telegram delivery error still says something about today's webhook.
+const RECENT_ERROR_S: i64 = 3600;
+
+const REGISTER: &str = "`ztm webhook register --all` (docs/migration.md step 4)";
+
+/// Findings on one tenant's webhook, from the router's `GET /admin/webhook/{id}` answer
+/// (Telegram's `getWebhookInfo` next to what the router registered); no token is in it.
+pub fn check_webhook(id: &str, report: &Value) -> Vec<Finding> {
+    let item = format!("tenant/{id}");
+    let text = |k: &str| report.get(k).and_then(Value::as_str).unwrap_or_default();
+    let url = text("url");
+    let mode = text("webhook_secret");
+    let mut out = Vec::new();
+    let pending = report
+        .get("pending_update_count")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let expected = report.get("expected_url").and_then(Value::as_str);
+    let Some(expected) = expected else {
+        out.push(
+            finding("webhook", &item, "the router has no PUBLIC_BASE_URL: it cannot tell whether the webhook points at it, nor register one")
+                .blocking("set PUBLIC_BASE_URL on the router (the URL Telegram reaches it at)"),
+        );
+        return out;
+    };
+    if url.is_empty() {
         out.push(
             finding(
                 "webhook",
                 &item,
-                "the Go platform registered the webhook without a secret token: with WEBHOOK_SECRET set its updates get 401",
+                format!("no webhook is set: Telegram keeps the bot's updates ({pending} waiting) for getUpdates"),
             )
-            .todo("after the swap, before WEBHOOK_SECRET is enforced: `ztm webhook register --all`"),
+            .todo(format!("point it at this router: {REGISTER}")),
         );
+    } else if url != expected {
+        out.push(
+            finding(
+                "webhook",
+                &item,
+                format!("the webhook points at {url}, not at this router ({expected})"),
+            )
+            .todo(format!("re-point it: {REGISTER}")),
+        );
+    } else if text("secret_token") != "current" {
+        let why = match text("secret_token") {
+            "other_secret" => "registered under another WEBHOOK_SECRET (rotated since)",
+            "none" => "registered by this platform without a secret token",
+            _ => "set without this platform's secret token (the Go platform registered it; Telegram does not say which token it sends)",
+        };
+        out.push(match mode {
+            "enforced" => finding(
+                "webhook",
+                &item,
+                format!("{why}: this router enforces WEBHOOK_SECRET, so Telegram's updates get 401 now"),
+            )
+            .blocking(format!("re-register it now: {REGISTER}")),
+            "optional" => finding(
+                "webhook",
+                &item,
+                format!("{why}: accepted while WEBHOOK_SECRET_OPTIONAL=true, 401 once WEBHOOK_SECRET is enforced"),
+            )
+            .todo(format!("before removing WEBHOOK_SECRET_OPTIONAL: {REGISTER}")),
+            _ => finding(
+                "webhook",
+                &item,
+                format!("{why}: once WEBHOOK_SECRET is on, its updates get 401"),
+            )
+            .todo(format!("with WEBHOOK_SECRET set on the router: {REGISTER}")),
+        });
+    }
+    if report.get("allowed_updates_match") == Some(&Value::Bool(false))
+        || (!url.is_empty() && report.get("allowed_updates").is_none_or(Value::is_null))
+    {
+        out.push(
+            finding(
+                "webhook",
+                &item,
+                "Telegram sends the update types the webhook was set with (the Go platform set none: Telegram's default list), not the platform's",
+            )
+            .todo(REGISTER),
+        );
+    }
+    let age = report.get("last_error_age_s").and_then(Value::as_i64);
+    let recent_error = report
+        .get("last_error_message")
+        .and_then(Value::as_str)
+        .zip(age)
+        .filter(|(_, age)| *age <= RECENT_ERROR_S);
+    if let Some((m, age)) = recent_error {
+        let f = finding(
+            "webhook",
+            &item,
+            format!("Telegram's last delivery to the webhook failed {age} s ago: {m:?}; {pending} updates waiting (Telegram retries them)"),
+        );
+        out.push(if m.contains("401") {
+            f.blocking(format!("the webhook lacks the secret token this router wants: {REGISTER}"))
+        } else {
+            f.todo("check the router's logs and `ztm webhook info`; the swap should wait until deliveries succeed")
+        });
+    } else if pending > 0 {
+        out.push(finding(
+            "webhook",
+            &item,
+            format!("{pending} updates waiting at Telegram, no recent delivery error"),
+        ));
+    }
+    if out.is_empty() {
+        out.push(finding(
+            "webhook",
+            &item,
+            "points at this router with its secret token",
+        ));
+    }
+    out
+}
+
+/// Reads every tenant's webhook through the router. An unreachable router is one blocking finding
+/// (the other tenants are not tried); a tenant the router or Telegram cannot answer for is one each.
+pub async fn check_webhooks(api: &Api<'_>, ids: &[String]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for id in ids {
+        let Ok(tid) = common::TenantId::parse(id) else {
+            continue;
+        };
+        match api.webhook(&tid, Method::Get).await {
+            Ok(report) => out.extend(check_webhook(id, &report)),
+            Err(ZtmError::Transport(e)) => {
+                out.push(
+                    finding("webhook", "router", format!("could not check the webhooks: {e}"))
+                        .blocking("start the new router and point ztm at it (--router-url / ZTM_ROUTER_URL), or skip with --no-webhooks before the router swap"),
+                );
+                return out;
+            }
+            Err(e) => out.push(
+                finding(
+                    "webhook",
+                    format!("tenant/{id}"),
+                    format!("could not check the webhook: {e}"),
+                )
+                .blocking("fix what the message says (router, orchestrator or Telegram unreachable), then check again"),
+            ),
+        }
     }
     out
 }
@@ -448,6 +586,8 @@ pub struct Sources<'a> {
     pub kubectl: Option<&'a Kubectl>,
     pub namespace: &'a str,
     pub redis_addr: Option<&'a str>,
+    /// Read each tenant's webhook through the router (`GET /admin/webhook/{id}`).
+    pub webhooks: bool,
 }
 
 /// Runs every check; returns the findings in a stable order (blocking first).
@@ -461,6 +601,14 @@ pub async fn check(api: &Api<'_>, src: Sources<'_>) -> Result<Vec<Finding>, ZtmE
         ))
     })?;
     let mut findings = check_tenants(&tenants);
+    if src.webhooks {
+        let ids: Vec<String> = tenants
+            .iter()
+            .filter_map(|t| field(t, "tenant_id", "TenantID").and_then(Value::as_str))
+            .map(str::to_owned)
+            .collect();
+        findings.extend(check_webhooks(api, &ids).await);
+    }
     if let Some(addr) = src.redis_addr {
         findings.extend(check_redis(&read_redis(addr).await?));
     }
@@ -513,6 +661,7 @@ pub async fn run(
     let crate::cli::MigrateCommand::Check {
         redis_addr,
         no_kubernetes,
+        no_webhooks,
     } = cmd;
     let api = Api::new(transport);
     let kubectl = Kubectl::new(g.context.clone(), g.namespace.clone());
@@ -522,6 +671,7 @@ pub async fn run(
             kubectl: (!no_kubernetes).then_some(&kubectl),
             namespace: &g.namespace,
             redis_addr: redis_addr.as_deref(),
+            webhooks: !no_webhooks,
         },
     )
     .await?;
@@ -563,7 +713,75 @@ mod tests {
         assert!(has("tenant/carol", "300", false));
         assert!(has("tenant/Bad_Id", "DNS label", true));
         assert!(has("tenant/dave", "in progress", true));
-        assert!(has("tenant/carol", "secret token", false));
+    }
+
+    fn report(url: &str, secret_token: &str, mode: &str) -> Value {
+        json!({"tenant_id": "alice", "url": url, "expected_url": "https://bots.example.com/tg/alice",
+               "url_matches": url == "https://bots.example.com/tg/alice", "pending_update_count": 0,
+               "allowed_updates": ["message"], "allowed_updates_match": true,
+               "secret_token": secret_token, "webhook_secret": mode})
+    }
+
+    #[test]
+    fn webhooks_are_judged_by_url_secret_token_and_telegram_errors() {
+        let ours = "https://bots.example.com/tg/alice";
+        let one = |r: &Value| {
+            let f = check_webhook("alice", r);
+            assert_eq!(f.len(), 1, "{f:?}");
+            f.into_iter().next().unwrap()
+        };
+        // Fine: this router's URL with the current secret.
+        let ok = one(&report(ours, "current", "enforced"));
+        assert!(!ok.blocks && ok.action.is_empty(), "{ok:?}");
+        // A Go webhook: no secret token; todo during the window, blocking once enforced.
+        let go = one(&report(ours, "unknown", "optional"));
+        assert!(
+            !go.blocks
+                && go.change.contains("secret token")
+                && go.action.contains("register --all"),
+            "{go:?}"
+        );
+        assert!(one(&report(ours, "unknown", "enforced")).blocks);
+        assert!(!one(&report(ours, "none", "off")).blocks);
+        assert!(one(&report(ours, "other_secret", "optional"))
+            .change
+            .contains("another WEBHOOK_SECRET"));
+        // Pointing elsewhere, or nowhere.
+        let away = one(&report(
+            "https://go.example.com/tg/alice",
+            "unknown",
+            "optional",
+        ));
+        assert!(
+            away.change.contains("go.example.com") && !away.blocks,
+            "{away:?}"
+        );
+        assert!(one(&report("", "unknown", "optional"))
+            .change
+            .contains("no webhook"));
+        // No PUBLIC_BASE_URL: nothing can be compared or registered.
+        let mut r = report(ours, "current", "enforced");
+        r["expected_url"] = Value::Null;
+        assert!(one(&r).blocks);
+        // Telegram's view: waiting updates, a recent 401, the Go registration's update types.
+        let mut r = report(ours, "current", "enforced");
+        r["pending_update_count"] = json!(7);
+        assert!(one(&r).change.contains("7 updates waiting"));
+        r["last_error_message"] = json!("Wrong response from the webhook: 401 Unauthorized");
+        r["last_error_age_s"] = json!(30);
+        let e = one(&r);
+        assert!(
+            e.blocks && e.change.contains("401") && e.change.contains("7 updates"),
+            "{e:?}"
+        );
+        r["last_error_age_s"] = json!(RECENT_ERROR_S + 1);
+        assert!(
+            one(&r).change.contains("7 updates waiting"),
+            "an old error is history"
+        );
+        let mut r = report(ours, "current", "enforced");
+        r["allowed_updates"] = Value::Null;
+        assert!(one(&r).change.contains("update types"));
     }
 
     #[test]

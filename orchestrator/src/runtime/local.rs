@@ -716,14 +716,6 @@ signal.signal(signal.SIGTERM, term)
 http.server.HTTPServer(("127.0.0.1", port), H).serve_forever(poll_interval=0.05)
 "#;
 
-    fn python() -> Option<String> {
-        let ok = std::process::Command::new("python3")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        ok.then(|| "python3".to_owned())
-    }
-
     fn record(id: &str) -> TenantRecord {
         let mut r = TenantRecord::new(
             TenantId::parse(id).unwrap(),
@@ -736,15 +728,20 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever(poll_interval=0.05)
         r
     }
 
-    /// The Python test agent written into `dir`, as an `AGENT_COMMAND`; `None` without python3.
-    fn py_agent(dir: &Path) -> Option<Vec<String>> {
-        let Some(py) = python() else {
-            eprintln!("python3 not available: skipping");
-            return None;
-        };
+    /// The Python test agent written into `dir`, as an `AGENT_COMMAND`. python3 is a test
+    /// dependency (scripts/ensure-test-deps.sh): without it the test fails and says so.
+    fn py_agent(dir: &Path) -> Vec<String> {
+        let ok = std::process::Command::new("python3")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            ok,
+            "these tests need python3 on PATH: run scripts/ensure-test-deps.sh"
+        );
         let script = dir.join("agent.py");
         std::fs::write(&script, PY_AGENT).unwrap();
-        Some(vec![py, script.to_string_lossy().into_owned()])
+        vec!["python3".to_owned(), script.to_string_lossy().into_owned()]
     }
 
     fn runtime(dir: &Path, command: Vec<String>) -> (LocalRuntime, Arc<DirStateStore>) {
@@ -756,9 +753,7 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever(poll_interval=0.05)
     #[tokio::test]
     async fn starts_restores_stops_saves_and_adopts() {
         let dir = tempfile::tempdir().unwrap();
-        let Some(command) = py_agent(dir.path()) else {
-            return;
-        };
+        let command = py_agent(dir.path());
         let (rt, store) = runtime(dir.path(), command.clone());
         let rec = record("bob");
         let id = &rec.tenant_id;
@@ -805,9 +800,7 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever(poll_interval=0.05)
     #[tokio::test]
     async fn a_running_agent_slower_than_a_health_probe_is_waited_for_not_started_twice() {
         let dir = tempfile::tempdir().unwrap();
-        let Some(command) = py_agent(dir.path()) else {
-            return;
-        };
+        let command = py_agent(dir.path());
         let (rt, _) = runtime(dir.path(), command);
         let rec = record("slow");
         let id = &rec.tenant_id;
@@ -867,9 +860,7 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever(poll_interval=0.05)
     #[tokio::test]
     async fn an_agent_that_dies_is_no_longer_listed() {
         let dir = tempfile::tempdir().unwrap();
-        let Some(command) = py_agent(dir.path()) else {
-            return;
-        };
+        let command = py_agent(dir.path());
         let (rt, _) = runtime(dir.path(), command);
         rt.start(&record("bob"), Duration::from_secs(10))
             .await
@@ -892,9 +883,7 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever(poll_interval=0.05)
     #[tokio::test]
     async fn the_agent_gets_its_credential_and_configuration() {
         let dir = tempfile::tempdir().unwrap();
-        let Some(command) = py_agent(dir.path()) else {
-            return;
-        };
+        let command = py_agent(dir.path());
         let (rt, _) = runtime(dir.path(), command);
         let defaults = PlatformDefaults {
             api_url: Some("http://127.0.0.1:9/v1".into()),

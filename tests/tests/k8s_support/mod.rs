@@ -96,6 +96,7 @@ pub async fn replica_with_settings(
         state: Arc::new(DirStateStore::new(shared.dir.path().join("state"))),
         runtime: Arc::new(runtime),
         leader,
+        webhook_records: Arc::new(common::webhook_record::MemoryWebhookRecords::default()),
     };
     let settings = Settings {
         pod_ready_wait: ready_wait,
