@@ -3,6 +3,7 @@
 //! assignment answered once ZeroClaw serves the tenant's credential, memory restored from and saved
 //! to the grants, and nothing saved by a pod that served nothing.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,10 +28,12 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A child in its own process group, killed with its children (the stand-in ZeroClaw) on drop.
 struct Kill(Child);
 impl Drop for Kill {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // SAFETY: kill(2) on the process group of our own child.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
         let _ = self.0.wait();
     }
 }
@@ -58,6 +61,7 @@ fn store(root: &Path) -> (Kill, u16) {
     let port = free_port();
     let child = Command::new(fake())
         .args(["store", root.to_str().unwrap(), &port.to_string()])
+        .process_group(0)
         .spawn()
         .unwrap();
     let deadline = Instant::now() + DEADLINE;
@@ -89,6 +93,7 @@ fn launcher() -> Launcher {
         .env("STATE_DIR", data.path().join("no-state-volume"))
         .env("ZEROCLAW_BIN", fake())
         .stdin(Stdio::null())
+        .process_group(0)
         .spawn()
         .unwrap();
     Launcher {

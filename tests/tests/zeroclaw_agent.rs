@@ -407,4 +407,7 @@ async fn a_warm_launcher_assigned_a_tenant_answers_with_its_credential() {
         !log.contains(&token) && !log.contains(&pool),
         "a credential was logged:\n{log}"
     );
+    // SIGTERM, so ZeroClaw is stopped with the launcher (this assignment has no save grant: the
+    // launcher reports the refused save and exits 1).
+    agent.stop().await;
 }
