@@ -60,6 +60,10 @@ pub struct Settings {
     /// How long ZeroClaw gets to exit after the forwarded signal before it is killed; the rest of
     /// the pod's 30 s grace is for the save.
     pub stop_timeout: Duration,
+    /// `AGENT_WARM=1`: a warm-pool launcher, waiting for `POST /assign` before ZeroClaw starts.
+    pub warm: bool,
+    /// `ASSIGN_TOKEN`, the pool credential of `POST /assign` (required when warm).
+    pub assign_token: Option<Secret>,
 }
 
 impl Settings {
@@ -71,10 +75,17 @@ impl Settings {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
         let required = |name: &'static str| get(name).ok_or(SettingsError::Missing { name });
         let tenant_id = required("TENANT_ID")?;
+        let warm = get("AGENT_WARM").is_some_and(|v| v == "1");
+        let assign_token = get(common::assignment::POOL_TOKEN_ENV).map(Secret::new);
+        if warm && assign_token.is_none() {
+            return Err(SettingsError::Missing {
+                name: common::assignment::POOL_TOKEN_ENV,
+            });
+        }
         let agent_token = match get("AGENT_TOKEN") {
             Some(token) => Secret::new(token),
-            // A warm-pool pod serves no tenant and is deleted when claimed; it only has to start.
-            None if get("AGENT_WARM").is_some_and(|v| v == "1") => random_token()?,
+            // A warm-pool pod has no tenant until its assignment brings the credential.
+            None if warm => random_token()?,
             None => {
                 return Err(SettingsError::Missing {
                     name: "AGENT_TOKEN",
@@ -104,6 +115,8 @@ impl Settings {
             zeroclaw_config_dir,
             data_dir,
             stop_timeout: Duration::from_millis(number(&get, "LAUNCHER_STOP_TIMEOUT_MS", 10_000)?),
+            warm,
+            assign_token,
         })
     }
 
@@ -234,12 +247,22 @@ mod tests {
         }
         // A warm-pool pod has no Secret: a random credential nobody knows.
         let warm = |flag| {
-            Settings::from_lookup(lookup(&[("TENANT_ID", "warm-pool"), ("AGENT_WARM", flag)]))
+            Settings::from_lookup(lookup(&[
+                ("TENANT_ID", "warm-pool"),
+                ("AGENT_WARM", flag),
+                ("ASSIGN_TOKEN", "pool"),
+            ]))
         };
         let (a, b) = (warm("1").unwrap(), warm("1").unwrap());
+        assert!(a.warm);
         assert_eq!(a.agent_token.expose().len(), 64);
         assert_ne!(a.agent_token.expose(), b.agent_token.expose());
         assert!(warm("0").is_err());
+        // A warm launcher without the pool credential could never be assigned.
+        let err = Settings::from_lookup(lookup(&[("TENANT_ID", "warm-pool"), ("AGENT_WARM", "1")]))
+            .err()
+            .unwrap();
+        assert_eq!(err.to_string(), "ASSIGN_TOKEN is required");
 
         let err = Settings::from_lookup(lookup(&[
             ("TENANT_ID", "bob"),

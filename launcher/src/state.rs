@@ -82,6 +82,14 @@ pub fn restore(state_dir: &Path, brain: &Path) -> Result<Option<u64>, StateError
     Ok(Some(saved.generation))
 }
 
+/// Removes SQLite's side files next to `brain`: a restore must not have a stale WAL replayed onto it.
+pub fn remove_side_files(brain: &Path) -> Result<(), StateError> {
+    for suffix in SIDE_FILES {
+        remove_if_present(&side_file(brain, suffix))?;
+    }
+    Ok(())
+}
+
 /// Saves a consistent copy of `brain` into `state_dir` as a new generation, staging it in
 /// `scratch_dir` (local disk). Returns the generation written, or `None` when there is no
 /// database to save (ZeroClaw never started or never wrote memory).
@@ -102,7 +110,7 @@ pub fn save(brain: &Path, scratch_dir: &Path, state_dir: &Path) -> Result<Option
 
 /// `VACUUM INTO` `tmp`: SQLite reads the database with its WAL, under a read transaction, so the
 /// copy holds every committed write and no torn page.
-fn snapshot(brain: &Path, tmp: &Path) -> Result<(), StateError> {
+pub fn snapshot(brain: &Path, tmp: &Path) -> Result<(), StateError> {
     let sql = |source| StateError::Sql {
         path: brain.to_owned(),
         source,

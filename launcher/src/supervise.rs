@@ -5,7 +5,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// How the child ended.
 #[derive(Debug)]
@@ -21,16 +21,58 @@ pub enum Outcome {
     Died(ExitStatus),
 }
 
-/// Runs `command` until it exits or the launcher gets SIGTERM/SIGINT. The signal handlers are
-/// installed before the child starts, so a stop that arrives early is not lost.
-pub async fn run(mut command: Command, stop_timeout: Duration) -> std::io::Result<Outcome> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+/// The launcher's stop signals, installed once at start so that a stop arriving while a warm
+/// launcher waits, or before the child starts, is not lost.
+pub struct Stops {
+    term: Signal,
+    int: Signal,
+}
+
+impl Stops {
+    pub fn install() -> std::io::Result<Self> {
+        Ok(Stops {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next stop signal's name.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// Runs `command` until it exits or the launcher gets SIGTERM/SIGINT.
+pub async fn run(command: Command, stop_timeout: Duration) -> std::io::Result<Outcome> {
+    let mut stops = Stops::install()?;
+    run_with(command, stop_timeout, &mut stops, std::future::ready(())).await
+}
+
+/// [`run`] with the launcher's [`Stops`], polling `started` (the warm launcher's answer to its
+/// assignment once ZeroClaw serves) alongside the child until it completes.
+pub async fn run_with(
+    mut command: Command,
+    stop_timeout: Duration,
+    stops: &mut Stops,
+    started: impl std::future::Future<Output = ()>,
+) -> std::io::Result<Outcome> {
     let mut child = command.kill_on_drop(true).spawn()?;
-    let (name, signo) = tokio::select! {
-        status = child.wait() => return Ok(Outcome::Died(status?)),
-        _ = term.recv() => ("SIGTERM", libc::SIGTERM),
-        _ = int.recv() => ("SIGINT", libc::SIGINT),
+    let mut started = std::pin::pin!(started);
+    let mut pending = true;
+    let name = loop {
+        tokio::select! {
+            status = child.wait() => return Ok(Outcome::Died(status?)),
+            name = stops.recv() => break name,
+            () = &mut started, if pending => pending = false,
+        }
+    };
+    let signo = if name == "SIGTERM" {
+        libc::SIGTERM
+    } else {
+        libc::SIGINT
     };
     tracing::info!(signal = name, "stop requested, passing it on to zeroclaw");
     forward(&child, signo);

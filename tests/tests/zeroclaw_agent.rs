@@ -322,3 +322,92 @@ async fn memory_survives_sleep_and_wake_on_a_fresh_data_directory() {
     assert!(agent.stop().await.success(), "{}", agent.log());
     assert!(old_data.exists());
 }
+
+/// A warm launcher (`AGENT_WARM=1`, no tenant, no credential of the tenant's) waits for its
+/// assignment; the answer to `POST /assign` comes once real ZeroClaw serves the tenant's
+/// credential on the same port, so the orchestrator's single identity probe after it passes.
+#[tokio::test]
+#[ignore = "needs the real zeroclaw binary: make test-zeroclaw"]
+async fn a_warm_launcher_assigned_a_tenant_answers_with_its_credential() {
+    let root = tempfile::tempdir().unwrap();
+    let model = StandInModel::start().await;
+    let mut agent = Agent::new(root.path(), "carol", None);
+    agent.port = free_port();
+    let pool = format!("pool-{}", uuid::Uuid::new_v4().simple());
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&agent.log)
+        .unwrap();
+    let child = Command::new(bin_path("zeroclaw-launcher"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", agent.data.join("home"))
+        .env("TENANT_ID", "warm-pool")
+        .env("AGENT_WARM", "1")
+        .env("ASSIGN_TOKEN", &pool)
+        .env("AGENT_HOST", "127.0.0.1")
+        .env("AGENT_PORT", agent.port.to_string())
+        .env("DATA_DIR", &agent.data)
+        .env("STATE_DIR", &agent.state)
+        .env("ZEROCLAW_BIN", zeroclaw_bin())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    agent.child = Some(child);
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(r) = http.get(agent.url("/health")).send().await {
+            if r.json::<Value>().await.unwrap_or_default()["warm"] == true {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no warm /health:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let token = agent.token.clone();
+    let soul = "You are Navigator Brightwater-9021.";
+    let assignment = json!({
+        "tenant_id": "carol",
+        "agent_token": token,
+        "config": tenant_json("carol", &model, soul),
+        "state": {},
+    });
+    let started = Instant::now();
+    let r = http
+        .post(agent.url("/assign"))
+        .bearer_auth(&pool)
+        .json(&assignment)
+        .timeout(START_TIMEOUT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", agent.log());
+    eprintln!("carol: assigned and serving after {:?}", started.elapsed());
+    // Right after the answer, as the orchestrator probes: ZeroClaw answers the tenant's credential.
+    let (status, _) = agent.get(Some(&token), "/api/health").await;
+    assert_eq!(status, StatusCode::OK, "{}", agent.log());
+    let (status, _) = agent.get(Some(&pool), "/api/health").await;
+    assert_ne!(status, StatusCode::OK, "the pool credential opens nothing");
+    let (status, body) = agent.webhook(Some(&token), "hello there").await;
+    assert_eq!(status, StatusCode::OK, "{body}\n{}", agent.log());
+    assert_eq!(body["response"], reply_to("hello there"), "{body}");
+    let system = messages_with_role(&model.requests()[0], "system").join("\n");
+    assert!(system.contains(soul), "{system}");
+    let log = agent.log();
+    assert!(
+        !log.contains(&token) && !log.contains(&pool),
+        "a credential was logged:\n{log}"
+    );
+    // SIGTERM, so ZeroClaw is stopped with the launcher (this assignment has no save grant: the
+    // launcher reports the refused save and exits 1).
+    agent.stop().await;
+}
