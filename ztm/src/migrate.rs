@@ -282,7 +282,11 @@ pub fn check_redis(keys: &[(String, String, i64)]) -> Vec<Finding> {
                     .todo(format!("DEL {key} (the next message wakes the tenant)")),
                 );
             }
-        } else if key.starts_with("tenant:waking:") && value == "1" {
+        } else if key.starts_with("tenant:waking:")
+            // This platform's fencing counter (`INCR`, so often "1"), not a lock.
+            && !key.ends_with(":generation")
+            && value == "1"
+        {
             let secs = ((*ttl_ms).max(0) as u64).div_ceil(1000);
             out.push(
                 finding(
@@ -794,6 +798,7 @@ mod tests {
                 200_000,
             ),
             ("tenant:waking:bob".into(), "1".into(), 1500),
+            ("tenant:waking:carol:generation".into(), "1".into(), -1),
         ]);
         assert_eq!(f.len(), 2, "{f:?}");
         assert!(!f[0].blocks && f[0].change.contains("10.1.2.3"));
