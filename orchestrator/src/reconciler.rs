@@ -13,6 +13,7 @@ use crate::app::App;
 use crate::error::Error;
 use crate::events;
 use crate::lifecycle::stop_locked;
+use crate::runtime::AgentInfo;
 use crate::tenant_lock::TenantGuard;
 use common::lifecycle::NewEvent;
 
@@ -138,7 +139,8 @@ pub async fn reconcile(app: &App) -> Result<Report, Error> {
                 continue;
             }
         };
-        let result = apply(app, &guard, &id, fix, listed.contains(&id)).await;
+        let seen: Vec<AgentInfo> = agents.iter().filter(|a| a.tenant == id).cloned().collect();
+        let result = apply(app, &guard, &id, fix, &seen).await;
         guard.release().await;
         match result {
             Ok(false) => {}
@@ -161,8 +163,9 @@ async fn apply(
     guard: &TenantGuard,
     id: &TenantId,
     fix: Fix,
-    agent_listed: bool,
+    seen: &[AgentInfo],
 ) -> Result<bool, Error> {
+    let agent_listed = !seen.is_empty();
     let rec = app
         .registry
         .get(id)
@@ -229,7 +232,8 @@ async fn apply(
                 return Ok(false);
             }
             tracing::warn!(tenant = %id, "reconciler: agent without a running tenant, stopping it");
-            app.runtime.stop(id).await?;
+            // Only the agent this pass listed: one a wake started since is not an orphan.
+            app.runtime.stop_listed(id, seen).await?;
             app.metrics.agent_stopped("orphan");
             Ok(true)
         }

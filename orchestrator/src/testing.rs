@@ -213,6 +213,7 @@ impl Runtime for FakeRuntime {
                     agent_port: Some(s.port),
                     warm: None,
                 }),
+                instance: None,
             })
             .collect())
     }

@@ -110,3 +110,60 @@ async fn one_pass_over_10000_tenants_and_1000_pods_makes_one_list_call() {
     assert_eq!(fake.count("get", "pods"), 0);
     assert!(took < Duration::from_secs(2), "took {took:?}");
 }
+
+/// Fencing by pod UID: a stop acting on an old listing (a stale reconciler pass, a replica whose
+/// lock lapsed) deletes the pod it saw, never the one a later wake created under the same name.
+#[tokio::test]
+async fn a_stale_stop_holding_the_old_pods_uid_leaves_the_pod_that_replaced_it_serving() {
+    let fake = FakeK8s::start().await;
+    let shared = Shared::new();
+    let app = replica(&fake, &shared, Duration::from_secs(30)).await;
+    let id = shared.add_tenant("kuid").await;
+    let uid = |pod: &serde_json::Value| pod["metadata"]["uid"].as_str().unwrap().to_owned();
+
+    wake(&app, &id).await.unwrap();
+    let old_uid = uid(&fake.get("pods", NS, "zeroclaw-kuid").unwrap());
+    // What the stale caller holds: the listing that saw pod A.
+    let stale: Vec<_> = app
+        .runtime
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.tenant == id)
+        .collect();
+    assert_eq!(
+        stale[0].instance.as_ref().map(|i| i.uid.clone()),
+        Some(old_uid.clone())
+    );
+
+    orchestrator::tenants::sleep(&app, &id).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(35), || fake
+            .get("pods", NS, "zeroclaw-kuid")
+            .is_none())
+        .await,
+        "pod A gone after its agent exited"
+    );
+    let woken = wake(&app, &id).await.unwrap();
+    let new_uid = uid(&fake.get("pods", NS, "zeroclaw-kuid").unwrap());
+    assert_ne!(new_uid, old_uid, "a new pod B of the same name");
+
+    app.runtime.stop_listed(&id, &stale).await.unwrap();
+
+    let pod = fake
+        .get("pods", NS, "zeroclaw-kuid")
+        .expect("pod B still exists");
+    assert_eq!(uid(&pod), new_uid);
+    assert!(
+        pod["metadata"].get("deletionTimestamp").is_none(),
+        "pod B is not terminating"
+    );
+    let reply = agent_chat(&shared, &id, &woken.endpoint, "still here").await;
+    assert!(
+        reply.starts_with("echo: still here"),
+        "pod B serves: {reply}"
+    );
+    let rec = shared.registry.get(&id).await.unwrap().unwrap();
+    assert_eq!(rec.status, TenantStatus::Running);
+}

@@ -564,3 +564,44 @@ async fn purge_waits_for_the_last_save_of_a_slow_terminating_pod() {
     app.runtime.stop(&id).await.unwrap();
     app.runtime.remove(&id).await.unwrap();
 }
+
+/// A failed start's clean-up deletes the pod it created (the UID from its create answer), never a
+/// pod of the same name that replaced it meanwhile (another replica's wake after a lock lapse).
+#[tokio::test]
+async fn a_failed_starts_clean_up_leaves_a_pod_that_replaced_its_own() {
+    let fake = FakeK8s::start().await;
+    let shared = Shared::new();
+    let app = replica(&fake, &shared, Duration::from_secs(30)).await;
+    let id = shared.add_tenant("kswap").await;
+    fake.set_unschedulable("zeroclaw-kswap");
+    let rec = shared.registry.get(&id).await.unwrap().unwrap();
+    let runtime = app.runtime.clone();
+    let start = tokio::spawn(async move { runtime.start(&rec, Duration::from_secs(3)).await });
+    assert!(
+        eventually(Duration::from_secs(5), || fake
+            .get("pods", NS, "zeroclaw-kswap")
+            .is_some())
+        .await,
+        "pod A created"
+    );
+    let uid = |pod: &Value| pod["metadata"]["uid"].as_str().unwrap().to_owned();
+    let old_uid = uid(&fake.get("pods", NS, "zeroclaw-kswap").unwrap());
+
+    fake.delete_out_of_band(NS, "zeroclaw-kswap");
+    fake.insert_running_pod(
+        NS,
+        "zeroclaw-kswap",
+        json!({"app": "zeroclaw", "tenant": "kswap"}),
+        "node-1",
+    );
+    let new_uid = uid(&fake.get("pods", NS, "zeroclaw-kswap").unwrap());
+    assert_ne!(new_uid, old_uid);
+
+    start.await.unwrap().unwrap_err();
+
+    let pod = fake
+        .get("pods", NS, "zeroclaw-kswap")
+        .expect("pod B still exists");
+    assert_eq!(uid(&pod), new_uid);
+    assert!(pod["metadata"].get("deletionTimestamp").is_none());
+}

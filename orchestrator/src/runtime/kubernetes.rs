@@ -17,11 +17,13 @@ use k8s_openapi::api::core::v1::{
     Secret,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, Preconditions,
+};
 use kube::{Api, Client};
 use serde_json::json;
 
-use super::{AgentAddress, AgentInfo, LogQuery, Runtime, RuntimeError, WarmPoolClaims};
+use super::{AgentAddress, AgentInfo, Instance, LogQuery, Runtime, RuntimeError, WarmPoolClaims};
 
 /// Container waiting reasons after which a pod will not become ready without someone's help.
 const FATAL_WAITING: &[&str] = &[
@@ -185,15 +187,11 @@ impl KubeRuntime {
                 Err(e) if is_status(&e, 409) || is_status(&e, 404) => continue,
                 Err(e) => return Err(backend("claim warm pod", e)),
             }
-            match self
-                .pods
-                .delete(&name, &DeleteParams::default().grace_period(0))
+            let uid = pod.metadata.uid.as_deref();
+            let dp = DeleteParams::default().grace_period(0);
+            self.delete_observed(&name, uid, dp)
                 .await
-            {
-                Ok(_) => {}
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => return Err(backend("delete claimed warm pod", e)),
-            }
+                .map_err(|e| backend("delete claimed warm pod", e))?;
             tracing::info!(tenant = %tenant, warm_pod = %name, node = %node, "warm pool hit: reusing node");
             self.warm_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(node));
@@ -207,6 +205,7 @@ impl KubeRuntime {
     async fn wait_ready(
         &self,
         name: String,
+        mut uid: Option<String>,
         credential: &common::Secret,
         until: Instant,
         deadline: Duration,
@@ -223,8 +222,18 @@ impl KubeRuntime {
                     "pod {name} disappeared while starting"
                 )));
             };
+            // The pod this start created or adopted; a newer one of that name is someone else's.
+            match (&uid, &pod.metadata.uid) {
+                (Some(ours), Some(seen)) if ours != seen => {
+                    return Err(RuntimeError::StartFailed(format!(
+                        "pod {name} was replaced while starting"
+                    )))
+                }
+                (None, seen) => uid = seen.clone(),
+                _ => {}
+            }
             if let Some(reason) = fatal_reason(&pod) {
-                self.delete_pod(&name).await;
+                self.delete_pod(&name, uid.as_deref()).await;
                 return Err(RuntimeError::StartFailed(format!("pod {name}: {reason}")));
             }
             last_problem = pending_reason(&pod).or(last_problem);
@@ -244,7 +253,7 @@ impl KubeRuntime {
                 }
             }
             if Instant::now() >= until {
-                self.delete_pod(&name).await;
+                self.delete_pod(&name, uid.as_deref()).await;
                 return Err(match last_problem {
                     Some(reason) => RuntimeError::StartFailed(format!("pod {name}: {reason}")),
                     None => RuntimeError::Timeout(deadline),
@@ -254,15 +263,39 @@ impl KubeRuntime {
         }
     }
 
-    async fn delete_pod(&self, name: &str) {
-        if let Err(e) = self
-            .pods
-            .delete(name, &DeleteParams::default().grace_period(0))
-            .await
-        {
-            if !is_status(&e, 404) {
-                tracing::warn!(pod = %name, error = %e, "could not delete failed pod");
+    /// Deletes the failed pod this caller observed (`uid`) at once; failures are logged.
+    async fn delete_pod(&self, name: &str, uid: Option<&str>) {
+        let dp = DeleteParams::default().grace_period(0);
+        if let Err(e) = self.delete_observed(name, uid, dp).await {
+            tracing::warn!(pod = %name, error = %e, "could not delete failed pod");
+        }
+    }
+
+    /// Deletes pod `name` only if it is still the one observed (UID precondition), so a stale
+    /// caller never deletes a newer pod of the same name or tenant. Gone (404) or replaced (409)
+    /// is done; a pod seen without a UID is left alone rather than deleted by name.
+    async fn delete_observed(
+        &self,
+        name: &str,
+        uid: Option<&str>,
+        mut dp: DeleteParams,
+    ) -> Result<(), kube::Error> {
+        let Some(uid) = uid else {
+            tracing::warn!(pod = %name, "pod has no UID; not deleting it by name");
+            return Ok(());
+        };
+        dp.preconditions = Some(Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        });
+        match self.pods.delete(name, &dp).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) if is_status(&e, 409) => {
+                tracing::info!(pod = %name, uid = %uid, "pod was replaced since it was observed; leaving the new one");
+                Ok(())
             }
+            Err(e) => Err(e),
         }
     }
 
@@ -293,7 +326,7 @@ impl KubeRuntime {
                 } else if pod_gone(&p) {
                     // A Failed or Evicted pod never answers again: gone, replaced by a new one.
                     tracing::warn!(tenant = %id, pod = %name, "previous pod failed or was evicted, replacing it");
-                    self.delete_pod(&name).await;
+                    self.delete_pod(&name, p.metadata.uid.as_deref()).await;
                     dying = Some(name);
                 } else {
                     return Ok(Some(p));
@@ -351,7 +384,7 @@ impl KubeRuntime {
         let config: serde_json::Value =
             serde_json::from_str(&super::rendered_config(record, &self.defaults)?)
                 .map_err(|e| RuntimeError::StartFailed(format!("rendered configuration: {e}")))?;
-        let Some((name, node, ip)) = self.claim_warm_agent(id).await? else {
+        let Some((name, uid, node, ip)) = self.claim_warm_agent(id).await? else {
             tracing::info!(tenant = %id, "warm pool miss: cold start");
             self.warm_misses.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
@@ -364,7 +397,7 @@ impl KubeRuntime {
             }
             Err(why) => {
                 tracing::warn!(tenant = %id, warm_pod = %name, error = %why, "warm pool: assignment failed, deleting the warm pod; cold start");
-                self.delete_pod(&name).await;
+                self.delete_pod(&name, uid.as_deref()).await;
                 self.warm_misses.fetch_add(1, Ordering::Relaxed);
                 Ok(None)
             }
@@ -372,11 +405,11 @@ impl KubeRuntime {
     }
 
     /// Takes one Running warm agent out of the pool (`warm=consuming`, claimed-at and the tenant
-    /// annotated); returns its name, node and IP.
+    /// annotated); returns its name, UID, node and IP.
     async fn claim_warm_agent(
         &self,
         tenant: &TenantId,
-    ) -> Result<Option<(String, String, String)>, RuntimeError> {
+    ) -> Result<Option<(String, Option<String>, String, String)>, RuntimeError> {
         let warm = self
             .pods
             .list(&ListParams::default().labels(k8s::WARM_POD_SELECTOR))
@@ -421,7 +454,7 @@ impl KubeRuntime {
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                Ok(_) => return Ok(Some((name, node, ip))),
+                Ok(_) => return Ok(Some((name, pod.metadata.uid.clone(), node, ip))),
                 Err(e) if is_status(&e, 409) || is_status(&e, 404) => continue,
                 Err(e) => return Err(backend("claim warm pod", e)),
             }
@@ -514,7 +547,7 @@ impl Runtime for KubeRuntime {
             let name = pod.metadata.name.unwrap_or(name);
             tracing::info!(tenant = %id, pod = %name, "adopting existing pod");
             let address = self
-                .wait_ready(name, &record.agent_token, until, deadline)
+                .wait_ready(name, pod.metadata.uid, &record.agent_token, until, deadline)
                 .await?;
             self.remember(id, &address.pod_name);
             return Ok(address);
@@ -536,10 +569,12 @@ impl Runtime for KubeRuntime {
         let warm = warm.or(Some(node.is_some()));
         let mut pod = k8s::tenant_pod(id, &self.settings, node.as_deref());
         k8s::apply_resources(&mut pod, &record.resources);
-        match self.pods.create(&PostParams::default(), &pod).await {
-            Ok(_) => {}
+        // The UID of the pod created here: a clean-up deletes that one, never a successor.
+        let uid = match self.pods.create(&PostParams::default(), &pod).await {
+            Ok(created) => created.metadata.uid,
             Err(e) if is_status(&e, 409) => {
-                tracing::info!(tenant = %id, pod = %name, "adopting existing pod")
+                tracing::info!(tenant = %id, pod = %name, "adopting existing pod");
+                None
             }
             Err(e) => {
                 return Err(RuntimeError::StartFailed(format!(
@@ -547,9 +582,9 @@ impl Runtime for KubeRuntime {
                     api_message(&e)
                 )))
             }
-        }
+        };
         let mut address = self
-            .wait_ready(name, &record.agent_token, until, deadline)
+            .wait_ready(name, uid, &record.agent_token, until, deadline)
             .await?;
         address.warm = warm;
         self.remember(id, &address.pod_name);
@@ -637,11 +672,28 @@ impl Runtime for KubeRuntime {
             let Some(name) = pod.metadata.name else {
                 continue;
             };
-            match self.pods.delete(&name, &dp).await {
-                Ok(_) => {}
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => return Err(backend("delete pod", e)),
-            }
+            self.delete_observed(&name, pod.metadata.uid.as_deref(), dp.clone())
+                .await
+                .map_err(|e| backend("delete pod", e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the tenant's pods the listing saw, each by its UID: a pod created since (a later
+    /// wake's, of the same name) is left running.
+    async fn stop_listed(
+        &self,
+        tenant: &TenantId,
+        listed: &[AgentInfo],
+    ) -> Result<(), RuntimeError> {
+        let dp = DeleteParams::default().grace_period(k8s::GRACE_PERIOD_S as u32);
+        for seen in listed.iter().filter(|a| &a.tenant == tenant) {
+            let Some(pod) = &seen.instance else {
+                continue;
+            };
+            self.delete_observed(&pod.name, Some(&pod.uid), dp.clone())
+                .await
+                .map_err(|e| backend("delete pod", e))?;
         }
         Ok(())
     }
@@ -679,13 +731,21 @@ impl Runtime for KubeRuntime {
                 let tenant = p.metadata.labels.as_ref()?.get(k8s::TENANT_LABEL)?;
                 let tenant = TenantId::parse(tenant).ok()?;
                 let pod_name = p.metadata.name.clone()?;
+                let instance = p.metadata.uid.clone().map(|uid| Instance {
+                    name: pod_name.clone(),
+                    uid,
+                });
                 let address = p.status.and_then(|s| s.pod_ip).map(|pod_ip| AgentAddress {
                     pod_name,
                     pod_ip,
                     agent_port: None,
                     warm: None,
                 });
-                Some(AgentInfo { tenant, address })
+                Some(AgentInfo {
+                    tenant,
+                    address,
+                    instance,
+                })
             })
             .collect())
     }

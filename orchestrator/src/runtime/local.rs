@@ -528,6 +528,7 @@ impl Runtime for LocalRuntime {
                         agent_port: Some(a.port),
                         warm: None,
                     }),
+                    instance: None,
                 })
                 .collect()
         };

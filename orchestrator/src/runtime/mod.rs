@@ -126,6 +126,16 @@ pub struct WarmPoolClaims {
 pub struct AgentInfo {
     pub tenant: TenantId,
     pub address: Option<AgentAddress>,
+    /// The object the listing saw (pod name and UID), so that a stop acting on this listing
+    /// deletes that one and never a newer agent of the same name; `None` where runtimes keep none.
+    pub instance: Option<Instance>,
+}
+
+/// One runtime object as observed: its name and the UID that tells it from a later one of that name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub name: String,
+    pub uid: String,
 }
 
 #[async_trait]
@@ -139,6 +149,15 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> Result<AgentAddress, RuntimeError>;
     /// Stops the agent (SIGTERM / pod delete with grace), so that it saves its state; idempotent.
     async fn stop(&self, tenant: &TenantId) -> Result<(), RuntimeError>;
+    /// Stops only the tenant's agents a listing saw (`listed`, from [`Runtime::list`]): one that
+    /// replaced them since is left running. Runtimes without instances stop the tenant's agent.
+    async fn stop_listed(
+        &self,
+        tenant: &TenantId,
+        _listed: &[AgentInfo],
+    ) -> Result<(), RuntimeError> {
+        self.stop(tenant).await
+    }
     /// Waits until a stopped agent is gone, so its last save has landed (a purge deletes the state
     /// only after it). Runtimes whose `stop` waits for the exit need nothing more.
     async fn wait_stopped(
