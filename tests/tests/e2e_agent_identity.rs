@@ -74,7 +74,10 @@ async fn an_address_reused_by_another_tenants_agent_never_answers_this_tenant() 
     p.send_text("ida", 2, 1, "a2").await;
     p.telegram
         .wait_for("A's second answer", T, |_| {
-            p.telegram.messages_to(1).iter().any(|m| m.starts_with("echo: a2"))
+            p.telegram
+                .messages_to(1)
+                .iter()
+                .any(|m| m.starts_with("echo: a2"))
         })
         .await;
     // The record said `running`, so the router announces the restart only if it takes a while.
