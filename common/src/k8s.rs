@@ -81,6 +81,9 @@ pub struct K8sSettings {
     /// `STATE_STORAGE_CLASS`: `s3-tenant-state` mounts the tenant's S3 prefix through a static CSI PV;
     /// any other class gets a dynamically provisioned claim (dev clusters without the S3 CSI driver).
     pub state_storage_class: String,
+    /// `AGENT_ORCHESTRATOR_URL`: given to tenant pods as `ORCHESTRATOR_URL`, where an agent busy
+    /// with a long task reports its own activity; `None` gives them none.
+    pub orchestrator_url: Option<String>,
 }
 
 impl K8sSettings {
@@ -99,6 +102,7 @@ impl Default for K8sSettings {
             agent_port: 3000,
             s3_bucket: "zeroclaw-tenant-state".into(),
             state_storage_class: STATE_STORAGE_CLASS.into(),
+            orchestrator_url: None,
         }
     }
 }
@@ -292,7 +296,7 @@ pub fn apply_resources(pod: &mut Pod, r: &crate::resources::AgentResources) {
 }
 
 pub fn tenant_pod(id: &TenantId, s: &K8sSettings, node_name: Option<&str>) -> Pod {
-    let env_vars = vec![
+    let mut env_vars = vec![
         env("TENANT_ID", id.as_str()),
         env("AGENT_PORT", s.agent_port.to_string()),
         env("DATA_DIR", DATA_DIR),
@@ -302,6 +306,9 @@ pub fn tenant_pod(id: &TenantId, s: &K8sSettings, node_name: Option<&str>) -> Po
         secret_env("AGENT_TOKEN", secret_name(id), AGENT_TOKEN_KEY, false),
         secret_env("LLM_API_KEY", LLM_SECRET_NAME.into(), LLM_API_KEY_KEY, true),
     ];
+    if let Some(url) = &s.orchestrator_url {
+        env_vars.push(env("ORCHESTRATOR_URL", url));
+    }
     let mounts = vec![
         mount("local-state", DATA_DIR),
         mount("s3-state", STATE_DIR),
@@ -607,6 +614,25 @@ mod tests {
             (key.name.as_str(), key.key.as_str(), key.optional),
             (LLM_SECRET_NAME, LLM_API_KEY_KEY, Some(true))
         );
+    }
+
+    /// Agents report their own activity to `ORCHESTRATOR_URL` only when the orchestrator says where.
+    #[test]
+    fn tenant_pods_learn_the_orchestrator_url_only_when_it_is_set() {
+        let url_of = |s: &K8sSettings| {
+            tenant_pod(&id(), s, None).spec.unwrap().containers[0]
+                .env
+                .iter()
+                .flatten()
+                .find(|e| e.name == "ORCHESTRATOR_URL")
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(url_of(&K8sSettings::default()), None);
+        let s = K8sSettings {
+            orchestrator_url: Some("http://orchestrator:8080".into()),
+            ..Default::default()
+        };
+        assert_eq!(url_of(&s).as_deref(), Some("http://orchestrator:8080"));
     }
 
     #[test]

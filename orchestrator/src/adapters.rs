@@ -241,6 +241,7 @@ mod kubernetes {
             agent_port: config.agent_port,
             s3_bucket: s3_bucket.clone(),
             state_storage_class: state_storage_class.clone(),
+            orchestrator_url: config.agent_orchestrator_url.clone(),
         };
         let warm_agents = if *warm_agents_on {
             warm_agents(&config.state, *warm_grant_ttl).await?

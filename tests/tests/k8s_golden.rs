@@ -36,6 +36,7 @@ fn settings() -> K8sSettings {
         agent_port: 3000,
         s3_bucket: "zeroclaw-tenant-state".into(),
         state_storage_class: k8s::STATE_STORAGE_CLASS.into(),
+        orchestrator_url: None,
     }
 }
 

@@ -203,6 +203,7 @@ async fn another_storage_class_gets_a_provisioned_claim_and_keeps_the_memory() {
     let shared = Shared::new();
     let settings = common::k8s::K8sSettings {
         state_storage_class: "standard".into(),
+        orchestrator_url: None,
         ..k8s_settings()
     };
     let leader = std::sync::Arc::new(orchestrator::leader::AlwaysLeader);

@@ -1639,6 +1639,7 @@ fn pods_the_orchestrator_creates_fit_the_manifests() {
             state_storage_class: env(&o, "STATE_STORAGE_CLASS")
                 .and_then(|e| e.value.clone())
                 .unwrap_or_else(|| k8s::STATE_STORAGE_CLASS.into()),
+            orchestrator_url: data.get("AGENT_ORCHESTRATOR_URL").cloned(),
         };
         let tenant = k8s::tenant_pod(&id, &settings, None);
         let warm = k8s::warm_pool_deployment(&settings, 1)

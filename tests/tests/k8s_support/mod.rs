@@ -31,6 +31,7 @@ pub fn k8s_settings() -> K8sSettings {
         agent_port: 3000,
         s3_bucket: "zeroclaw-tenant-state".into(),
         state_storage_class: common::k8s::STATE_STORAGE_CLASS.into(),
+        orchestrator_url: None,
     }
 }
 
