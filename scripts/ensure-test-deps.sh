@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the tests need and is missing: redis-server and nginx (apt), moto[server] in .venv (pip).
+# Installs what the tests need and is missing: redis-server, nginx and faketime (apt), moto[server] in .venv (pip).
 # Idempotent and quick when everything is present; `make test` runs it first.
 set -euo pipefail
 
@@ -40,6 +40,15 @@ else
     apt_install nginx-light
     # The package may start a system instance on port 80; the tests start their own on free ports.
     say "installed nginx ($(/usr/sbin/nginx -v 2>&1 | sed 's/.*nginx\///'))"
+fi
+
+# libfaketime: the clock-skew test runs one orchestrator replica with its wall clock shifted.
+if command -v faketime >/dev/null 2>&1 && ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1; then
+    say "faketime present ($(dpkg-query -W -f='${Version}' faketime 2>/dev/null || echo unknown))"
+else
+    say "installing faketime (libfaketime) with apt"
+    apt_install faketime
+    say "installed faketime ($(dpkg-query -W -f='${Version}' faketime 2>/dev/null || echo unknown))"
 fi
 
 if [ -x "$VENV/bin/moto_server" ]; then

@@ -280,6 +280,31 @@ pub fn set_aws_env() {
     });
 }
 
+/// Environment that makes a process (and what it starts) see its wall clock shifted by `offset`
+/// (libfaketime syntax: `"-10m"`, `"+2h"`), its monotonic clock untouched: two hosts whose clocks
+/// disagree. libfaketime is preloaded directly: `faketime(1)` forks and waits, so the service's pid
+/// would be the wrapper's and its signals and parent-death signal would miss the service.
+pub fn faketime_env(offset: &str) -> Vec<(String, String)> {
+    let lib = ["x86_64-linux-gnu", "aarch64-linux-gnu", ""]
+        .iter()
+        .map(|arch| {
+            PathBuf::from("/usr/lib")
+                .join(arch)
+                .join("faketime/libfaketimeMT.so.1")
+        })
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!("libfaketime not found (run scripts/ensure-test-deps.sh to install faketime)")
+        });
+    [
+        ("LD_PRELOAD", lib.display().to_string()),
+        ("FAKETIME", offset.to_owned()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
+    ]
+    .map(|(k, v)| (k.to_owned(), v))
+    .into()
+}
+
 /// A unique lowercase name for a table, bucket or key prefix.
 pub fn unique_name(prefix: &str) -> String {
     format!(

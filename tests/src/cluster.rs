@@ -242,7 +242,14 @@ impl Cluster {
 
     /// Starts one more orchestrator, waits for `/readyz`, puts it behind the balancer; its index.
     pub async fn add_orchestrator(&mut self) -> usize {
-        let env = self.orch_env.clone();
+        self.add_orchestrator_with(Vec::new()).await
+    }
+
+    /// `add_orchestrator` with `extra` environment for this replica only (it overrides the
+    /// cluster's): a replica configured or clocked unlike the others.
+    pub async fn add_orchestrator_with(&mut self, extra: Vec<(String, String)>) -> usize {
+        let mut env = self.orch_env.clone();
+        env.extend(extra);
         let mut s = self.new_service("orchestrator", &env);
         s.start().await;
         self.balancer.add(s.port);
