@@ -9,11 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use common::cache::MemoryCache;
-use common::lock::{MemoryLock, WakeLock};
+use common::lock::{LapsingLock, MemoryLock};
 use common::registry::sqlite::SqliteRegistry;
 use common::state::DirStateStore;
 use common::telegram::TelegramClient;
-use common::StoreError;
 use common::{Secret, TenantId, TenantRecord};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -277,51 +276,6 @@ pub fn test_app(runtime: Arc<FakeRuntime>, settings: Settings, telegram_url: &st
         lock,
         leader,
         _dir: dir,
-    }
-}
-
-/// A shared lock whose keys can all lapse at once, as when one replica is cut off from Redis for
-/// longer than the TTL and another takes the lock.
-#[derive(Default)]
-pub struct LapsingLock(Mutex<Arc<MemoryLock>>);
-
-impl LapsingLock {
-    pub fn lapse(&self) {
-        *self.0.lock().unwrap() = Arc::new(MemoryLock::new());
-    }
-
-    fn inner(&self) -> Arc<MemoryLock> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-#[async_trait]
-impl WakeLock for LapsingLock {
-    async fn try_acquire(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
-        self.inner().try_acquire(key, owner, ttl).await
-    }
-    async fn try_acquire_fenced(
-        &self,
-        key: &str,
-        owner: &str,
-        ttl: Duration,
-        floor: u64,
-    ) -> Result<Option<u64>, StoreError> {
-        self.inner()
-            .try_acquire_fenced(key, owner, ttl, floor)
-            .await
-    }
-    async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
-        self.inner().renew(key, owner, ttl).await
-    }
-    async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
-        self.inner().release(key, owner).await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-    fn name(&self) -> &'static str {
-        "lapsing"
     }
 }
 

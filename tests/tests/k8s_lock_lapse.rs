@@ -4,63 +4,17 @@
 
 mod k8s_support;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use common::lock::{MemoryLock, WakeLock};
+use common::lock::LapsingLock;
 use common::telegram::TelegramClient;
-use common::{StoreError, TenantStatus};
+use common::TenantStatus;
 use k8s_support::*;
 use orchestrator::app::{App, Ports, Settings};
 use orchestrator::leader::AlwaysLeader;
 use orchestrator::runtime::kubernetes::KubeRuntime;
 use platform_tests::fake_k8s::{FakeK8s, FakeK8sOptions};
-
-/// One lock shared by both replicas whose keys all lapse at once, as when one replica is cut off
-/// from Redis for longer than the TTL and the other takes the lock.
-#[derive(Default)]
-struct LapsingLock(Mutex<Arc<MemoryLock>>);
-
-impl LapsingLock {
-    fn lapse(&self) {
-        *self.0.lock().unwrap() = Arc::new(MemoryLock::new());
-    }
-
-    fn inner(&self) -> Arc<MemoryLock> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-#[async_trait]
-impl WakeLock for LapsingLock {
-    async fn try_acquire(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
-        self.inner().try_acquire(key, owner, ttl).await
-    }
-    async fn try_acquire_fenced(
-        &self,
-        key: &str,
-        owner: &str,
-        ttl: Duration,
-        floor: u64,
-    ) -> Result<Option<u64>, StoreError> {
-        self.inner()
-            .try_acquire_fenced(key, owner, ttl, floor)
-            .await
-    }
-    async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
-        self.inner().renew(key, owner, ttl).await
-    }
-    async fn release(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
-        self.inner().release(key, owner).await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-    fn name(&self) -> &'static str {
-        "lapsing"
-    }
-}
 
 async fn replica(fake: &FakeK8s, shared: &Shared, lock: Arc<LapsingLock>) -> Arc<App> {
     let ports = Ports {

@@ -6,10 +6,14 @@ use async_trait::async_trait;
 
 use crate::StoreError;
 
+#[cfg(feature = "contract")]
+mod lapsing;
 mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
 
+#[cfg(feature = "contract")]
+pub use lapsing::LapsingLock;
 pub use memory::MemoryLock;
 
 /// Where a lock key's acquisition counter lives (no TTL: it must outlive every holder).
