@@ -58,6 +58,9 @@ impl WebhookRecords for MemoryWebhookRecords {
     }
 }
 
+#[cfg(feature = "redis")]
+use {crate::redis_pool, redis::AsyncTypedCommands};
+
 /// `router:webhook:{id}` = the record as JSON, no TTL (it describes Telegram's state until changed).
 #[cfg(feature = "redis")]
 pub struct RedisWebhookRecords {
@@ -75,37 +78,24 @@ impl RedisWebhookRecords {
 #[async_trait]
 impl WebhookRecords for RedisWebhookRecords {
     async fn get(&self, id: &TenantId) -> Result<Option<WebhookRecord>, StoreError> {
-        use crate::redis_pool;
         let mut c = redis_pool::conn(&self.pool).await?;
-        let raw: Option<String> = redis::cmd("GET")
-            .arg(record_key(id))
-            .query_async(&mut c)
-            .await
-            .map_err(redis_pool::err)?;
+        let raw = c.get(record_key(id)).await.map_err(redis_pool::err)?;
         // An unreadable record is no record: the report then says the secret is unknown.
         Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
     }
 
     async fn put(&self, id: &TenantId, record: &WebhookRecord) -> Result<(), StoreError> {
-        use crate::redis_pool;
         let mut c = redis_pool::conn(&self.pool).await?;
         let json = serde_json::to_string(record)
             .map_err(|e| StoreError::Unavailable(format!("encoding the webhook record: {e}")))?;
-        redis::cmd("SET")
-            .arg(record_key(id))
-            .arg(json)
-            .query_async::<()>(&mut c)
-            .await
-            .map_err(redis_pool::err)
+        c.set(record_key(id), json).await.map_err(redis_pool::err)
     }
 
     async fn remove(&self, id: &TenantId) -> Result<(), StoreError> {
-        use crate::redis_pool;
         let mut c = redis_pool::conn(&self.pool).await?;
-        redis::cmd("DEL")
-            .arg(record_key(id))
-            .query_async::<()>(&mut c)
+        c.del(record_key(id))
             .await
+            .map(drop)
             .map_err(redis_pool::err)
     }
 }

@@ -514,6 +514,7 @@ pub async fn read_redis(addr: &str) -> Result<Vec<(String, String, i64)>, ZtmErr
     } else {
         format!("redis://{addr}")
     };
+    use redis::AsyncTypedCommands;
     let fail = |e: redis::RedisError| ZtmError::Rejected(format!("redis at {addr}: {e}"));
     let client = redis::Client::open(url.as_str()).map_err(fail)?;
     let mut c = tokio::time::timeout(
@@ -525,36 +526,22 @@ pub async fn read_redis(addr: &str) -> Result<Vec<(String, String, i64)>, ZtmErr
     .map_err(fail)?;
     let mut out = Vec::new();
     for pattern in ["router:endpoint:*", "tenant:waking:*"] {
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(500)
-                .query_async(&mut c)
-                .await
-                .map_err(fail)?;
-            for key in keys {
-                let value: Option<String> = redis::cmd("GET")
-                    .arg(&key)
-                    .query_async(&mut c)
-                    .await
-                    .map_err(fail)?;
-                let ttl: i64 = redis::cmd("PTTL")
-                    .arg(&key)
-                    .query_async(&mut c)
-                    .await
-                    .map_err(fail)?;
-                if let Some(v) = value {
-                    out.push((key, v, ttl));
-                }
+        // The scan borrows the connection: collect the names, then read each.
+        let mut keys = Vec::new();
+        let opts = redis::ScanOptions::default()
+            .with_pattern(pattern)
+            .with_count(500);
+        let mut scan = c.scan_options::<String>(opts).await.map_err(fail)?;
+        while let Some(key) = scan.next_item().await {
+            keys.push(key.map_err(fail)?);
+        }
+        drop(scan);
+        for key in keys {
+            let value = c.get(&key).await.map_err(fail)?;
+            let ttl = c.pttl(&key).await.map_err(fail)?.raw() as i64;
+            if let Some(v) = value {
+                out.push((key, v, ttl));
             }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
         }
     }
     out.sort();
