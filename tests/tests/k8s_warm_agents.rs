@@ -447,21 +447,7 @@ async fn a_failed_assignment_deletes_the_warm_pod_and_falls_back_to_a_cold_start
     let pod = e.pool(1).await.remove(0);
     let warm = name(&pod);
     e.freeze_pool().await;
-    let url = format!(
-        "http://{}:3000/assign",
-        pod["status"]["podIP"].as_str().unwrap()
-    );
-    let spent = reqwest::Client::new()
-        .post(url)
-        .bearer_auth(e.pool_token().await)
-        .json(
-            &serde_json::json!({"tenant_id": "wa-else", "agent_token": "0123456789abcdef0123",
-                                   "config": {"tenant_id": "wa-else"}}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(spent.status(), 200);
+    spend_warm_agent(&pod, &e.pool_token().await).await;
 
     let woken = wake(&app, &id).await;
     assert_eq!(

@@ -3,15 +3,17 @@
 //! is deleted, the wake falls back to a cold start through the same assignment, and the user's
 //! message reaches the agent once and is answered once, with the memory an earlier warm agent saved.
 
+mod k8s_support;
+
 use std::time::{Duration, Instant};
 
+use k8s_support::{spend_warm_agent, NS};
 use platform_tests::backends::{unique_name, Moto};
 use platform_tests::fake_k8s::{FakeK8s, FakeK8sOptions};
 use platform_tests::platform::{bot_token, Opts, Platform};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
-const NS: &str = "tenants";
 const CHAT: i64 = 7;
 
 async fn until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
@@ -129,20 +131,7 @@ async fn a_failed_assignment_falls_back_to_a_cold_start_and_the_message_is_answe
     let secret = fake.get("secrets", NS, "warm-pool").unwrap();
     let token: k8s_openapi::ByteString =
         serde_json::from_value(secret["data"]["ASSIGN_TOKEN"].clone()).unwrap();
-    let answer = reqwest::Client::new()
-        .post(format!(
-            "http://{}:3000/assign",
-            spent["status"]["podIP"].as_str().unwrap()
-        ))
-        .bearer_auth(String::from_utf8(token.0).unwrap())
-        .json(
-            &serde_json::json!({"tenant_id": "wa-else", "agent_token": "0123456789abcdef0123",
-                                  "config": {"tenant_id": "wa-else"}}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
+    spend_warm_agent(&spent, &String::from_utf8(token.0).unwrap()).await;
     let spent = name(&spent);
 
     let before = p.telegram.messages_to(CHAT).len();
