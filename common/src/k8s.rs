@@ -553,6 +553,37 @@ pub fn warm_agent_pool_deployment(s: &K8sSettings, replicas: i32) -> Deployment 
     d
 }
 
+/// A cold start's pod in `WARM_POOL_MODE=agent`: the warm agent of [`warm_agent_pool_deployment`]
+/// (no tenant Secret, no state volume), named `zeroclaw-{id}` and marked as claimed for the tenant
+/// (`warm=consuming`, claimed-at, assigning-tenant) from its creation, so it is assigned like a warm
+/// hit and the orphan sweep collects it if its start is interrupted. Tenant priority and grace.
+pub fn cold_agent_pod(id: &TenantId, s: &K8sSettings, claimed_at: &str) -> Pod {
+    let template = warm_agent_pool_deployment(s, 1)
+        .spec
+        .expect("builder sets a spec")
+        .template;
+    let mut spec = template.spec.expect("builder sets a pod spec");
+    spec.priority_class_name = Some("tenant-normal".into());
+    spec.termination_grace_period_seconds = Some(GRACE_PERIOD_S);
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(id.pod_name()),
+            namespace: Some(s.namespace.clone()),
+            labels: Some(labels(&[
+                (APP_LABEL, WARM_POOL_APP),
+                (WARM_LABEL, "consuming"),
+            ])),
+            annotations: Some(labels(&[
+                (CLAIMED_AT_ANNOTATION, claimed_at),
+                (ASSIGNING_ANNOTATION, id.as_str()),
+            ])),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
+}
+
 /// Secret `warm-pool` with the pool's assignment credential.
 pub fn warm_pool_secret(token: &Secret, s: &K8sSettings) -> K8sSecret {
     K8sSecret {

@@ -1,7 +1,8 @@
 //! Warm agents (`WARM_POOL_MODE=agent`) on the fake cluster: a wake assigns a running warm-pool agent
 //! (no pod created or deleted), which restores the tenant's memory and configuration through
 //! presigned S3 grants (moto) and saves through them at sleep; claims race safely, a failed
-//! assignment falls back to a cold start, an interrupted one is swept.
+//! assignment falls back to a cold start, an interrupted one is swept. A cold start (pool empty)
+//! creates one warm agent for the tenant and assigns it the same way: memory moves both ways.
 
 mod k8s_support;
 
@@ -15,9 +16,10 @@ use k8s_support::*;
 use orchestrator::app::{App, Ports, Settings};
 use orchestrator::leader::AlwaysLeader;
 use orchestrator::runtime::kubernetes::{KubeRuntime, WarmAgents};
+use orchestrator::runtime::{LogQuery, Runtime};
 use orchestrator::warm_pool::WarmPoolManager;
 use platform_tests::backends::{unique_name, Moto};
-use platform_tests::fake_k8s::FakeK8s;
+use platform_tests::fake_k8s::{FakeK8s, FakeK8sOptions};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);
@@ -31,12 +33,16 @@ struct Env {
 }
 
 async fn env() -> Env {
+    env_with(FakeK8sOptions::default()).await
+}
+
+async fn env_with(opts: FakeK8sOptions) -> Env {
     capture_logs();
     let moto = Moto::start().await;
     let bucket = unique_name("warm");
     let store = Arc::new(moto.state_store(&bucket).await);
     Env {
-        fake: FakeK8s::start().await,
+        fake: FakeK8s::start_with(opts).await,
         shared: Shared::new(),
         _moto: moto,
         store,
@@ -45,14 +51,17 @@ async fn env() -> Env {
 }
 
 impl Env {
+    /// The Kubernetes runtime of one replica in `WARM_POOL_MODE=agent`.
+    async fn runtime(&self) -> KubeRuntime {
+        KubeRuntime::new(self.fake.client().await, k8s_settings()).with_warm_agents(WarmAgents {
+            grants: self.store.clone(),
+            grant_ttl: Duration::from_secs(600),
+        })
+    }
+
     /// One orchestrator replica in `WARM_POOL_MODE=agent`.
     async fn replica(&self) -> Arc<App> {
-        let runtime = KubeRuntime::new(self.fake.client().await, k8s_settings()).with_warm_agents(
-            WarmAgents {
-                grants: self.store.clone(),
-                grant_ttl: Duration::from_secs(600),
-            },
-        );
+        let runtime = self.runtime().await;
         let ports = Ports {
             registry: self.shared.registry.clone(),
             lock: self.shared.lock.clone(),
@@ -438,21 +447,7 @@ async fn a_failed_assignment_deletes_the_warm_pod_and_falls_back_to_a_cold_start
     let pod = e.pool(1).await.remove(0);
     let warm = name(&pod);
     e.freeze_pool().await;
-    let url = format!(
-        "http://{}:3000/assign",
-        pod["status"]["podIP"].as_str().unwrap()
-    );
-    let spent = reqwest::Client::new()
-        .post(url)
-        .bearer_auth(e.pool_token().await)
-        .json(
-            &serde_json::json!({"tenant_id": "wa-else", "agent_token": "0123456789abcdef0123",
-                                   "config": {"tenant_id": "wa-else"}}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(spent.status(), 200);
+    spend_warm_agent(&pod, &e.pool_token().await).await;
 
     let woken = wake(&app, &id).await;
     assert_eq!(
@@ -525,6 +520,228 @@ async fn a_pod_left_mid_assignment_is_deleted_by_the_sweep_without_saving() {
     );
     // The tenant wakes normally (pool empty: cold start).
     let woken = wake(&app, &id).await;
+    assert_eq!(
+        agent_chat(&e.shared, &id, &woken.endpoint, "hi").await,
+        "echo: hi (#1)"
+    );
+}
+
+/// What a tenant's objects on the fake cluster are, besides pods: in `WARM_POOL_MODE=agent` none.
+fn tenant_objects(e: &Env, id: &TenantId) -> Vec<String> {
+    [
+        "persistentvolumeclaims",
+        "persistentvolumes",
+        "secrets",
+        "configmaps",
+    ]
+    .into_iter()
+    .flat_map(|r| {
+        e.fake
+            .list(r)
+            .into_iter()
+            .filter(|o| {
+                o["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .contains(id.as_str())
+            })
+            .map(move |o| format!("{r}/{}", name(&o)))
+    })
+    .collect()
+}
+
+/// Names of the Secrets a pod's agent container reads.
+fn secret_refs(pod: &Value) -> Vec<String> {
+    pod["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["valueFrom"]["secretKeyRef"]["name"].as_str())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Pool empty: the wake creates one warm agent `zeroclaw-{id}` (no tenant Secret, ConfigMap, PV or
+/// PVC), assigns it like a warm hit, and a later cold start restores what the first one saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_pool_cold_starts_one_pod_through_the_assignment_and_restores_memory() {
+    let e = env().await;
+    let app = e.replica().await;
+    let id = e.tenant("wa-cold").await;
+
+    e.fake.reset_counts();
+    let woken = wake(&app, &id).await;
+    assert_eq!(e.fake.count("create", "pods"), 1, "one pod created");
+    assert_eq!(e.pod_name(&id).await, "zeroclaw-wa-cold");
+    assert_eq!(e.tenant_pods(&id), ["zeroclaw-wa-cold"]);
+    assert_eq!(
+        tenant_objects(&e, &id),
+        Vec::<String>::new(),
+        "no volume, Secret or ConfigMap"
+    );
+    let pod = e.fake.get("pods", NS, "zeroclaw-wa-cold").unwrap();
+    assert_eq!(secret_refs(&pod), ["warm-pool"], "{pod}");
+    assert!(pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|v| v.get("persistentVolumeClaim").is_none() && v.get("configMap").is_none()));
+    assert!(pod["metadata"]["labels"].get("warm").is_none(), "{pod}");
+    assert_eq!(
+        pod["metadata"]["annotations"]["zeroclaw.io/assigning-tenant"],
+        "wa-cold"
+    );
+    assert_eq!(
+        log_lines(&["cold start: assigned a new agent pod", "tenant=wa-cold"]).len(),
+        1
+    );
+    assert_eq!(
+        agent_chat(&e.shared, &id, &woken.endpoint, "hello").await,
+        "echo: hello (#1)"
+    );
+    let log = std::fs::read_to_string(e.fake.agent_log("zeroclaw-wa-cold")).unwrap();
+    assert!(log.contains("warm agent assigned"), "{log}");
+    assert!(
+        log.contains("agent configuration loaded") && log.contains("SOUL.md"),
+        "{log}"
+    );
+    // `ztm tenant logs` reads the pod's log through the runtime.
+    let through_api = app.runtime.logs(&id, &LogQuery::default()).await.unwrap();
+    assert!(through_api.unwrap().contains("warm agent assigned"));
+
+    orchestrator::tenants::sleep(&app, &id).await.unwrap();
+    assert!(eventually(T, || e.tenant_pods(&id).is_empty()).await);
+    assert_eq!(
+        e.saved_keys(&id).await,
+        [
+            "tenants/wa-cold/brain.db.0000000001",
+            "tenants/wa-cold/brain.db.0000000001.sha256"
+        ],
+        "saved through the grant"
+    );
+
+    // Pool still empty: another cold start, which restores the memory and configuration saved above.
+    let woken = wake(&app, &id).await;
+    assert_eq!(e.pod_name(&id).await, "zeroclaw-wa-cold");
+    assert_eq!(
+        agent_chat(&e.shared, &id, &woken.endpoint, "again").await,
+        "echo: again (#2)"
+    );
+    let log = std::fs::read_to_string(e.fake.agent_log("zeroclaw-wa-cold")).unwrap();
+    assert!(log.contains("restored_generation=Some(1)"), "{log}");
+    assert!(log.contains("SOUL.md"), "{log}");
+    assert_eq!(tenant_objects(&e, &id), Vec::<String>::new());
+}
+
+/// One tenant on both paths: a cold start saves, a warm hit restores it; the warm agent saves, a
+/// cold start restores it (one store, one protocol).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_moves_from_a_cold_start_to_a_warm_hit_and_back() {
+    let e = env().await;
+    let app = e.replica().await;
+    let id = e.tenant("wa-move").await;
+
+    let woken = wake(&app, &id).await;
+    assert_eq!(
+        e.pod_name(&id).await,
+        "zeroclaw-wa-move",
+        "pool empty: cold"
+    );
+    assert_eq!(
+        agent_chat(&e.shared, &id, &woken.endpoint, "one").await,
+        "echo: one (#1)"
+    );
+    orchestrator::tenants::sleep(&app, &id).await.unwrap();
+    assert!(eventually(T, || e.tenant_pods(&id).is_empty()).await);
+
+    let warm = name(&e.pool(1).await[0]);
+    let woken = wake(&app, &id).await;
+    assert_eq!(e.pod_name(&id).await, warm, "warm hit");
+    assert_eq!(
+        agent_chat(&e.shared, &id, &woken.endpoint, "two").await,
+        "echo: two (#2)",
+        "the warm agent restored what the cold start saved"
+    );
+    orchestrator::tenants::sleep(&app, &id).await.unwrap();
+    assert!(eventually(T, || e.tenant_pods(&id).is_empty()).await);
+
+    // Empty the pool (no Deployment, no warm pod left): the next wake is cold again.
+    e.freeze_pool().await;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(e.fake.client().await, NS);
+    for p in e.warm_pods() {
+        pods.delete(&name(&p), &Default::default()).await.unwrap();
+    }
+    assert!(eventually(T, || e.warm_pods().is_empty()).await);
+    let woken = wake(&app, &id).await;
+    assert_eq!(e.pod_name(&id).await, "zeroclaw-wa-move", "cold again");
+    assert_eq!(
+        agent_chat(&e.shared, &id, &woken.endpoint, "three").await,
+        "echo: three (#3)",
+        "the cold start restored what the warm agent saved"
+    );
+}
+
+/// A cold start cut off while its pod starts (replica died, wake cancelled) leaves `zeroclaw-{id}`
+/// marked as claimed for the tenant: the orphan sweep collects it once its mark is old, and the
+/// next wake replaces such a leftover (deleted by UID, never adopted) instead of failing on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_cold_start_leaves_a_pod_the_sweep_collects_and_the_next_wake_replaces() {
+    let e = env_with(FakeK8sOptions {
+        pod_start_delay: Duration::from_secs(2),
+        ..FakeK8sOptions::default()
+    })
+    .await;
+    let id = e.tenant("wa-cut").await;
+    let record = e.shared.registry.get(&id).await.unwrap().unwrap();
+    let runtime = Arc::new(e.runtime().await);
+    let interrupt = || async {
+        let (rt, rec) = (runtime.clone(), record.clone());
+        let start = tokio::spawn(async move { rt.start(&rec, T).await });
+        assert!(eventually(T, || e.fake.get("pods", NS, "zeroclaw-wa-cut").is_some()).await);
+        start.abort();
+        let _ = start.await;
+        e.fake.get("pods", NS, "zeroclaw-wa-cut").unwrap()
+    };
+
+    let left = interrupt().await;
+    assert_eq!(left["metadata"]["labels"]["app"], "warm-pool", "{left}");
+    assert_eq!(left["metadata"]["labels"]["warm"], "consuming", "{left}");
+    assert_eq!(
+        left["metadata"]["annotations"]["zeroclaw.io/assigning-tenant"],
+        "wa-cut"
+    );
+    assert!(
+        e.manager(0).await.sweep_orphans().await.unwrap().is_empty(),
+        "a fresh mark is a start in progress"
+    );
+    let swept = e
+        .manager(0)
+        .await
+        .with_orphan_grace(Duration::ZERO)
+        .sweep_orphans()
+        .await
+        .unwrap();
+    assert_eq!(swept, ["zeroclaw-wa-cut"]);
+    assert!(eventually(T, || e.fake.get("pods", NS, "zeroclaw-wa-cut").is_none()).await);
+
+    // Left again; this time the next wake finds it first.
+    let left = interrupt().await;
+    let app = e.replica().await;
+    let woken = wake(&app, &id).await;
+    let pod = e.fake.get("pods", NS, "zeroclaw-wa-cut").unwrap();
+    assert_ne!(
+        pod["metadata"]["uid"], left["metadata"]["uid"],
+        "replaced, not adopted"
+    );
+    assert_eq!(
+        log_lines(&[
+            "deleting a pod left by an interrupted cold start",
+            "zeroclaw-wa-cut"
+        ])
+        .len(),
+        1
+    );
     assert_eq!(
         agent_chat(&e.shared, &id, &woken.endpoint, "hi").await,
         "echo: hi (#1)"

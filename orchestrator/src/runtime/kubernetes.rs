@@ -1,6 +1,8 @@
 //! Kubernetes runtime: one pod `zeroclaw-{id}` per awake tenant, its state on an S3-backed PV/PVC and
 //! its bot token in Secret `tenant-{id}`; warm-pool pods are claimed to start on a node that already
-//! has the image.
+//! has the image. With warm agents (`WARM_POOL_MODE=agent`) every start is an assignment: of a
+//! running warm agent, or on a pool miss of a warm agent created for the tenant (no PV, PVC, Secret
+//! or ConfigMap), its state through presigned grants either way.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -152,18 +154,7 @@ impl KubeRuntime {
     /// Takes a Running warm pod out of the pool and returns its node; `None` when the pool is empty.
     /// The label patch carries the pod's resourceVersion, so two replicas never claim the same pod.
     async fn claim_warm_pod(&self, tenant: &TenantId) -> Result<Option<String>, RuntimeError> {
-        let warm = self
-            .pods
-            .list(&ListParams::default().labels(k8s::WARM_POD_SELECTOR))
-            .await
-            .map_err(|e| backend("list warm pods", e))?;
-        for pod in warm.items {
-            let (Some(name), Some(rv)) = (
-                pod.metadata.name.clone(),
-                pod.metadata.resource_version.clone(),
-            ) else {
-                continue;
-            };
+        for (name, rv, pod) in self.pool_pods().await? {
             let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
             let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
             let (true, Some(node), None) =
@@ -171,21 +162,8 @@ impl KubeRuntime {
             else {
                 continue;
             };
-            let patch = json!({
-                "metadata": {
-                    "resourceVersion": rv,
-                    "labels": { k8s::WARM_LABEL: "consuming" },
-                    "annotations": { k8s::CLAIMED_AT_ANNOTATION: chrono::Utc::now().to_rfc3339() },
-                }
-            });
-            match self
-                .pods
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if is_status(&e, 409) || is_status(&e, 404) => continue,
-                Err(e) => return Err(backend("claim warm pod", e)),
+            if !self.take_from_pool(&name, &rv, None).await? {
+                continue;
             }
             let uid = pod.metadata.uid.as_deref();
             let dp = DeleteParams::default().grace_period(0);
@@ -201,16 +179,61 @@ impl KubeRuntime {
         Ok(None)
     }
 
+    /// The pool's pods (`app=warm-pool,warm=true`) with their name and resourceVersion, for a claim.
+    async fn pool_pods(&self) -> Result<Vec<(String, String, Pod)>, RuntimeError> {
+        let warm = self
+            .pods
+            .list(&ListParams::default().labels(k8s::WARM_POD_SELECTOR))
+            .await
+            .map_err(|e| backend("list warm pods", e))?;
+        Ok(warm
+            .items
+            .into_iter()
+            .filter_map(|p| {
+                let name = p.metadata.name.clone()?;
+                let rv = p.metadata.resource_version.clone()?;
+                Some((name, rv, p))
+            })
+            .collect())
+    }
+
+    /// Relabels pool pod `name` `warm=consuming` (with the claim mark) if it is still at `rv`, so
+    /// two replicas never claim the same pod; false when another claim won or the pod is gone.
+    async fn take_from_pool(
+        &self,
+        name: &str,
+        rv: &str,
+        assigning: Option<&TenantId>,
+    ) -> Result<bool, RuntimeError> {
+        let patch = json!({
+            "metadata": {
+                "resourceVersion": rv,
+                "labels": { k8s::WARM_LABEL: "consuming" },
+                "annotations": claim_mark(assigning),
+            }
+        });
+        match self
+            .pods
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_status(&e, 409) || is_status(&e, 404) => Ok(false),
+            Err(e) => Err(backend("claim warm pod", e)),
+        }
+    }
+
     /// Polls the pod until its agent answers `/health`; a pod that cannot become ready is deleted.
     async fn wait_ready(
         &self,
         name: String,
         mut uid: Option<String>,
-        credential: &common::Secret,
+        probe: Probe<'_>,
         until: Instant,
         deadline: Duration,
     ) -> Result<AgentAddress, RuntimeError> {
         let mut last_problem: Option<String> = None;
+        let mut marked = Instant::now();
         loop {
             let pod = self
                 .pods
@@ -240,10 +263,16 @@ impl KubeRuntime {
             let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
             let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
             if let (true, Some(ip)) = (running, ip) {
-                // Identity, not just liveness: only this tenant's agent accepts its credential.
-                let url = format!("http://{ip}:{}/api/health", self.settings.agent_port);
-                let probe = self.http.get(&url).bearer_auth(credential.expose());
-                if matches!(probe.send().await, Ok(r) if r.status().is_success()) {
+                let base = format!("http://{ip}:{}", self.settings.agent_port);
+                let request = match probe {
+                    // Identity, not just liveness: only this tenant's agent accepts its credential.
+                    Probe::Tenant(credential) => self
+                        .http
+                        .get(format!("{base}/api/health"))
+                        .bearer_auth(credential.expose()),
+                    Probe::Assignable => self.http.get(format!("{base}/health")),
+                };
+                if matches!(request.send().await, Ok(r) if r.status().is_success()) {
                     return Ok(AgentAddress {
                         pod_name: name,
                         pod_ip: ip,
@@ -258,6 +287,19 @@ impl KubeRuntime {
                     Some(reason) => RuntimeError::StartFailed(format!("pod {name}: {reason}")),
                     None => RuntimeError::Timeout(deadline),
                 });
+            }
+            if matches!(probe, Probe::Assignable) && marked.elapsed() >= CLAIM_REFRESH {
+                // The claim mark is renewed while this start lives: a pod slower to start than the
+                // orphan grace is not swept, one whose replica died is (its mark ages).
+                let mark = json!({ "metadata": { "annotations": claim_mark(None) } });
+                if let Err(e) = self
+                    .pods
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&mark))
+                    .await
+                {
+                    tracing::warn!(pod = %name, error = %api_message(&e), "could not renew the claim mark");
+                }
+                marked = Instant::now();
             }
             tokio::time::sleep(POLL).await;
         }
@@ -364,32 +406,38 @@ impl KubeRuntime {
             .map_err(|e| backend("warm pool secret", e))
     }
 
+    /// What an assignment hands an agent besides its grants: the rendered `tenant.json`; refuses a
+    /// tenant without an agent credential.
+    fn assignment_config(&self, record: &TenantRecord) -> Result<serde_json::Value, RuntimeError> {
+        if record.agent_token.is_empty() {
+            return Err(RuntimeError::StartFailed(
+                "the tenant has no agent credential yet".into(),
+            ));
+        }
+        serde_json::from_str(&super::rendered_config(record, &self.defaults)?)
+            .map_err(|e| RuntimeError::StartFailed(format!("rendered configuration: {e}")))
+    }
+
     /// Warm hit (`WARM_POOL_MODE=agent`): claims a Running warm agent with the resourceVersion-
     /// guarded relabel, assigns it the tenant (`POST /assign`), relabels it as the tenant's pod.
     /// `None` on an empty pool or a failed assignment (that pod is deleted): the caller cold-starts.
     async fn assign_warm_agent(
         &self,
         record: &TenantRecord,
+        agents: &WarmAgents,
+        config: &serde_json::Value,
         until: Instant,
     ) -> Result<Option<AgentAddress>, RuntimeError> {
-        let Some(agents) = &self.warm_agents else {
-            return Ok(None);
-        };
         let id = &record.tenant_id;
-        if record.agent_token.is_empty() {
-            return Err(RuntimeError::StartFailed(
-                "the tenant has no agent credential yet".into(),
-            ));
-        }
-        let config: serde_json::Value =
-            serde_json::from_str(&super::rendered_config(record, &self.defaults)?)
-                .map_err(|e| RuntimeError::StartFailed(format!("rendered configuration: {e}")))?;
         let Some((name, uid, node, ip)) = self.claim_warm_agent(id).await? else {
             tracing::info!(tenant = %id, "warm pool miss: cold start");
             self.warm_misses.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         };
-        match self.assign(record, config, agents, &name, &ip, until).await {
+        match self
+            .assign(record, config.clone(), agents, &name, &ip, until)
+            .await
+        {
             Ok(address) => {
                 tracing::info!(tenant = %id, warm_pod = %name, node = %node, "warm pool hit: assigned warm agent");
                 self.warm_hits.fetch_add(1, Ordering::Relaxed);
@@ -404,24 +452,126 @@ impl KubeRuntime {
         }
     }
 
+    /// Cold start (`WARM_POOL_MODE=agent`, pool empty): creates one warm agent `zeroclaw-{id}`
+    /// already claimed for the tenant, waits until it answers, then assigns it as on a warm hit, so
+    /// memory and configuration take one path. A failed assignment deletes the pod and fails the wake.
+    async fn assign_cold_agent(
+        &self,
+        record: &TenantRecord,
+        agents: &WarmAgents,
+        config: serde_json::Value,
+        until: Instant,
+        deadline: Duration,
+    ) -> Result<AgentAddress, RuntimeError> {
+        let id = &record.tenant_id;
+        // The pod reads the pool credential from Secret `warm-pool`: made here if no manager has yet.
+        self.pool_token().await?;
+        let mut pod = k8s::cold_agent_pod(id, &self.settings, &chrono::Utc::now().to_rfc3339());
+        k8s::apply_resources(&mut pod, &record.resources);
+        let (name, uid) = self.create_cold_pod(&pod, until).await?;
+        let ready = self
+            .wait_ready(
+                name.clone(),
+                Some(uid.clone()),
+                Probe::Assignable,
+                until,
+                deadline,
+            )
+            .await?;
+        match self
+            .assign(record, config, agents, &name, &ready.pod_ip, until)
+            .await
+        {
+            Ok(mut address) => {
+                tracing::info!(tenant = %id, pod = %name, "cold start: assigned a new agent pod");
+                address.warm = Some(false);
+                Ok(address)
+            }
+            Err(why) => {
+                tracing::warn!(tenant = %id, pod = %name, error = %why, "cold start: assignment failed, deleting the pod");
+                self.delete_pod(&name, Some(&uid)).await;
+                Err(RuntimeError::StartFailed(format!(
+                    "pod {name}: assignment failed: {why}"
+                )))
+            }
+        }
+    }
+
+    /// Creates the cold start's pod and returns its name and UID. A pod of that name left by an
+    /// interrupted start (not yet the tenant's) is deleted by its UID first, never adopted: what it
+    /// was told is unknown. At most two creates.
+    async fn create_cold_pod(
+        &self,
+        pod: &Pod,
+        until: Instant,
+    ) -> Result<(String, String), RuntimeError> {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let mut cleared = false;
+        loop {
+            let err = match self.pods.create(&PostParams::default(), pod).await {
+                Ok(created) => {
+                    return created
+                        .metadata
+                        .uid
+                        .map(|uid| (name.clone(), uid))
+                        .ok_or_else(|| {
+                            RuntimeError::StartFailed(format!("create pod {name}: no UID"))
+                        })
+                }
+                Err(e) => e,
+            };
+            if cleared || !is_status(&err, 409) {
+                return Err(RuntimeError::StartFailed(format!(
+                    "create pod {name}: {}",
+                    api_message(&err)
+                )));
+            }
+            self.clear_leftover(&name, until).await?;
+            cleared = true;
+        }
+    }
+
+    /// Deletes pod `name` left by an interrupted cold start and waits until it is gone.
+    async fn clear_leftover(&self, name: &str, until: Instant) -> Result<(), RuntimeError> {
+        loop {
+            let Some(pod) = self
+                .pods
+                .get_opt(name)
+                .await
+                .map_err(|e| backend("get pod", e))?
+            else {
+                return Ok(());
+            };
+            let labels = pod.metadata.labels.as_ref();
+            if labels
+                .and_then(|l| l.get(k8s::APP_LABEL))
+                .map(String::as_str)
+                == Some(k8s::TENANT_APP)
+            {
+                return Err(RuntimeError::StartFailed(format!(
+                    "pod {name} already runs as a tenant's pod"
+                )));
+            }
+            if pod.metadata.deletion_timestamp.is_none() {
+                tracing::warn!(pod = %name, "deleting a pod left by an interrupted cold start");
+                self.delete_pod(name, pod.metadata.uid.as_deref()).await;
+            }
+            if Instant::now() >= until {
+                return Err(RuntimeError::StartFailed(format!(
+                    "previous pod {name} is still terminating"
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Takes one Running warm agent out of the pool (`warm=consuming`, claimed-at and the tenant
     /// annotated); returns its name, UID, node and IP.
     async fn claim_warm_agent(
         &self,
         tenant: &TenantId,
     ) -> Result<Option<(String, Option<String>, String, String)>, RuntimeError> {
-        let warm = self
-            .pods
-            .list(&ListParams::default().labels(k8s::WARM_POD_SELECTOR))
-            .await
-            .map_err(|e| backend("list warm pods", e))?;
-        for pod in warm.items {
-            let (Some(name), Some(rv)) = (
-                pod.metadata.name.clone(),
-                pod.metadata.resource_version.clone(),
-            ) else {
-                continue;
-            };
+        for (name, rv, pod) in self.pool_pods().await? {
             let status = pod.status.as_ref();
             // Ready: the agent's readiness probe (`/health`) answers, so `/assign` will too.
             let ready = status
@@ -439,24 +589,8 @@ impl KubeRuntime {
             ) else {
                 continue;
             };
-            let patch = json!({
-                "metadata": {
-                    "resourceVersion": rv,
-                    "labels": { k8s::WARM_LABEL: "consuming" },
-                    "annotations": {
-                        k8s::CLAIMED_AT_ANNOTATION: chrono::Utc::now().to_rfc3339(),
-                        k8s::ASSIGNING_ANNOTATION: tenant.as_str(),
-                    },
-                }
-            });
-            match self
-                .pods
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => return Ok(Some((name, pod.metadata.uid.clone(), node, ip))),
-                Err(e) if is_status(&e, 409) || is_status(&e, 404) => continue,
-                Err(e) => return Err(backend("claim warm pod", e)),
+            if self.take_from_pool(&name, &rv, Some(tenant)).await? {
+                return Ok(Some((name, pod.metadata.uid.clone(), node, ip)));
             }
         }
         Ok(None)
@@ -547,26 +681,34 @@ impl Runtime for KubeRuntime {
             let name = pod.metadata.name.unwrap_or(name);
             tracing::info!(tenant = %id, pod = %name, "adopting existing pod");
             let address = self
-                .wait_ready(name, pod.metadata.uid, &record.agent_token, until, deadline)
+                .wait_ready(
+                    name,
+                    pod.metadata.uid,
+                    Probe::Tenant(&record.agent_token),
+                    until,
+                    deadline,
+                )
                 .await?;
             self.remember(id, &address.pod_name);
             return Ok(address);
         }
-        let warm = if self.warm_agents.is_some() {
-            if let Some(address) = self.assign_warm_agent(record, until).await? {
-                self.remember(id, &address.pod_name);
-                return Ok(address);
-            }
-            self.ensure_objects(record).await?;
-            Some(false)
-        } else {
-            None
-        };
-        let node = match warm {
-            Some(_) => None,
-            None => self.claim_warm_pod(id).await?,
-        };
-        let warm = warm.or(Some(node.is_some()));
+        if let Some(agents) = &self.warm_agents {
+            let config = self.assignment_config(record)?;
+            let address = match self
+                .assign_warm_agent(record, agents, &config, until)
+                .await?
+            {
+                Some(address) => address,
+                None => {
+                    self.assign_cold_agent(record, agents, config, until, deadline)
+                        .await?
+                }
+            };
+            self.remember(id, &address.pod_name);
+            return Ok(address);
+        }
+        let node = self.claim_warm_pod(id).await?;
+        let warm = Some(node.is_some());
         let mut pod = k8s::tenant_pod(id, &self.settings, node.as_deref());
         k8s::apply_resources(&mut pod, &record.resources);
         // The UID of the pod created here: a clean-up deletes that one, never a successor.
@@ -584,7 +726,13 @@ impl Runtime for KubeRuntime {
             }
         };
         let mut address = self
-            .wait_ready(name, uid, &record.agent_token, until, deadline)
+            .wait_ready(
+                name,
+                uid,
+                Probe::Tenant(&record.agent_token),
+                until,
+                deadline,
+            )
             .await?;
         address.warm = warm;
         self.remember(id, &address.pod_name);
@@ -833,6 +981,27 @@ where
         },
         Err(e) => Err(backend(&format!("apply {what}"), e)),
     }
+}
+
+/// What [`KubeRuntime::wait_ready`] asks the pod's agent before calling it ready.
+#[derive(Clone, Copy)]
+enum Probe<'a> {
+    /// The tenant's agent: `/api/health` with its credential.
+    Tenant(&'a common::Secret),
+    /// A warm agent waiting for its assignment (a cold start in `WARM_POOL_MODE=agent`): `/health`.
+    Assignable,
+}
+
+/// How often a cold start renews its pod's claim mark, well inside the orphan sweep's grace.
+const CLAIM_REFRESH: Duration = Duration::from_secs(crate::warm_pool::ORPHAN_GRACE.as_secs() / 4);
+
+/// The annotations that mark a pod claimed (now) and, when given, for which tenant.
+fn claim_mark(assigning: Option<&TenantId>) -> serde_json::Value {
+    let mut mark = json!({ k8s::CLAIMED_AT_ANNOTATION: chrono::Utc::now().to_rfc3339() });
+    if let Some(id) = assigning {
+        mark[k8s::ASSIGNING_ANNOTATION] = json!(id.as_str());
+    }
+    mark
 }
 
 fn ignore_404<T>(r: Result<T, kube::Error>, what: &str) -> Result<(), RuntimeError> {

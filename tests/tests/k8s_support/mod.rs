@@ -222,3 +222,23 @@ pub async fn warm_pod(fake: &FakeK8s, name: &str) -> (String, String) {
         .to_owned();
     (name.to_owned(), node)
 }
+
+/// Assigns warm pod `pod` to another tenant behind the orchestrator's back (with the pool
+/// credential), so the next assignment it gets is refused (409): a warm pod that fails its claim.
+pub async fn spend_warm_agent(pod: &serde_json::Value, pool_token: &str) {
+    let url = format!(
+        "http://{}:3000/assign",
+        pod["status"]["podIP"].as_str().unwrap()
+    );
+    let spent = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(pool_token)
+        .json(
+            &serde_json::json!({"tenant_id": "wa-else", "agent_token": "0123456789abcdef0123",
+                                   "config": {"tenant_id": "wa-else"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spent.status(), 200);
+}
