@@ -90,7 +90,7 @@ impl WebhookRecords for RedisWebhookRecords {
         use crate::redis_pool;
         let mut c = redis_pool::conn(&self.pool).await?;
         let json = serde_json::to_string(record)
-            .map_err(|e| StoreError::Unavailable(format!("encoding the webhook record: {e}")))?;
+            .map_err(|e| StoreError::unavailable_in("encoding the webhook record", e))?;
         redis::cmd("SET")
             .arg(record_key(id))
             .arg(json)

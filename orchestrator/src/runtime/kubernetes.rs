@@ -126,8 +126,8 @@ impl KubeRuntime {
     async fn ensure_objects(&self, record: &TenantRecord) -> Result<(), RuntimeError> {
         let id = &record.tenant_id;
         if record.agent_token.is_empty() {
-            return Err(RuntimeError::StartFailed(
-                "the tenant has no agent credential yet".into(),
+            return Err(RuntimeError::start_failed(
+                "the tenant has no agent credential yet",
             ));
         }
         let secret = k8s::tenant_secret(id, &record.bot_token, &record.agent_token, &self.settings);
@@ -218,14 +218,14 @@ impl KubeRuntime {
                 .await
                 .map_err(|e| backend("get pod", e))?;
             let Some(pod) = pod else {
-                return Err(RuntimeError::StartFailed(format!(
+                return Err(RuntimeError::start_failed(format!(
                     "pod {name} disappeared while starting"
                 )));
             };
             // The pod this start created or adopted; a newer one of that name is someone else's.
             match (&uid, &pod.metadata.uid) {
                 (Some(ours), Some(seen)) if ours != seen => {
-                    return Err(RuntimeError::StartFailed(format!(
+                    return Err(RuntimeError::start_failed(format!(
                         "pod {name} was replaced while starting"
                     )))
                 }
@@ -234,7 +234,7 @@ impl KubeRuntime {
             }
             if let Some(reason) = fatal_reason(&pod) {
                 self.delete_pod(&name, uid.as_deref()).await;
-                return Err(RuntimeError::StartFailed(format!("pod {name}: {reason}")));
+                return Err(RuntimeError::start_failed(format!("pod {name}: {reason}")));
             }
             last_problem = pending_reason(&pod).or(last_problem);
             let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
@@ -255,7 +255,7 @@ impl KubeRuntime {
             if Instant::now() >= until {
                 self.delete_pod(&name, uid.as_deref()).await;
                 return Err(match last_problem {
-                    Some(reason) => RuntimeError::StartFailed(format!("pod {name}: {reason}")),
+                    Some(reason) => RuntimeError::start_failed(format!("pod {name}: {reason}")),
                     None => RuntimeError::Timeout(deadline),
                 });
             }
@@ -336,7 +336,7 @@ impl KubeRuntime {
                 return Ok(None);
             };
             if Instant::now() >= until {
-                return Err(RuntimeError::StartFailed(format!(
+                return Err(RuntimeError::start_failed(format!(
                     "previous pod {name} is still terminating"
                 )));
             }
@@ -377,13 +377,13 @@ impl KubeRuntime {
         };
         let id = &record.tenant_id;
         if record.agent_token.is_empty() {
-            return Err(RuntimeError::StartFailed(
-                "the tenant has no agent credential yet".into(),
+            return Err(RuntimeError::start_failed(
+                "the tenant has no agent credential yet",
             ));
         }
         let config: serde_json::Value =
             serde_json::from_str(&super::rendered_config(record, &self.defaults)?)
-                .map_err(|e| RuntimeError::StartFailed(format!("rendered configuration: {e}")))?;
+                .map_err(|e| RuntimeError::start_failed_by("rendered configuration", e))?;
         let Some((name, uid, node, ip)) = self.claim_warm_agent(id).await? else {
             tracing::info!(tenant = %id, "warm pool miss: cold start");
             self.warm_misses.fetch_add(1, Ordering::Relaxed);
@@ -577,7 +577,7 @@ impl Runtime for KubeRuntime {
                 None
             }
             Err(e) => {
-                return Err(RuntimeError::StartFailed(format!(
+                return Err(RuntimeError::start_failed(format!(
                     "create pod {name}: {}",
                     api_message(&e)
                 )))
@@ -709,7 +709,7 @@ impl Runtime for KubeRuntime {
             };
             if Instant::now() >= until {
                 let name = pod.metadata.name.clone().unwrap_or_default();
-                return Err(RuntimeError::Unavailable(format!(
+                return Err(RuntimeError::unavailable_msg(format!(
                     "pod {name} still terminating after {timeout:?}"
                 )));
             }
@@ -860,8 +860,17 @@ fn api_message(e: &kube::Error) -> String {
     }
 }
 
+/// The API server's answer is said in full by its message and reason; any other failure
+/// (connection, TLS, decoding) is kept as the source.
 fn backend(what: &str, e: kube::Error) -> RuntimeError {
-    RuntimeError::Unavailable(format!("{what}: {}", api_message(&e)))
+    let message = format!("{what}: {}", api_message(&e));
+    match e {
+        kube::Error::Api(_) => RuntimeError::unavailable_msg(message),
+        other => RuntimeError::Unavailable {
+            message,
+            source: Some(Box::new(other)),
+        },
+    }
 }
 
 /// A pod in phase Failed, or Evicted: its agent is gone even though the object remains.
