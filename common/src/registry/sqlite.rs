@@ -163,6 +163,11 @@ fn set_flag(
     if n == 0 {
         return Err(StoreError::NotFound);
     }
+    commit_reading(tx, id)
+}
+
+/// Reads the tenant's record as `tx` wrote it, then commits: what every single-tenant write returns.
+fn commit_reading(tx: rusqlite::Transaction<'_>, id: &str) -> Result<TenantRecord, StoreError> {
     let rec = get_sync(&tx, id)?.ok_or(StoreError::NotFound)?;
     tx.commit().map_err(db_err)?;
     Ok(rec)
@@ -281,9 +286,7 @@ impl Registry for SqliteRegistry {
                 if n == 0 {
                     return Err(StoreError::NotFound);
                 }
-                let rec = get_sync(&tx, &id)?.ok_or(StoreError::NotFound)?;
-                tx.commit().map_err(db_err)?;
-                Ok(rec)
+                commit_reading(tx, &id)
             })
             .await
     }
@@ -373,9 +376,7 @@ impl Registry for SqliteRegistry {
                     params![id, token],
                 )
                 .map_err(db_err)?;
-                let rec = get_sync(&tx, &id)?.ok_or(StoreError::NotFound)?;
-                tx.commit().map_err(db_err)?;
-                Ok(rec)
+                commit_reading(tx, &id)
             })
             .await
     }
@@ -399,9 +400,7 @@ impl Registry for SqliteRegistry {
                 if n == 0 {
                     return Err(StoreError::NotFound);
                 }
-                let rec = get_sync(&tx, &id)?.ok_or(StoreError::NotFound)?;
-                tx.commit().map_err(db_err)?;
-                Ok(rec)
+                commit_reading(tx, &id)
             })
             .await
     }
