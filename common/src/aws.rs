@@ -43,11 +43,13 @@ pub async fn sdk_config(endpoint: Option<&str>, region: Option<&str>) -> SdkConf
 }
 
 /// Maps an SDK error to `Unavailable` with the error code and message only: never a request's
-/// values (bot tokens, object contents).
+/// values (bot tokens, object contents). A service's answer is kept as text only: its modeled
+/// error can hold the item (`ReturnValuesOnConditionCheckFailure`), a bot token among its values.
+/// A timeout or a dispatch failure keeps the SDK error as the source (it holds no request).
 pub fn sdk_error<E, R>(service: &str, op: &str, e: SdkError<E, R>) -> StoreError
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     let detail = match &e {
         SdkError::ServiceError(se) => {
@@ -65,5 +67,12 @@ where
         },
         _ => e.to_string(),
     };
-    StoreError::Unavailable(format!("{service} {op}: {detail}"))
+    let message = format!("{service} {op}: {detail}");
+    match e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => StoreError::Unavailable {
+            message: message.into(),
+            source: Some(std::sync::Arc::new(e)),
+        },
+        _ => StoreError::unavailable_msg(message),
+    }
 }

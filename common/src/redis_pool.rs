@@ -46,7 +46,7 @@ pub fn pool_with_password(addr: &str, password: Option<&Secret>) -> Result<Pool,
         format!("redis://{addr}")
     };
     let invalid =
-        |e: RedisError| StoreError::Unavailable(format!("redis address {:?}: {e}", redact(&url)));
+        |e: RedisError| StoreError::unavailable_in(format!("redis address {:?}", redact(&url)), e);
     let mut info = url.as_str().into_connection_info().map_err(invalid)?;
     if let Some(p) = password.filter(|_| info.redis_settings().password().is_none()) {
         let settings = info.redis_settings().clone().set_password(p.expose());
@@ -85,16 +85,21 @@ pub fn redact(addr: &str) -> String {
     format!("{scheme}://{user}:***@{host}")
 }
 
-/// Maps a command error; Redis errors carry no request arguments, so no secret leaks.
+/// What an `Unavailable` from [`err`] starts with when Redis refused the credentials.
+const REFUSED: &str =
+    "redis refused the credentials (check the password of REDIS_ADDR or REDIS_PASSWORD)";
+
+/// Maps a command error, keeping it as the source; Redis errors carry no request arguments, so
+/// no secret leaks.
 pub fn err(e: RedisError) -> StoreError {
-    let refused = e.kind() == ErrorKind::AuthenticationFailed
-        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"));
-    if refused {
-        return StoreError::Unavailable(format!(
-            "redis refused the credentials (check the password of REDIS_ADDR or REDIS_PASSWORD): {e}"
-        ));
+    if refused(&e) {
+        return StoreError::unavailable_in(REFUSED, e);
     }
-    StoreError::Unavailable(format!("redis: {e}"))
+    StoreError::unavailable_in("redis", e)
+}
+
+fn refused(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::AuthenticationFailed || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
 }
 
 /// At start-up: fails when Redis answers but refuses the credentials (a configuration error that
@@ -102,9 +107,7 @@ pub fn err(e: RedisError) -> StoreError {
 pub async fn check_credentials(pool: &Pool) -> Result<(), StoreError> {
     let result = ping(pool).await;
     match result {
-        Err(StoreError::Unavailable(why)) if why.starts_with("redis refused the credentials") => {
-            Err(StoreError::Unavailable(why))
-        }
+        Err(e) if crate::error::find_source::<RedisError>(&e).is_some_and(refused) => Err(e),
         _ => Ok(()),
     }
 }
@@ -162,5 +165,24 @@ mod tests {
             .err()
             .unwrap();
         assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
+
+    /// A command that fails (nothing listens) keeps redis-rs's error as the source.
+    #[tokio::test]
+    async fn a_redis_failure_keeps_the_driver_error_as_its_source() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let p = pool_with_password(&format!("127.0.0.1:{port}"), None).unwrap();
+        let err = ping(&p).await.unwrap_err();
+        assert!(
+            err.to_string().starts_with("backend unavailable: redis: "),
+            "{err}"
+        );
+        let source = std::error::Error::source(&err).expect("a source");
+        assert!(source.downcast_ref::<RedisError>().is_some(), "{source:?}");
+        // An unreachable Redis is not a credentials error: the services start and wait for it.
+        check_credentials(&p).await.unwrap();
     }
 }

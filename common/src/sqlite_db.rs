@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use crate::StoreError;
 
 pub fn db_err(e: rusqlite::Error) -> StoreError {
-    StoreError::unavailable(format!("sqlite: {e}"))
+    StoreError::unavailable_in("sqlite", e)
 }
 
 /// A connection in WAL mode with `synchronous=FULL`: a committed write survives a crash of the
@@ -61,5 +61,27 @@ impl SqliteDb {
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db_err))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An adapter's failure keeps SQLite's own error as its source, below the operator's text.
+    #[test]
+    fn a_sqlite_failure_keeps_the_driver_error_as_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the database file should be: SQLite cannot open it.
+        let err = SqliteDb::open(dir.path(), "").err().expect("cannot open");
+        assert!(
+            err.to_string().starts_with("backend unavailable: sqlite: "),
+            "{err}"
+        );
+        let source = std::error::Error::source(&err).expect("a source");
+        assert!(
+            source.downcast_ref::<rusqlite::Error>().is_some(),
+            "{source:?}"
+        );
     }
 }

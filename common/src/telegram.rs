@@ -20,11 +20,17 @@ pub const ALLOWED_UPDATES: &[&str] = &["message", "callback_query"];
 /// UTF-16 code units (an emoji outside the BMP is two) is never more lenient than that.
 pub const MAX_MESSAGE_UTF16: usize = 4096;
 
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[derive(Debug, Error)]
 pub enum TelegramError {
-    /// Telegram could not be reached or answered garbage; worth retrying.
+    /// Telegram could not be reached or answered garbage; worth retrying. The source is the
+    /// reqwest (or JSON) error, stripped of its URL (it holds the token) before it is kept.
     #[error("telegram {method} failed: {reason}")]
-    Transport { method: String, reason: String },
+    Transport {
+        method: String,
+        reason: String,
+        #[source]
+        source: Option<crate::error::BoxError>,
+    },
     /// Telegram answered `ok: false`.
     #[error("telegram {method} rejected ({code}): {description}")]
     Api {
@@ -182,9 +188,13 @@ impl TelegramClient {
         body: &Value,
     ) -> Result<Value, TelegramError> {
         let url = format!("{}/bot{}/{}", self.base_url, token.expose(), method);
-        let transport = |e: reqwest::Error| TelegramError::Transport {
-            method: method.to_owned(),
-            reason: e.without_url().to_string(),
+        let transport = |e: reqwest::Error| {
+            let e = e.without_url();
+            TelegramError::Transport {
+                method: method.to_owned(),
+                reason: e.to_string(),
+                source: Some(Box::new(e)),
+            }
         };
         let resp = self
             .http
@@ -298,6 +308,7 @@ impl TelegramClient {
         serde_json::from_value(v).map_err(|e| TelegramError::Transport {
             method: "getWebhookInfo".into(),
             reason: format!("unexpected answer: {e}"),
+            source: Some(Box::new(e)),
         })
     }
 }
@@ -305,6 +316,36 @@ impl TelegramClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A call that fails in transport keeps reqwest's error as the source, down to the refused
+    /// connection, and nothing in the chain or the debug text carries the bot token of the URL.
+    #[tokio::test]
+    async fn a_transport_error_chain_holds_no_token() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let client = TelegramClient::new(&format!("http://127.0.0.1:{port}"));
+        let token = Secret::new("123456:SECRET-TOKEN-abc");
+        let err = client
+            .call(&token, "sendMessage", &json!({"chat_id": 1}))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TelegramError::Transport { .. }), "{err:?}");
+        let chain = crate::error::error_chain(&err);
+        assert!(
+            crate::error::find_source::<reqwest::Error>(&err).is_some(),
+            "reqwest's error is kept: {chain}"
+        );
+        assert!(
+            crate::error::find_source::<std::io::Error>(&err).is_some(),
+            "down to the refused connection: {chain}"
+        );
+        for text in [chain, err.to_string(), format!("{err:?}")] {
+            assert!(!text.contains("SECRET-TOKEN"), "{text}");
+            assert!(!text.contains("/bot"), "{text}");
+        }
+    }
 
     fn api(code: u16, description: &str) -> TelegramError {
         TelegramError::Api {

@@ -87,7 +87,7 @@ impl WebhookRecords for RedisWebhookRecords {
     async fn put(&self, id: &TenantId, record: &WebhookRecord) -> Result<(), StoreError> {
         let mut c = redis_pool::conn(&self.pool).await?;
         let json = serde_json::to_string(record)
-            .map_err(|e| StoreError::Unavailable(format!("encoding the webhook record: {e}")))?;
+            .map_err(|e| StoreError::unavailable_in("encoding the webhook record", e))?;
         c.set(record_key(id), json).await.map_err(redis_pool::err)
     }
 

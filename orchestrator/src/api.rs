@@ -53,8 +53,8 @@ impl ResponseError for Error {
             Error::Store { source, .. } => match source {
                 StoreError::NotFound => StatusCode::NOT_FOUND,
                 StoreError::AlreadyExists | StoreError::Conflict(_) => StatusCode::CONFLICT,
-                StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                StoreError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                StoreError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                StoreError::Corrupt { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             },
             Error::Runtime(RuntimeError::Unsupported(_)) => StatusCode::BAD_REQUEST,
             Error::Runtime(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -62,15 +62,18 @@ impl ResponseError for Error {
         }
     }
 
+    /// The body says the message and its causes ([`common::error::error_chain`]: which backend,
+    /// what it answered); no error here keeps a secret in its text or its sources.
     fn error_response(&self) -> HttpResponse {
+        let message = common::error::error_chain(self);
         if let Error::WakeFailed(_) = self {
             // Tells the router this failure is definitive (the agent's own), not an outage.
             return HttpResponse::build(self.status_code()).json(json!({
-                "error": self.to_string(),
+                "error": message,
                 "code": common::error::AGENT_START_FAILED,
             }));
         }
-        error_json(self.status_code(), &self.to_string())
+        error_json(self.status_code(), &message)
     }
 }
 

@@ -157,10 +157,10 @@ impl Runtime for FakeRuntime {
         tokio::time::sleep(delay).await;
         self.starts.fetch_add(1, Ordering::SeqCst);
         if let Some(why) = self.fail_with.lock().unwrap().clone() {
-            return Err(RuntimeError::StartFailed(why));
+            return Err(RuntimeError::start_failed(why));
         }
         if let Some(why) = self.backend_down.lock().unwrap().clone() {
-            return Err(RuntimeError::Unavailable(why));
+            return Err(RuntimeError::unavailable_msg(why));
         }
         // An agent that already runs is adopted, as the real runtimes do.
         if let Some(port) = self

@@ -128,7 +128,7 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
         // The lock's backend failed (or was slow) under us: an outage, not the agent's fault.
         _ = lost.cancelled() => Err((Error::Store {
             what: "wake lock",
-            source: StoreError::Unavailable("lock lost while starting the agent".into()),
+            source: StoreError::unavailable_msg("lock lost while starting the agent"),
         }, None)),
         _ = app.shutdown.cancelled() => Err((Error::ShuttingDown, None)),
     };
@@ -287,7 +287,7 @@ fn lost_race(id: &TenantId, e: StoreError) -> Error {
 /// that is unavailable (Kubernetes API, state store) is an outage the caller retries.
 fn start_error(e: RuntimeError) -> Error {
     match e {
-        RuntimeError::Unavailable(_) => Error::Runtime(e),
+        RuntimeError::Unavailable { .. } => Error::Runtime(e),
         other => Error::WakeFailed(other.to_string()),
     }
 }

@@ -336,7 +336,7 @@ where
             .expect("a call during the outage hangs");
         let failed_after = started.elapsed();
         assert!(
-            matches!(res, Err(common::StoreError::Unavailable(_))),
+            matches!(res, Err(common::StoreError::Unavailable { .. })),
             "during the outage: {res:?}"
         );
         assert!(failed_after < bound, "failing took {failed_after:?}");

@@ -273,7 +273,7 @@ async fn dynamodb_registry_reads_go_items() {
     // One unreadable item does not hide the others from `list`.
     batch_write(&r, vec![go_item("broken", "sleeping")], 1).await;
     let err = r.get(&tid("broken")).await.unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
     let listed: Vec<String> = r
         .list(None)
         .await
@@ -327,10 +327,21 @@ async fn dynamodb_registry_errors_are_unavailable_and_hold_no_secret() {
     .unwrap();
     let started = Instant::now();
     let err = r.ping().await.unwrap_err();
-    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    // The SDK's dispatch failure stays the source, down to the refused connection.
+    let refused = common::error::find_source::<std::io::Error>(&err)
+        .unwrap_or_else(|| panic!("no io error in {}", common::error::error_chain(&err)));
+    assert_eq!(
+        refused.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "{refused}"
+    );
     let rec = contract::registry::record("leak", "999:TOP-SECRET");
     let err = r.create(&rec).await.unwrap_err();
     assert!(!err.to_string().contains("TOP-SECRET"), "{err}");
+    let chain = common::error::error_chain(&err);
+    assert!(!chain.contains("TOP-SECRET"), "{chain}");
+    assert!(!format!("{err:?}").contains("TOP-SECRET"), "{err:?}");
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "took {:?}",
@@ -351,7 +362,7 @@ async fn dynamodb_registry_fails_fast_in_an_outage_and_recovers_without_a_rebuil
     for _ in 0..2 {
         let started = Instant::now();
         let err = r.get(&tid("during")).await.unwrap_err();
-        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "failing took {:?}",

@@ -59,6 +59,9 @@ async fn s3_state_store_reports_an_unreachable_endpoint() {
     .unwrap();
     let started = std::time::Instant::now();
     let err = store.ping().await.unwrap_err();
-    assert!(matches!(err, common::StoreError::Unavailable(_)), "{err:?}");
+    assert!(
+        matches!(err, common::StoreError::Unavailable { .. }),
+        "{err:?}"
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }

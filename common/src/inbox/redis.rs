@@ -97,7 +97,7 @@ fn id_ms(id: &str) -> Option<i64> {
 }
 
 fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(format!("redis inbox: {what}"))
+    StoreError::corrupt(format!("redis inbox: {what}"))
 }
 
 #[async_trait]

@@ -198,7 +198,7 @@ impl SqliteInbox {
 }
 
 fn writer_stopped() -> StoreError {
-    StoreError::Unavailable("sqlite inbox writer stopped".into())
+    StoreError::unavailable_msg("sqlite inbox writer stopped")
 }
 
 #[async_trait]
@@ -253,7 +253,7 @@ impl Inbox for SqliteInbox {
     async fn ack(&self, tenant: &TenantId, entry_id: &str) -> Result<(), StoreError> {
         let id: i64 = entry_id
             .parse()
-            .map_err(|_| StoreError::Corrupt(format!("bad entry id {entry_id:?}")))?;
+            .map_err(|_| StoreError::corrupt(format!("bad entry id {entry_id:?}")))?;
         let (done, result) = oneshot::channel();
         self.write(WriteJob::Ack {
             tenant: tenant.to_string(),
@@ -275,7 +275,7 @@ impl Inbox for SqliteInbox {
                 let mut out = Vec::new();
                 for t in rows {
                     let t = t.map_err(db_err)?;
-                    out.push(TenantId::parse(&t).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+                    out.push(TenantId::parse(&t).map_err(StoreError::corrupt_from)?);
                 }
                 Ok(out)
             })

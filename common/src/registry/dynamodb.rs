@@ -144,7 +144,7 @@ impl DynamoRegistry {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(StoreError::Unavailable(format!(
+                return Err(StoreError::unavailable_msg(format!(
                     "dynamodb table {table} not ACTIVE after {TABLE_ACTIVE_WAIT:?}"
                 )));
             }
@@ -198,8 +198,8 @@ impl DynamoRegistry {
 
 fn sdk_err<E, R>(op: &str, e: SdkError<E, R>) -> StoreError
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     crate::aws::sdk_error("dynamodb", op, e)
 }
@@ -283,7 +283,7 @@ fn get_n(item: &Item, name: &str) -> Option<u64> {
 
 /// Reads an item, also one the Go platform wrote (optional attributes absent, fractional seconds).
 fn from_item(item: &Item) -> Result<TenantRecord, StoreError> {
-    let corrupt = |what: &str| StoreError::Corrupt(format!("dynamodb item: {what}"));
+    let corrupt = |what: &str| StoreError::corrupt(format!("dynamodb item: {what}"));
     let id = get_s(item, "tenant_id").ok_or_else(|| corrupt("tenant_id missing"))?;
     let tenant_id = TenantId::parse(id).map_err(|e| corrupt(&e.to_string()))?;
     let status = get_s(item, "status")
@@ -643,7 +643,7 @@ impl Registry for DynamoRegistry {
         let seq = out
             .attributes()
             .and_then(|a| get_n(a, "next_seq"))
-            .ok_or_else(|| StoreError::Corrupt("dynamodb event counter".into()))?;
+            .ok_or_else(|| StoreError::corrupt("dynamodb event counter"))?;
         self.client
             .put_item()
             .table_name(&self.events_table)

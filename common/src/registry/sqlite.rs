@@ -88,18 +88,17 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<Result<TenantRecord, StoreError>>
     let port: Option<i64> = row.get(4)?;
     let parse = || -> Result<TenantRecord, StoreError> {
         Ok(TenantRecord {
-            tenant_id: TenantId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            status: status.parse().map_err(StoreError::Corrupt)?,
+            tenant_id: TenantId::parse(&id).map_err(StoreError::corrupt_from)?,
+            status: status.parse().map_err(StoreError::corrupt)?,
             pod_name: row.get(2).unwrap_or_default(),
             pod_ip: row.get(3).unwrap_or_default(),
             agent_port: port.and_then(|p| u16::try_from(p).ok()),
             namespace: row.get(5).unwrap_or_default(),
             s3_prefix: row.get(6).unwrap_or_default(),
             bot_token: Secret::new(row.get::<_, String>(7).unwrap_or_default()),
-            created_at: parse_time(&created)
-                .ok_or_else(|| StoreError::Corrupt("created_at".into()))?,
+            created_at: parse_time(&created).ok_or_else(|| StoreError::corrupt("created_at"))?,
             last_active_at: parse_time(&active)
-                .ok_or_else(|| StoreError::Corrupt("last_active_at".into()))?,
+                .ok_or_else(|| StoreError::corrupt("last_active_at"))?,
             idle_timeout_s: super::stored_idle_timeout(Some(timeout.max(0) as u64)),
             agent_token: Secret::new(row.get::<_, String>(11).unwrap_or_default()),
             agent_config: row.get(12).unwrap_or_default(),
@@ -164,6 +163,11 @@ fn set_flag(
     if n == 0 {
         return Err(StoreError::NotFound);
     }
+    commit_reading(tx, id)
+}
+
+/// Reads the tenant's record as `tx` wrote it, then commits: what every single-tenant write returns.
+fn commit_reading(tx: rusqlite::Transaction<'_>, id: &str) -> Result<TenantRecord, StoreError> {
     let rec = get_sync(&tx, id)?.ok_or(StoreError::NotFound)?;
     tx.commit().map_err(db_err)?;
     Ok(rec)
@@ -282,9 +286,7 @@ impl Registry for SqliteRegistry {
                 if n == 0 {
                     return Err(StoreError::NotFound);
                 }
-                let rec = get_sync(&tx, &id)?.ok_or(StoreError::NotFound)?;
-                tx.commit().map_err(db_err)?;
-                Ok(rec)
+                commit_reading(tx, &id)
             })
             .await
     }
@@ -374,9 +376,7 @@ impl Registry for SqliteRegistry {
                     params![id, token],
                 )
                 .map_err(db_err)?;
-                let rec = get_sync(&tx, &id)?.ok_or(StoreError::NotFound)?;
-                tx.commit().map_err(db_err)?;
-                Ok(rec)
+                commit_reading(tx, &id)
             })
             .await
     }
@@ -400,9 +400,7 @@ impl Registry for SqliteRegistry {
                 if n == 0 {
                     return Err(StoreError::NotFound);
                 }
-                let rec = get_sync(&tx, &id)?.ok_or(StoreError::NotFound)?;
-                tx.commit().map_err(db_err)?;
-                Ok(rec)
+                commit_reading(tx, &id)
             })
             .await
     }
@@ -513,8 +511,7 @@ impl Registry for SqliteRegistry {
                     let (seq, at, kind, reason, message) = row.map_err(db_err)?;
                     out.push(TenantEvent {
                         seq: seq.max(0) as u64,
-                        at: parse_time(&at)
-                            .ok_or_else(|| StoreError::Corrupt("event time".into()))?,
+                        at: parse_time(&at).ok_or_else(|| StoreError::corrupt("event time"))?,
                         kind: EventType::parse(&kind),
                         reason,
                         message,

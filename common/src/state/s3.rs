@@ -81,8 +81,8 @@ impl S3StateStore {
 
 fn sdk_err<E, R>(op: &str, e: SdkError<E, R>) -> StoreError
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     crate::aws::sdk_error("s3", op, e)
 }
@@ -108,7 +108,7 @@ impl StateStore for S3StateStore {
             .body
             .collect()
             .await
-            .map_err(|e| StoreError::Unavailable(format!("s3 GetObject body: {e}")))?;
+            .map_err(|e| StoreError::unavailable_in("s3 GetObject body", e))?;
         Ok(Some(body.into_bytes().to_vec()))
     }
 
@@ -180,8 +180,8 @@ impl S3StateStore {
             Output = Result<
                 aws_sdk_s3::presigning::PresignedRequest,
                 SdkError<
-                    impl ProvideErrorMetadata + std::error::Error + 'static,
-                    impl std::fmt::Debug,
+                    impl ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+                    impl std::fmt::Debug + Send + Sync + 'static,
                 >,
             >,
         >,
@@ -234,7 +234,7 @@ impl crate::assignment::StateGrantIssuer for S3StateStore {
             }
         }
         let cfg = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl)
-            .map_err(|e| StoreError::Unavailable(format!("s3 presigning: {e}")))?;
+            .map_err(|e| StoreError::unavailable_in("s3 presigning", e))?;
         let key = |file: String| format!("{prefix}{file}");
         let get = |k: String| {
             self.client

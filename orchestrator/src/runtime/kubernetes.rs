@@ -128,8 +128,8 @@ impl KubeRuntime {
     async fn ensure_objects(&self, record: &TenantRecord) -> Result<(), RuntimeError> {
         let id = &record.tenant_id;
         if record.agent_token.is_empty() {
-            return Err(RuntimeError::StartFailed(
-                "the tenant has no agent credential yet".into(),
+            return Err(RuntimeError::start_failed(
+                "the tenant has no agent credential yet",
             ));
         }
         let secret = k8s::tenant_secret(id, &record.bot_token, &record.agent_token, &self.settings);
@@ -241,14 +241,14 @@ impl KubeRuntime {
                 .await
                 .map_err(|e| backend("get pod", e))?;
             let Some(pod) = pod else {
-                return Err(RuntimeError::StartFailed(format!(
+                return Err(RuntimeError::start_failed(format!(
                     "pod {name} disappeared while starting"
                 )));
             };
             // The pod this start created or adopted; a newer one of that name is someone else's.
             match (&uid, &pod.metadata.uid) {
                 (Some(ours), Some(seen)) if ours != seen => {
-                    return Err(RuntimeError::StartFailed(format!(
+                    return Err(RuntimeError::start_failed(format!(
                         "pod {name} was replaced while starting"
                     )))
                 }
@@ -257,7 +257,7 @@ impl KubeRuntime {
             }
             if let Some(reason) = fatal_reason(&pod) {
                 self.delete_pod(&name, uid.as_deref()).await;
-                return Err(RuntimeError::StartFailed(format!("pod {name}: {reason}")));
+                return Err(RuntimeError::start_failed(format!("pod {name}: {reason}")));
             }
             last_problem = pending_reason(&pod).or(last_problem);
             let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
@@ -284,7 +284,7 @@ impl KubeRuntime {
             if Instant::now() >= until {
                 self.delete_pod(&name, uid.as_deref()).await;
                 return Err(match last_problem {
-                    Some(reason) => RuntimeError::StartFailed(format!("pod {name}: {reason}")),
+                    Some(reason) => RuntimeError::start_failed(format!("pod {name}: {reason}")),
                     None => RuntimeError::Timeout(deadline),
                 });
             }
@@ -378,7 +378,7 @@ impl KubeRuntime {
                 return Ok(None);
             };
             if Instant::now() >= until {
-                return Err(RuntimeError::StartFailed(format!(
+                return Err(RuntimeError::start_failed(format!(
                     "previous pod {name} is still terminating"
                 )));
             }
@@ -410,12 +410,12 @@ impl KubeRuntime {
     /// tenant without an agent credential.
     fn assignment_config(&self, record: &TenantRecord) -> Result<serde_json::Value, RuntimeError> {
         if record.agent_token.is_empty() {
-            return Err(RuntimeError::StartFailed(
-                "the tenant has no agent credential yet".into(),
+            return Err(RuntimeError::start_failed(
+                "the tenant has no agent credential yet",
             ));
         }
         serde_json::from_str(&super::rendered_config(record, &self.defaults)?)
-            .map_err(|e| RuntimeError::StartFailed(format!("rendered configuration: {e}")))
+            .map_err(|e| RuntimeError::start_failed_by("rendered configuration", e))
     }
 
     /// Warm hit (`WARM_POOL_MODE=agent`): claims a Running warm agent with the resourceVersion-
@@ -490,7 +490,7 @@ impl KubeRuntime {
             Err(why) => {
                 tracing::warn!(tenant = %id, pod = %name, error = %why, "cold start: assignment failed, deleting the pod");
                 self.delete_pod(&name, Some(&uid)).await;
-                Err(RuntimeError::StartFailed(format!(
+                Err(RuntimeError::start_failed(format!(
                     "pod {name}: assignment failed: {why}"
                 )))
             }
@@ -515,13 +515,13 @@ impl KubeRuntime {
                         .uid
                         .map(|uid| (name.clone(), uid))
                         .ok_or_else(|| {
-                            RuntimeError::StartFailed(format!("create pod {name}: no UID"))
+                            RuntimeError::start_failed(format!("create pod {name}: no UID"))
                         })
                 }
                 Err(e) => e,
             };
             if cleared || !is_status(&err, 409) {
-                return Err(RuntimeError::StartFailed(format!(
+                return Err(RuntimeError::start_failed(format!(
                     "create pod {name}: {}",
                     api_message(&err)
                 )));
@@ -548,7 +548,7 @@ impl KubeRuntime {
                 .map(String::as_str)
                 == Some(k8s::TENANT_APP)
             {
-                return Err(RuntimeError::StartFailed(format!(
+                return Err(RuntimeError::start_failed(format!(
                     "pod {name} already runs as a tenant's pod"
                 )));
             }
@@ -557,7 +557,7 @@ impl KubeRuntime {
                 self.delete_pod(name, pod.metadata.uid.as_deref()).await;
             }
             if Instant::now() >= until {
-                return Err(RuntimeError::StartFailed(format!(
+                return Err(RuntimeError::start_failed(format!(
                     "previous pod {name} is still terminating"
                 )));
             }
@@ -719,7 +719,7 @@ impl Runtime for KubeRuntime {
                 None
             }
             Err(e) => {
-                return Err(RuntimeError::StartFailed(format!(
+                return Err(RuntimeError::start_failed(format!(
                     "create pod {name}: {}",
                     api_message(&e)
                 )))
@@ -857,7 +857,7 @@ impl Runtime for KubeRuntime {
             };
             if Instant::now() >= until {
                 let name = pod.metadata.name.clone().unwrap_or_default();
-                return Err(RuntimeError::Unavailable(format!(
+                return Err(RuntimeError::unavailable_msg(format!(
                     "pod {name} still terminating after {timeout:?}"
                 )));
             }
@@ -1029,8 +1029,17 @@ fn api_message(e: &kube::Error) -> String {
     }
 }
 
+/// The API server's answer is said in full by its message and reason; any other failure
+/// (connection, TLS, decoding) is kept as the source.
 fn backend(what: &str, e: kube::Error) -> RuntimeError {
-    RuntimeError::Unavailable(format!("{what}: {}", api_message(&e)))
+    let message = format!("{what}: {}", api_message(&e));
+    match e {
+        kube::Error::Api(_) => RuntimeError::unavailable_msg(message),
+        other => RuntimeError::Unavailable {
+            message,
+            source: Some(Box::new(other)),
+        },
+    }
 }
 
 /// A pod in phase Failed, or Evicted: its agent is gone even though the object remains.

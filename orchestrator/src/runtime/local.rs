@@ -245,14 +245,14 @@ impl LocalRuntime {
             .state
             .load(id)
             .await
-            .map_err(|e| RuntimeError::Unavailable(format!("state store load: {e}")))?;
+            .map_err(|e| RuntimeError::unavailable("state store load", e))?;
         let Some(bytes) = saved else {
             return Ok(());
         };
         let dir = state_dir.to_owned();
         tokio::task::spawn_blocking(move || state_file::save_bytes(&dir, BRAIN_FILE, &bytes))
             .await
-            .map_err(|e| RuntimeError::Unavailable(format!("restore task: {e}")))?
+            .map_err(|e| RuntimeError::unavailable("restore task", e))?
             .map(drop)
             .map_err(|e| io_failed("write restored state", e))
     }
@@ -272,7 +272,7 @@ impl LocalRuntime {
             Ok(Some((std::fs::read(&saved.path)?, modified)))
         })
         .await
-        .map_err(|e| RuntimeError::Unavailable(format!("save task: {e}")))?
+        .map_err(|e| RuntimeError::unavailable("save task", e))?
         .map_err(|e| io_failed("read agent state", e))?;
         let Some((bytes, modified)) = newest else {
             return Ok(());
@@ -285,7 +285,7 @@ impl LocalRuntime {
         self.state
             .save(id, &bytes)
             .await
-            .map_err(|e| RuntimeError::Unavailable(format!("state store save: {e}")))?;
+            .map_err(|e| RuntimeError::unavailable("state store save", e))?;
         tracing::info!(tenant = %id, bytes = bytes.len(), "local runtime: state saved");
         Ok(())
     }
@@ -297,7 +297,7 @@ impl LocalRuntime {
         let (program, args) = self
             .command
             .split_first()
-            .ok_or_else(|| RuntimeError::StartFailed("AGENT_COMMAND is empty".into()))?;
+            .ok_or_else(|| RuntimeError::start_failed("AGENT_COMMAND is empty"))?;
         let log = local_logs::open_for_start(&dir).map_err(|e| io_failed("open agent log", e))?;
         let log_err = log
             .try_clone()
@@ -328,11 +328,11 @@ impl LocalRuntime {
         };
         let child = cmd
             .spawn()
-            .map_err(|e| RuntimeError::StartFailed(format!("cannot run {program:?}: {e}")))?;
+            .map_err(|e| RuntimeError::start_failed_by(format!("cannot run {program:?}"), e))?;
         let pid = child
             .id()
             .and_then(|p| i32::try_from(p).ok())
-            .ok_or_else(|| RuntimeError::StartFailed("agent exited at once".into()))?;
+            .ok_or_else(|| RuntimeError::start_failed("agent exited at once"))?;
         let pid_file = dir.join(PID_FILE);
         let tmp = dir.join(format!("{PID_FILE}.tmp"));
         if let Err(e) = std::fs::write(&tmp, format!("{pid} {port}\n"))
@@ -433,8 +433,8 @@ impl Runtime for LocalRuntime {
     ) -> Result<AgentAddress, RuntimeError> {
         let id = &record.tenant_id;
         if record.agent_token.is_empty() {
-            return Err(RuntimeError::StartFailed(
-                "the tenant has no agent credential yet".into(),
+            return Err(RuntimeError::start_failed(
+                "the tenant has no agent credential yet",
             ));
         }
         let address = |port| AgentAddress {
@@ -488,7 +488,7 @@ impl Runtime for LocalRuntime {
                 Err(NotReady::Exited(why)) => {
                     self.stop(id).await?;
                     if attempt >= START_ATTEMPTS || spawned.elapsed() > EARLY_EXIT {
-                        return Err(RuntimeError::StartFailed(why));
+                        return Err(RuntimeError::start_failed(why));
                     }
                     tracing::warn!(tenant = %id, reason = %why, attempt, "local runtime: start failed early, retrying on another port");
                 }
@@ -568,8 +568,8 @@ impl Runtime for LocalRuntime {
         let query = query.clone();
         let text = tokio::task::spawn_blocking(move || local_logs::read(&dir, &query))
             .await
-            .map_err(|e| RuntimeError::Unavailable(format!("read agent log: {e}")))?
-            .map_err(|e| RuntimeError::Unavailable(format!("read agent log: {e}")))?;
+            .map_err(|e| RuntimeError::unavailable("read agent log", e))?
+            .map_err(|e| RuntimeError::unavailable("read agent log", e))?;
         Ok(Some(text.unwrap_or_default()))
     }
 
@@ -613,11 +613,11 @@ fn free_port(taken: &HashSet<u16>) -> Result<u16, RuntimeError> {
             return Ok(port);
         }
     }
-    Err(RuntimeError::StartFailed("no free port found".into()))
+    Err(RuntimeError::start_failed("no free port found"))
 }
 
 fn io_failed(what: &str, e: std::io::Error) -> RuntimeError {
-    RuntimeError::StartFailed(format!("{what}: {e}"))
+    RuntimeError::start_failed_by(what, e)
 }
 
 fn pid_alive(pid: i32) -> bool {
@@ -834,7 +834,9 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever(poll_interval=0.05)
             .await
             .unwrap_err();
         match err {
-            RuntimeError::StartFailed(why) => assert!(why.contains("exit status: 1"), "{why}"),
+            RuntimeError::StartFailed { reason, .. } => {
+                assert!(reason.contains("exit status: 1"), "{reason}")
+            }
             other => panic!("expected StartFailed, got {other:?}"),
         }
         assert!(rt.list().await.unwrap().is_empty());

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use common::agent_config::{AgentConfig, PlatformDefaults};
+use common::error::BoxError;
 use common::lifecycle::{reason, LastError, TenantEvent};
 use common::wire::Endpoint;
 use common::{TenantId, TenantRecord};
@@ -14,32 +15,76 @@ pub mod kubernetes;
 pub mod local;
 pub mod local_logs;
 
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
+/// What a runtime fails with. The text names the cause (never a secret); the error behind it
+/// (an `io::Error`, a `kube::Error` that is not the API server's answer) is the `source`.
+#[derive(Debug, Error)]
 pub enum RuntimeError {
     /// The agent could not be started or did not become healthy; the text says why (never a secret).
-    #[error("agent start failed: {0}")]
-    StartFailed(String),
+    #[error("agent start failed: {reason}")]
+    StartFailed {
+        reason: String,
+        #[source]
+        source: Option<BoxError>,
+    },
     /// The agent did not answer its health check before the deadline.
     #[error("agent not ready after {0:?}")]
     Timeout(Duration),
     /// The runtime's backend (Kubernetes API, state store) failed.
-    #[error("runtime backend unavailable: {0}")]
-    Unavailable(String),
+    #[error("runtime backend unavailable: {message}")]
+    Unavailable {
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
     /// The runtime cannot do what was asked (e.g. logs `since` without timestamps).
     #[error("{0}")]
     Unsupported(String),
 }
 
 impl RuntimeError {
+    /// `StartFailed` for a reason with no underlying error (a pod phase, a missing credential).
+    pub fn start_failed(reason: impl Into<String>) -> Self {
+        RuntimeError::StartFailed {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// `StartFailed` caused by `e` while doing `what`: `agent start failed: {what}: {e}`.
+    pub fn start_failed_by(what: impl std::fmt::Display, e: impl Into<BoxError>) -> Self {
+        let source = e.into();
+        RuntimeError::StartFailed {
+            reason: format!("{what}: {source}"),
+            source: Some(source),
+        }
+    }
+
+    /// `Unavailable` caused by `e` while doing `what`: `runtime backend unavailable: {what}: {e}`.
+    pub fn unavailable(what: impl std::fmt::Display, e: impl Into<BoxError>) -> Self {
+        let source = e.into();
+        RuntimeError::Unavailable {
+            message: format!("{what}: {source}"),
+            source: Some(source),
+        }
+    }
+
+    /// `Unavailable` with no underlying error (an object that did not go away in time).
+    pub fn unavailable_msg(message: impl Into<String>) -> Self {
+        RuntimeError::Unavailable {
+            message: message.into(),
+            source: None,
+        }
+    }
+
     /// What `last_error` records for a start that failed this way. The start-up failure texts
     /// of both runtimes name the cause (exit status, `ErrImagePull`, configuration).
     pub fn last_error(&self) -> LastError {
         let reason = match self {
             RuntimeError::Timeout(_) => reason::HEALTH_TIMEOUT,
-            RuntimeError::Unavailable(_) | RuntimeError::Unsupported(_) => {
+            RuntimeError::Unavailable { .. } | RuntimeError::Unsupported(_) => {
                 reason::RUNTIME_UNAVAILABLE
             }
-            RuntimeError::StartFailed(why) => {
+            RuntimeError::StartFailed { reason: why, .. } => {
                 let why = why.to_ascii_lowercase();
                 if why.contains("imagepull")
                     || why.contains("errimage")
@@ -83,17 +128,16 @@ pub fn rendered_config(
     record: &TenantRecord,
     defaults: &PlatformDefaults,
 ) -> Result<String, RuntimeError> {
-    let bad = |e: String| {
-        RuntimeError::StartFailed(format!("stored agent configuration is unusable: {e}"))
-    };
+    let bad =
+        |e: BoxError| RuntimeError::start_failed_by("stored agent configuration is unusable", e);
     let config: AgentConfig = match &record.agent_config {
-        Some(json) => serde_json::from_str(json).map_err(|e| bad(e.to_string()))?,
+        Some(json) => serde_json::from_str(json).map_err(|e| bad(e.into()))?,
         None => AgentConfig::default(),
     };
     let rendered = config
         .render(record.tenant_id.as_str(), defaults)
-        .map_err(|e| bad(e.to_string()))?;
-    serde_json::to_string_pretty(&rendered).map_err(|e| bad(e.to_string()))
+        .map_err(|e| bad(e.into()))?;
+    serde_json::to_string_pretty(&rendered).map_err(|e| bad(e.into()))
 }
 
 /// Where a started agent answers.
