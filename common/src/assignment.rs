@@ -424,8 +424,8 @@ impl Renewer {
 }
 
 /// [`save`], renewing the grants first when they are expired or near expiry, and once more when
-/// S3 refuses one (HTTP 403: expired early, e.g. the session of the credentials that signed them
-/// ended). Without a `renewer` it is a plain `save`.
+/// S3 refuses one (HTTP 403, or 400 `ExpiredToken`: expired early, e.g. the session of the
+/// credentials that signed them ended). Without a `renewer` it is a plain `save`.
 pub async fn save_renewing(
     http: &reqwest::Client,
     grants: &StateGrants,
@@ -448,10 +448,14 @@ pub async fn save_renewing(
         }
     }
     match save(http, &held, src).await {
-        Err(GrantError::Status { status: 403, what }) if held.save.is_some() => {
+        Err(GrantError::Status {
+            status: status @ (400 | 403),
+            what,
+        }) if held.save.is_some() => {
             tracing::warn!(
                 what,
-                "S3 refused a state grant (HTTP 403): renewing and retrying once"
+                status,
+                "S3 refused a state grant: renewing and retrying once"
             );
             let fresh = renewer.renew(http, &held).await?;
             save(http, &fresh, src).await

@@ -6,7 +6,9 @@
 //! moto_server does not enforce presigned-URL expiry (5.x accepts an expired URL), so the S3
 //! endpoint the grants are signed for is [`Gate`]: a proxy in front of moto that refuses, as S3
 //! does (403 `AccessDenied`, "Request has expired"), a presigned request past its
-//! `X-Amz-Date + X-Amz-Expires`.
+//! `X-Amz-Date + X-Amz-Expires`, and (403 `ExpiredToken`) one signed in a session the test ended,
+//! as S3 refuses URLs signed with temporary credentials whose session ended. (moto checks no
+//! signature, so the session is a query parameter [`Recorder`] adds: `x-test-session`.)
 
 mod k8s_support;
 
@@ -34,6 +36,7 @@ const T: Duration = Duration::from_secs(30);
 struct Gate {
     url: String,
     refused: Arc<Mutex<u64>>,
+    revoked: Arc<Mutex<std::collections::HashSet<String>>>,
     server: actix_web::dev::ServerHandle,
 }
 
@@ -41,6 +44,7 @@ struct GateState {
     moto: String,
     http: reqwest::Client,
     refused: Arc<Mutex<u64>>,
+    revoked: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 /// Whether a presigned request's `X-Amz-Date` + `X-Amz-Expires` is past.
@@ -59,13 +63,23 @@ async fn gate(req: HttpRequest, body: web::Bytes, st: web::Data<GateState>) -> H
     let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
         .map(|q| q.into_inner())
         .unwrap_or_default();
-    if expired(&query) {
+    let revoked = query
+        .get("x-test-session")
+        .is_some_and(|session| st.revoked.lock().unwrap().contains(session));
+    let refusal = if expired(&query) {
+        Some(("AccessDenied", "Request has expired"))
+    } else if revoked {
+        Some(("ExpiredToken", "The provided token has expired."))
+    } else {
+        None
+    };
+    if let Some((code, message)) = refusal {
         *st.refused.lock().unwrap() += 1;
         return HttpResponse::Forbidden()
             .content_type("application/xml")
-            .body(
-                "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
-            );
+            .body(format!(
+                "<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+            ));
     }
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).unwrap();
     let mut forward = st.http.request(method, format!("{}{}", st.moto, req.uri()));
@@ -88,10 +102,12 @@ async fn gate(req: HttpRequest, body: web::Bytes, st: web::Data<GateState>) -> H
 impl Gate {
     async fn start(moto: String) -> Gate {
         let refused = Arc::new(Mutex::new(0));
+        let revoked = Arc::new(Mutex::new(std::collections::HashSet::new()));
         let state = web::Data::new(GateState {
             moto,
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
             refused: refused.clone(),
+            revoked: revoked.clone(),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -111,12 +127,18 @@ impl Gate {
         Gate {
             url,
             refused,
+            revoked,
             server: handle,
         }
     }
 
     fn refusals(&self) -> u64 {
         *self.refused.lock().unwrap()
+    }
+
+    /// Every URL signed in `session` is refused from now on (its credentials expired).
+    fn end_session(&self, session: u64) {
+        self.revoked.lock().unwrap().insert(session.to_string());
     }
 }
 
@@ -127,10 +149,12 @@ impl Drop for Gate {
     }
 }
 
-/// The S3 issuer, recording every grant set it issues (assignment and renewal alike).
+/// The S3 issuer, recording every grant set it issues (assignment and renewal alike) and tagging
+/// each URL with the signing session (`x-test-session`), which [`Env::end_session`] ends.
 struct Recorder {
     inner: common::state::s3::S3StateStore,
     issued: Mutex<Vec<StateGrants>>,
+    session: std::sync::atomic::AtomicU64,
 }
 
 #[async_trait]
@@ -141,7 +165,15 @@ impl StateGrantIssuer for Recorder {
         name: &str,
         ttl: Duration,
     ) -> Result<StateGrants, StoreError> {
-        let g = self.inner.grants(tenant, name, ttl).await?;
+        let mut g = self.inner.grants(tenant, name, ttl).await?;
+        let session = self.session.load(std::sync::atomic::Ordering::SeqCst);
+        let tag =
+            |u: &mut Secret| *u = Secret::new(format!("{}&x-test-session={session}", u.expose()));
+        for grant in g.restore.iter_mut().chain(&mut g.save) {
+            tag(&mut grant.data_url);
+            grant.marker_url.iter_mut().for_each(tag);
+        }
+        g.delete.iter_mut().for_each(tag);
         self.issued.lock().unwrap().push(g.clone());
         Ok(g)
     }
@@ -175,6 +207,7 @@ async fn env(ttl: Duration) -> Env {
     let recorder = Arc::new(Recorder {
         inner: signer,
         issued: Mutex::new(Vec::new()),
+        session: Default::default(),
     });
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let api = format!("http://{}", listener.local_addr().unwrap());
@@ -337,6 +370,15 @@ impl Env {
             .collect()
     }
 
+    /// The signing session ends: every URL issued so far is refused, later ones are not.
+    fn end_session(&self) {
+        let ended = self
+            .recorder
+            .session
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.gate.end_session(ended);
+    }
+
     fn issued(&self) -> Vec<StateGrants> {
         self.recorder.issued.lock().unwrap().clone()
     }
@@ -431,6 +473,41 @@ async fn an_agent_past_its_grants_renews_them_saves_at_sleep_and_the_next_wake_r
         "the memory saved through the renewed grants is restored"
     );
     assert!(e.gate.refusals() >= 1);
+}
+
+/// Grants S3 refuses before their expiry (the session of the credentials that signed them ended:
+/// 403 `ExpiredToken`) are renewed on that refusal and the save retried once; the memory lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_refused_by_s3_before_expiry_renews_the_grants_and_retries_once() {
+    let e = env(Duration::from_secs(600)).await;
+    let id = e.tenant("wg-revoked").await;
+    e.pool(1).await;
+    let (endpoint, pod) = e.wake(&id).await;
+    assert_eq!(
+        agent_chat(&e.shared, &id, &endpoint, "hi").await,
+        "echo: hi (#1)"
+    );
+    e.end_session();
+    e.sleep(&id, &pod).await;
+    assert_eq!(
+        e.saved_keys(&id).await,
+        [
+            "tenants/wg-revoked/brain.db.0000000001",
+            "tenants/wg-revoked/brain.db.0000000001.sha256"
+        ],
+        "saved through the grants renewed after the refusal"
+    );
+    assert_eq!(e.gate.refusals(), 1, "one refused PUT, then the retry");
+    assert_eq!(
+        e.issued().len(),
+        2,
+        "the assignment's grants and one renewal"
+    );
+    let (endpoint, _) = e.wake(&id).await;
+    assert_eq!(
+        agent_chat(&e.shared, &id, &endpoint, "again").await,
+        "echo: again (#2)"
+    );
 }
 
 /// Renewal is for the tenant's current agent only: a pod whose tenant woke elsewhere is refused
