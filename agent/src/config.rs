@@ -35,8 +35,8 @@ pub struct Config {
     pub warm: bool,
     /// `ASSIGN_TOKEN`: the pool credential `POST /assign` requires (warm agents only). Never logged.
     pub assign_token: Option<String>,
-    /// `ORCHESTRATOR_URL`: where the agent reports its own activity during long tasks; unset, it
-    /// reports nothing.
+    /// `ORCHESTRATOR_URL`: where the agent reports its own activity during long tasks and, when
+    /// warm, renews its state grants; unset, it does neither.
     pub orchestrator_url: Option<String>,
     /// `AGENT_ACTIVITY_EVERY_MS` (default 60 s): how often it reports while busy; keep it well
     /// under the tenant's idle timeout.

@@ -27,12 +27,15 @@ async fn main() -> anyhow::Result<()> {
             .clone()
             .context("AGENT_WARM=1 needs ASSIGN_TOKEN (the warm pool's credential)")?;
         tracing::info!("warm agent waiting for an assignment");
-        AppState::warm(Warm::new(
-            common::Secret::new(token),
-            config.data_dir.clone(),
-            config.startup_delay,
-            config.reply_delay,
-        ))
+        AppState::warm(
+            Warm::new(
+                common::Secret::new(token),
+                config.data_dir.clone(),
+                config.startup_delay,
+                config.reply_delay,
+            )
+            .with_orchestrator_url(config.orchestrator_url.clone()),
+        )
     } else {
         let restored = brain::restore(&config.state_dir, &config.data_dir)?;
         let mut agent = Agent::new(Brain::open(&config.data_dir)?, config.reply_delay);

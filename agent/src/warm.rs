@@ -1,12 +1,13 @@
 //! Warm-pool mode (`AGENT_WARM=1`): the agent runs with no tenant, no tenant secret and no tenant
 //! state until `POST /assign` (`common::assignment`) names its tenant; it then restores that
-//! tenant's memory through the assignment's grants and serves it. At stop it saves through them.
+//! tenant's memory through the assignment's grants and serves it. At stop it saves through them,
+//! renewed at the orchestrator (`ORCHESTRATOR_URL`) when they are expired, near expiry or refused.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::assignment::{self, AssignError, AssignGate, AssignResponse, StateGrants};
+use common::assignment::{self, AssignError, AssignGate, AssignResponse, Renewer, StateGrants};
 use common::Secret;
 
 use crate::brain::{self, Brain, BRAIN_FILE};
@@ -16,6 +17,8 @@ use crate::service::Agent;
 /// What a warm agent keeps of its assignment to save at stop.
 struct Assigned {
     grants: StateGrants,
+    /// Where the grants are renewed; `None` without `ORCHESTRATOR_URL` (saves with what it holds).
+    renewer: Option<Renewer>,
     /// Messages in the brain right after the restore: a save with nothing new is skipped, so a
     /// pod deleted before it served (an interrupted claim) never writes over a newer save.
     restored_count: u64,
@@ -28,6 +31,7 @@ pub struct Warm {
     reply_delay: Duration,
     http: reqwest::Client,
     assigned: OnceLock<Assigned>,
+    orchestrator_url: Option<String>,
 }
 
 impl Warm {
@@ -48,7 +52,14 @@ impl Warm {
                 .build()
                 .expect("static reqwest configuration"),
             assigned: OnceLock::new(),
+            orchestrator_url: None,
         }
+    }
+
+    /// Where the assigned agent renews its state grants (`ORCHESTRATOR_URL`).
+    pub fn with_orchestrator_url(mut self, url: Option<String>) -> Self {
+        self.orchestrator_url = url;
+        self
     }
 
     /// Where the assignment's `tenant.json` is written.
@@ -79,8 +90,13 @@ impl Warm {
         let brain = Brain::open(&self.data_dir).map_err(|e| failed("opening brain.db", &e))?;
         let restored_count = brain.count().map_err(|e| failed("brain.db", &e))?;
         tokio::time::sleep(self.startup_delay).await;
+        let renewer = self
+            .orchestrator_url
+            .as_deref()
+            .map(|url| Renewer::new(url, &a.tenant_id, a.agent_token.clone(), &a.state));
         let _ = self.assigned.set(Assigned {
             grants: a.state,
+            renewer,
             restored_count,
         });
         let serving = Serving {
@@ -110,7 +126,13 @@ impl Warm {
             .data_dir
             .join(format!(".{BRAIN_FILE}.save-{}", std::process::id()));
         agent.snapshot(&tmp).await?;
-        let saved = assignment::save(&self.http, &assigned.grants, &tmp).await;
+        let saved = assignment::save_renewing(
+            &self.http,
+            &assigned.grants,
+            assigned.renewer.as_ref(),
+            &tmp,
+        )
+        .await;
         let _ = std::fs::remove_file(&tmp);
         Ok(Some(saved?))
     }

@@ -23,6 +23,11 @@ use crate::{Secret, StoreError, TenantId};
 
 /// Path of the assignment call on the agent's port.
 pub const ASSIGN_PATH: &str = "/assign";
+/// The orchestrator's route that renews an assigned agent's [`StateGrants`] (a [`RenewRequest`]
+/// with `Authorization: Bearer {agent credential}`; the answer is fresh `StateGrants`).
+pub const RENEW_PATH: &str = "/tenants/{id}/state_grants";
+/// Grants are renewed before a save once less than this fraction of their lifetime is left.
+pub const RENEW_MARGIN_DIVISOR: u32 = 10;
 /// Environment variable (from Secret `warm-pool`) holding the pool credential in a warm pod.
 pub const POOL_TOKEN_ENV: &str = "ASSIGN_TOKEN";
 
@@ -56,6 +61,10 @@ pub struct StateGrants {
     /// When the URLs stop working.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+    /// The pod they were issued to: a renewal ([`RENEW_PATH`]) names it, and is refused once
+    /// the tenant's agent runs in another pod. `None`: issued by an orchestrator without renewal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
 }
 
 /// One generation's data and marker URLs; generation 0 is the legacy plain file (no marker).
@@ -201,6 +210,12 @@ pub enum GrantError {
         #[source]
         source: std::io::Error,
     },
+    /// The orchestrator refused the renewal; `message` is its error text (never a secret).
+    #[error("state grant renewal refused: HTTP {status}: {message}")]
+    RenewalRefused { status: u16, message: String },
+    /// The held grants cannot be renewed (no holder or no save grant in them).
+    #[error("state grants cannot be renewed: {0}")]
+    NotRenewable(&'static str),
 }
 
 fn http_err(what: &'static str) -> impl FnOnce(reqwest::Error) -> GrantError {
@@ -319,6 +334,134 @@ pub async fn save(
         }
     }
     Ok(g.generation)
+}
+
+/// Body of a renewal: what the agent holds, which the orchestrator checks against the registry
+/// and the saved generations before it issues anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// [`StateGrants::holder`] of the grants held: the pod they were issued to.
+    pub holder: String,
+    /// The generation the held save grant writes: no save may have landed at or past it since.
+    pub generation: u64,
+}
+
+/// How an assigned agent renews its grants: the orchestrator's route, the tenant's credential,
+/// and the margin before expiry (a tenth of the lifetime the grants had when they arrived).
+pub struct Renewer {
+    url: String,
+    agent_token: Secret,
+    margin: Duration,
+}
+
+impl Renewer {
+    /// `orchestrator_url` is the orchestrator as agents reach it (`ORCHESTRATOR_URL`); `grants`
+    /// are the ones just assigned (their remaining lifetime sets the margin).
+    pub fn new(
+        orchestrator_url: &str,
+        tenant_id: &str,
+        agent_token: Secret,
+        grants: &StateGrants,
+    ) -> Self {
+        let left = grants
+            .expires_at
+            .and_then(|at| (at - Utc::now()).to_std().ok())
+            .unwrap_or_default();
+        Renewer {
+            url: format!(
+                "{}{}",
+                orchestrator_url.trim_end_matches('/'),
+                RENEW_PATH.replace("{id}", tenant_id)
+            ),
+            agent_token,
+            margin: left / RENEW_MARGIN_DIVISOR,
+        }
+    }
+
+    /// Whether `grants` expired or expire within the margin (grants without an expiry never do).
+    pub fn due(&self, grants: &StateGrants) -> bool {
+        grants.expires_at.is_some_and(|at| {
+            let margin = chrono::Duration::from_std(self.margin).unwrap_or_default();
+            Utc::now() + margin >= at
+        })
+    }
+
+    /// Fresh grants for the same objects, from the orchestrator.
+    pub async fn renew(
+        &self,
+        http: &reqwest::Client,
+        held: &StateGrants,
+    ) -> Result<StateGrants, GrantError> {
+        let what = "state grant renewal";
+        let holder = held
+            .holder
+            .clone()
+            .ok_or(GrantError::NotRenewable("they name no holder"))?;
+        let generation = held
+            .save
+            .as_ref()
+            .map(|g| g.generation)
+            .ok_or(GrantError::NotRenewable("they hold no save grant"))?;
+        let r = http
+            .post(&self.url)
+            .bearer_auth(self.agent_token.expose())
+            .json(&RenewRequest { holder, generation })
+            .send()
+            .await
+            .map_err(http_err(what))?;
+        let status = r.status().as_u16();
+        if !r.status().is_success() {
+            let message = r
+                .json::<crate::wire::ErrorBody>()
+                .await
+                .map(|b| b.error)
+                .unwrap_or_default();
+            return Err(GrantError::RenewalRefused { status, message });
+        }
+        r.json().await.map_err(http_err(what))
+    }
+}
+
+/// [`save`], renewing the grants first when they are expired or near expiry, and once more when
+/// S3 refuses one (HTTP 403, or 400 `ExpiredToken`: expired early, e.g. the session of the
+/// credentials that signed them ended). Without a `renewer` it is a plain `save`.
+pub async fn save_renewing(
+    http: &reqwest::Client,
+    grants: &StateGrants,
+    renewer: Option<&Renewer>,
+    src: &Path,
+) -> Result<u64, GrantError> {
+    let Some(renewer) = renewer else {
+        return save(http, grants, src).await;
+    };
+    let mut held = std::borrow::Cow::Borrowed(grants);
+    if renewer.due(&held) {
+        match renewer.renew(http, &held).await {
+            Ok(fresh) => {
+                tracing::info!("state grants expire soon: renewed before the save");
+                held = std::borrow::Cow::Owned(fresh);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "renewing the state grants failed; saving with the ones held")
+            }
+        }
+    }
+    match save(http, &held, src).await {
+        Err(GrantError::Status {
+            status: status @ (400 | 403),
+            what,
+        }) if held.save.is_some() => {
+            tracing::warn!(
+                what,
+                status,
+                "S3 refused a state grant: renewing and retrying once"
+            );
+            let fresh = renewer.renew(http, &held).await?;
+            save(http, &fresh, src).await
+        }
+        saved => saved,
+    }
 }
 
 #[cfg(test)]

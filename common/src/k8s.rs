@@ -544,12 +544,17 @@ pub fn warm_agent_pool_deployment(s: &K8sSettings, replicas: i32) -> Deployment 
         .and_then(|s| s.template.spec.as_mut())
         .and_then(|s| s.containers.first_mut())
         .expect("builder sets one container");
-    container.env.get_or_insert_with(Vec::new).push(secret_env(
+    let env_vars = container.env.get_or_insert_with(Vec::new);
+    env_vars.push(secret_env(
         crate::assignment::POOL_TOKEN_ENV,
         WARM_POOL_SECRET.into(),
         ASSIGN_TOKEN_KEY,
         false,
     ));
+    // Where an assigned agent renews its state grants before it saves.
+    if let Some(url) = &s.orchestrator_url {
+        env_vars.push(env("ORCHESTRATOR_URL", url));
+    }
     d
 }
 
@@ -664,6 +669,18 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(url_of(&s).as_deref(), Some("http://orchestrator:8080"));
+        // Warm agents renew their state grants there once assigned.
+        let warm_url = |s: &K8sSettings| {
+            let d = warm_agent_pool_deployment(s, 1);
+            d.spec.unwrap().template.spec.unwrap().containers[0]
+                .env
+                .iter()
+                .flatten()
+                .find(|e| e.name == "ORCHESTRATOR_URL")
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(warm_url(&K8sSettings::default()), None);
+        assert_eq!(warm_url(&s).as_deref(), Some("http://orchestrator:8080"));
     }
 
     #[test]

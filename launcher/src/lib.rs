@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::assignment::{self, AssignError, AssignResponse, Assignment, StateGrants};
+use common::assignment::{self, AssignError, AssignResponse, Assignment, Renewer, StateGrants};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio::process::Command;
@@ -249,6 +249,14 @@ async fn run_warm(settings: &Settings, stops: &mut Stops) -> Result<(), LaunchEr
         .build()
         .expect("static reqwest configuration");
     let grants = assignment.state.clone();
+    let renewer = settings.orchestrator_url.as_deref().map(|url| {
+        Renewer::new(
+            url,
+            &assignment.tenant_id,
+            assignment.agent_token.clone(),
+            &assignment.state,
+        )
+    });
     let (settings, restored) = match assume(settings, assignment, &http).await {
         Ok(assumed) => assumed,
         Err(e) => {
@@ -290,7 +298,14 @@ async fn run_warm(settings: &Settings, stops: &mut Stops) -> Result<(), LaunchEr
         bin: display(&settings.zeroclaw_bin),
         source,
     })?;
-    let saved = save_through(&http, &grants, &brain, &settings.data_dir, baseline).await;
+    let saved = save_through(
+        &http,
+        (&grants, renewer.as_ref()),
+        &brain,
+        &settings.data_dir,
+        baseline,
+    )
+    .await;
     finish(outcome, saved)
 }
 
@@ -312,6 +327,7 @@ async fn assume(
         agent_config_dir: Some(config_dir),
         warm: false,
         assign_token: None,
+        orchestrator_url: warm.orchestrator_url.clone(),
         host: warm.host.clone(),
         data_dir: warm.data_dir.clone(),
         state_dir: warm.state_dir.clone(),
@@ -353,11 +369,12 @@ fn digest(brain: &Path, scratch: &Path) -> Option<[u8; 32]> {
     bytes.ok().map(|b| Sha256::digest(b).into())
 }
 
-/// Saves a consistent copy of `brain` through the save grant, unless it holds nothing new since
-/// `baseline` (the memory at assignment).
+/// Saves a consistent copy of `brain` through the save grant (renewed when due or refused, see
+/// `assignment::save_renewing`), unless it holds nothing new since `baseline` (the memory at
+/// assignment).
 async fn save_through(
     http: &reqwest::Client,
-    grants: &StateGrants,
+    (grants, renewer): (&StateGrants, Option<&Renewer>),
     brain: &Path,
     scratch: &Path,
     baseline: Option<Option<[u8; 32]>>,
@@ -385,7 +402,7 @@ async fn save_through(
             tracing::info!("nothing new since the assignment, brain.db not saved");
             return Ok(());
         }
-        let generation = assignment::save(http, grants, &tmp)
+        let generation = assignment::save_renewing(http, grants, renewer, &tmp)
             .await
             .map_err(LaunchError::SaveGrant)?;
         tracing::info!(generation, "brain.db saved through the grant");

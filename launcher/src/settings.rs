@@ -64,6 +64,9 @@ pub struct Settings {
     pub warm: bool,
     /// `ASSIGN_TOKEN`, the pool credential of `POST /assign` (required when warm).
     pub assign_token: Option<Secret>,
+    /// `ORCHESTRATOR_URL`: where an assigned warm launcher renews its state grants before it
+    /// saves; unset, it saves with the grants it holds.
+    pub orchestrator_url: Option<String>,
 }
 
 impl Settings {
@@ -117,6 +120,7 @@ impl Settings {
             stop_timeout: Duration::from_millis(number(&get, "LAUNCHER_STOP_TIMEOUT_MS", 10_000)?),
             warm,
             assign_token,
+            orchestrator_url: get("ORCHESTRATOR_URL"),
         })
     }
 

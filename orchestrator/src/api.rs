@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use common::http_auth::{Access, Routes};
-use common::{Secret, StoreError, TenantId};
+use common::{Secret, StoreError, TenantId, TenantRecord};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -59,6 +59,8 @@ impl ResponseError for Error {
             Error::Runtime(RuntimeError::Unsupported(_)) => StatusCode::BAD_REQUEST,
             Error::Runtime(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::AgentUnauthorized => StatusCode::UNAUTHORIZED,
+            Error::StaleAgent(_) => StatusCode::CONFLICT,
         }
     }
 
@@ -128,6 +130,13 @@ pub fn routes() -> Routes {
             Method::POST,
             "/tenants/{id}/activity",
             agent_activity,
+        )
+        // An assigned agent's state grants, renewed before it saves (issue 20): the same credential.
+        .add(
+            Handler,
+            Method::POST,
+            common::assignment::RENEW_PATH,
+            renew_state_grants,
         )
         .add(Token, Method::POST, "/tenants/{id}/sleep", sleep)
         .add(Token, Method::POST, "/wake/{id}", wake_tenant)
@@ -323,8 +332,24 @@ async fn activity(app: web::Data<App>, path: web::Path<String>) -> Result<HttpRe
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// An agent reports its own activity (a long task, a scheduled job) with `Authorization: Bearer
-/// <AGENT_TOKEN>`. Any other credential, or an unknown tenant, is the same 401: nothing to probe.
+/// The tenant's record when `headers` carry its own agent credential (`Authorization: Bearer
+/// <AGENT_TOKEN>`); any other credential, or an unknown tenant, is the same 401: nothing to probe.
+async fn agent_record(
+    app: &App,
+    id: &TenantId,
+    headers: &actix_web::http::header::HeaderMap,
+) -> Result<TenantRecord, Error> {
+    let rec = app
+        .registry
+        .get(id)
+        .await
+        .map_err(Error::store("registry get"))?;
+    // An empty credential (a Go-era record) matches nothing.
+    rec.filter(|r| common::http_auth::bearer_matches(headers, &r.agent_token))
+        .ok_or(Error::AgentUnauthorized)
+}
+
+/// An agent reports its own activity (a long task, a scheduled job) with its own credential.
 async fn agent_activity(
     req: HttpRequest,
     app: web::Data<App>,
@@ -333,29 +358,39 @@ async fn agent_activity(
     let id = tenant_id(&path)?;
     let headers = req.headers().clone();
     let app = app.into_inner();
-    let accepted = app
-        .clone()
+    app.clone()
         .run_owned(async move {
-            let rec = app
-                .registry
-                .get(&id)
-                .await
-                .map_err(Error::store("registry get"))?;
-            // An empty credential (a Go-era record) matches nothing.
-            if !rec.is_some_and(|r| common::http_auth::bearer_matches(&headers, &r.agent_token)) {
-                return Ok(false);
-            }
-            tenants::touch(&app, &id).await?;
-            Ok(true)
+            agent_record(&app, &id, &headers).await?;
+            tenants::touch(&app, &id).await
         })
         .await?;
-    if !accepted {
-        return Ok(error_json(
-            StatusCode::UNAUTHORIZED,
-            "missing or invalid agent credential",
-        ));
-    }
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// An assigned agent renews its state grants with its own credential (`state_grants::renew`
+/// says when a pod is refused). The body is read only once the caller is authenticated.
+async fn renew_state_grants(
+    req: HttpRequest,
+    app: web::Data<App>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, Error> {
+    let id = tenant_id(&path)?;
+    let headers = req.headers().clone();
+    let app = app.into_inner();
+    let grants = app
+        .clone()
+        .run_owned(async move {
+            let rec = agent_record(&app, &id, &headers).await?;
+            let renewal: common::assignment::RenewRequest = serde_json::from_slice(&body)
+                .map_err(|e| Error::BadRequest(format!("invalid request body: {e}")))?;
+            crate::state_grants::renew(&app, &rec, &renewal).await
+        })
+        .await?;
+    // Every URL in it is a credential: no cache keeps it.
+    Ok(HttpResponse::Ok()
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .json(grants))
 }
 
 async fn sleep(app: web::Data<App>, path: web::Path<String>) -> Result<HttpResponse, Error> {
@@ -614,6 +649,150 @@ mod tests {
         assert_eq!(s, 400);
     }
 
+    /// Presigned-looking grants whose newest complete save is `newest` (the next one `newest + 1`).
+    fn fake_grants(newest: u64) -> common::assignment::StateGrants {
+        use common::assignment::GenerationGrant;
+        let url = |k: String| {
+            Secret::new(format!(
+                "http://s3.test/b/tenants/bob/{k}?X-Amz-Signature=SIG"
+            ))
+        };
+        let generation = |g: u64| GenerationGrant {
+            generation: g,
+            data_url: url(format!("brain.db.{g}")),
+            marker_url: Some(url(format!("brain.db.{g}.sha256"))),
+        };
+        common::assignment::StateGrants {
+            restore: vec![generation(newest)],
+            save: Some(generation(newest + 1)),
+            delete: vec![url(format!("brain.db.{newest}"))],
+            expires_at: Some(chrono::Utc::now() + chrono::Duration::minutes(10)),
+            holder: None,
+        }
+    }
+
+    /// `POST /tenants/{id}/state_grants` takes only the tenant's own agent credential (the same
+    /// 401 as activity for anything else, before the body is read), answers fresh grants only to
+    /// the pod the registry records or, once the record moved off it (the stop), only while no
+    /// newer save landed (409 otherwise); a runtime that issues no grants is a clear 400.
+    #[tokio::test]
+    async fn an_agent_renews_its_state_grants_only_while_it_is_the_tenants_agent() {
+        use common::registry::StatusUpdate;
+        let runtime = FakeRuntime::new(Duration::ZERO);
+        let t = test_app(runtime.clone(), quick_settings(), "http://127.0.0.1:1");
+        let bob = add_tenant(&t.app, "bob").await;
+        let eve = add_tenant(&t.app, "eve").await;
+        let token = |id| {
+            let app = t.app.clone();
+            async move { app.registry.get(&id).await.unwrap().unwrap().agent_token }
+        };
+        let (bob_token, eve_token) = (token(bob.clone()).await, token(eve.clone()).await);
+        let record = |status, update: StatusUpdate| {
+            let (app, bob) = (t.app.clone(), bob.clone());
+            async move {
+                app.registry
+                    .set_status(&bob, status, &update)
+                    .await
+                    .unwrap()
+            }
+        };
+        record(
+            common::TenantStatus::Idle,
+            StatusUpdate::running("warm-a".into(), "10.0.0.7".into(), None),
+        )
+        .await;
+        let svc = service!(t.app, Some("api-tok"));
+        let renew = |uri: &str, bearer: Option<&str>, body: &str| {
+            let mut req = TestRequest::post().uri(uri).set_payload(body.to_owned());
+            if let Some(b) = bearer {
+                req = req.insert_header(("authorization", format!("Bearer {b}")));
+            }
+            req.to_request()
+        };
+        let body = |holder: &str, generation: u64| {
+            json!({"holder": holder, "generation": generation}).to_string()
+        };
+        let uri = "/tenants/bob/state_grants";
+        let held = body("warm-a", 4);
+        for (uri, bearer, b) in [
+            (uri, None, held.as_str()),
+            (uri, Some("api-tok"), held.as_str()),
+            (uri, Some(eve_token.expose()), held.as_str()),
+            (uri, None, "{"),
+            (
+                "/tenants/ghost/state_grants",
+                Some(bob_token.expose()),
+                held.as_str(),
+            ),
+        ] {
+            let (s, v) = json_of(call_service(&svc, renew(uri, bearer, b)).await).await;
+            assert_eq!(
+                (s, v["error"].as_str()),
+                (401, Some("missing or invalid agent credential")),
+                "{uri} {b}"
+            );
+        }
+        let bob_says = |b: &str| renew(uri, Some(bob_token.expose()), b);
+        let (s, v) = json_of(call_service(&svc, bob_says(&held)).await).await;
+        assert_eq!(s, 400, "{v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("issues no state grants"),
+            "{v}"
+        );
+
+        *runtime.grants.lock().unwrap() = Some(fake_grants(3));
+        for bad in ["{", r#"{"holder":"warm-a"}"#, &body(" ", 4)] {
+            let (s, v) = json_of(call_service(&svc, bob_says(bad)).await).await;
+            assert_eq!(s, 400, "{bad}: {v}");
+        }
+        // The recorded pod: fresh grants to save with, named for it, kept by no cache.
+        let res = call_service(&svc, bob_says(&held)).await;
+        assert_eq!(res.headers().get("cache-control").unwrap(), "no-store");
+        let (s, v) = json_of(res).await;
+        assert_eq!(s, 200, "{v}");
+        let g: common::assignment::StateGrants = serde_json::from_value(v).unwrap();
+        assert_eq!(g.save.as_ref().map(|g| g.generation), Some(4));
+        assert_eq!(g.holder.as_deref(), Some("warm-a"));
+        assert!(g.restore.is_empty(), "a renewal is for saving");
+        // Another pod while warm-a is the tenant's agent.
+        let mut refusals = Vec::new();
+        let (s, v) = json_of(call_service(&svc, bob_says(&body("warm-z", 4))).await).await;
+        assert_eq!(s, 409, "{v}");
+        refusals.push(v);
+
+        // The stop: the record went idle as warm-a's pod was deleted; it may still save...
+        record(common::TenantStatus::Running, StatusUpdate::idle()).await;
+        let (s, v) = json_of(call_service(&svc, bob_says(&held)).await).await;
+        assert_eq!(s, 200, "{v}");
+        // ...unless a newer save landed (the tenant woke elsewhere and that agent saved)...
+        *runtime.grants.lock().unwrap() = Some(fake_grants(4));
+        let (s, v) = json_of(call_service(&svc, bob_says(&held)).await).await;
+        assert_eq!(s, 409, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("newer save"), "{v}");
+        refusals.push(v);
+        // ...and never while the tenant runs in another pod.
+        *runtime.grants.lock().unwrap() = Some(fake_grants(3));
+        record(
+            common::TenantStatus::Idle,
+            StatusUpdate::running("warm-b".into(), "10.0.0.8".into(), None),
+        )
+        .await;
+        let (s, v) = json_of(call_service(&svc, bob_says(&held)).await).await;
+        assert_eq!(s, 409, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("another pod"), "{v}");
+        refusals.push(v);
+        for v in refusals {
+            let text = v.to_string();
+            assert!(
+                !text.contains("X-Amz-Signature") && !text.contains(bob_token.expose()),
+                "{text}"
+            );
+        }
+    }
+
     /// The router keeps an update through an outage but gives up on an agent that cannot start:
     /// the two must be told apart by more than a status a proxy could also produce.
     #[tokio::test]
@@ -861,6 +1040,17 @@ mod tests {
             .map(|r| r.path)
             .collect();
         assert_eq!(public, ["/healthz", "/readyz", "/metrics"]);
+        let by_agent: Vec<_> = routes
+            .table()
+            .routes()
+            .iter()
+            .filter(|r| r.access == Access::Handler)
+            .map(|r| r.path)
+            .collect();
+        assert_eq!(
+            by_agent,
+            ["/tenants/{id}/activity", common::assignment::RENEW_PATH]
+        );
         for r in routes.table().routes() {
             let uri = common::http_auth::sample_path(r.path, "bob");
             let req = TestRequest::default()
@@ -872,7 +1062,16 @@ mod tests {
             match r.access {
                 Access::Token => assert_eq!(status, 401, "{} {}", r.method, r.path),
                 // Authenticated by its handler with another credential: the API token is not it.
-                Access::Handler => {}
+                Access::Handler => {
+                    let req = TestRequest::default()
+                        .method(r.method.clone())
+                        .uri(&uri)
+                        .insert_header(("authorization", "Bearer tok"))
+                        .set_payload("{}")
+                        .to_request();
+                    let status = call_service(&svc, req).await.status();
+                    assert_eq!(status, 401, "{} {} with the API token", r.method, r.path);
+                }
                 Access::Public => assert_ne!(status, 401, "{} {}", r.method, r.path),
             }
         }

@@ -52,6 +52,13 @@ pub enum Error {
     Runtime(#[from] RuntimeError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// An agent-authenticated route without the tenant's own agent credential (or for an
+    /// unknown tenant: the same answer, nothing to probe).
+    #[error("missing or invalid agent credential")]
+    AgentUnauthorized,
+    /// A pod that is no longer the tenant's agent asked for what only the current one may have.
+    #[error("{0}")]
+    StaleAgent(String),
 }
 
 impl Error {

@@ -17,6 +17,7 @@ pub mod operations;
 pub mod reconciler;
 pub mod runtime;
 pub mod server;
+pub mod state_grants;
 pub mod tenant_lock;
 pub mod tenants;
 #[cfg(test)]

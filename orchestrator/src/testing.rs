@@ -122,6 +122,8 @@ pub struct FakeRuntime {
     pub backend_down: Mutex<Option<String>>,
     /// How long a start takes (lets concurrent wakes overlap).
     pub start_delay: Mutex<Duration>,
+    /// Set: the state grants this runtime issues; `None` issues none.
+    pub grants: Mutex<Option<common::assignment::StateGrants>>,
     agents: Mutex<HashMap<TenantId, StubServer>>,
 }
 
@@ -219,6 +221,14 @@ impl Runtime for FakeRuntime {
 
     async fn remove(&self, _id: &TenantId) -> Result<(), RuntimeError> {
         Ok(())
+    }
+
+    async fn state_grants(
+        &self,
+        _id: &TenantId,
+    ) -> Result<common::assignment::StateGrants, RuntimeError> {
+        let grants = self.grants.lock().unwrap().clone();
+        grants.ok_or_else(crate::runtime::no_state_grants)
     }
 
     fn agent_port(&self) -> u16 {

@@ -172,23 +172,40 @@ impl StateStore for S3StateStore {
 /// a newer one is torn).
 const RESTORE_CANDIDATES: usize = 3;
 
+/// The object operations a state grant presigns.
+#[derive(Clone, Copy)]
+enum Verb {
+    Get,
+    Put,
+    Delete,
+}
+
 impl S3StateStore {
+    /// One presigned URL: `verb` on `key` until `cfg` expires.
     async fn presign(
         &self,
-        op: &str,
-        req: impl std::future::Future<
-            Output = Result<
-                aws_sdk_s3::presigning::PresignedRequest,
-                SdkError<
-                    impl ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-                    impl std::fmt::Debug + Send + Sync + 'static,
-                >,
-            >,
-        >,
+        verb: Verb,
+        key: String,
+        cfg: &aws_sdk_s3::presigning::PresigningConfig,
     ) -> Result<crate::Secret, StoreError> {
-        req.await
-            .map(|r| crate::Secret::new(r.uri()))
-            .map_err(|e| sdk_err(op, e))
+        // One builder shape for every verb; only the operation differs.
+        macro_rules! presigned {
+            ($op:ident, $name:literal) => {
+                self.client
+                    .$op()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .presigned(cfg.clone())
+                    .await
+                    .map_err(|e| sdk_err($name, e))
+            };
+        }
+        let signed = match verb {
+            Verb::Get => presigned!(get_object, "GetObject"),
+            Verb::Put => presigned!(put_object, "PutObject"),
+            Verb::Delete => presigned!(delete_object, "DeleteObject"),
+        };
+        signed.map(|r| crate::Secret::new(r.uri()))
     }
 }
 
@@ -236,27 +253,7 @@ impl crate::assignment::StateGrantIssuer for S3StateStore {
         let cfg = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl)
             .map_err(|e| StoreError::unavailable_in("s3 presigning", e))?;
         let key = |file: String| format!("{prefix}{file}");
-        let get = |k: String| {
-            self.client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(k)
-                .presigned(cfg.clone())
-        };
-        let put = |k: String| {
-            self.client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(k)
-                .presigned(cfg.clone())
-        };
-        let del = |k: String| {
-            self.client
-                .delete_object()
-                .bucket(&self.bucket)
-                .key(k)
-                .presigned(cfg.clone())
-        };
+        let url = |verb, file| self.presign(verb, key(file), &cfg);
         let mut restore = Vec::new();
         for &g in data.iter().rev().filter(|g| markers.contains(g)) {
             if restore.len() == RESTORE_CANDIDATES {
@@ -264,19 +261,14 @@ impl crate::assignment::StateGrantIssuer for S3StateStore {
             }
             restore.push(GenerationGrant {
                 generation: g,
-                data_url: self
-                    .presign("GetObject", get(key(data_name(name, g))))
-                    .await?,
-                marker_url: Some(
-                    self.presign("GetObject", get(key(marker_name(name, g))))
-                        .await?,
-                ),
+                data_url: url(Verb::Get, data_name(name, g)).await?,
+                marker_url: Some(url(Verb::Get, marker_name(name, g)).await?),
             });
         }
         if legacy {
             restore.push(GenerationGrant {
                 generation: 0,
-                data_url: self.presign("GetObject", get(key(name.to_owned()))).await?,
+                data_url: url(Verb::Get, name.to_owned()).await?,
                 marker_url: None,
             });
         }
@@ -284,30 +276,16 @@ impl crate::assignment::StateGrantIssuer for S3StateStore {
         let next = data.iter().chain(&markers).max().copied().unwrap_or(0) + 1;
         let save = Some(GenerationGrant {
             generation: next,
-            data_url: self
-                .presign("PutObject", put(key(data_name(name, next))))
-                .await?,
-            marker_url: Some(
-                self.presign("PutObject", put(key(marker_name(name, next))))
-                    .await?,
-            ),
+            data_url: url(Verb::Put, data_name(name, next)).await?,
+            marker_url: Some(url(Verb::Put, marker_name(name, next)).await?),
         });
         let mut delete = Vec::new();
         for g in data.union(&markers) {
-            delete.push(
-                self.presign("DeleteObject", del(key(marker_name(name, *g))))
-                    .await?,
-            );
-            delete.push(
-                self.presign("DeleteObject", del(key(data_name(name, *g))))
-                    .await?,
-            );
+            delete.push(url(Verb::Delete, marker_name(name, *g)).await?);
+            delete.push(url(Verb::Delete, data_name(name, *g)).await?);
         }
         if legacy {
-            delete.push(
-                self.presign("DeleteObject", del(key(name.to_owned())))
-                    .await?,
-            );
+            delete.push(url(Verb::Delete, name.to_owned()).await?);
         }
         Ok(StateGrants {
             restore,
@@ -316,6 +294,7 @@ impl crate::assignment::StateGrantIssuer for S3StateStore {
             expires_at: chrono::Duration::from_std(ttl)
                 .ok()
                 .map(|d| chrono::Utc::now() + d),
+            holder: None,
         })
     }
 }

@@ -608,11 +608,13 @@ impl KubeRuntime {
     ) -> Result<AgentAddress, String> {
         let id = &record.tenant_id;
         let token = self.pool_token().await.map_err(|e| e.to_string())?;
-        let state = agents
+        let mut state = agents
             .grants
             .grants(id, common::state::BRAIN_FILE, agents.grant_ttl)
             .await
             .map_err(|e| format!("state grants: {e}"))?;
+        // Renewals name the pod; the registry refuses them once the tenant runs elsewhere.
+        state.holder = Some(name.to_owned());
         let assignment = common::assignment::Assignment {
             tenant_id: id.to_string(),
             agent_token: record.agent_token.clone(),
@@ -926,6 +928,20 @@ impl Runtime for KubeRuntime {
             .await
             .map(drop)
             .map_err(|e| backend("api server version", e))
+    }
+
+    async fn state_grants(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<common::assignment::StateGrants, RuntimeError> {
+        let Some(agents) = &self.warm_agents else {
+            return Err(super::no_state_grants());
+        };
+        agents
+            .grants
+            .grants(tenant, common::state::BRAIN_FILE, agents.grant_ttl)
+            .await
+            .map_err(|e| RuntimeError::unavailable("state grants", e))
     }
 
     fn warm_pool_claims(&self) -> Option<WarmPoolClaims> {

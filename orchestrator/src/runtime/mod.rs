@@ -111,6 +111,14 @@ impl RuntimeError {
     }
 }
 
+/// What a runtime without state grants answers a renewal (a 400 naming what would issue them).
+pub fn no_state_grants() -> RuntimeError {
+    RuntimeError::Unsupported(
+        "this platform issues no state grants (only WARM_POOL_MODE=agent with STATE_STORE=s3 does)"
+            .into(),
+    )
+}
+
 /// Which part of an agent's log to read (`GET /tenants/{id}/logs`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogQuery {
@@ -228,6 +236,14 @@ pub trait Runtime: Send + Sync + 'static {
         _query: &LogQuery,
     ) -> Result<Option<String>, RuntimeError> {
         Ok(None)
+    }
+    /// Fresh state grants for the tenant's objects, issued as its agent's assignment's were
+    /// (`POST /tenants/{id}/state_grants`); runtimes that hand agents no grants refuse.
+    async fn state_grants(
+        &self,
+        _tenant: &TenantId,
+    ) -> Result<common::assignment::StateGrants, RuntimeError> {
+        Err(no_state_grants())
     }
     /// Warm pool hits and misses, for runtimes that keep a warm pool.
     fn warm_pool_claims(&self) -> Option<WarmPoolClaims> {
