@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::inbox::{now_ms, InboxEntry};
 use common::telegram::Target;
+use common::wire::Endpoint;
 use common::{Secret, TenantId};
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +23,7 @@ const WAITING_SCAN: usize = 1000;
 const ANNOUNCE_POLL: Duration = Duration::from_millis(250);
 
 pub(super) enum Wake {
-    Up(String),
+    Up(Endpoint),
     UnknownTenant,
     /// The agent itself could not be started, attempt after attempt; these entries were waiting for it.
     Failed(Vec<InboxEntry>),

@@ -222,14 +222,11 @@ impl Delivery {
             };
             // The tenant exists (its bot token was just found); an orchestrator without a
             // credential for it is the Go one during a cut-over, whose agents take none.
-            let credential = self
-                .agent_token(tenant, stop)
-                .await?
-                .unwrap_or_else(|| Secret::new(""));
+            let credential = self.agent_token(tenant, stop).await?;
             claim.check(tenant)?;
-            let forward = self
-                .agent
-                .forward(&endpoint, tenant, &credential, &key, &msg.text);
+            let forward =
+                self.agent
+                    .forward(&endpoint, tenant, credential.as_ref(), &key, &msg.text);
             let (result, took) = self
                 .activity
                 .while_busy(
