@@ -8,7 +8,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::wire::{AgentMessage, AgentReply, IDEMPOTENCY_KEY_HEADER, TENANT_ID_HEADER};
+use common::wire::{
+    AgentMessage, AgentReply, Endpoint, AGENT_WEBHOOK_PATH, IDEMPOTENCY_KEY_HEADER,
+    TENANT_ID_HEADER,
+};
 use common::{Secret, TenantId};
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{Request, Uri};
@@ -47,8 +50,8 @@ const MAX_CACHED_URIS: usize = 4096;
 pub struct AgentClient {
     http: Client<HttpConnector, Full<Bytes>>,
     timeout: Duration,
-    /// Parsed `/webhook` URIs by endpoint.
-    uris: Mutex<HashMap<String, Uri>>,
+    /// `/webhook` URIs, built once per endpoint (and per worker: each has its own client).
+    uris: Mutex<HashMap<Endpoint, Uri>>,
 }
 
 impl AgentClient {
@@ -68,23 +71,37 @@ impl AgentClient {
         AgentClient::new(self.timeout)
     }
 
-    /// Sends `text` with the tenant's agent credential; returns the agent's reply and how long the
-    /// call took.
+    /// Sends `text` with the tenant's agent credential (`None`: a Go-era agent, which takes none);
+    /// returns the agent's reply and how long the call took.
     pub async fn forward(
         &self,
-        endpoint: &str,
+        endpoint: &Endpoint,
         tenant: &TenantId,
-        agent_token: &Secret,
+        agent_token: Option<&Secret>,
         idempotency_key: &str,
         text: &str,
     ) -> (Result<String, ForwardError>, Duration) {
         let started = Instant::now();
-        let result = match tokio::time::timeout(
-            self.timeout,
-            self.call(endpoint, tenant, agent_token, idempotency_key, text),
-        )
-        .await
-        {
+        let call = async {
+            let uri = self.webhook_uri(endpoint)?;
+            let body = serde_json::to_vec(&AgentMessage {
+                message: text.into(),
+            })
+            .map_err(|e| ForwardError::Failed(format!("cannot encode the message: {e}")))?;
+            let mut req = Request::post(uri)
+                .header(CONTENT_TYPE, "application/json")
+                .header(IDEMPOTENCY_KEY_HEADER, idempotency_key)
+                .header(TENANT_ID_HEADER, tenant.as_str());
+            if let Some(token) = agent_token {
+                req = req.header(AUTHORIZATION, format!("Bearer {}", token.expose()));
+            }
+            let mut req = req
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|e| ForwardError::Failed(format!("cannot build the request: {e}")))?;
+            common::telemetry::inject_headers(req.headers_mut());
+            self.exchange(req).await
+        };
+        let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(ForwardError::Failed(format!(
                 "timed out after {:?}",
@@ -94,47 +111,28 @@ impl AgentClient {
         let took = started.elapsed();
         if result.is_ok() {
             // The Go router's line for a delivered message, which its operators grep for.
-            tracing::info!(tenant = %tenant, endpoint, took_ms = took.as_millis() as u64, "forwarded to pod");
+            tracing::info!(tenant = %tenant, endpoint = %endpoint, took_ms = took.as_millis() as u64, "forwarded to pod");
         }
         (result, took)
     }
 
-    fn webhook_uri(&self, endpoint: &str) -> Result<Uri, ForwardError> {
+    fn webhook_uri(&self, endpoint: &Endpoint) -> Result<Uri, ForwardError> {
         let mut uris = self.uris.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(uri) = uris.get(endpoint) {
             return Ok(uri.clone());
         }
-        let uri: Uri = format!("http://{endpoint}/webhook")
+        let uri: Uri = format!("http://{endpoint}{AGENT_WEBHOOK_PATH}")
             .parse()
-            .map_err(|e| ForwardError::Unreachable(format!("bad endpoint {endpoint:?}: {e}")))?;
+            .map_err(|e| ForwardError::Unreachable(format!("bad endpoint {endpoint}: {e}")))?;
         if uris.len() >= MAX_CACHED_URIS {
             uris.clear();
         }
-        uris.insert(endpoint.to_owned(), uri.clone());
+        uris.insert(endpoint.clone(), uri.clone());
         Ok(uri)
     }
 
-    async fn call(
-        &self,
-        endpoint: &str,
-        tenant: &TenantId,
-        agent_token: &Secret,
-        idempotency_key: &str,
-        text: &str,
-    ) -> Result<String, ForwardError> {
-        let uri = self.webhook_uri(endpoint)?;
-        let body = serde_json::to_vec(&AgentMessage {
-            message: text.into(),
-        })
-        .map_err(|e| ForwardError::Failed(format!("cannot encode the message: {e}")))?;
-        let mut req = Request::post(uri)
-            .header(CONTENT_TYPE, "application/json")
-            .header(AUTHORIZATION, format!("Bearer {}", agent_token.expose()))
-            .header(IDEMPOTENCY_KEY_HEADER, idempotency_key)
-            .header(TENANT_ID_HEADER, tenant.as_str())
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| ForwardError::Failed(format!("cannot build the request: {e}")))?;
-        common::telemetry::inject_headers(req.headers_mut());
+    /// Sends the request and reads the agent's answer.
+    async fn exchange(&self, req: Request<Full<Bytes>>) -> Result<String, ForwardError> {
         let resp = self
             .http
             .request(req)

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use common::wire::Endpoint;
 use common::TenantId;
 use thiserror::Error;
 
@@ -65,7 +66,7 @@ impl ChatService {
             };
             let (result, took) = self
                 .agent
-                .forward(&endpoint, tenant, &credential, &key, message)
+                .forward(&endpoint, tenant, Some(&credential), &key, message)
                 .await;
             match result {
                 Ok(reply) => {
@@ -86,7 +87,7 @@ impl ChatService {
         }
     }
 
-    async fn endpoint(&self, tenant: &TenantId) -> Result<String, ChatError> {
+    async fn endpoint(&self, tenant: &TenantId) -> Result<Endpoint, ChatError> {
         match self.endpoints.resolve(tenant).await {
             Ok(ep) => Ok(ep),
             Err(OrchestratorError::NotFound) => Err(ChatError::UnknownTenant),

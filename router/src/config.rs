@@ -139,25 +139,23 @@ fn secs(name: &str, default: Duration) -> Result<Duration, ConfigError> {
     config::parse(name, default.as_secs()).map(Duration::from_secs)
 }
 
-fn at_least_one(name: &str, default: u32) -> Result<u32, ConfigError> {
-    let v = config::parse(name, default)?;
-    if v == 0 {
+/// `v`, or the error naming `name` when it is zero.
+fn nonzero<T: PartialEq + Default>(name: &str, v: T, reason: &str) -> Result<T, ConfigError> {
+    if v == T::default() {
         return Err(ConfigError {
             name: name.to_owned(),
-            reason: "must be at least 1".into(),
+            reason: reason.into(),
         });
     }
     Ok(v)
 }
 
+fn at_least_one(name: &str, default: u32) -> Result<u32, ConfigError> {
+    nonzero(name, config::parse(name, default)?, "must be at least 1")
+}
+
 fn positive(name: &str, d: Duration) -> Result<Duration, ConfigError> {
-    if d.is_zero() {
-        return Err(ConfigError {
-            name: name.to_owned(),
-            reason: "must be greater than 0".into(),
-        });
-    }
-    Ok(d)
+    nonzero(name, d, "must be greater than 0")
 }
 
 impl Config {

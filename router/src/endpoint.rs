@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::cache::EndpointCache;
+use common::wire::Endpoint;
 use common::TenantId;
 
 use crate::metrics::{self, Metrics};
@@ -49,12 +50,19 @@ impl Endpoints {
 
     /// The cached endpoint, counted as a hit, a miss or an error; `None`: the agent must be woken
     /// (or found running) by the orchestrator.
-    pub async fn cached(&self, tenant: &TenantId) -> Option<String> {
+    pub async fn cached(&self, tenant: &TenantId) -> Option<Endpoint> {
         match self.cache.get(tenant).await {
-            Ok(Some(ep)) => {
-                self.metrics.cache.inc(metrics::CacheLookup::hit);
-                Some(ep)
-            }
+            Ok(Some(value)) => match Endpoint::try_from(value) {
+                Ok(ep) => {
+                    self.metrics.cache.inc(metrics::CacheLookup::hit);
+                    Some(ep)
+                }
+                Err(e) => {
+                    self.metrics.cache.inc(metrics::CacheLookup::error);
+                    tracing::warn!(tenant = %tenant, error = %e, "unreadable endpoint cache entry, waking");
+                    None
+                }
+            },
             Ok(None) => {
                 self.metrics.cache.inc(metrics::CacheLookup::miss);
                 None
@@ -68,7 +76,7 @@ impl Endpoints {
     }
 
     /// The cached endpoint, else a wake (`/chat`, which retries nothing itself).
-    pub async fn resolve(&self, tenant: &TenantId) -> Result<String, OrchestratorError> {
+    pub async fn resolve(&self, tenant: &TenantId) -> Result<Endpoint, OrchestratorError> {
         match self.cached(tenant).await {
             Some(ep) => Ok(ep),
             None => self.wake(tenant).await,
@@ -77,7 +85,7 @@ impl Endpoints {
 
     /// Asks the orchestrator to wake the agent (or confirm it runs), caches the endpoint it
     /// answers, and counts the outcome in `router_wakes_total`.
-    pub async fn wake(&self, tenant: &TenantId) -> Result<String, OrchestratorError> {
+    pub async fn wake(&self, tenant: &TenantId) -> Result<Endpoint, OrchestratorError> {
         let result = self.orch.wake(tenant).await;
         let outcome = match &result {
             Ok(_) => metrics::Wake::ok,
@@ -96,7 +104,7 @@ impl Endpoints {
     /// A forward to `endpoint` succeeded: the agent serves there, so its entry is written again
     /// once half its TTL has passed since the last write (by this replica). Without it, a busy
     /// chat's entry expired every TTL and the next message was announced as a wake.
-    pub async fn served(&self, tenant: &TenantId, endpoint: &str) {
+    pub async fn served(&self, tenant: &TenantId, endpoint: &Endpoint) {
         let due = {
             let written = self.lock();
             written
@@ -110,7 +118,7 @@ impl Endpoints {
 
     /// Nothing (or another tenant's agent) answered at `endpoint`: forget it, and the agent
     /// credential too (a refused one may be ours that is stale), so the next try wakes again.
-    pub async fn stale(&self, tenant: &TenantId, endpoint: &str, reason: &str) {
+    pub async fn stale(&self, tenant: &TenantId, endpoint: &Endpoint, reason: &str) {
         tracing::warn!(tenant = %tenant, endpoint = %endpoint, error = %reason,
             "forward to pod failed, invalidating cache");
         self.orch.forget_agent_token(tenant);
@@ -121,8 +129,13 @@ impl Endpoints {
         self.metrics.retries.inc(metrics::Retry::reconnect);
     }
 
-    async fn write(&self, tenant: &TenantId, endpoint: &str) {
-        match self.cache.set(tenant, endpoint, self.ttl).await {
+    /// Writes the entry (the one place an endpoint becomes the cache's `host:port` string).
+    async fn write(&self, tenant: &TenantId, endpoint: &Endpoint) {
+        match self
+            .cache
+            .set(tenant, &endpoint.to_string(), self.ttl)
+            .await
+        {
             Ok(()) => {
                 let mut written = self.lock();
                 if written.len() >= MAX_REMEMBERED {
@@ -163,17 +176,18 @@ mod tests {
         let cache = Arc::new(MemoryCache::new());
         let e = endpoints(cache.clone(), ttl);
         let t = TenantId::parse("busy").unwrap();
-        e.write(&t, "127.0.0.1:4000").await;
+        let ep = Endpoint::new("127.0.0.1", 4000);
+        e.write(&t, &ep).await;
         // Forwards every 200 ms for three TTLs: the entry never lapses.
         let until = Instant::now() + ttl * 3;
         while Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(200)).await;
             assert_eq!(
-                e.cached(&t).await.as_deref(),
-                Some("127.0.0.1:4000"),
+                e.cached(&t).await.as_ref(),
+                Some(&ep),
                 "the entry of an agent that serves stays cached"
             );
-            e.served(&t, "127.0.0.1:4000").await;
+            e.served(&t, &ep).await;
         }
         // Once nobody talks to it, it expires as before.
         let deadline = Instant::now() + ttl * 3;
@@ -188,10 +202,28 @@ mod tests {
         let cache = Arc::new(MemoryCache::new());
         let e = endpoints(cache.clone(), Duration::from_secs(60));
         let t = TenantId::parse("moved").unwrap();
-        e.write(&t, "127.0.0.1:4000").await;
-        e.stale(&t, "127.0.0.1:4000", "connection refused").await;
+        e.write(&t, &Endpoint::new("127.0.0.1", 4000)).await;
+        e.stale(&t, &Endpoint::new("127.0.0.1", 4000), "connection refused")
+            .await;
         assert_eq!(e.cached(&t).await, None);
-        e.served(&t, "127.0.0.1:4001").await;
-        assert_eq!(e.cached(&t).await.as_deref(), Some("127.0.0.1:4001"));
+        e.served(&t, &Endpoint::new("127.0.0.1", 4001)).await;
+        assert_eq!(e.cached(&t).await, Some(Endpoint::new("127.0.0.1", 4001)));
+        assert_eq!(
+            cache.get(&t).await.unwrap().as_deref(),
+            Some("127.0.0.1:4001"),
+            "written as host:port"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_cache_entry_is_no_endpoint() {
+        let cache = Arc::new(MemoryCache::new());
+        let e = endpoints(cache.clone(), Duration::from_secs(60));
+        let t = TenantId::parse("garbled").unwrap();
+        for bad in ["", "10.1.2.3:0", "no-port"] {
+            cache.set(&t, bad, Duration::from_secs(60)).await.unwrap();
+            assert_eq!(e.cached(&t).await, None, "{bad:?}");
+        }
+        assert_eq!(e.metrics.cache.get(metrics::CacheLookup::error), 3);
     }
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::wire::{AgentTokenAnswer, BotTokenAnswer, ErrorBody, WakeAnswer};
+use common::wire::{AgentTokenAnswer, BotTokenAnswer, Endpoint, ErrorBody, WakeAnswer};
 use common::{Secret, TenantId};
 use serde::Deserialize;
 use thiserror::Error;
@@ -128,8 +128,8 @@ impl OrchestratorClient {
         })
     }
 
-    /// Wakes the tenant's agent (or finds it running) and returns its `host:port`.
-    pub async fn wake(&self, id: &TenantId) -> Result<String, OrchestratorError> {
+    /// Wakes the tenant's agent (or finds it running) and returns where it answers.
+    pub async fn wake(&self, id: &TenantId) -> Result<Endpoint, OrchestratorError> {
         let rb = self
             .request(reqwest::Method::POST, &format!("/wake/{id}"))
             .timeout(self.wake_timeout);
@@ -140,7 +140,7 @@ impl OrchestratorClient {
             reason: format!("bad wake response: {}", e.without_url()),
         })?;
         match body.endpoint(self.go_agent_port) {
-            Some(ep) => Ok(ep.to_string()),
+            Some(ep) => Ok(ep),
             None => Err(OrchestratorError::Failed {
                 status: 200,
                 reason: "wake response without endpoint or pod_ip".into(),

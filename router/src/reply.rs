@@ -1,6 +1,7 @@
 //! Sending to Telegram as the Bot API really behaves: long replies split at natural boundaries,
 //! sends paced per bot and per chat, 429s waited out per bot, a revoked token replaced once from the
-//! orchestrator, final refusals ended at once, `typing…` while the agent works.
+//! orchestrator, final refusals ended at once, `typing…` while the agent works. Retries and waits
+//! go through the delivery retry policy ([`crate::delivery::retry`]), so shutdown ends them.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,8 +11,11 @@ use std::time::Duration;
 use common::telegram::{Target, TelegramClient, TelegramError, MAX_MESSAGE_UTF16};
 use common::{Secret, TenantId};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::DeliveryConfig;
+use crate::delivery::retry::Retries;
+use crate::delivery::Interrupted;
 use crate::metrics::{Metrics, RefusalLabels, Retry, TelegramMethod};
 use crate::orchestrator_client::{OrchestratorClient, OrchestratorError};
 
@@ -71,7 +75,9 @@ struct Bot {
 
 /// The outcome of one look at a bot's pacing state.
 enum Pace {
-    /// Not yet (a hold or an empty bucket): wait this long and look again.
+    /// Flood control holds the bot's sends this much longer (a `retry_after`, maybe minutes).
+    Held(Duration),
+    /// The chat's bucket is empty (a second or so at most): wait this long and look again.
     Wait(Duration),
     /// The slot is taken: send after this long.
     Go(Duration),
@@ -135,13 +141,20 @@ impl Sender {
         self.with_bot(tenant, |b| b.hold_until.is_some_and(|h| h > Instant::now()))
     }
 
-    /// Waits for flood control's hold, the chat's bucket and the bot's next slot, and takes them.
-    async fn pace(&self, tenant: &TenantId, chat_id: i64) {
+    /// Waits for flood control's hold (through `retries`: shutdown ends it), the chat's bucket and
+    /// the bot's next slot (short, so that a reply in flight at shutdown still goes out whole),
+    /// and takes them.
+    async fn pace(
+        &self,
+        tenant: &TenantId,
+        chat_id: i64,
+        retries: &Retries<'_>,
+    ) -> Result<(), Interrupted> {
         loop {
             let pace = self.with_bot(tenant, |b| {
                 let now = Instant::now();
                 if let Some(h) = b.hold_until.filter(|h| *h > now) {
-                    return Pace::Wait(h - now);
+                    return Pace::Held(h - now);
                 }
                 let burst = f64::from(self.pacing.chat_burst);
                 let rate = self.pacing.per_sec(chat_id);
@@ -166,12 +179,13 @@ impl Sender {
                 Pace::Go(slot - now)
             });
             match pace {
+                Pace::Held(d) => retries.after(d).await?,
                 Pace::Wait(d) => tokio::time::sleep(d).await,
                 Pace::Go(d) => {
                     if !d.is_zero() {
                         tokio::time::sleep(d).await;
                     }
-                    return;
+                    return Ok(());
                 }
             }
         }
@@ -201,18 +215,28 @@ impl Sender {
     }
 
     /// One `sendMessage`, paced; waits out 429s as told (never dropped for flood control), tries a
-    /// rotated token once after a 401, retries network errors and 5xx with bounded backoff, and
-    /// ends at once on a final refusal (logged with Telegram's description, counted by reason).
-    pub async fn send(&self, tenant: &TenantId, token: &Secret, to: &Target, text: &str) -> bool {
+    /// rotated token once after a 401, retries network errors and 5xx `TELEGRAM_ATTEMPTS` times in
+    /// all, and ends at once on a final refusal (logged with Telegram's description, counted by
+    /// reason): `Ok(sent)`. `Err(Interrupted)` when `stop` fired during a wait (a `retry_after` can
+    /// be minutes): nothing more is sent, and the caller leaves its update in the inbox.
+    pub async fn send(
+        &self,
+        tenant: &TenantId,
+        token: &Secret,
+        to: &Target,
+        text: &str,
+        stop: &CancellationToken,
+    ) -> Result<bool, Interrupted> {
         let mut token = self.current(tenant, token);
-        let (mut attempt, mut rotation_tried) = (0u32, false);
+        let mut retries = Retries::at_most(&self.cfg, stop, self.cfg.telegram_attempts);
+        let mut rotation_tried = false;
         loop {
-            self.pace(tenant, to.chat_id).await;
+            self.pace(tenant, to.chat_id, &retries).await?;
             let err = match self.client.send_to(&token, to, text).await {
                 Ok(()) => {
                     self.metrics
                         .telegram_call(TelegramMethod::sendMessage, true);
-                    return true;
+                    return Ok(true);
                 }
                 Err(e) => e,
             };
@@ -222,6 +246,7 @@ impl Sender {
                 tracing::warn!(tenant = %tenant, chat_id = to.chat_id, retry_after_s = wait.as_secs(),
                     "telegram flood control, holding the bot's sends");
                 self.metrics.retries.inc(Retry::flood);
+                // Waited out by the next `pace`, like any other send of the bot.
                 self.hold(tenant, wait);
                 continue;
             }
@@ -232,14 +257,12 @@ impl Sender {
                     continue;
                 }
             }
-            if err.is_retryable() && attempt + 1 < self.cfg.telegram_attempts {
-                attempt += 1;
+            if err.is_retryable() && retries.again().await? {
                 self.metrics.retries.inc(Retry::telegram);
-                tokio::time::sleep(self.cfg.backoff(attempt)).await;
                 continue;
             }
             self.refused(tenant, to.chat_id, TelegramMethod::sendMessage, &err);
-            return false;
+            return Ok(false);
         }
     }
 
@@ -266,11 +289,19 @@ impl Sender {
 
     /// A reply: split for Telegram, sent in order, the first part quoting the user's message; a
     /// final refusal ends the rest (the chat is gone or blocked). An empty reply sends nothing.
-    pub async fn reply(&self, tenant: &TenantId, token: &Secret, to: &Target, text: &str) {
+    /// `Err(Interrupted)`: `stop` fired while a part waited (see [`Sender::send`]).
+    pub async fn reply(
+        &self,
+        tenant: &TenantId,
+        token: &Secret,
+        to: &Target,
+        text: &str,
+        stop: &CancellationToken,
+    ) -> Result<(), Interrupted> {
         let parts = split(text);
         if parts.is_empty() {
             tracing::warn!(tenant = %tenant, chat_id = to.chat_id, "the agent's reply is empty, nothing sent");
-            return;
+            return Ok(());
         }
         let rest = Target {
             reply_to: None,
@@ -278,12 +309,13 @@ impl Sender {
         };
         for (i, part) in parts.iter().enumerate() {
             if !self
-                .send(tenant, token, if i == 0 { to } else { &rest }, part)
-                .await
+                .send(tenant, token, if i == 0 { to } else { &rest }, part, stop)
+                .await?
             {
-                return;
+                return Ok(());
             }
         }
+        Ok(())
     }
 
     /// Runs `work` while `typing…` shows in the chat (renewed every `typing_every`, stopped when

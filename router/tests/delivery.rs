@@ -39,6 +39,8 @@ fn fast() -> DeliveryConfig {
 }
 
 struct Harness {
+    /// How long a dispatcher's shutdown lets the updates in flight finish.
+    grace: Duration,
     inbox: Arc<SqliteInbox>,
     cache: Arc<MemoryCache>,
     dispatcher: Option<Dispatcher>,
@@ -62,6 +64,7 @@ impl Harness {
         let (tg, tg_srv) = Telegram::start();
         let (orch, orch_srv) = Orchestrator::start();
         Harness {
+            grace: Duration::from_secs(5),
             inbox,
             cache: Arc::new(MemoryCache::new()),
             dispatcher: None,
@@ -107,7 +110,7 @@ impl Harness {
         self.dispatcher = Some(Dispatcher::start(
             Arc::new(delivery),
             activity_rx,
-            Duration::from_secs(5),
+            self.grace,
         ));
     }
 
@@ -636,5 +639,66 @@ async fn a_wake_refused_as_suspended_is_not_retried_and_the_chats_are_told_why()
         h.orch.wakes("late"),
         1,
         "no retries against a suspended tenant"
+    );
+}
+
+/// A reply held by Telegram's flood control (`retry_after` far longer than the shutdown grace)
+/// does not hold shutdown: the wait ends at once, the update stays in the inbox unacknowledged,
+/// and the router that starts next delivers the reply (the agent answers the same key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_a_send_waiting_on_retry_after_and_the_reply_follows_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = Arc::new(SqliteInbox::open(&dir.path().join("inbox.db")).unwrap());
+    let mut h = Harness::without_dispatcher(inbox, dir);
+    h.grace = Duration::from_secs(30);
+    let agent = h.agent("flood");
+    let ep = match h.orch.wake.lock().unwrap().get("flood").cloned() {
+        Some(WakeReply::Endpoint(ep)) => ep,
+        _ => unreachable!(),
+    };
+    h.cache
+        .set(&tid("flood"), &ep, Duration::from_secs(300))
+        .await
+        .unwrap();
+    h.tg.flood_retry_after.store(120, Ordering::Relaxed);
+    h.start_dispatcher(fast());
+    h.post("flood", 1, 8, "hold on").await;
+    eventually(WAIT, "the reply refused by flood control", || {
+        h.tg.flooded.load(Ordering::Relaxed) >= 1
+    })
+    .await;
+
+    let began = std::time::Instant::now();
+    h.dispatcher.take().unwrap().shutdown().await;
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "shutdown waited {:?}: neither the 120 s retry_after nor the 30 s grace",
+        began.elapsed()
+    );
+    assert_eq!(h.tg.flooded.load(Ordering::Relaxed), 1, "no send after it");
+    assert!(h.tg.messages_to(8).is_empty());
+    let left = h.inbox.pending(&tid("flood"), 10).await.unwrap();
+    assert_eq!(
+        left.iter().map(|e| e.update_id).collect::<Vec<_>>(),
+        [1],
+        "the update stays for redelivery"
+    );
+
+    // The next router (flood control over): the reply goes out once.
+    h.tg.flood_retry_after.store(0, Ordering::Relaxed);
+    h.start_dispatcher(fast());
+    h.wait_empty().await;
+    assert_eq!(h.tg.messages_to(8), ["echo: hold on"]);
+    let keys: Vec<String> = agent
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.idempotency_key.clone())
+        .collect();
+    assert_eq!(
+        keys,
+        ["flood:1", "flood:1"],
+        "forwarded again under its key"
     );
 }

@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use redis::streams::StreamRangeReply;
-use redis::{Script, Value};
+use redis::{AsyncTypedCommands, Script, Value};
 
 use super::{now_ms, Appended, Inbox, InboxEntry, InboxStats, DEDUPE_MAX_PER_TENANT, DEDUPE_TTL};
 use crate::lock::redis::RedisLock;
@@ -141,13 +141,8 @@ impl Inbox for RedisInbox {
             return Ok(Vec::new());
         }
         let mut c = redis_pool::conn(&self.pool).await?;
-        let reply: StreamRangeReply = redis::cmd("XRANGE")
-            .arg(stream_key(tenant))
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(limit)
-            .query_async(&mut c)
+        let reply = c
+            .xrange_count(stream_key(tenant), "-", "+", limit)
             .await
             .map_err(redis_pool::err)?;
         reply
@@ -181,11 +176,7 @@ impl Inbox for RedisInbox {
 
     async fn tenants(&self) -> Result<Vec<TenantId>, StoreError> {
         let mut c = redis_pool::conn(&self.pool).await?;
-        let names: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(TENANTS_KEY)
-            .query_async(&mut c)
-            .await
-            .map_err(redis_pool::err)?;
+        let names = c.smembers(TENANTS_KEY).await.map_err(redis_pool::err)?;
         let mut ids: Vec<TenantId> = names
             .iter()
             .filter_map(|n| TenantId::parse(n).ok())
@@ -206,13 +197,7 @@ impl Inbox for RedisInbox {
         let mut pipe = redis::pipe();
         for t in &tenants {
             let key = stream_key(t);
-            pipe.cmd("XLEN").arg(&key);
-            pipe.cmd("XRANGE")
-                .arg(&key)
-                .arg("-")
-                .arg("+")
-                .arg("COUNT")
-                .arg(1);
+            pipe.xlen(&key).xrange_count(&key, "-", "+", 1);
         }
         let mut c = redis_pool::conn(&self.pool).await?;
         let replies: Vec<Value> = pipe.query_async(&mut c).await.map_err(redis_pool::err)?;

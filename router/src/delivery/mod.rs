@@ -1,7 +1,8 @@
 //! Delivery of inbox entries: a dispatcher ([`dispatcher`]) runs one worker per tenant with pending
 //! work; a worker ([`worker`]) holds the tenant's claim (one deliverer across replicas), wakes the
 //! agent when needed ([`wake`]), forwards the entries in order, replies on Telegram and acknowledges
-//! each entry only when it is finished. Every wait between attempts goes through [`retry`].
+//! each entry only when it is finished. Every wait between attempts (Telegram's too) goes through
+//! [`retry`].
 
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use crate::orchestrator_client::OrchestratorClient;
 use crate::reply::Sender;
 
 mod dispatcher;
-mod retry;
+pub(crate) mod retry;
 mod wake;
 mod worker;
 

@@ -1,5 +1,6 @@
-//! The one retry policy of delivery: capped exponential backoff (`RETRY_BACKOFF_MS`, doubling up to
-//! `RETRY_BACKOFF_MAX_MS`), every wait cut short by shutdown or a lost claim.
+//! The one retry policy of the router: capped exponential backoff (`RETRY_BACKOFF_MS`, doubling
+//! up to `RETRY_BACKOFF_MAX_MS`), optionally bounded, or the wait a server asked for (Telegram's
+//! `retry_after`); every wait cut short by shutdown or a lost claim.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -12,7 +13,7 @@ use super::Interrupted;
 use crate::config::DeliveryConfig;
 
 /// Waits `d`, or returns `Err(Interrupted)` as soon as `stop` fires.
-pub(super) async fn pause(d: Duration, stop: &CancellationToken) -> Result<(), Interrupted> {
+pub(crate) async fn pause(d: Duration, stop: &CancellationToken) -> Result<(), Interrupted> {
     tokio::select! {
         _ = tokio::time::sleep(d) => Ok(()),
         _ = stop.cancelled() => Err(Interrupted),
@@ -26,6 +27,61 @@ pub(super) async fn backoff(
     stop: &CancellationToken,
 ) -> Result<(), Interrupted> {
     pause(cfg.backoff(attempt), stop).await
+}
+
+/// The retries of one operation: passing failures counted against an optional bound and backed
+/// off, waits a server asked for taken as told (not counted); each wait ends early when `stop` fires.
+pub(crate) struct Retries<'a> {
+    cfg: &'a DeliveryConfig,
+    stop: &'a CancellationToken,
+    failures: u32,
+    /// Most attempts in all (`TELEGRAM_ATTEMPTS`); `None`: until it works.
+    attempts: Option<u32>,
+}
+
+impl<'a> Retries<'a> {
+    /// Retries as long as it takes.
+    pub(crate) fn unbounded(cfg: &'a DeliveryConfig, stop: &'a CancellationToken) -> Self {
+        Retries {
+            cfg,
+            stop,
+            failures: 0,
+            attempts: None,
+        }
+    }
+
+    /// At most `attempts` attempts in all.
+    pub(crate) fn at_most(
+        cfg: &'a DeliveryConfig,
+        stop: &'a CancellationToken,
+        attempts: u32,
+    ) -> Self {
+        Retries {
+            attempts: Some(attempts),
+            ..Retries::unbounded(cfg, stop)
+        }
+    }
+
+    /// Passing failures so far.
+    pub(crate) fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// A passing failure: `Ok(true)` once its backoff is waited and another attempt is due,
+    /// `Ok(false)` when the attempts are spent (nothing waited).
+    pub(crate) async fn again(&mut self) -> Result<bool, Interrupted> {
+        self.failures += 1;
+        if self.attempts.is_some_and(|n| self.failures >= n) {
+            return Ok(false);
+        }
+        backoff(self.cfg, self.failures, self.stop).await?;
+        Ok(true)
+    }
+
+    /// Waits what the server asked for (a 429's `retry_after`), however long; not a failure.
+    pub(crate) async fn after(&self, d: Duration) -> Result<(), Interrupted> {
+        pause(d, self.stop).await
+    }
 }
 
 /// What one attempt of [`until_done`] came to.
@@ -51,14 +107,14 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Attempt<T, E>>,
 {
-    let mut attempt = 0;
+    let mut retries = Retries::unbounded(cfg, stop);
     loop {
         match op().await {
             Attempt::Done(v) => return Ok(v),
             Attempt::Again(e) => {
-                attempt += 1;
+                let attempt = retries.failures() + 1;
                 tracing::warn!(tenant = %tenant, error = %e, attempt, "{what} unavailable, retrying");
-                backoff(cfg, attempt, stop).await?;
+                retries.again().await?;
             }
         }
     }
@@ -118,5 +174,39 @@ mod tests {
             "not the 60 s backoff"
         );
         stopper.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_bounded_retry_stops_after_its_attempts_without_waiting_again() {
+        let stop = CancellationToken::new();
+        let cfg = cfg();
+        let mut r = Retries::at_most(&cfg, &stop, 3);
+        assert!(r.again().await.unwrap(), "attempt 2");
+        assert!(r.again().await.unwrap(), "attempt 3");
+        assert!(!r.again().await.unwrap(), "spent after 3 attempts");
+        assert_eq!(r.failures(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_server_given_wait_ends_at_shutdown() {
+        let stop = CancellationToken::new();
+        let cfg = cfg();
+        let r = Retries::at_most(&cfg, &stop, 1);
+        let wait = r.after(Duration::from_secs(3600));
+        tokio::pin!(wait);
+        assert!(
+            futures::FutureExt::now_or_never(&mut wait).is_none(),
+            "waits while running"
+        );
+        stop.cancel();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), wait)
+                .await
+                .expect("ended at once, not after the hour")
+                .is_err(),
+            "interrupted"
+        );
+        let mut spent = Retries::at_most(&cfg, &stop, 5);
+        assert!(spent.again().await.is_err(), "a backoff too");
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::inbox::{now_ms, InboxEntry};
 use common::telegram::Target;
+use common::wire::Endpoint;
 use common::{Secret, TenantId};
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +23,7 @@ const WAITING_SCAN: usize = 1000;
 const ANNOUNCE_POLL: Duration = Duration::from_millis(250);
 
 pub(super) enum Wake {
-    Up(String),
+    Up(Endpoint),
     UnknownTenant,
     /// The agent itself could not be started, attempt after attempt; these entries were waiting for it.
     Failed(Vec<InboxEntry>),
@@ -65,7 +66,9 @@ impl Delivery {
         let loud = || tokio::time::Instant::now() >= quiet_until;
         let mut announced = HashSet::new();
         let mut delayed = Delayed::new(&self.metrics);
-        let mut waiting = self.announce(tenant, token, &mut announced, loud()).await;
+        let mut waiting = self
+            .announce(tenant, token, &mut announced, loud(), stop)
+            .await?;
         let (mut attempt, mut outage) = (0u32, 0u32);
         loop {
             let wake = self.endpoints.wake(tenant);
@@ -75,7 +78,7 @@ impl Delivery {
                     r = &mut wake => break r,
                     _ = stop.cancelled() => return Err(Interrupted),
                     _ = tokio::time::sleep(ANNOUNCE_POLL) => {
-                        waiting = self.announce(tenant, token, &mut announced, loud()).await;
+                        waiting = self.announce(tenant, token, &mut announced, loud(), stop).await?;
                     }
                 }
             };
@@ -83,7 +86,8 @@ impl Delivery {
                 Ok(endpoint) => {
                     // Chats that started waiting since the last look are told too, however fast the wake.
                     if loud() {
-                        self.announce(tenant, token, &mut announced, true).await;
+                        self.announce(tenant, token, &mut announced, true, stop)
+                            .await?;
                     }
                     tracing::info!(tenant = %tenant, endpoint = %endpoint, attempt, "agent awake");
                     return Ok(Wake::Up(endpoint));
@@ -95,7 +99,9 @@ impl Delivery {
                     outage += 1;
                     tracing::warn!(tenant = %tenant, error = %e, attempt = outage,
                         "wake failed: orchestrator unavailable, keeping the updates");
-                    let latest = self.announce(tenant, token, &mut announced, loud()).await;
+                    let latest = self
+                        .announce(tenant, token, &mut announced, loud(), stop)
+                        .await?;
                     if !latest.is_empty() {
                         waiting = latest;
                     }
@@ -114,7 +120,7 @@ impl Delivery {
                         return Ok(Wake::Expired(expired));
                     }
                     if outage >= self.cfg.wake_attempts {
-                        delayed.tell(self, tenant, token, &waiting).await;
+                        delayed.tell(self, tenant, token, &waiting, stop).await?;
                     }
                     self.metrics.retries.inc(metrics::Retry::wake);
                     retry::backoff(&self.cfg, outage, stop).await?;
@@ -128,7 +134,9 @@ impl Delivery {
                     tracing::warn!(tenant = %tenant, error = %e, attempt,
                         attempts = self.cfg.wake_attempts, "wake failed");
                     if attempt >= self.cfg.wake_attempts {
-                        let latest = self.announce(tenant, token, &mut announced, loud()).await;
+                        let latest = self
+                            .announce(tenant, token, &mut announced, loud(), stop)
+                            .await?;
                         if !latest.is_empty() {
                             waiting = latest;
                         }
@@ -141,23 +149,25 @@ impl Delivery {
         }
     }
 
-    /// Sends the starting message to chats not yet told (when `loud`); returns the pending entries seen.
+    /// Sends the starting message to chats not yet told (when `loud`); returns the pending entries
+    /// seen. `Err(Interrupted)` when `stop` cut a send's wait short.
     async fn announce(
         &self,
         tenant: &TenantId,
         token: &Secret,
         announced: &mut HashSet<(i64, Option<i64>)>,
         loud: bool,
-    ) -> Vec<InboxEntry> {
+        stop: &CancellationToken,
+    ) -> Result<Vec<InboxEntry>, Interrupted> {
         let pending = match self.inbox.pending(tenant, WAITING_SCAN).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(tenant = %tenant, error = %e, "inbox unavailable, cannot list waiting chats");
-                return Vec::new();
+                return Ok(Vec::new());
             }
         };
         if !loud {
-            return pending;
+            return Ok(pending);
         }
         // Per chat and forum topic: each topic is its own conversation.
         let new_chats: Vec<Target> = pending
@@ -167,10 +177,24 @@ impl Delivery {
             .filter(|t| announced.insert((t.chat_id, t.thread_id)))
             .collect();
         let text = self.cfg.starting_message.as_str();
-        futures::future::join_all(new_chats.iter().map(|c| self.send(tenant, token, c, text)))
-            .await;
-        pending
+        send_all(self, tenant, token, &new_chats, text, stop).await?;
+        Ok(pending)
     }
+}
+
+/// Sends `text` to each chat at once; `Err(Interrupted)` when `stop` cut one short.
+async fn send_all(
+    d: &Delivery,
+    tenant: &TenantId,
+    token: &Secret,
+    chats: &[Target],
+    text: &str,
+    stop: &CancellationToken,
+) -> Result<(), Interrupted> {
+    futures::future::join_all(chats.iter().map(|c| d.send(tenant, token, c, text, stop)))
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// The chats of one wake phase told that the bot is delayed by an outage (each once); counted in
@@ -196,7 +220,8 @@ impl<'a> Delayed<'a> {
         tenant: &TenantId,
         token: &Secret,
         waiting: &[InboxEntry],
-    ) {
+        stop: &CancellationToken,
+    ) -> Result<(), Interrupted> {
         if !self.counted {
             self.counted = true;
             self.metrics.delayed_tenants.fetch_add(1, Ordering::Relaxed);
@@ -208,7 +233,7 @@ impl<'a> Delayed<'a> {
             .filter(|t| self.chats.insert((t.chat_id, t.thread_id)))
             .collect();
         let text = d.cfg.delayed_message.as_str();
-        futures::future::join_all(new_chats.iter().map(|c| d.send(tenant, token, c, text))).await;
+        send_all(d, tenant, token, &new_chats, text, stop).await
     }
 }
 

@@ -222,14 +222,11 @@ impl Delivery {
             };
             // The tenant exists (its bot token was just found); an orchestrator without a
             // credential for it is the Go one during a cut-over, whose agents take none.
-            let credential = self
-                .agent_token(tenant, stop)
-                .await?
-                .unwrap_or_else(|| Secret::new(""));
+            let credential = self.agent_token(tenant, stop).await?;
             claim.check(tenant)?;
-            let forward = self
-                .agent
-                .forward(&endpoint, tenant, &credential, &key, &msg.text);
+            let forward =
+                self.agent
+                    .forward(&endpoint, tenant, credential.as_ref(), &key, &msg.text);
             let (result, took) = self
                 .activity
                 .while_busy(
@@ -246,9 +243,11 @@ impl Delivery {
                     // The reply is sent only while the claim holds: after a freeze past the TTL
                     // another replica owns the entry and sends the (idempotent) reply itself.
                     claim.check(tenant)?;
+                    // Interrupted (shutdown during a `retry_after`): not acknowledged, so the next
+                    // deliverer forwards it again (the agent answers the same key alike) and replies.
                     self.telegram
-                        .reply(tenant, &token, &msg.target(), &reply)
-                        .await;
+                        .reply(tenant, &token, &msg.target(), &reply, stop)
+                        .await?;
                     return Ok(Step::Ack(metrics::Delivery::delivered));
                 }
                 Err(e) => e,
@@ -270,7 +269,8 @@ impl Delivery {
             if give_up {
                 tracing::error!(tenant = %tenant, update_id = entry.update_id, error = %err,
                     "delivery failed, giving up on the update");
-                self.send(tenant, &token, &msg.target(), AGENT_FAILED).await;
+                self.send(tenant, &token, &msg.target(), AGENT_FAILED, stop)
+                    .await?;
                 return Ok(Step::Ack(metrics::Delivery::failed));
             }
             let attempt = agent_failures.max(reconnects);
@@ -341,7 +341,7 @@ impl Delivery {
             let msg = update::parse(&entry.payload);
             if let Some(m) = &msg {
                 if told.insert((m.chat_id, m.thread_id)) {
-                    self.send(tenant, token, &m.place(), text).await;
+                    self.send(tenant, token, &m.place(), text, stop).await?;
                 }
             }
             self.inbox_op(tenant, "inbox ack", stop, || {
@@ -388,15 +388,19 @@ impl Delivery {
     }
 
     /// `sendMessage` (see `Sender::send`); a final failure is logged, not returned, since the
-    /// update was handled either way.
+    /// update was handled either way; `Err(Interrupted)` when `stop` cut a wait short.
     pub(super) async fn send(
         &self,
         tenant: &TenantId,
         token: &Secret,
         to: &Target,
         text: &str,
-    ) -> bool {
-        self.telegram.send(tenant, token, to, text).await
+        stop: &CancellationToken,
+    ) -> Result<(), Interrupted> {
+        self.telegram
+            .send(tenant, token, to, text, stop)
+            .await
+            .map(drop)
     }
 
     /// One tenant's worker: claim, deliver while renewing the claim, stop when the inbox is empty.

@@ -72,6 +72,10 @@ pub struct TgCall {
 #[derive(Default)]
 pub struct Telegram {
     pub calls: Mutex<Vec<TgCall>>,
+    /// When not 0, every `sendMessage` is refused by flood control with this `retry_after` (s)
+    /// and counted in `flooded`, not in `calls`.
+    pub flood_retry_after: AtomicU64,
+    pub flooded: AtomicUsize,
 }
 
 impl Telegram {
@@ -86,6 +90,16 @@ impl Telegram {
                      body: web::Json<Value>,
                      tg: web::Data<Telegram>| async move {
                         let (token, method) = path.into_inner();
+                        let flood = tg.flood_retry_after.load(Ordering::Relaxed);
+                        if flood > 0 && method == "sendMessage" {
+                            tg.flooded.fetch_add(1, Ordering::Relaxed);
+                            return HttpResponse::TooManyRequests().json(json!({
+                                "ok": false,
+                                "error_code": 429,
+                                "description": format!("Too Many Requests: retry after {flood}"),
+                                "parameters": {"retry_after": flood},
+                            }));
+                        }
                         tg.calls.lock().unwrap().push(TgCall {
                             token,
                             method,
