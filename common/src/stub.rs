@@ -168,6 +168,14 @@ impl Stub {
     }
 }
 
+/// A 127.0.0.1 port free at the time of asking, for a child process to bind.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
+}
+
 impl Drop for Stub {
     fn drop(&mut self) {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {

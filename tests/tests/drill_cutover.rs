@@ -488,20 +488,13 @@ async fn a_go_deployment_swapped_per_the_guide_answers_every_update_once_and_kee
         kube_dir: root.join("cluster"),
     };
     ztm.set_cluster(go_cluster());
-    let check = ztm
-        .run(
-            &orch_url,
-            &router_url,
-            &[
-                "migrate",
-                "check",
-                "--redis-addr",
-                &redis_server.addr(),
-                "-o",
-                "json",
-            ],
-        )
-        .await;
+    // `ztm migrate check` against Redis and the cluster the test last described.
+    let migrate_check = async || {
+        let redis = redis_server.addr();
+        let args = ["migrate", "check", "--redis-addr", &redis, "-o", "json"];
+        ztm.run(&orch_url, &router_url, &args).await
+    };
+    let check = migrate_check().await;
     assert_eq!(
         check.code, 1,
         "blocking items give exit 1: {}\n{}",
@@ -845,20 +838,7 @@ async fn a_go_deployment_swapped_per_the_guide_answers_every_update_once_and_kee
 
     // ── migrate check once the guide's fixes are in: exit 0 ─────────────────────────────────
     ztm.set_cluster(fixed_cluster());
-    let check = ztm
-        .run(
-            &orch_url,
-            &router_url,
-            &[
-                "migrate",
-                "check",
-                "--redis-addr",
-                &redis_server.addr(),
-                "-o",
-                "json",
-            ],
-        )
-        .await;
+    let check = migrate_check().await;
     let found = findings(&check);
     assert_eq!(
         check.code, 0,
