@@ -184,3 +184,62 @@ impl Drop for Stub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn answers_by_the_closure_records_and_frees_the_port_on_shutdown() {
+        let stub = Stub::answer(|r| HttpResponse::Ok().body(format!("{} {}", r.method, r.body)));
+        let answer = reqwest::Client::new()
+            .post(format!("{}/bot1:a/sendMessage?x=1", stub.url()))
+            .header("X-Probe", "yes")
+            .body("hi")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.text().await.unwrap(), "POST hi");
+        let seen = stub.requests();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].line(), "POST /bot1:a/sendMessage?x=1");
+        assert_eq!(seen[0].header("x-probe"), Some("yes"));
+        let addr = stub.addr;
+        stub.shutdown().await;
+        assert!(
+            std::net::TcpStream::connect(addr).is_err(),
+            "nothing listens after shutdown"
+        );
+    }
+
+    /// Recording reads the body; the route's own extractor still gets all of it.
+    #[tokio::test]
+    async fn a_route_table_still_reads_the_body_it_records() {
+        let stub = Stub::routes(|cfg| {
+            cfg.route(
+                "/echo",
+                web::post().to(|body: web::Json<serde_json::Value>| async move {
+                    HttpResponse::Ok().json(body.into_inner())
+                }),
+            );
+        });
+        let http = reqwest::Client::new();
+        let sent = serde_json::json!({"message": "x".repeat(100_000)});
+        let got: serde_json::Value = http
+            .post(format!("{}/echo", stub.url()))
+            .json(&sent)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(got, sent);
+        let missing = http.get(format!("{}/other", stub.url())).send().await;
+        assert_eq!(missing.unwrap().status(), 404);
+        let seen = stub.requests();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0].body, sent.to_string());
+        assert_eq!(seen[1].line(), "GET /other");
+    }
+}
