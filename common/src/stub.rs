@@ -225,15 +225,8 @@ mod tests {
         });
         let http = reqwest::Client::new();
         let sent = serde_json::json!({"message": "x".repeat(100_000)});
-        let got: serde_json::Value = http
-            .post(format!("{}/echo", stub.url()))
-            .json(&sent)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let echoed = http.post(format!("{}/echo", stub.url())).json(&sent);
+        let got: serde_json::Value = echoed.send().await.unwrap().json().await.unwrap();
         assert_eq!(got, sent);
         let missing = http.get(format!("{}/other", stub.url())).send().await;
         assert_eq!(missing.unwrap().status(), 404);

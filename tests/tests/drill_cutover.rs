@@ -729,18 +729,15 @@ async fn a_go_deployment_swapped_per_the_guide_answers_every_update_once_and_kee
         .await
         .unwrap();
     assert_eq!(carol["idle_timeout_s"], 300, "{carol}");
-    // A GET as a Go-era client makes it (`X-Api-Compat: go`), its JSON answer.
-    let go_get = async |path: &str| -> Value {
-        http.get(format!("{orch_url}{path}"))
-            .header("X-Api-Compat", "go")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    };
-    let go = go_get("/tenants/carol").await;
+    let go: Value = http
+        .get(format!("{orch_url}/tenants/carol"))
+        .header("X-Api-Compat", "go")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(
         (
             &go["TenantID"],
@@ -751,10 +748,26 @@ async fn a_go_deployment_swapped_per_the_guide_answers_every_update_once_and_kee
         (&json!("carol"), &json!(300), &json!(""), true),
         "{go}"
     );
-    let go_list = go_get("/tenants").await;
+    let go_list: Value = http
+        .get(format!("{orch_url}/tenants"))
+        .header("X-Api-Compat", "go")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(go_list.as_array().map(Vec::len), Some(3), "{go_list}");
     assert!(go_list[0].get("TenantID").is_some() && go_list[0].get("tenant_id").is_none());
-    let tok = go_get("/tenants/bob/bot_token").await;
+    let tok: Value = http
+        .get(format!("{orch_url}/tenants/bob/bot_token"))
+        .header("X-Api-Compat", "go")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(tok, json!({ "BotToken": token("bob") }));
     let noop = http
         .patch(format!("{orch_url}/tenants/carol"))
