@@ -7,13 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::stub::free_port;
 
 fn start(port: u16, data: &Path, state: &Path, delay_ms: u64) -> Child {
     Command::new(env!("CARGO_BIN_EXE_tenant-agent"))
@@ -47,6 +41,12 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)
     Some((status, body))
 }
 
+/// Posts `message` to the agent's webhook; the answer's body.
+fn ask(port: u16, message: &str) -> String {
+    let body = serde_json::json!({ "message": message }).to_string();
+    http(port, "POST", "/webhook", &body).unwrap().1
+}
+
 fn wait_healthy(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while http(port, "GET", "/health", "").map(|r| r.0) != Some(200) {
@@ -62,12 +62,7 @@ fn sigterm_finishes_the_reply_in_flight_then_saves() {
     let port = free_port();
     let mut agent = start(port, data.path(), state.path(), 1500);
     wait_healthy(port);
-    assert_eq!(
-        http(port, "POST", "/webhook", r#"{"message":"one"}"#)
-            .unwrap()
-            .1,
-        r#"{"response":"echo: one (#1)"}"#
-    );
+    assert_eq!(ask(port, "one"), r#"{"response":"echo: one (#1)"}"#);
 
     let in_flight =
         std::thread::spawn(move || http(port, "POST", "/webhook", r#"{"message":"two"}"#));
@@ -110,12 +105,7 @@ fn sigterm_finishes_the_reply_in_flight_then_saves() {
     let port = free_port();
     let mut agent = start(port, fresh.path(), state.path(), 0);
     wait_healthy(port);
-    assert_eq!(
-        http(port, "POST", "/webhook", r#"{"message":"three"}"#)
-            .unwrap()
-            .1,
-        r#"{"response":"echo: three (#3)"}"#
-    );
+    assert_eq!(ask(port, "three"), r#"{"response":"echo: three (#3)"}"#);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(agent.id() as i32, libc::SIGINT) };
     assert!(agent.wait().unwrap().success());

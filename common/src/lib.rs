@@ -32,6 +32,8 @@ pub mod service;
 pub mod sqlite_db;
 pub mod state;
 pub mod state_file;
+#[cfg(feature = "contract")]
+pub mod stub;
 pub mod telegram;
 pub mod telemetry;
 pub mod tenant;

@@ -1,6 +1,8 @@
 //! The launcher binary with a stand-in for ZeroClaw (a shell script): what the child gets at
 //! start, signal forwarding, the save after a stop or a crash, and the exit codes.
 
+mod support;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -9,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::state_file;
 use rusqlite::Connection;
+use support::memories;
 
 const LAUNCHER: &str = env!("CARGO_BIN_EXE_zeroclaw-launcher");
 const AGENT_TOKEN: &str = "agent-cred-7f1e";
@@ -107,17 +110,6 @@ fn finish(child: Child, limit: Duration) -> Output {
     out
 }
 
-fn rows(db: &Path) -> Vec<String> {
-    let conn = Connection::open(db).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT content FROM memories ORDER BY rowid")
-        .unwrap();
-    stmt.query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-}
-
 fn seed_state(state: &Path, content: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("seed.db");
@@ -162,7 +154,7 @@ fn the_child_starts_configured_and_restored_and_a_sigterm_saves_what_is_still_in
     });
 
     // Everything ZeroClaw reads was in place when it started.
-    assert_eq!(rows(&zc.join("at-start.db")), ["saved before"]);
+    assert_eq!(memories(&zc.join("at-start.db")), ["saved before"]);
     assert_eq!(
         fs::read_to_string(zc.join("workspace/SOUL.md")).unwrap(),
         "You are Bob's helper."
@@ -225,7 +217,7 @@ fn the_child_starts_configured_and_restored_and_a_sigterm_saves_what_is_still_in
         .unwrap()
         .unwrap();
     assert_eq!(saved.generation, 2);
-    assert_eq!(rows(&saved.path), ["saved before", "said just now"]);
+    assert_eq!(memories(&saved.path), ["saved before", "said just now"]);
     drop(writer);
 }
 
@@ -248,7 +240,7 @@ fn zeroclaw_dying_on_its_own_is_a_non_zero_exit_after_a_save() {
     let saved = state_file::newest(&agent.state, "brain.db")
         .unwrap()
         .unwrap();
-    assert_eq!(rows(&saved.path), ["kept"]);
+    assert_eq!(memories(&saved.path), ["kept"]);
     assert_no_secret(&log);
 }
 
@@ -277,7 +269,7 @@ while :; do sleep 0.02; done"#,
         .unwrap()
         .unwrap();
     assert_eq!(saved.generation, 2);
-    assert_eq!(rows(&saved.path), ["memory"]);
+    assert_eq!(memories(&saved.path), ["memory"]);
 }
 
 #[test]

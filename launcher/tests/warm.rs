@@ -3,13 +3,17 @@
 //! assignment answered once ZeroClaw serves the tenant's credential, memory restored from and saved
 //! to the grants, and nothing saved by a pod that served nothing.
 
+mod support;
+
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::stub::free_port;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use support::memories;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const POOL: &str = "pool-credential-0123456789";
@@ -18,14 +22,6 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 fn fake() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_zeroclaw.py")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A child in its own process group, killed with its children (the stand-in ZeroClaw) on drop.
@@ -148,17 +144,6 @@ fn assignment(store: u16) -> Value {
             "delete": [url("brain.db.0000000001.sha256"), url("brain.db.0000000001")],
         },
     })
-}
-
-fn memories(db: &Path) -> Vec<String> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT content FROM memories ORDER BY rowid")
-        .unwrap();
-    stmt.query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
 }
 
 #[tokio::test]

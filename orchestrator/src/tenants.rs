@@ -375,7 +375,7 @@ mod tests {
 
     #[tokio::test]
     async fn create_registers_the_webhook_with_the_tenant_secret() {
-        let telegram = StubServer::start(r#"{"ok":true,"result":true}"#).await;
+        let telegram = StubServer::json(r#"{"ok":true,"result":true}"#);
         let t = test_app(
             FakeRuntime::new(Duration::ZERO),
             with_router(quick_settings()),
@@ -386,7 +386,7 @@ mod tests {
         assert_eq!(view.idle_timeout_s, 300);
         let calls = telegram.requests();
         assert_eq!(calls.len(), 1);
-        assert_eq!(calls[0].line, "POST /bot123:abc/setWebhook");
+        assert_eq!(calls[0].line(), "POST /bot123:abc/setWebhook");
         let body: serde_json::Value = serde_json::from_str(&calls[0].body).unwrap();
         assert_eq!(body["url"], "https://router.example.com/tg/bob");
         assert_eq!(
@@ -474,7 +474,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_token_re_registers_before_it_is_stored() {
-        let telegram = StubServer::start(r#"{"ok":true,"result":true}"#).await;
+        let telegram = StubServer::json(r#"{"ok":true,"result":true}"#);
         let t = test_app(
             FakeRuntime::new(Duration::ZERO),
             with_router(quick_settings()),
@@ -488,13 +488,13 @@ mod tests {
         };
         let view = update(&t.app, &id, req).await.unwrap();
         assert_eq!(view.idle_timeout_s, 60);
-        assert_eq!(telegram.requests()[0].line, "POST /bot456:def/setWebhook");
+        assert_eq!(telegram.requests()[0].line(), "POST /bot456:def/setWebhook");
         assert_eq!(bot_token(&t.app, &id).await.unwrap().expose(), "456:def");
     }
 
     #[tokio::test]
     async fn delete_stops_the_agent_and_is_idempotent() {
-        let telegram = StubServer::start(r#"{"ok":true,"result":true}"#).await;
+        let telegram = StubServer::json(r#"{"ok":true,"result":true}"#);
         let t = test_app(
             FakeRuntime::new(Duration::ZERO),
             quick_settings(),
@@ -510,7 +510,7 @@ mod tests {
         assert!(telegram
             .requests()
             .iter()
-            .any(|r| r.line.ends_with("/deleteWebhook")));
+            .any(|r| r.line().ends_with("/deleteWebhook")));
         assert_eq!(
             t.app.state.load(&id).await.unwrap().as_deref(),
             Some(&b"memory"[..]),

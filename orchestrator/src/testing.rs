@@ -1,5 +1,5 @@
 //! Test support: an app on the real embedded adapters, a fake runtime whose "agents" are tiny HTTP
-//! servers, and a stub HTTP server that records requests.
+//! servers (the shared `common::stub`), and that stub for other neighbours.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,102 +14,13 @@ use common::registry::sqlite::SqliteRegistry;
 use common::state::DirStateStore;
 use common::telegram::TelegramClient;
 use common::{Secret, TenantId, TenantRecord};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 use crate::app::{App, Ports, Settings};
 use crate::leader::LeaderElector;
 use crate::runtime::{AgentAddress, AgentInfo, Runtime, RuntimeError};
 
-/// One request a [`StubServer`] received.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    /// E.g. `POST /bot123:abc/setWebhook`.
-    pub line: String,
-    pub body: String,
-}
-
-/// A minimal HTTP/1.1 server answering every request with 200 and `body`, recording what it got.
-pub struct StubServer {
-    pub port: u16,
-    pub seen: Arc<Mutex<Vec<Seen>>>,
-    task: JoinHandle<()>,
-}
-
-impl StubServer {
-    pub async fn start(body: &'static str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                let log = log.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    // Read the head, then as much body as Content-Length says.
-                    let (head_end, len) = loop {
-                        let Ok(n) = sock.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
-                            let len = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:"))
-                                .and_then(|v| v.trim().parse::<usize>().ok())
-                                .unwrap_or(0);
-                            break (i + 4, len);
-                        }
-                    };
-                    while buf.len() < head_end + len {
-                        let Ok(n) = sock.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            break;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                    }
-                    let text = String::from_utf8_lossy(&buf).into_owned();
-                    let line = text.lines().next().unwrap_or("").to_owned();
-                    let line = line.trim_end_matches(" HTTP/1.1").to_owned();
-                    let body_text = text[head_end.min(text.len())..].to_owned();
-                    log.lock().unwrap().push(Seen {
-                        line,
-                        body: body_text,
-                    });
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = sock.write_all(resp.as_bytes()).await;
-                });
-            }
-        });
-        StubServer { port, seen, task }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    pub fn requests(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for StubServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+/// The shared HTTP stub (answers, records, stops on drop).
+pub use common::stub::Stub as StubServer;
 
 /// A runtime whose agents are [`StubServer`]s answering `/health`; counts starts and stops.
 #[derive(Default)]
@@ -170,7 +81,7 @@ impl Runtime for FakeRuntime {
             .lock()
             .unwrap()
             .get(&rec.tenant_id)
-            .map(|s| s.port)
+            .map(|s| s.port())
         {
             return Ok(AgentAddress {
                 pod_name: rec.tenant_id.pod_name(),
@@ -179,8 +90,8 @@ impl Runtime for FakeRuntime {
                 warm: None,
             });
         }
-        let server = StubServer::start(r#"{"status":"ok"}"#).await;
-        let port = server.port;
+        let server = StubServer::json(r#"{"status":"ok"}"#);
+        let port = server.port();
         self.agents
             .lock()
             .unwrap()
@@ -211,7 +122,7 @@ impl Runtime for FakeRuntime {
                 address: Some(AgentAddress {
                     pod_name: id.pod_name(),
                     pod_ip: "127.0.0.1".into(),
-                    agent_port: Some(s.port),
+                    agent_port: Some(s.port()),
                     warm: None,
                 }),
                 instance: None,

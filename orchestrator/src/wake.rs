@@ -435,13 +435,13 @@ mod tests {
             tokio::spawn(async move { wake(&app, &id).await })
         };
         // "replica-2" finishes: its agent answers and the record says running.
-        let agent = StubServer::start("{}").await;
+        let agent = StubServer::json("{}");
         t.app
             .registry
             .set_status(&id, TenantStatus::Idle, &StatusUpdate::provisioning())
             .await
             .unwrap();
-        let running = StatusUpdate::running(id.pod_name(), "127.0.0.1".into(), Some(agent.port));
+        let running = StatusUpdate::running(id.pod_name(), "127.0.0.1".into(), Some(agent.port()));
         t.app
             .registry
             .set_status(&id, TenantStatus::Provisioning, &running)
@@ -450,7 +450,7 @@ mod tests {
         let woken = waking.await.unwrap().unwrap();
         assert_eq!(
             woken.endpoint.to_string(),
-            format!("127.0.0.1:{}", agent.port)
+            format!("127.0.0.1:{}", agent.port())
         );
         assert_eq!(t.runtime.starts(), 0, "no second agent");
     }

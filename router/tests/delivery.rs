@@ -134,6 +134,19 @@ impl Harness {
         self.inbox.stats().await.unwrap().depth
     }
 
+    /// Caches the endpoint of `owner`'s agent for `tenant`: a stale entry, as when the address
+    /// was reused by another tenant's agent.
+    async fn cache_the_endpoint_of(&self, owner: &str, tenant: &str) {
+        let endpoint = match self.orch.wake.lock().unwrap().get(owner).cloned() {
+            Some(WakeReply::Endpoint(ep)) => ep,
+            _ => unreachable!(),
+        };
+        self.cache
+            .set(&tid(tenant), &endpoint, Duration::from_secs(300))
+            .await
+            .unwrap();
+    }
+
     async fn wait_empty(&self) {
         let deadline = std::time::Instant::now() + WAIT;
         while self.depth().await > 0 {
@@ -293,14 +306,7 @@ async fn an_agent_of_another_tenant_answering_421_counts_as_a_stale_endpoint() {
     let mut h = Harness::new(fast());
     let _other = h.agent("other");
     let mine = h.agent("mine");
-    let other_ep = match h.orch.wake.lock().unwrap().get("other").cloned() {
-        Some(WakeReply::Endpoint(ep)) => ep,
-        _ => unreachable!(),
-    };
-    h.cache
-        .set(&tid("mine"), &other_ep, Duration::from_secs(300))
-        .await
-        .unwrap();
+    h.cache_the_endpoint_of("other", "mine").await;
     h.post("mine", 1, 3, "hi").await;
     h.wait_empty().await;
     assert_eq!(h.orch.wakes("mine"), 1);
@@ -322,14 +328,7 @@ async fn an_agent_refusing_the_credential_is_never_the_answer_and_costs_a_re_wak
         .ignores_tenant_header
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let mine = h.agent("mine");
-    let other_ep = match h.orch.wake.lock().unwrap().get("other").cloned() {
-        Some(WakeReply::Endpoint(ep)) => ep,
-        _ => unreachable!(),
-    };
-    h.cache
-        .set(&tid("mine"), &other_ep, Duration::from_secs(300))
-        .await
-        .unwrap();
+    h.cache_the_endpoint_of("other", "mine").await;
     h.post("mine", 1, 3, "hi").await;
     h.wait_empty().await;
     assert_eq!(

@@ -444,6 +444,17 @@ impl Platform {
         }
     }
 
+    /// The body of an authenticated `GET url`, as text.
+    pub async fn get_text(&self, url: &str) -> String {
+        self.request(Method::GET, url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// A request with no credentials.
     pub fn anonymous(&self, method: Method, url: &str) -> RequestBuilder {
         self.http.request(method, url)

@@ -15,6 +15,9 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
+/// The router's "starting" notice to a chat whose agent is waking: not a reply.
+pub const STARTING: &str = "⏳ Starting up...";
+
 /// One request the fake received.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -211,6 +214,14 @@ impl FakeTelegram {
             .collect()
     }
 
+    /// The replies sent to one chat, in order: its texts without the [`STARTING`] notice.
+    pub fn replies_to(&self, chat_id: i64) -> Vec<String> {
+        self.messages_to(chat_id)
+            .into_iter()
+            .filter(|m| m != STARTING)
+            .collect()
+    }
+
     pub fn webhooks(&self) -> Vec<Webhook> {
         self.calls_to("setWebhook")
             .into_iter()
@@ -264,6 +275,24 @@ impl FakeTelegram {
                 );
             }
         }
+    }
+
+    /// Waits until `chat_id` received at least `n` replies ([`STARTING`] left out) and returns them.
+    pub async fn wait_for_replies(&self, chat_id: i64, n: usize, timeout: Duration) -> Vec<String> {
+        self.wait_for(
+            &format!("{n} replies to chat {chat_id}"),
+            timeout,
+            |calls| {
+                calls
+                    .iter()
+                    .filter(|c| c.method == "sendMessage" && c.chat_id() == Some(chat_id))
+                    .filter(|c| c.text().is_some_and(|t| t != STARTING))
+                    .count()
+                    >= n
+            },
+        )
+        .await;
+        self.replies_to(chat_id)
     }
 
     /// Waits until `chat_id` received at least `n` messages and returns them.

@@ -55,24 +55,7 @@ async fn dynamodb_registry_fences_a_go_item() {
     batch_write(&r, vec![go_item("legacy", "idle")], 1).await;
     let id = tid("legacy");
     assert_eq!(r.get(&id).await.unwrap().unwrap().fence, 0);
-    let got = r
-        .set_status(
-            &id,
-            TenantStatus::Idle,
-            &StatusUpdate::provisioning().fenced(2),
-        )
-        .await
-        .unwrap();
-    assert_eq!(got.fence, 2);
-    assert!(matches!(
-        r.set_status(
-            &id,
-            TenantStatus::Provisioning,
-            &StatusUpdate::idle().fenced(1)
-        )
-        .await,
-        Err(StoreError::Conflict(_))
-    ));
+    contract::registry::raise_then_refuse_older(&r, &id, 2, 1).await;
 }
 
 /// A registry file written before the lifecycle columns existed opens, reads back and takes them.

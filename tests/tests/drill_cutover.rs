@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, HttpResponse};
 use aws_sdk_dynamodb::types::AttributeValue;
+use common::stub::Stub;
 use platform_tests::backends::{aws_env, unique_name, Moto, Redis};
 use platform_tests::platform::{bin_path, free_port, text_update, wait_until, Service};
 use platform_tests::telegram::FakeTelegram;
@@ -114,7 +115,7 @@ fn go_item(t: &GoTenant, pod_ip: &str) -> HashMap<String, AttributeValue> {
 
 /// The Go orchestrator's API as the new router and `ztm` meet it: PascalCase records,
 /// `{"BotToken": ...}`, `{"pod_ip": ...}`, no agent-credential route.
-async fn go_orchestrator(port: u16) -> actix_web::dev::ServerHandle {
+fn go_orchestrator() -> Stub {
     async fn list() -> HttpResponse {
         let items: Vec<Value> = TENANTS
             .iter()
@@ -142,31 +143,22 @@ async fn go_orchestrator(port: u16) -> actix_web::dev::ServerHandle {
             HttpResponse::InternalServerError().body("drill: only alice runs on the Go platform\n")
         }
     }
-    let server = HttpServer::new(|| {
-        App::new()
-            .route(
-                "/healthz",
-                web::get().to(|| async { HttpResponse::Ok().body("ok") }),
-            )
-            .route("/tenants", web::get().to(list))
-            .route("/tenants/{id}/bot_token", web::get().to(bot_token))
-            .route("/wake/{id}", web::post().to(wake))
-            .route(
-                "/tenants/{id}/activity",
-                web::put().to(|| async { HttpResponse::Ok().finish() }),
-            )
-            .default_service(web::to(|| async {
-                HttpResponse::NotFound().body("404 page not found\n")
-            }))
+    Stub::routes(|cfg| {
+        cfg.route(
+            "/healthz",
+            web::get().to(|| async { HttpResponse::Ok().body("ok") }),
+        )
+        .route("/tenants", web::get().to(list))
+        .route("/tenants/{id}/bot_token", web::get().to(bot_token))
+        .route("/wake/{id}", web::post().to(wake))
+        .route(
+            "/tenants/{id}/activity",
+            web::put().to(|| async { HttpResponse::Ok().finish() }),
+        )
+        .default_service(web::to(|| async {
+            HttpResponse::NotFound().body("404 page not found\n")
+        }));
     })
-    .workers(1)
-    .disable_signals()
-    .bind(("127.0.0.1", port))
-    .expect("go orchestrator stand-in: bind")
-    .run();
-    let handle = server.handle();
-    tokio::spawn(server);
-    handle
 }
 
 /// A Go-era agent pod: the reference agent on `port`, no agent credential.
@@ -477,9 +469,10 @@ async fn a_go_deployment_swapped_per_the_guide_answers_every_update_once_and_kee
         .await
         .unwrap();
 
-    let orch_port = free_port();
-    let orch_url = format!("http://127.0.0.1:{orch_port}");
-    let go_orch = go_orchestrator(orch_port).await;
+    // The new orchestrator takes over this port at the swap.
+    let go_orch = go_orchestrator();
+    let orch_port = go_orch.port();
+    let orch_url = go_orch.url();
 
     // The Go platform registered every bot's webhook at the public URL, without a secret token
     // (and without allowed_updates).
@@ -495,20 +488,13 @@ async fn a_go_deployment_swapped_per_the_guide_answers_every_update_once_and_kee
         kube_dir: root.join("cluster"),
     };
     ztm.set_cluster(go_cluster());
-    let check = ztm
-        .run(
-            &orch_url,
-            &router_url,
-            &[
-                "migrate",
-                "check",
-                "--redis-addr",
-                &redis_server.addr(),
-                "-o",
-                "json",
-            ],
-        )
-        .await;
+    // `ztm migrate check` against Redis and the cluster the test last described.
+    let migrate_check = async || {
+        let redis = redis_server.addr();
+        let args = ["migrate", "check", "--redis-addr", &redis, "-o", "json"];
+        ztm.run(&orch_url, &router_url, &args).await
+    };
+    let check = migrate_check().await;
     assert_eq!(
         check.code, 1,
         "blocking items give exit 1: {}\n{}",
@@ -664,7 +650,7 @@ async fn a_go_deployment_swapped_per_the_guide_answers_every_update_once_and_kee
         .await
         .unwrap();
     let lock_expires = Instant::now() + Duration::from_millis(3000);
-    go_orch.stop(true).await;
+    go_orch.shutdown().await;
     // Updates keep arriving while no orchestrator answers: they wait in the inbox.
     send(2, "c1", false).await;
     send(1, "b1", false).await;
@@ -852,20 +838,7 @@ async fn a_go_deployment_swapped_per_the_guide_answers_every_update_once_and_kee
 
     // ── migrate check once the guide's fixes are in: exit 0 ─────────────────────────────────
     ztm.set_cluster(fixed_cluster());
-    let check = ztm
-        .run(
-            &orch_url,
-            &router_url,
-            &[
-                "migrate",
-                "check",
-                "--redis-addr",
-                &redis_server.addr(),
-                "-o",
-                "json",
-            ],
-        )
-        .await;
+    let check = migrate_check().await;
     let found = findings(&check);
     assert_eq!(
         check.code, 0,

@@ -126,14 +126,7 @@ async fn the_credential_never_leaves_the_internal_route() {
 
     let view = p.get_tenant("idc").await.unwrap();
     assert!(!view.to_string().contains(&credential), "{view}");
-    let list = p
-        .request(Method::GET, &p.orch_url("/tenants"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list = p.get_text(&p.orch_url("/tenants")).await;
     assert!(!list.contains(&credential));
     let bad = p
         .request(Method::PUT, &p.orch_url("/tenants/idc/config"))

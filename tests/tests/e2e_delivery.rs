@@ -96,26 +96,8 @@ async fn one_chat_is_answered_in_order_and_a_repeated_update_once() {
     for i in 1..=30 {
         p.send_text("orderly", i, chat, &format!("msg-{i}")).await;
     }
-    let replies_to = |n: usize| {
-        let p = &p;
-        async move {
-            p.telegram
-                .wait_for(&format!("{n} replies"), T, |calls| {
-                    calls
-                        .iter()
-                        .filter(|c| c.method == "sendMessage" && c.chat_id() == Some(chat))
-                        .filter(|c| c.text() != Some(STARTING))
-                        .count()
-                        >= n
-                })
-                .await;
-            p.telegram
-                .messages_to(chat)
-                .into_iter()
-                .filter(|m| m != STARTING)
-                .collect::<Vec<_>>()
-        }
-    };
+    let telegram = &p.telegram;
+    let replies_to = move |n: usize| telegram.wait_for_replies(chat, n, T);
     let got = replies_to(30).await;
     let want: Vec<String> = (1..=30).map(|i| format!("echo: msg-{i} (#{i})")).collect();
     assert_eq!(got, want, "replies in the order the updates arrived");

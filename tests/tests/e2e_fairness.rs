@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use platform_tests::platform::{bot_token, text_update, wait_until, Opts, Platform};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 
 const T: Duration = Duration::from_secs(60);
 const STARTING: &str = "⏳ Starting up...";
@@ -159,14 +159,7 @@ async fn a_tenant_flooded_past_its_cap_gets_429s_and_another_tenant_is_answered_
             "chat {chat}: {messages:?}"
         );
     }
-    let metrics = p
-        .request(Method::GET, &p.router_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = p.get_text(&p.router_url("/metrics")).await;
     let over_cap: usize = metrics
         .lines()
         .find_map(|l| l.strip_prefix(r#"router_webhook_updates_total{result="over_cap"} "#))

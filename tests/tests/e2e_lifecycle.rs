@@ -7,27 +7,8 @@ use platform_tests::platform::{bot_token, Platform};
 const T: Duration = Duration::from_secs(30);
 const STARTING: &str = "⏳ Starting up...";
 
-/// The reply texts (starting messages left out) sent to `chat`.
-fn replies(p: &Platform, chat: i64) -> Vec<String> {
-    p.telegram
-        .messages_to(chat)
-        .into_iter()
-        .filter(|m| m != STARTING)
-        .collect()
-}
-
 async fn wait_for_replies(p: &Platform, chat: i64, n: usize) -> Vec<String> {
-    p.telegram
-        .wait_for(&format!("{n} replies to chat {chat}"), T, |calls| {
-            calls
-                .iter()
-                .filter(|c| c.method == "sendMessage" && c.chat_id() == Some(chat))
-                .filter(|c| c.text() != Some(STARTING))
-                .count()
-                >= n
-        })
-        .await;
-    replies(p, chat)
+    p.telegram.wait_for_replies(chat, n, T).await
 }
 
 /// Issue 3, test 3.

@@ -13,25 +13,11 @@ const STARTING: &str = "⏳ Starting up...";
 
 /// Echo replies to `chat` (the starting message left out).
 fn replies(p: &Platform, chat: i64) -> Vec<String> {
-    p.telegram
-        .messages_to(chat)
-        .into_iter()
-        .filter(|m| m != STARTING)
-        .collect()
+    p.telegram.replies_to(chat)
 }
 
 async fn wait_replies(p: &Platform, chat: i64, n: usize) -> Vec<String> {
-    p.telegram
-        .wait_for(&format!("{n} echo replies to chat {chat}"), T, |calls| {
-            calls
-                .iter()
-                .filter(|c| c.method == "sendMessage" && c.chat_id() == Some(chat))
-                .filter(|c| c.text().is_some_and(|t| t != STARTING))
-                .count()
-                >= n
-        })
-        .await;
-    replies(p, chat)
+    p.telegram.wait_for_replies(chat, n, T).await
 }
 
 /// A started tenant whose agent has answered once in `chat` (so its bot token is cached).

@@ -19,15 +19,20 @@ async fn until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// One orchestrator replica on the Kubernetes runtime, pointed at `fake` through its kubeconfig.
+fn on_the_fake_cluster(fake: &FakeK8s) -> Opts {
+    Opts::default()
+        .orchestrator_env("RUNTIME", "kubernetes")
+        .orchestrator_env("LOCAL_MODE", "false")
+        .orchestrator_env("KUBECONFIG", fake.kubeconfig().display())
+        .orchestrator_env("ALLOW_SINGLE_REPLICA", "true")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_wakes_a_tenant_pod_on_a_warm_node_through_the_kubeconfig() {
     let fake = FakeK8s::start().await;
     let p = Platform::start_with(
-        Opts::default()
-            .orchestrator_env("RUNTIME", "kubernetes")
-            .orchestrator_env("LOCAL_MODE", "false")
-            .orchestrator_env("KUBECONFIG", fake.kubeconfig().display())
-            .orchestrator_env("ALLOW_SINGLE_REPLICA", "true")
+        on_the_fake_cluster(&fake)
             .orchestrator_env("K8S_NAMESPACE", NS)
             .orchestrator_env("ZEROCLAW_IMAGE", "zeroclaw:e2e")
             .orchestrator_env("WARM_POOL_TARGET", 1)
@@ -123,15 +128,9 @@ async fn a_message_wakes_a_tenant_pod_on_a_warm_node_through_the_kubeconfig() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_pull_failure_tells_the_user_and_leaves_the_tenant_idle() {
     let fake = FakeK8s::start().await;
-    let p = Platform::start_with(
-        Opts::default()
-            .orchestrator_env("RUNTIME", "kubernetes")
-            .orchestrator_env("LOCAL_MODE", "false")
-            .orchestrator_env("KUBECONFIG", fake.kubeconfig().display())
-            .orchestrator_env("ALLOW_SINGLE_REPLICA", "true")
-            .orchestrator_env("WARM_POOL_TARGET", 0),
-    )
-    .await;
+    let p =
+        Platform::start_with(on_the_fake_cluster(&fake).orchestrator_env("WARM_POOL_TARGET", 0))
+            .await;
     fake.fail_pod("zeroclaw-broken", "ErrImagePull");
     p.create_tenant("broken", &bot_token(), None).await;
 

@@ -5,7 +5,8 @@ mod k8s_support;
 
 use std::time::{Duration, Instant};
 
-use common::TenantStatus;
+use common::{TenantId, TenantStatus};
+use orchestrator::app::App;
 use orchestrator::wake::wake;
 use orchestrator::warm_pool::WarmPoolManager;
 use platform_tests::fake_k8s::FakeK8s;
@@ -197,6 +198,18 @@ async fn an_unschedulable_pod_fails_at_the_deadline_with_the_reason() {
 }
 
 /// Dev clusters (no S3 CSI driver): no static PV, a claim from the storage class, memory still kept.
+/// Puts `id` to sleep and waits until its pod is gone (its agent saved and exited).
+async fn sleep_until_the_pod_is_gone(fake: &FakeK8s, app: &App, id: &TenantId) {
+    orchestrator::tenants::sleep(app, id).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(35), || fake
+            .get("pods", NS, &id.pod_name())
+            .is_none())
+        .await,
+        "pod removed after its agent exited"
+    );
+}
+
 #[tokio::test]
 async fn another_storage_class_gets_a_provisioned_claim_and_keeps_the_memory() {
     let fake = FakeK8s::start().await;
@@ -225,13 +238,7 @@ async fn another_storage_class_gets_a_provisioned_claim_and_keeps_the_memory() {
         "echo: one (#1)"
     );
 
-    orchestrator::tenants::sleep(&app, &id).await.unwrap();
-    assert!(
-        eventually(Duration::from_secs(35), || fake
-            .get("pods", NS, "zeroclaw-kdyn")
-            .is_none())
-        .await
-    );
+    sleep_until_the_pod_is_gone(&fake, &app, &id).await;
     let second = wake(&app, &id).await.unwrap();
     assert_eq!(
         agent_chat(&shared, &id, &second.endpoint, "two").await,
@@ -256,14 +263,7 @@ async fn stop_saves_state_through_sigterm_and_a_new_pod_continues_the_memory() {
         "echo: one (#1)"
     );
 
-    orchestrator::tenants::sleep(&app, &id).await.unwrap();
-    assert!(
-        eventually(Duration::from_secs(35), || fake
-            .get("pods", NS, "zeroclaw-kstate")
-            .is_none())
-        .await,
-        "pod removed after its agent exited"
-    );
+    sleep_until_the_pod_is_gone(&fake, &app, &id).await;
     assert!(common::state_file::newest(
         &fake.s3_dir("zeroclaw-tenant-state", "tenants/kstate/"),
         "brain.db"

@@ -194,8 +194,8 @@ fn check_keys(v: &Value, at: &str, allowed: &[&str], required: &[&str]) -> Resul
     }
 }
 
-/// Karpenter's NodePool (karpenter.sh/v1), checked structurally: no k8s-openapi type exists for it.
-fn check_node_pool(obj: &Value) -> Result<(), String> {
+/// A custom resource's top level (`apiVersion`, `kind`, `metadata`, a required `spec`); its name.
+fn check_top_level(obj: &Value) -> Result<String, String> {
     let at = ident(obj);
     check_keys(
         obj,
@@ -203,6 +203,12 @@ fn check_node_pool(obj: &Value) -> Result<(), String> {
         &["apiVersion", "kind", "metadata", "spec"],
         &["spec"],
     )?;
+    Ok(at)
+}
+
+/// Karpenter's NodePool (karpenter.sh/v1), checked structurally: no k8s-openapi type exists for it.
+fn check_node_pool(obj: &Value) -> Result<(), String> {
+    let at = check_top_level(obj)?;
     let spec = &obj["spec"];
     check_keys(
         spec,
@@ -273,13 +279,7 @@ fn check_node_pool(obj: &Value) -> Result<(), String> {
 
 /// Karpenter's EC2NodeClass (karpenter.k8s.aws/v1), checked structurally.
 fn check_ec2_node_class(obj: &Value) -> Result<(), String> {
-    let at = ident(obj);
-    check_keys(
-        obj,
-        &at,
-        &["apiVersion", "kind", "metadata", "spec"],
-        &["spec"],
-    )?;
+    let at = check_top_level(obj)?;
     check_keys(
         &obj["spec"],
         &format!("{at} .spec"),

@@ -6,7 +6,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, HttpResponse};
+use common::stub::Stub;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
@@ -61,24 +62,15 @@ async fn export(spans: web::Data<Mutex<Vec<Received>>>, body: web::Bytes) -> Htt
 }
 
 /// A local OTLP/HTTP receiver (`POST /v1/traces`, protobuf) that keeps every span.
-async fn start_receiver() -> (String, Spans, actix_web::dev::ServerHandle) {
+async fn start_receiver() -> (String, Spans, Stub) {
     let spans: Spans = Arc::default();
     let data = web::Data::from(spans.clone());
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
+    let server = Stub::routes(move |cfg| {
+        cfg.app_data(data.clone())
             .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
-            .route("/v1/traces", web::post().to(export))
-    })
-    .workers(1)
-    .disable_signals()
-    .bind(("127.0.0.1", 0))
-    .expect("otlp receiver: bind");
-    let url = format!("http://{}", server.addrs()[0]);
-    let server = server.run();
-    let handle = server.handle();
-    tokio::spawn(server);
-    (url, spans, handle)
+            .route("/v1/traces", web::post().to(export));
+    });
+    (server.url(), spans, server)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,7 +166,7 @@ async fn one_delivery_forms_one_trace_across_router_and_orchestrator() {
             .any(|l| l.contains("message answered") && l.contains(&caller_field)),
         "no agent line 'message answered' with {caller_field}"
     );
-    receiver.stop(false).await;
+    receiver.shutdown().await;
 }
 
 /// A malformed `OTEL_EXPORTER_OTLP_ENDPOINT` stops each service at start-up, naming the variable.

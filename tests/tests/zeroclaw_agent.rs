@@ -71,6 +71,29 @@ impl Agent {
         agent
     }
 
+    /// The launcher on this agent's port, directories and log, with the real ZeroClaw.
+    fn launcher(&self) -> Command {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = Command::new(bin_path("zeroclaw-launcher"));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.data.join("home"))
+            .env("AGENT_HOST", "127.0.0.1")
+            .env("AGENT_PORT", self.port.to_string())
+            .env("DATA_DIR", &self.data)
+            .env("STATE_DIR", &self.state)
+            .env("ZEROCLAW_BIN", zeroclaw_bin())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        cmd
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
@@ -79,30 +102,14 @@ impl Agent {
     async fn start(&mut self, model: &StandInModel) {
         assert!(self.child.is_none(), "already running");
         self.port = free_port();
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(bin_path("zeroclaw-launcher"))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.data.join("home"))
+        let child = self
+            .launcher()
             .env("TENANT_ID", &self.tenant)
-            .env("AGENT_HOST", "127.0.0.1")
-            .env("AGENT_PORT", self.port.to_string())
             .env("AGENT_TOKEN", &self.token)
-            .env("DATA_DIR", &self.data)
-            .env("STATE_DIR", &self.state)
             .env("AGENT_CONFIG_DIR", &self.config)
             .env("LLM_PROVIDER", "llamacpp")
             .env("LLM_API_URL", model.base_url())
             .env("LLM_MODEL", "platform-default-model")
-            .env("ZEROCLAW_BIN", zeroclaw_bin())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
             .spawn()
             .unwrap();
         self.child = Some(child);
@@ -334,27 +341,11 @@ async fn a_warm_launcher_assigned_a_tenant_answers_with_its_credential() {
     let mut agent = Agent::new(root.path(), "carol", None);
     agent.port = free_port();
     let pool = format!("pool-{}", uuid::Uuid::new_v4().simple());
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&agent.log)
-        .unwrap();
-    let child = Command::new(bin_path("zeroclaw-launcher"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", agent.data.join("home"))
+    let child = agent
+        .launcher()
         .env("TENANT_ID", "warm-pool")
         .env("AGENT_WARM", "1")
         .env("ASSIGN_TOKEN", &pool)
-        .env("AGENT_HOST", "127.0.0.1")
-        .env("AGENT_PORT", agent.port.to_string())
-        .env("DATA_DIR", &agent.data)
-        .env("STATE_DIR", &agent.state)
-        .env("ZEROCLAW_BIN", zeroclaw_bin())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
         .spawn()
         .unwrap();
     agent.child = Some(child);

@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 
 use super::tid;
 use crate::registry::{Registry, SettingsUpdate, StatusUpdate};
-use crate::{Secret, StoreError, TenantRecord, TenantStatus};
+use crate::{Secret, StoreError, TenantId, TenantRecord, TenantStatus};
 
 /// Stored times have second precision.
 fn now() -> DateTime<Utc> {
@@ -437,6 +437,29 @@ pub async fn lifecycle(r: &dyn Registry) {
     );
 }
 
+/// An idle tenant's fenced provisioning write raises its fence to `newer`; a write of the older
+/// lock generation `older` is then refused.
+pub async fn raise_then_refuse_older(r: &dyn Registry, id: &TenantId, newer: u64, older: u64) {
+    let got = r
+        .set_status(
+            id,
+            TenantStatus::Idle,
+            &StatusUpdate::provisioning().fenced(newer),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.fence, newer);
+    assert!(matches!(
+        r.set_status(
+            id,
+            TenantStatus::Provisioning,
+            &StatusUpdate::idle().fenced(older)
+        )
+        .await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
 /// Fenced status writes: a write carrying a lower lock generation than the stored one is refused
 /// whatever the status, an equal or higher one goes through and is stored, an unfenced write
 /// neither checks nor changes it; a record that never saw a fence (the Go platform's) takes any.
@@ -499,24 +522,7 @@ pub async fn fencing(r: &dyn Registry) {
         .unwrap();
     assert_eq!((got.status, got.fence), (TenantStatus::Idle, 4));
     // A later generation raises it.
-    let got = r
-        .set_status(
-            &id,
-            TenantStatus::Idle,
-            &StatusUpdate::provisioning().fenced(9),
-        )
-        .await
-        .unwrap();
-    assert_eq!(got.fence, 9);
-    assert!(matches!(
-        r.set_status(
-            &id,
-            TenantStatus::Provisioning,
-            &StatusUpdate::idle().fenced(4)
-        )
-        .await,
-        Err(StoreError::Conflict(_))
-    ));
+    raise_then_refuse_older(r, &id, 9, 4).await;
     assert_eq!(
         r.get(&id).await.unwrap().unwrap().status,
         TenantStatus::Provisioning

@@ -3,54 +3,17 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 pub const BOT_TOKEN: &str = "123456:SECRET-bot-token";
 
-pub struct Server {
-    pub addr: SocketAddr,
-    handle: actix_web::dev::ServerHandle,
-}
-
-impl Server {
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-    pub fn endpoint(&self) -> String {
-        self.addr.to_string()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let h = self.handle.clone();
-            rt.spawn(async move { h.stop(false).await });
-        }
-    }
-}
-
-pub fn spawn_server<F>(configure: F) -> Server
-where
-    F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
-{
-    let server = HttpServer::new(move || App::new().configure(configure.clone()))
-        .workers(1)
-        .disable_signals()
-        .bind(("127.0.0.1", 0))
-        .expect("bind");
-    let addr = server.addrs()[0];
-    let server = server.run();
-    let handle = server.handle();
-    tokio::spawn(server);
-    Server { addr, handle }
-}
+/// The shared HTTP stub (`common::stub`): a free 127.0.0.1 port, stopped on drop.
+pub use common::stub::Stub as Server;
 
 /// A port nothing listens on.
 pub fn dead_endpoint() -> String {
@@ -82,7 +45,7 @@ impl Telegram {
     pub fn start() -> (Arc<Telegram>, Server) {
         let state = Arc::new(Telegram::default());
         let s = state.clone();
-        let server = spawn_server(move |cfg| {
+        let server = Server::routes(move |cfg| {
             cfg.app_data(web::Data::from(s.clone())).route(
                 "/bot{token}/{method}",
                 web::post().to(
@@ -173,7 +136,7 @@ impl Agent {
             calls: Mutex::new(Vec::new()),
         });
         let s = state.clone();
-        let server = spawn_server(move |cfg| {
+        let server = Server::routes(move |cfg| {
             cfg.app_data(web::Data::from(s.clone())).route(
                 "/webhook",
                 web::post().to(
@@ -268,7 +231,7 @@ impl Orchestrator {
     pub fn start() -> (Arc<Orchestrator>, Server) {
         let state = Arc::new(Orchestrator::default());
         let s = state.clone();
-        let server = spawn_server(move |cfg| {
+        let server = Server::routes(move |cfg| {
             cfg.app_data(web::Data::from(s.clone()))
                 .route(
                     "/wake/{id}",

@@ -8,9 +8,9 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use super::fields::{self, FieldSet, Path};
-use super::{
-    bad_request, conflict, create, group, now_rfc3339, ok_json, status, update, Key, Kind, State,
-};
+use super::objects::{create, update};
+use super::respond::{bad_request, conflict, group, now_rfc3339, ok_json, status};
+use super::store::{Kind, State};
 
 /// One `metadata.managedFields` entry: what a manager owns, through apply or through other writes.
 struct Entry {
@@ -198,15 +198,7 @@ pub(super) fn apply(
     if let Some(o) = applied.as_object_mut() {
         o.remove("status");
     }
-    let key: Key = (
-        k.resource,
-        if k.namespaced {
-            namespace.to_owned()
-        } else {
-            String::new()
-        },
-        name.to_owned(),
-    );
+    let key = k.key(namespace, name);
     let applies = fields::set_of(&applied);
     let entry = |set: FieldSet| Entry {
         manager: manager.clone(),

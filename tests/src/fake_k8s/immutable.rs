@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::Kind;
+use super::store::Kind;
 
 /// PV spec fields an update may change; the rest is the volume source, fixed at creation.
 const PV_MUTABLE: &[&str] = &[
