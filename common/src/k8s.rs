@@ -538,13 +538,28 @@ pub fn warm_pool_deployment(s: &K8sSettings, replicas: i32) -> Deployment {
 /// pool credential from Secret `warm-pool`, so each pod runs its agent waiting for `POST /assign`.
 pub fn warm_agent_pool_deployment(s: &K8sSettings, replicas: i32) -> Deployment {
     let mut d = warm_pool_deployment(s, replicas);
-    let container = d
+    let spec = d
         .spec
         .as_mut()
         .and_then(|s| s.template.spec.as_mut())
-        .and_then(|s| s.containers.first_mut())
+        .expect("builder sets a pod spec");
+    // An assigned pod is a tenant's for the rest of its life and a running pod's priority and grace
+    // cannot change: tenant priority (a pool miss finds no warm pod to preempt anyway) and the
+    // tenant's grace, so an eviction leaves the agent time to save.
+    spec.priority_class_name = Some("tenant-normal".into());
+    spec.termination_grace_period_seconds = Some(GRACE_PERIOD_S);
+    let container = spec
+        .containers
+        .first_mut()
         .expect("builder sets one container");
     let env_vars = container.env.get_or_insert_with(Vec::new);
+    // The platform's LLM key is no tenant's data: every agent may hold it (optional Secret).
+    env_vars.push(secret_env(
+        "LLM_API_KEY",
+        LLM_SECRET_NAME.into(),
+        LLM_API_KEY_KEY,
+        true,
+    ));
     env_vars.push(secret_env(
         crate::assignment::POOL_TOKEN_ENV,
         WARM_POOL_SECRET.into(),
@@ -561,15 +576,13 @@ pub fn warm_agent_pool_deployment(s: &K8sSettings, replicas: i32) -> Deployment 
 /// A cold start's pod in `WARM_POOL_MODE=agent`: the warm agent of [`warm_agent_pool_deployment`]
 /// (no tenant Secret, no state volume), named `zeroclaw-{id}` and marked as claimed for the tenant
 /// (`warm=consuming`, claimed-at, assigning-tenant) from its creation, so it is assigned like a warm
-/// hit and the orphan sweep collects it if its start is interrupted. Tenant priority and grace.
+/// hit and the orphan sweep collects it if its start is interrupted.
 pub fn cold_agent_pod(id: &TenantId, s: &K8sSettings, claimed_at: &str) -> Pod {
     let template = warm_agent_pool_deployment(s, 1)
         .spec
         .expect("builder sets a spec")
         .template;
-    let mut spec = template.spec.expect("builder sets a pod spec");
-    spec.priority_class_name = Some("tenant-normal".into());
-    spec.termination_grace_period_seconds = Some(GRACE_PERIOD_S);
+    let spec = template.spec.expect("builder sets a pod spec");
     Pod {
         metadata: ObjectMeta {
             name: Some(id.pod_name()),
@@ -681,6 +694,35 @@ mod tests {
         };
         assert_eq!(warm_url(&K8sSettings::default()), None);
         assert_eq!(warm_url(&s).as_deref(), Some("http://orchestrator:8080"));
+    }
+
+    /// A warm agent becomes a tenant's pod in place: it carries the tenant's priority and grace
+    /// from the start, the platform's (optional) LLM key and no tenant's Secret or volume.
+    #[test]
+    fn warm_agents_are_born_with_what_a_tenant_pod_keeps() {
+        let d = warm_agent_pool_deployment(&K8sSettings::default(), 2);
+        let spec = d.spec.unwrap().template.spec.unwrap();
+        assert_eq!(spec.priority_class_name.as_deref(), Some("tenant-normal"));
+        assert_eq!(spec.termination_grace_period_seconds, Some(GRACE_PERIOD_S));
+        let env = spec.containers[0].env.clone().unwrap();
+        let llm = env.iter().find(|e| e.name == "LLM_API_KEY").unwrap();
+        let key = llm.value_from.clone().unwrap().secret_key_ref.unwrap();
+        assert_eq!(
+            (key.name.as_str(), key.key.as_str(), key.optional),
+            (LLM_SECRET_NAME, LLM_API_KEY_KEY, Some(true))
+        );
+        let secrets: Vec<&str> = env
+            .iter()
+            .filter_map(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+            .map(|k| k.name.as_str())
+            .collect();
+        assert_eq!(secrets, [LLM_SECRET_NAME, WARM_POOL_SECRET]);
+        let volumes: Vec<String> = spec.volumes.unwrap().into_iter().map(|v| v.name).collect();
+        assert_eq!(volumes, ["local-state"]);
+        // Node-mode placeholders stay preemptible.
+        let placeholder = warm_pool_deployment(&K8sSettings::default(), 2);
+        let spec = placeholder.spec.unwrap().template.spec.unwrap();
+        assert_eq!(spec.priority_class_name.as_deref(), Some("tenant-low"));
     }
 
     #[test]

@@ -175,10 +175,30 @@ async fn a_full_redis_answers_503_and_loses_no_acknowledged_update() {
     p.create_tenant("full", &bot_token(), None).await;
     let chat = 61;
     p.send_text("full", 1, chat, "before").await;
+    // Delivered and acknowledged first: a delivery still in flight frees its stream and its claim
+    // after the fill, which makes room for the very updates this test needs refused.
+    wait_answered(&p, &[(chat, "before".to_owned())]).await;
+    let mut c = redis.client().await;
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let live: i64 = redis::cmd("EXISTS")
+            .arg("router:inbox:stream:full")
+            .arg("router:inbox:lease:full")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        if live == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "update 1 never acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Fill Redis until it refuses a write, in big then small pieces (a refused big write's own
     // buffer is freed after it, leaving room).
-    let mut c = redis.client().await;
     let mut filler = 0;
     for size in [256 * 1024, 1024] {
         let chunk = vec![b'x'; size];

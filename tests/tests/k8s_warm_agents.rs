@@ -225,7 +225,8 @@ async fn a_warm_hit_assigns_a_running_agent_restores_memory_and_config_and_creat
     let app = e.replica().await;
     let id = e.tenant("wa-hit").await;
     let warm = name(&e.pool(1).await[0]);
-    // A warm pod holds the pool credential only: no tenant Secret, no state volume.
+    // A warm pod holds the pool credential and the platform's LLM key only: no tenant Secret, no
+    // state volume.
     let spec = &e.fake.get("pods", NS, &warm).unwrap()["spec"];
     let refs: Vec<&str> = spec["containers"][0]["env"]
         .as_array()
@@ -233,7 +234,7 @@ async fn a_warm_hit_assigns_a_running_agent_restores_memory_and_config_and_creat
         .iter()
         .filter_map(|v| v["valueFrom"]["secretKeyRef"]["name"].as_str())
         .collect();
-    assert_eq!(refs, ["warm-pool"], "{spec}");
+    assert_eq!(refs, ["llm-credentials", "warm-pool"], "{spec}");
     assert!(spec["volumes"]
         .as_array()
         .unwrap()
@@ -580,7 +581,7 @@ async fn an_empty_pool_cold_starts_one_pod_through_the_assignment_and_restores_m
         "no volume, Secret or ConfigMap"
     );
     let pod = e.fake.get("pods", NS, "zeroclaw-wa-cold").unwrap();
-    assert_eq!(secret_refs(&pod), ["warm-pool"], "{pod}");
+    assert_eq!(secret_refs(&pod), ["llm-credentials", "warm-pool"], "{pod}");
     assert!(pod["spec"]["volumes"]
         .as_array()
         .unwrap()
