@@ -215,10 +215,10 @@ class Client:
             self.conn = None
 
 
-def call(base, method, path, body=None, timeout=60):
+def call(base, method, path, body=None, timeout=60, headers=None):
     c = Client(base, timeout)
     try:
-        return c.call(method, path, body)
+        return c.call(method, path, body, headers)
     finally:
         c.close()
 
@@ -452,6 +452,12 @@ class Platform:
         with futures.ThreadPoolExecutor(workers) as ex:
             list(ex.map(one, ids))
 
+    def agent_token(self, tid):
+        status, body = call(self.orch_url, "GET", f"/tenants/{tid}/agent_token")
+        if status != 200:
+            raise RuntimeError(f"agent token {tid}: {status}")
+        return json.loads(body)["agent_token"]
+
     def wake(self, tid):
         status, body = call(self.orch_url, "POST", f"/wake/{tid}", timeout=120)
         if status != 200:
@@ -499,27 +505,33 @@ def row_hot_path(procs, work, plat, tg_stub, res):
     nginx_url = f"http://127.0.0.1:{nginx_port}"
     wait_http(nginx_url + "/", nginx)
     direct_url = f"http://{endpoints['b0']}/webhook"
+    # Direct and nginx runs carry each agent's credential, as the router does (else: 401s).
+    auth = {t: f"auth=/chat/{t}={plat.agent_token(t)}" for t in ids}
+    direct_auth = f"auth=*={plat.agent_token('b0')}"
+    def ref_args():
+        """A fresh idempotency-key prefix and the credentials: what the router sends the agent."""
+        return [key(), direct_auth, *auth.values()]
 
-    for name, url, args in (("direct", direct_url, [key()]), ("router", router.url + "/chat/b0", []),
-                            ("nginx", nginx_url + "/chat/b0", [key()])):
+    for name, url, args in (("direct", direct_url, ref_args()), ("router", router.url + "/chat/b0", []),
+                            ("nginx", nginx_url + "/chat/b0", ref_args())):
         wrk(url, "chat.lua", args, duration=2)  # warm-up: connections, pools, page cache
     runs = {}
     half_d = max(1, DURATION // 2)
     runs.update(interleaved([
-        ("direct_1", lambda: wrk(direct_url, "chat.lua", [key()], duration=half_d)),
+        ("direct_1", lambda: wrk(direct_url, "chat.lua", ref_args(), duration=half_d)),
         ("router_1", lambda: wrk(router.url + "/chat/b0", "chat.lua", [], duration=half_d)),
-        ("nginx_1", lambda: wrk(nginx_url + "/chat/b0", "chat.lua", [key()], duration=half_d)),
+        ("nginx_1", lambda: wrk(nginx_url + "/chat/b0", "chat.lua", ref_args(), duration=half_d)),
     ]))
     paths = [f"/chat/{t}" for t in ids]
     runs.update(interleaved([
         ("router_4", lambda: wrk(router.url + paths[0], "chat.lua", paths, duration=half_d)),
-        ("nginx_4", lambda: wrk(nginx_url + paths[0], "chat.lua", paths + [key()], duration=half_d)),
+        ("nginx_4", lambda: wrk(nginx_url + paths[0], "chat.lua", paths + ref_args(), duration=half_d)),
     ]))
     # Latency alone: one connection, no pause.
     runs.update(interleaved([
-        ("direct_c1", lambda: wrk(direct_url, "chat.lua", [key()], conns=1, duration=2)),
+        ("direct_c1", lambda: wrk(direct_url, "chat.lua", ref_args(), conns=1, duration=2)),
         ("router_c1", lambda: wrk(router.url + "/chat/b0", "chat.lua", [], conns=1, duration=2)),
-        ("nginx_c1", lambda: wrk(nginx_url + "/chat/b0", "chat.lua", [key()], conns=1, duration=2)),
+        ("nginx_c1", lambda: wrk(nginx_url + "/chat/b0", "chat.lua", ref_args(), conns=1, duration=2)),
     ]))
     # Half the peak: connections pausing 5 ms between requests, as many as half the lowest
     # single-agent peak needs at the unloaded latency, so all three get the same offered rate.
@@ -527,15 +539,17 @@ def row_hot_path(procs, work, plat, tg_stub, res):
     pause = 5
     conns = max(1, round(half * (pause + runs["direct_c1"]["p50"]) / 1000.0))
     runs.update(interleaved([
-        ("direct_half", lambda: wrk(direct_url, "chat.lua", [key(), f"delay={pause}"], conns=conns,
+        ("direct_half", lambda: wrk(direct_url, "chat.lua", [*ref_args(), f"delay={pause}"], conns=conns,
                                     duration=half_d)),
         ("router_half", lambda: wrk(router.url + "/chat/b0", "chat.lua", [f"delay={pause}"],
                                     conns=conns, duration=half_d)),
-        ("nginx_half", lambda: wrk(nginx_url + "/chat/b0", "chat.lua", [key(), f"delay={pause}"],
+        ("nginx_half", lambda: wrk(nginx_url + "/chat/b0", "chat.lua", [*ref_args(), f"delay={pause}"],
                                    conns=conns, duration=half_d)),
     ]))
     for k, r in runs.items():
         log(f"  {k}: {fmt_wrk(r)}")
+    refused = {k: r["errors"] for k, r in runs.items() if r["errors"]}
+    assert not refused, f"runs with errors (a figure of refusals is no reference): {refused}"
     res["hot"] = {"runs": runs, "half_target": half, "half_conns": conns, "pause": pause}
     procs.stop(nginx)
     procs.stop(router)
@@ -545,13 +559,16 @@ def row_ingest(procs, work, plat, tg_stub, res):
     log("row 2: Telegram ingest (/tg) vs nginx return 200")
     plat.create(["tg0"])
     runs = {}
-    router = plat.router("router-tg-sqlite", tg_stub)
+    # One tenant takes every update: no per-tenant backlog cap (its 429s would count as acks).
+    uncapped = {"INBOX_TENANT_MAX_PENDING": "1000000000"}
+    router = plat.router("router-tg-sqlite", tg_stub, uncapped)
     wrk(router.url + "/tg/tg0", "tg.lua", ["900000000000"], duration=2)
     runs["sqlite"] = wrk_cpu(router.url + "/tg/tg0", "tg.lua", ["0"], [router.pid])
     procs.stop(router)  # its backlog would keep delivering and take CPU from the next runs
 
     redis, redis_port = start_redis(procs, work)
-    router = plat.router("router-tg-redis", tg_stub, {"REDIS_ADDR": f"127.0.0.1:{redis_port}"})
+    router = plat.router("router-tg-redis", tg_stub,
+                         {**uncapped, "REDIS_ADDR": f"127.0.0.1:{redis_port}"})
     wrk(router.url + "/tg/tg0", "tg.lua", ["900000000000"], duration=2)
     runs["redis"] = wrk_cpu(router.url + "/tg/tg0", "tg.lua", ["0"], [router.pid, redis.pid])
     procs.stop(router)
@@ -569,6 +586,8 @@ def row_ingest(procs, work, plat, tg_stub, res):
     procs.stop(nginx)
     for k, r in runs.items():
         log(f"  {k}: {fmt_wrk(r)}")
+    refused = {k: r["errors"] for k, r in runs.items() if r["errors"]}
+    assert not refused, f"runs with errors (429/503 acks are not acks): {refused}"
     res["ingest"] = runs
 
 
@@ -581,7 +600,8 @@ def direct_agent_start(work, n=20):
         d = (agents_tmpfs(work) or work) / "direct-agents" / str(i)
         env = dict(os.environ, TENANT_ID=f"d{i}", AGENT_HOST="127.0.0.1", AGENT_PORT=str(port),
                    DATA_DIR=str(d / "data"), STATE_DIR=str(d / "state"),
-                   AGENT_STARTUP_MS=str(STARTUP_MS), AGENT_DELAY_MS="0")
+                   AGENT_STARTUP_MS=str(STARTUP_MS), AGENT_DELAY_MS="0",
+                   AGENT_TOKEN=f"direct-{i}")  # the agent answers only its own credential
         t0 = time.monotonic()
         p = subprocess.Popen([str(BIN / "tenant-agent")], env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
@@ -590,7 +610,8 @@ def direct_agent_start(work, n=20):
             while time.monotonic() < deadline:
                 try:
                     status, _ = call(f"http://127.0.0.1:{port}", "POST", "/webhook",
-                                     {"message": "hi"}, timeout=2)
+                                     {"message": "hi"}, timeout=2,
+                                     headers={"Authorization": f"Bearer direct-{i}"})
                     if status == 200:
                         times.append((time.monotonic() - t0) * 1000)
                         break
@@ -599,6 +620,7 @@ def direct_agent_start(work, n=20):
         finally:
             p.terminate()
             p.wait(30)
+    assert len(times) == n, f"only {len(times)} of {n} directly started agents answered"
     return times
 
 

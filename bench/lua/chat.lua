@@ -2,14 +2,15 @@
 -- Arguments: paths (e.g. /chat/b0 /chat/b1), `key=PREFIX` to send a unique X-Idempotency-Key per request
 -- (what the router sends the agent, so direct and nginx runs make the agent do the same work),
 -- `delay=MS` to pause each connection MS ms between requests (a closed-loop approximation of a
--- fixed rate, since wrk2 is not in Debian).
+-- fixed rate, since wrk2 is not in Debian), `auth=PATH=TOKEN` (PATH `*`: any) to send the tenant's
+-- agent credential as the router does (the agent refuses a request without it).
 local next_id = 0
 function setup(thread)
   thread:set("tid", next_id)
   next_id = next_id + 1
 end
 
-local paths, key_prefix, pause, counter = {}, nil, 0, 0
+local paths, key_prefix, pause, counter, auth = {}, nil, 0, 0, {}
 local body = '{"message":"hello from wrk"}'
 
 function init(args)
@@ -18,6 +19,9 @@ function init(args)
       key_prefix = a:sub(5)
     elseif a:sub(1, 6) == "delay=" then
       pause = tonumber(a:sub(7))
+    elseif a:sub(1, 5) == "auth=" then
+      local path, token = a:sub(6):match("^([^=]+)=(.+)$")
+      auth[path] = "Bearer " .. token
     else
       paths[#paths + 1] = a
     end
@@ -34,5 +38,7 @@ function request()
   if key_prefix then
     headers["X-Idempotency-Key"] = key_prefix .. "-" .. tid .. "-" .. counter
   end
-  return wrk.format("POST", paths[(counter % #paths) + 1], headers, body)
+  local path = paths[(counter % #paths) + 1]
+  headers["Authorization"] = auth[path] or auth["*"]
+  return wrk.format("POST", path, headers, body)
 end

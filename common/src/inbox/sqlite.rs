@@ -1,5 +1,6 @@
 //! Embedded inbox: `$DATA_DIR/inbox.db`, for a single router replica (claims live in memory).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use async_trait::async_trait;
@@ -43,6 +44,8 @@ const MAX_BATCH: usize = 256;
 /// transaction, so concurrent webhooks and deliveries pay one fsync between them instead of one
 /// each. Every caller still hears back only after its commit. Ends when the inbox is dropped.
 fn run_writer(db: SqliteDb, jobs: mpsc::Receiver<WriteJob>) {
+    // Pending entries per tenant, as this thread (the only writer) committed them.
+    let mut pending = HashMap::new();
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -51,7 +54,11 @@ fn run_writer(db: SqliteDb, jobs: mpsc::Receiver<WriteJob>) {
                 Err(_) => break,
             }
         }
-        match db.with_blocking(|c| write_batch(c, &batch)) {
+        let written = db.with_blocking(|c| write_batch(c, &batch, &mut pending));
+        if written.is_err() {
+            pending.clear(); // rolled back: count again from the table
+        }
+        match written {
             Ok(outcomes) => {
                 for (job, outcome) in batch.into_iter().zip(outcomes) {
                     match job {
@@ -73,7 +80,11 @@ fn run_writer(db: SqliteDb, jobs: mpsc::Receiver<WriteJob>) {
 }
 
 /// Applies a batch in one transaction; one outcome per job (acks report `New`, unused).
-fn write_batch(c: &mut Connection, batch: &[WriteJob]) -> Result<Vec<Appended>, StoreError> {
+fn write_batch(
+    c: &mut Connection,
+    batch: &[WriteJob],
+    pending: &mut HashMap<String, u64>,
+) -> Result<Vec<Appended>, StoreError> {
     let now = now_ms();
     let expires = now + DEDUPE_TTL.as_millis() as i64;
     let tx = c.transaction().map_err(db_err)?;
@@ -95,6 +106,9 @@ fn write_batch(c: &mut Connection, batch: &[WriteJob]) -> Result<Vec<Appended>, 
             .prepare_cached("DELETE FROM entries WHERE id = ?1 AND tenant = ?2")
             .map_err(db_err)?;
         // The one writer thread counts and writes in the same transaction: appends cannot overshoot.
+        // Counted once per tenant, then kept in `pending` by this writer: a COUNT(*) per append
+        // cost O(backlog) and took ingest from 12k to 1.4k acks/s with an 11k backlog (`make
+        // bench` row 2).
         let mut count = tx
             .prepare_cached("SELECT COUNT(*) FROM entries WHERE tenant = ?1")
             .map_err(db_err)?;
@@ -113,10 +127,16 @@ fn write_batch(c: &mut Connection, batch: &[WriteJob]) -> Result<Vec<Appended>, 
                     ..
                 } => {
                     if *max_pending < u64::MAX {
-                        let pending: i64 = count
-                            .query_row(params![tenant], |r| r.get(0))
-                            .map_err(db_err)?;
-                        if pending as u64 >= *max_pending {
+                        let n = match pending.get(tenant.as_str()) {
+                            Some(&n) => n,
+                            None => {
+                                let n: i64 = count
+                                    .query_row(params![tenant], |r| r.get(0))
+                                    .map_err(db_err)?;
+                                *pending.entry(tenant.clone()).or_insert(n as u64)
+                            }
+                        };
+                        if n >= *max_pending {
                             let dup: i64 = seen
                                 .query_row(params![tenant, update_id, now], |r| r.get(0))
                                 .map_err(db_err)?;
@@ -138,10 +158,16 @@ fn write_batch(c: &mut Connection, batch: &[WriteJob]) -> Result<Vec<Appended>, 
                     insert
                         .execute(params![tenant, update_id, payload, now])
                         .map_err(db_err)?;
+                    if let Some(n) = pending.get_mut(tenant.as_str()) {
+                        *n += 1;
+                    }
                     outcomes.push(Appended::New);
                 }
                 WriteJob::Ack { tenant, id, .. } => {
-                    delete.execute(params![id, tenant]).map_err(db_err)?;
+                    let removed = delete.execute(params![id, tenant]).map_err(db_err)?;
+                    if let Some(n) = pending.get_mut(tenant.as_str()) {
+                        *n = n.saturating_sub(removed as u64);
+                    }
                     outcomes.push(Appended::New);
                 }
             }
