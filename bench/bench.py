@@ -1052,7 +1052,7 @@ def details(res):
             "each a running `tenant-agent` with `AGENT_DELAY_MS=0`. Router: `POST /chat/{id}` "
             "(router → agent `/webhook`). Reference: nginx (`worker_processes auto`, upstream "
             "keepalive) `proxy_pass` of `/chat/{id}` to the same agent's `/webhook`. Direct: wrk "
-            "straight to the agent. wrk sends a unique `X-Idempotency-Key` to nginx and direct runs so "
+            "straight to the agent. wrk sends a unique `X-Idempotency-Key` and the tenant's agent credential to nginx and direct runs so "
             "the agent does the same work as behind the router (which sends one). Agents keep "
             "`brain.db` on tmpfs (`$DATA_DIR/agents` is a symlink to /dev/shm; registry and inbox "
             "stay on disk): the reference agent commits SQLite with fsyncs per message, ~10 ms on "
