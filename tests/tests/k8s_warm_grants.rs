@@ -322,17 +322,7 @@ impl Env {
     }
 
     async fn tenant(&self, id: &str) -> TenantId {
-        let id = TenantId::parse(id).unwrap();
-        let mut rec = TenantRecord::new(
-            id.clone(),
-            Secret::new("123:ABC-secret"),
-            300,
-            NS,
-            Utc::now(),
-        );
-        rec.agent_token = common::tenant::new_agent_token();
-        self.shared.registry.create(&rec).await.unwrap();
-        id
+        self.shared.add_tenant(id).await
     }
 
     async fn record(&self, id: &TenantId) -> TenantRecord {
