@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use super::{now_ms, Appended, Inbox, InboxEntry, InboxStats, DEDUPE_TTL};
 use crate::lock::{MemoryLock, WakeLock};
-use crate::sqlite_db::{db_err, SqliteDb};
+use crate::sqlite_db::{db_err, open_connection, SqliteDb};
 use crate::{StoreError, TenantId};
 
 pub struct SqliteInbox {
@@ -43,7 +43,7 @@ const MAX_BATCH: usize = 256;
 /// Group commit: writes (appends and acks) that queue up while a commit is on disk share the next
 /// transaction, so concurrent webhooks and deliveries pay one fsync between them instead of one
 /// each. Every caller still hears back only after its commit. Ends when the inbox is dropped.
-fn run_writer(db: SqliteDb, jobs: mpsc::Receiver<WriteJob>) {
+fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
     // Pending entries per tenant, as this thread (the only writer) committed them.
     let mut pending = HashMap::new();
     while let Ok(first) = jobs.recv() {
@@ -54,7 +54,7 @@ fn run_writer(db: SqliteDb, jobs: mpsc::Receiver<WriteJob>) {
                 Err(_) => break,
             }
         }
-        let written = db.with_blocking(|c| write_batch(c, &batch, &mut pending));
+        let written = write_batch(&mut conn, &batch, &mut pending);
         if written.is_err() {
             pending.clear(); // rolled back: count again from the table
         }
@@ -187,7 +187,7 @@ fn write_batch(
 
 impl SqliteInbox {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = SqliteDb::open(
+        let conn = open_connection(
             path,
             "CREATE TABLE IF NOT EXISTS entries (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -205,11 +205,11 @@ impl SqliteInbox {
              ) WITHOUT ROWID;
              CREATE INDEX IF NOT EXISTS seen_by_expiry ON seen (expires_ms);",
         )?;
-        let reader = SqliteDb::open(path, "")?;
+        let reader = SqliteDb::reader(open_connection(path, "")?, "inbox-reader")?;
         let (writes, jobs) = mpsc::channel();
         std::thread::Builder::new()
             .name("inbox-writer".into())
-            .spawn(move || run_writer(db, jobs))
+            .spawn(move || run_writer(conn, jobs))
             .map_err(StoreError::unavailable)?;
         Ok(SqliteInbox {
             reader,

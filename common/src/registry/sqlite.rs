@@ -1,6 +1,7 @@
 //! Embedded registry: one SQLite file, `$DATA_DIR/registry.db`.
 
 use std::path::Path;
+use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -9,12 +10,14 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::{ErrorChange, Registry, SettingsUpdate, StatusUpdate};
 use crate::lifecycle::{EventType, LastError, NewEvent, TenantEvent, EVENTS_KEPT};
 use crate::resources::AgentResources;
-use crate::sqlite_db::{db_err, SqliteDb};
+use crate::sqlite_db::{db_err, open_connection, SqliteDb};
 use crate::tenant::{format_time, parse_time};
 use crate::{Secret, StoreError, TenantId, TenantRecord, TenantStatus};
 
+/// Writes go to one writer (group commit), reads to their own connection.
 pub struct SqliteRegistry {
-    db: SqliteDb,
+    writer: SqliteDb,
+    reader: SqliteDb,
 }
 
 const COLUMNS: &str = "tenant_id, status, pod_name, pod_ip, agent_port, namespace, s3_prefix, bot_token, created_at, last_active_at, idle_timeout_s, agent_token, agent_config, suspended, deleting, last_error_reason, last_error_message, last_error_at, cpu_request, cpu_limit, memory_request, memory_limit, fence";
@@ -37,7 +40,7 @@ const ADDED_COLUMNS: [(&str, &str); 12] = [
 
 impl SqliteRegistry {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = SqliteDb::open(
+        let conn = open_connection(
             path,
             "CREATE TABLE IF NOT EXISTS tenants (
                 tenant_id TEXT PRIMARY KEY,
@@ -62,20 +65,20 @@ impl SqliteRegistry {
                 PRIMARY KEY (tenant_id, seq)
              );",
         )?;
-        db.with_blocking(|c| {
-            let have: Vec<String> = c
-                .prepare("SELECT name FROM pragma_table_info('tenants')")
-                .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
-                .map_err(db_err)?;
-            for (name, ty) in ADDED_COLUMNS {
-                if !have.iter().any(|h| h == name) {
-                    c.execute_batch(&format!("ALTER TABLE tenants ADD COLUMN {name} {ty}"))
-                        .map_err(db_err)?;
-                }
+        let have: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('tenants')")
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+            .map_err(db_err)?;
+        for (name, ty) in ADDED_COLUMNS {
+            if !have.iter().any(|h| h == name) {
+                conn.execute_batch(&format!("ALTER TABLE tenants ADD COLUMN {name} {ty}"))
+                    .map_err(db_err)?;
             }
-            Ok(())
-        })?;
-        Ok(SqliteRegistry { db })
+        }
+        Ok(SqliteRegistry {
+            writer: SqliteDb::writer(conn, "registry-writer")?,
+            reader: SqliteDb::reader(open_connection(path, "")?, "registry-reader")?,
+        })
     }
 }
 
@@ -147,14 +150,8 @@ fn error_params(c: &ErrorChange) -> (i64, Option<String>, Option<String>, Option
     }
 }
 
-fn set_flag(
-    c: &mut Connection,
-    id: &str,
-    column: &str,
-    on: bool,
-) -> Result<TenantRecord, StoreError> {
-    let tx = c.transaction().map_err(db_err)?;
-    let n = tx
+fn set_flag(c: &Connection, id: &str, column: &str, on: bool) -> Result<TenantRecord, StoreError> {
+    let n = c
         .execute(
             &format!("UPDATE tenants SET {column} = ?2 WHERE tenant_id = ?1"),
             params![id, on as i64],
@@ -163,32 +160,30 @@ fn set_flag(
     if n == 0 {
         return Err(StoreError::NotFound);
     }
-    commit_reading(tx, id)
+    written(c, id)
 }
 
-/// Reads the tenant's record as `tx` wrote it, then commits: what every single-tenant write returns.
-fn commit_reading(tx: rusqlite::Transaction<'_>, id: &str) -> Result<TenantRecord, StoreError> {
-    let rec = get_sync(&tx, id)?.ok_or(StoreError::NotFound)?;
-    tx.commit().map_err(db_err)?;
-    Ok(rec)
+/// The tenant's record as the job wrote it: what every single-tenant write returns.
+fn written(c: &Connection, id: &str) -> Result<TenantRecord, StoreError> {
+    get_sync(c, id)?.ok_or(StoreError::NotFound)
 }
 
 fn get_sync(c: &Connection, id: &str) -> Result<Option<TenantRecord>, StoreError> {
-    c.query_row(
-        &format!("SELECT {COLUMNS} FROM tenants WHERE tenant_id = ?1"),
-        params![id],
-        read_row,
-    )
-    .optional()
-    .map_err(db_err)?
-    .transpose()
+    static SELECT: LazyLock<String> =
+        LazyLock::new(|| format!("SELECT {COLUMNS} FROM tenants WHERE tenant_id = ?1"));
+    c.prepare_cached(&SELECT)
+        .map_err(db_err)?
+        .query_row(params![id], read_row)
+        .optional()
+        .map_err(db_err)?
+        .transpose()
 }
 
 #[async_trait]
 impl Registry for SqliteRegistry {
     async fn create(&self, r: &TenantRecord) -> Result<(), StoreError> {
         let r = r.clone();
-        self.db.with(move |c| {
+        self.writer.with(move |c| {
             let n = c
                 .execute(
                     &format!("INSERT OR IGNORE INTO tenants ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23)"),
@@ -229,11 +224,11 @@ impl Registry for SqliteRegistry {
 
     async fn get(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {
         let id = id.to_string();
-        self.db.with(move |c| get_sync(c, &id)).await
+        self.reader.with(move |c| get_sync(c, &id)).await
     }
 
     async fn list(&self, status: Option<TenantStatus>) -> Result<Vec<TenantRecord>, StoreError> {
-        self.db.with(move |c| {
+        self.reader.with(move |c| {
             let mut stmt = c
                 .prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM tenants WHERE (?1 IS NULL OR status = ?1) ORDER BY tenant_id"
@@ -258,11 +253,10 @@ impl Registry for SqliteRegistry {
     ) -> Result<TenantRecord, StoreError> {
         let id = id.to_string();
         let u = u.clone();
-        self.db
+        self.writer
             .with(move |c| {
-                let tx = c.transaction().map_err(db_err)?;
                 let res = u.resources.clone().unwrap_or_default();
-                let n = tx
+                let n = c
                     .execute(
                         "UPDATE tenants SET bot_token = COALESCE(?2, bot_token),
                         idle_timeout_s = COALESCE(?3, idle_timeout_s),
@@ -286,7 +280,7 @@ impl Registry for SqliteRegistry {
                 if n == 0 {
                     return Err(StoreError::NotFound);
                 }
-                commit_reading(tx, &id)
+                written(c, &id)
             })
             .await
     }
@@ -300,11 +294,10 @@ impl Registry for SqliteRegistry {
         let tid = id.clone();
         let id = id.to_string();
         let u = u.clone();
-        self.db
+        self.writer
             .with(move |c| {
-                let tx = c.transaction().map_err(db_err)?;
                 let (set_err, reason, message, at) = error_params(&u.last_error);
-                let n = tx
+                let n = c
                 .execute(
                     "UPDATE tenants SET status = ?3, pod_name = ?4, pod_ip = ?5, agent_port = ?6,
                         last_active_at = COALESCE(?7, last_active_at),
@@ -329,14 +322,11 @@ impl Registry for SqliteRegistry {
                     ],
                 )
                 .map_err(db_err)?;
-                let rec = get_sync(&tx, &id)?;
+                let rec = get_sync(c, &id)?;
                 match (n, rec) {
                     (_, None) => Err(StoreError::NotFound),
                     (0, Some(r)) => Err(super::status_conflict(&tid, from, &u, &r)),
-                    (_, Some(r)) => {
-                        tx.commit().map_err(db_err)?;
-                        Ok(r)
-                    }
+                    (_, Some(r)) => Ok(r),
                 }
             })
             .await
@@ -344,7 +334,7 @@ impl Registry for SqliteRegistry {
 
     async fn touch(&self, id: &TenantId, at: DateTime<Utc>) -> Result<(), StoreError> {
         let id = id.to_string();
-        self.db
+        self.writer
             .with(move |c| {
                 let n = c
                     .execute(
@@ -368,15 +358,14 @@ impl Registry for SqliteRegistry {
     ) -> Result<TenantRecord, StoreError> {
         let id = id.to_string();
         let token = token.expose().to_owned();
-        self.db
+        self.writer
             .with(move |c| {
-                let tx = c.transaction().map_err(db_err)?;
-                tx.execute(
+                c.execute(
                     "UPDATE tenants SET agent_token = ?2 WHERE tenant_id = ?1 AND agent_token = ''",
                     params![id, token],
                 )
                 .map_err(db_err)?;
-                commit_reading(tx, &id)
+                written(c, &id)
             })
             .await
     }
@@ -388,10 +377,9 @@ impl Registry for SqliteRegistry {
     ) -> Result<TenantRecord, StoreError> {
         let id = id.to_string();
         let config = config.map(str::to_owned);
-        self.db
+        self.writer
             .with(move |c| {
-                let tx = c.transaction().map_err(db_err)?;
-                let n = tx
+                let n = c
                     .execute(
                         "UPDATE tenants SET agent_config = ?2 WHERE tenant_id = ?1",
                         params![id, config],
@@ -400,14 +388,14 @@ impl Registry for SqliteRegistry {
                 if n == 0 {
                     return Err(StoreError::NotFound);
                 }
-                commit_reading(tx, &id)
+                written(c, &id)
             })
             .await
     }
 
     async fn delete(&self, id: &TenantId) -> Result<bool, StoreError> {
         let id = id.to_string();
-        self.db
+        self.writer
             .with(move |c| {
                 let n = c
                     .execute("DELETE FROM tenants WHERE tenant_id = ?1", params![id])
@@ -423,14 +411,14 @@ impl Registry for SqliteRegistry {
         suspended: bool,
     ) -> Result<TenantRecord, StoreError> {
         let id = id.to_string();
-        self.db
+        self.writer
             .with(move |c| set_flag(c, &id, "suspended", suspended))
             .await
     }
 
     async fn set_deleting(&self, id: &TenantId) -> Result<TenantRecord, StoreError> {
         let id = id.to_string();
-        self.db
+        self.writer
             .with(move |c| set_flag(c, &id, "deleting", true))
             .await
     }
@@ -438,10 +426,9 @@ impl Registry for SqliteRegistry {
     async fn append_event(&self, id: &TenantId, e: &NewEvent) -> Result<u64, StoreError> {
         let id = id.to_string();
         let e = e.clone();
-        self.db
+        self.writer
             .with(move |c| {
-                let tx = c.transaction().map_err(db_err)?;
-                let last: i64 = tx
+                let last: i64 = c
                     .query_row(
                         "SELECT COALESCE(MAX(seq), 0) FROM tenant_events WHERE tenant_id = ?1",
                         params![id],
@@ -449,7 +436,7 @@ impl Registry for SqliteRegistry {
                     )
                     .map_err(db_err)?;
                 let seq = last + 1;
-                tx.execute(
+                c.execute(
                     "INSERT INTO tenant_events (tenant_id, seq, at, type, reason, message)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![
@@ -462,12 +449,11 @@ impl Registry for SqliteRegistry {
                     ],
                 )
                 .map_err(db_err)?;
-                tx.execute(
+                c.execute(
                     "DELETE FROM tenant_events WHERE tenant_id = ?1 AND seq <= ?2",
                     params![id, seq - EVENTS_KEPT as i64],
                 )
                 .map_err(db_err)?;
-                tx.commit().map_err(db_err)?;
                 Ok(seq as u64)
             })
             .await
@@ -480,7 +466,7 @@ impl Registry for SqliteRegistry {
         limit: usize,
     ) -> Result<Vec<TenantEvent>, StoreError> {
         let id = id.to_string();
-        self.db
+        self.reader
             .with(move |c| {
                 let mut stmt = c
                     .prepare_cached(
@@ -524,7 +510,7 @@ impl Registry for SqliteRegistry {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.db.ping().await
+        self.reader.ping().await
     }
 
     fn name(&self) -> &'static str {
