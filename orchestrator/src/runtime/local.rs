@@ -226,35 +226,18 @@ impl LocalRuntime {
         }
     }
 
-    /// Writes `tenant.json` into the agent's config directory (replaced whole on every start).
-    async fn write_config(&self, record: &TenantRecord, dir: &Path) -> Result<(), RuntimeError> {
-        let json = super::rendered_config(record, &self.defaults)?;
-        let tmp = dir.join(format!("{CONFIG_FILE}.tmp"));
-        tokio::fs::write(&tmp, json.as_bytes())
-            .await
-            .map_err(|e| io_failed("write agent configuration", e))?;
-        tokio::fs::rename(&tmp, dir.join(CONFIG_FILE))
-            .await
-            .map_err(|e| io_failed("write agent configuration", e))
-    }
-
-    /// Writes the saved `brain.db` where the agent restores it from, as a new generation
-    /// ([`common::state_file`]): the state directory may enforce the S3 CSI driver's rules.
-    async fn restore_state(&self, id: &TenantId, state_dir: &Path) -> Result<(), RuntimeError> {
+    /// Fills the agent's directory for a start: the saved `brain.db` (from the state store) where
+    /// the agent restores it from, and `tenant.json`.
+    async fn prepare(&self, record: &TenantRecord, dir: PathBuf) -> Result<(), RuntimeError> {
         let saved = self
             .state
-            .load(id)
+            .load(&record.tenant_id)
             .await
             .map_err(|e| RuntimeError::unavailable("state store load", e))?;
-        let Some(bytes) = saved else {
-            return Ok(());
-        };
-        let dir = state_dir.to_owned();
-        tokio::task::spawn_blocking(move || state_file::save_bytes(&dir, BRAIN_FILE, &bytes))
+        let config = super::rendered_config(record, &self.defaults)?;
+        tokio::task::spawn_blocking(move || prepare_dir(&dir, saved.as_deref(), &config))
             .await
-            .map_err(|e| RuntimeError::unavailable("restore task", e))?
-            .map(drop)
-            .map_err(|e| io_failed("write restored state", e))
+            .map_err(|e| RuntimeError::unavailable("prepare task", e))?
     }
 
     /// Saves the agent's newest complete `brain.db` to the state store, if it wrote one since `since`.
@@ -461,14 +444,7 @@ impl Runtime for LocalRuntime {
         }
 
         let deadline_at = Instant::now() + deadline;
-        let dir = self.dir(id);
-        for sub in ["data", "state", "config"] {
-            tokio::fs::create_dir_all(dir.join(sub))
-                .await
-                .map_err(|e| io_failed("create agent directory", e))?;
-        }
-        self.restore_state(id, &dir.join("state")).await?;
-        self.write_config(record, &dir.join("config")).await?;
+        self.prepare(record, self.dir(id)).await?;
 
         let mut attempt = 0;
         loop {
@@ -601,6 +577,25 @@ pub fn agent_command(configured: Option<Vec<String>>) -> Vec<String> {
 }
 
 /// A port that was free a moment ago (bind :0, read it, let it go), not one of `taken`.
+/// Creates the agent's `data`, `state` and `config` directories, writes the restored `brain.db` as a
+/// new generation ([`common::state_file`]: the state directory may enforce the S3 CSI driver's
+/// rules) and replaces `tenant.json` whole. One blocking task: as six `tokio::fs` calls, each
+/// queued in the blocking pool behind a storm's, they took 1.9 s of a 1,000-wake storm's median.
+fn prepare_dir(dir: &Path, saved: Option<&[u8]>, config: &str) -> Result<(), RuntimeError> {
+    for sub in ["data", "state", "config"] {
+        std::fs::create_dir_all(dir.join(sub))
+            .map_err(|e| io_failed("create agent directory", e))?;
+    }
+    if let Some(bytes) = saved {
+        state_file::save_bytes(&dir.join("state"), BRAIN_FILE, bytes)
+            .map_err(|e| io_failed("write restored state", e))?;
+    }
+    let tmp = dir.join("config").join(format!("{CONFIG_FILE}.tmp"));
+    std::fs::write(&tmp, config.as_bytes())
+        .and_then(|()| std::fs::rename(&tmp, dir.join("config").join(CONFIG_FILE)))
+        .map_err(|e| io_failed("write agent configuration", e))
+}
+
 fn free_port(taken: &HashSet<u16>) -> Result<u16, RuntimeError> {
     for _ in 0..20 {
         let listener =
