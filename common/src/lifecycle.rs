@@ -4,6 +4,7 @@
 //! The phase is derived from what the registry stores (`status`, `suspended`, `last_error`), never
 //! stored itself, so that it cannot disagree with the `status` the Go platform's clients read.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -119,19 +120,25 @@ pub struct LastError {
 
 /// A condition in the Kubernetes style: a named fact, true or false, with why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Texts are `Cow`s: the fixed ones cost no allocation, which is most of them in a list of 10,000.
 pub struct Condition {
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: Cow<'static, str>,
     /// `True` or `False`.
-    pub status: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub reason: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub message: String,
+    pub status: Cow<'static, str>,
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    pub reason: Cow<'static, str>,
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    pub message: Cow<'static, str>,
 }
 
 impl Condition {
-    fn new(kind: &str, on: bool, reason: &str, message: &str) -> Self {
+    fn new(
+        kind: &'static str,
+        on: bool,
+        reason: impl Into<Cow<'static, str>>,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
         Condition {
             kind: kind.into(),
             status: if on { "True" } else { "False" }.into(),
@@ -165,7 +172,7 @@ impl TenantRecord {
         let (err_reason, err_message) = self
             .last_error
             .as_ref()
-            .map(|e| (e.reason.as_str(), e.message.as_str()))
+            .map(|e| (e.reason.clone(), e.message.clone()))
             .unwrap_or_default();
         vec![
             Condition::new(
@@ -300,7 +307,7 @@ mod tests {
         assert_eq!(r.phase().runtime_status(), RuntimeStatus::Failed);
         let failed = &r.conditions()[2];
         assert_eq!(
-            (failed.status.as_str(), failed.reason.as_str()),
+            (&*failed.status, &*failed.reason),
             ("True", "HealthTimeout")
         );
         r.suspended = true;

@@ -265,8 +265,18 @@ async fn list(app: web::Data<App>, q: web::Query<ListQuery>) -> Result<HttpRespo
         .clone()
         .run_owned(async move { tenants::list(&app, q.status.as_deref()).await })
         .await?;
-    Ok(HttpResponse::Ok().json(views))
+    // Written into one buffer sized for the list: growing it from empty copied the 4 MB of a
+    // 10,000-tenant answer about twice over (`make bench` row 6).
+    let mut body = Vec::with_capacity(views.len() * VIEW_BYTES);
+    serde_json::to_writer(&mut body, &views)
+        .map_err(|e| Error::Internal(format!("cannot encode the tenant list: {e}")))?;
+    Ok(HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(body))
 }
+
+/// About what one tenant's view takes in JSON (430 bytes without overrides or an error).
+const VIEW_BYTES: usize = 512;
 
 async fn get(app: web::Data<App>, path: web::Path<String>) -> Result<HttpResponse, Error> {
     let id = tenant_id(&path)?;

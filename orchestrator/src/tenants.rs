@@ -50,7 +50,7 @@ pub async fn create(app: &App, req: CreateTenant) -> Result<TenantView, Error> {
     tracing::info!(tenant = %id, idle_timeout_s = timeout, "tenant created");
     let message = format!("tenant created (idle timeout {timeout}s)");
     events::record(app, &id, NewEvent::normal(reason::CREATED, message)).await;
-    Ok(rec.view())
+    Ok(rec.into_view())
 }
 
 async fn create_locked(app: &App, rec: &TenantRecord) -> Result<(), Error> {
@@ -71,7 +71,7 @@ async fn create_locked(app: &App, rec: &TenantRecord) -> Result<(), Error> {
 }
 
 pub async fn get(app: &App, id: &TenantId) -> Result<TenantView, Error> {
-    Ok(require(app, id).await?.view())
+    Ok(require(app, id).await?.into_view())
 }
 
 /// All tenants, optionally those of one status (`status` as given in the query string; empty = all).
@@ -86,7 +86,7 @@ pub async fn list(app: &App, status: Option<&str>) -> Result<Vec<TenantView>, Er
         .list(status)
         .await
         .map_err(Error::store("registry list"))?;
-    Ok(recs.iter().map(TenantRecord::view).collect())
+    Ok(recs.into_iter().map(TenantRecord::into_view).collect())
 }
 
 /// The bot token, for the router (the only place it leaves the service).
@@ -149,7 +149,7 @@ pub async fn set_config(
 pub async fn update(app: &App, id: &TenantId, req: UpdateTenant) -> Result<TenantView, Error> {
     if req.bot_token.is_none() && req.idle_timeout_s.is_none() && req.resources.is_none() {
         // The Go platform answered `{}` with the record, a no-op its operations guide relies on.
-        return Ok(require(app, id).await?.view());
+        return Ok(require(app, id).await?.into_view());
     }
     let current = require(app, id).await?;
     let resources = req
@@ -217,7 +217,7 @@ pub async fn update(app: &App, id: &TenantId, req: UpdateTenant) -> Result<Tenan
         let event = NewEvent::normal(reason::CONFIG_CHANGED, changed.join(", "));
         events::record(app, id, event).await;
     }
-    Ok(rec.view())
+    Ok(rec.into_view())
 }
 
 /// Sets `last_active_at` to now.

@@ -325,7 +325,7 @@ fn describe_text(v: &TenantView, config: Option<&Value>, events: &[TenantEvent])
         .map(|c| {
             vec![
                 Cell::from(format!("  {}", c.kind)),
-                Cell::from(c.status.as_str()),
+                Cell::from(&*c.status),
                 Cell::from(dash(&c.reason)),
                 Cell::from(dash(&c.message)),
             ]
