@@ -112,37 +112,12 @@ impl Env {
     }
 
     fn warm_pods(&self) -> Vec<Value> {
-        self.fake
-            .list("pods")
-            .into_iter()
-            .filter(|p| {
-                p["metadata"]["labels"]["warm"] == "true" && p["status"]["phase"] == "Running"
-            })
-            .collect()
+        running_warm_pods(&self.fake)
     }
 
     /// Until `n` warm pods are Running and their agents answer `/health`.
     async fn wait_warm(&self, n: usize) -> bool {
-        let http = reqwest::Client::new();
-        let until = std::time::Instant::now() + T;
-        while std::time::Instant::now() < until {
-            let pods = self.warm_pods();
-            let mut up = 0;
-            for p in &pods {
-                let url = format!(
-                    "http://{}:3000/health",
-                    p["status"]["podIP"].as_str().unwrap()
-                );
-                if http.get(url).send().await.is_ok_and(|r| r.status() == 200) {
-                    up += 1;
-                }
-            }
-            if up >= n {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
+        wait_warm_agents(&self.fake, n, T).await
     }
 
     /// A tenant with a persona, as `POST /tenants` + `PUT /config` store it.

@@ -298,27 +298,7 @@ impl Env {
     }
 
     async fn wait_warm(&self, n: usize) -> bool {
-        let http = reqwest::Client::new();
-        let until = std::time::Instant::now() + T;
-        while std::time::Instant::now() < until {
-            let mut up = 0;
-            for p in self.fake.list("pods").iter().filter(|p| {
-                p["metadata"]["labels"]["warm"] == "true" && p["status"]["phase"] == "Running"
-            }) {
-                let url = format!(
-                    "http://{}:3000/health",
-                    p["status"]["podIP"].as_str().unwrap()
-                );
-                if http.get(url).send().await.is_ok_and(|r| r.status() == 200) {
-                    up += 1;
-                }
-            }
-            if up >= n {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
+        wait_warm_agents(&self.fake, n, T).await
     }
 
     async fn tenant(&self, id: &str) -> TenantId {

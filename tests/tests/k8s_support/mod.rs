@@ -190,6 +190,37 @@ pub async fn agent_chat(
     r.response
 }
 
+/// The warm pool's pods that are Running.
+pub fn running_warm_pods(fake: &FakeK8s) -> Vec<serde_json::Value> {
+    fake.list("pods")
+        .into_iter()
+        .filter(|p| p["metadata"]["labels"]["warm"] == "true" && p["status"]["phase"] == "Running")
+        .collect()
+}
+
+/// Until `n` warm pods are Running and their agents answer `/health`; false after `timeout`.
+pub async fn wait_warm_agents(fake: &FakeK8s, n: usize, timeout: Duration) -> bool {
+    let http = reqwest::Client::new();
+    let until = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < until {
+        let mut up = 0;
+        for p in running_warm_pods(fake) {
+            let url = format!(
+                "http://{}:3000/health",
+                p["status"]["podIP"].as_str().unwrap()
+            );
+            if http.get(url).send().await.is_ok_and(|r| r.status() == 200) {
+                up += 1;
+            }
+        }
+        if up >= n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// A Running warm pod created the way the warm-pool ReplicaSet would, on a known node.
 pub async fn warm_pod(fake: &FakeK8s, name: &str) -> (String, String) {
     let template = common::k8s::warm_pool_deployment(&k8s_settings(), 1)
