@@ -22,9 +22,10 @@ pub enum Error {
         method: &'static str,
         reason: String,
     },
-    /// The agent could not be started; the text is the reason (never a secret).
-    #[error("{0}")]
-    WakeFailed(String),
+    /// The agent itself could not be started (image, configuration, crash, not healthy in
+    /// time): definitive, unlike a runtime backend's outage (`Runtime`). Never holds a secret.
+    #[error(transparent)]
+    WakeFailed(RuntimeError),
     /// Another replica's wake, or a stop in progress, did not finish before the caller's deadline.
     #[error("tenant {0:?} did not become ready in time")]
     WakeTimeout(TenantId),

@@ -126,10 +126,7 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
             (start_error(e), Some(failure))
         }),
         // The lock's backend failed (or was slow) under us: an outage, not the agent's fault.
-        _ = lost.cancelled() => Err((Error::Store {
-            what: "wake lock",
-            source: StoreError::unavailable_msg("lock lost while starting the agent"),
-        }, None)),
+        _ = lost.cancelled() => Err((lock_lost(), None)),
         _ = app.shutdown.cancelled() => Err((Error::ShuttingDown, None)),
     };
     let addr = match started {
@@ -165,9 +162,7 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
     };
     if lost.is_cancelled() {
         tracing::warn!(tenant = %id, "wake failed: wake lock lost before the agent was recorded; leaving it to the lock's new holder");
-        return Err(Error::WakeFailed(
-            "wake lock lost while starting the agent".into(),
-        ));
+        return Err(lock_lost());
     }
     let running =
         StatusUpdate::running(addr.pod_name.clone(), addr.pod_ip.clone(), addr.agent_port)
@@ -209,6 +204,15 @@ async fn wake_locked(app: &Arc<App>, id: &TenantId, guard: &TenantGuard) -> Resu
         pod_ip: addr.pod_ip,
         endpoint,
     })
+}
+
+/// The lock's backend failed (or was slow) under a wake: an outage, not the agent's fault, so the
+/// caller retries (503) and the next wake finds the agent up or the lock's new holder's record.
+fn lock_lost() -> Error {
+    Error::Store {
+        what: "wake lock",
+        source: StoreError::unavailable_msg("lock lost while starting the agent"),
+    }
 }
 
 /// Whether a newer lock generation than `fence` wrote the tenant's record (our lock lapsed and a
@@ -288,7 +292,7 @@ fn lost_race(id: &TenantId, e: StoreError) -> Error {
 fn start_error(e: RuntimeError) -> Error {
     match e {
         RuntimeError::Unavailable { .. } => Error::Runtime(e),
-        other => Error::WakeFailed(other.to_string()),
+        other => Error::WakeFailed(other),
     }
 }
 
@@ -368,7 +372,11 @@ mod tests {
         let id = add_tenant(&t.app, "bob").await;
         *t.runtime.fail_with.lock().unwrap() = Some("image pull failed".into());
         match wake(&t.app, &id).await {
-            Err(Error::WakeFailed(why)) => assert!(why.contains("image pull failed"), "{why}"),
+            Err(Error::WakeFailed(why)) => {
+                // The runtime's own error, kept whole: what the event and `last_error` record.
+                assert!(matches!(why, RuntimeError::StartFailed { .. }), "{why:?}");
+                assert!(why.to_string().contains("image pull failed"), "{why}")
+            }
             other => panic!("expected WakeFailed, got {other:?}"),
         }
         let rec = t.app.registry.get(&id).await.unwrap().unwrap();

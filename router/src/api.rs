@@ -85,10 +85,9 @@ impl From<ChatError> for ApiError {
     fn from(e: ChatError) -> Self {
         match e {
             ChatError::UnknownTenant => ApiError::NotFound("tenant not found".into()),
-            ChatError::WakeFailed(reason) => {
-                ApiError::Unavailable(format!("wake failed: {reason}"))
-            }
-            ChatError::AgentFailed(e) => ApiError::BadGateway(e.to_string()),
+            // The causes too (which backend, what it answered); none holds a secret.
+            ChatError::WakeFailed(_) => ApiError::Unavailable(common::error::error_chain(&e)),
+            ChatError::AgentFailed(_) => ApiError::BadGateway(common::error::error_chain(&e)),
         }
     }
 }

@@ -18,8 +18,8 @@ pub enum ChatError {
     #[error("tenant not found")]
     UnknownTenant,
     #[error("wake failed: {0}")]
-    WakeFailed(String),
-    #[error("{0}")]
+    WakeFailed(#[source] OrchestratorError),
+    #[error(transparent)]
     AgentFailed(ForwardError),
 }
 
@@ -58,12 +58,11 @@ impl ChatService {
         let key = chat_key(tenant);
         let mut retried = false;
         loop {
-            let endpoint = self.endpoint(tenant).await?;
-            let credential = match self.endpoints.orchestrator().agent_token(tenant).await {
-                Ok(t) => t,
-                Err(OrchestratorError::NotFound) => return Err(ChatError::UnknownTenant),
-                Err(e) => return Err(ChatError::WakeFailed(e.to_string())),
-            };
+            // The credential is fetched while the agent wakes, not after (a round trip less on a
+            // cold start; cached once known).
+            let (endpoint, credential) =
+                tokio::join!(self.endpoint(tenant), self.credential(tenant));
+            let (endpoint, credential) = (endpoint?, credential?);
             let (result, took) = self
                 .agent
                 .forward(&endpoint, tenant, Some(&credential), &key, message)
@@ -75,7 +74,7 @@ impl ChatService {
                     self.endpoints.served(tenant, &endpoint).await;
                     return Ok(reply);
                 }
-                Err(ForwardError::Unreachable(reason)) if !retried => {
+                Err(ForwardError::Unreachable { reason, .. }) if !retried => {
                     self.endpoints.stale(tenant, &endpoint, &reason).await;
                     retried = true;
                 }
@@ -87,13 +86,21 @@ impl ChatService {
         }
     }
 
+    async fn credential(&self, tenant: &TenantId) -> Result<common::Secret, ChatError> {
+        match self.endpoints.orchestrator().agent_token(tenant).await {
+            Ok(t) => Ok(t),
+            Err(OrchestratorError::NotFound) => Err(ChatError::UnknownTenant),
+            Err(e) => Err(ChatError::WakeFailed(e)),
+        }
+    }
+
     async fn endpoint(&self, tenant: &TenantId) -> Result<Endpoint, ChatError> {
         match self.endpoints.resolve(tenant).await {
             Ok(ep) => Ok(ep),
             Err(OrchestratorError::NotFound) => Err(ChatError::UnknownTenant),
             Err(e) => {
                 tracing::warn!(tenant = %tenant, error = %e, "wake failed");
-                Err(ChatError::WakeFailed(e.to_string()))
+                Err(ChatError::WakeFailed(e))
             }
         }
     }

@@ -9,7 +9,10 @@ use common::{Secret, TenantId};
 use serde::Deserialize;
 use thiserror::Error;
 
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
+/// What a call to the orchestrator failed with. A transport failure keeps the reqwest error (its URL
+/// removed) as its source; an answer that cannot be read keeps only its top-level text, since a
+/// decoder's error may quote the body, and a token answer's body is a secret.
+#[derive(Debug, Error)]
 pub enum OrchestratorError {
     #[error("tenant not found")]
     NotFound,
@@ -22,7 +25,7 @@ pub enum OrchestratorError {
     #[error("orchestrator failed ({status}): {reason}")]
     Failed { status: u16, reason: String },
     #[error("orchestrator unreachable: {0}")]
-    Unreachable(String),
+    Unreachable(#[source] reqwest::Error),
     /// The tenant is suspended by an operator (423): it is not woken until resumed.
     #[error("tenant is suspended")]
     Suspended,
@@ -103,7 +106,7 @@ impl OrchestratorClient {
         let resp = rb
             .send()
             .await
-            .map_err(|e| OrchestratorError::Unreachable(e.without_url().to_string()))?;
+            .map_err(|e| OrchestratorError::Unreachable(e.without_url()))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -258,5 +261,40 @@ impl OrchestratorClient {
 
     fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, (Secret, Instant)>> {
         self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An orchestrator nobody answers for: an outage whose source is the transport error, with
+    /// neither the URL (it names the tenant) nor the API token anywhere in the chain.
+    #[tokio::test]
+    async fn an_unreachable_orchestrator_keeps_the_transport_error_without_its_url() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = OrchestratorClient::new(
+            &format!("http://127.0.0.1:{port}"),
+            Some(Secret::new("api-token-secret")),
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+        );
+        let err = client
+            .wake(&TenantId::parse("bob").unwrap())
+            .await
+            .expect_err("nothing listens there");
+        assert!(err.is_outage(), "{err:?}");
+        let source = std::error::Error::source(&err).expect("the transport error is kept");
+        let reqwest_err = common::error::find_source::<reqwest::Error>(source).expect("reqwest");
+        assert!(reqwest_err.url().is_none(), "{reqwest_err:?}");
+        let chain = common::error::error_chain(&err);
+        assert!(chain.contains("orchestrator unreachable"), "{chain}");
+        for secret in ["/wake/bob", "api-token-secret", &port.to_string()] {
+            assert!(!chain.contains(secret), "{secret} in {chain}");
+        }
     }
 }

@@ -253,12 +253,12 @@ impl Delivery {
                 Err(e) => e,
             };
             let give_up = match &err {
-                ForwardError::Unreachable(reason) => {
+                ForwardError::Unreachable { reason, .. } => {
                     self.endpoints.stale(tenant, &endpoint, reason).await;
                     reconnects += 1;
                     reconnects >= self.cfg.wake_attempts
                 }
-                ForwardError::Failed(reason) => {
+                ForwardError::Failed { reason, .. } => {
                     tracing::warn!(tenant = %tenant, update_id = entry.update_id, error = %reason, "agent call failed");
                     agent_failures += 1;
                     self.metrics.retries.inc(metrics::Retry::agent);

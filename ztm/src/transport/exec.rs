@@ -54,7 +54,10 @@ impl Transport for ExecTransport {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| TransportError::Kubectl(format!("starting kubectl exec: {e}")))?;
+            .map_err(|source| TransportError::Local {
+                what: "starting kubectl exec",
+                source,
+            })?;
         if let (Some(b), Some(mut stdin)) = (body, child.stdin.take()) {
             // A write error shows up as the command's own failure below.
             let _ = stdin.write_all(b.as_bytes()).await;
@@ -62,7 +65,10 @@ impl Transport for ExecTransport {
         let out = child
             .wait_with_output()
             .await
-            .map_err(|e| TransportError::Kubectl(format!("running kubectl exec: {e}")))?;
+            .map_err(|source| TransportError::Local {
+                what: "running kubectl exec",
+                source,
+            })?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr);
         if out.status.success() {
@@ -77,6 +83,7 @@ impl Transport for ExecTransport {
                     service,
                     url: format!("{target} (inside the pod)"),
                     reason: reason.to_owned(),
+                    source: None,
                 }
             } else {
                 TransportError::Kubectl(self.kubectl.explain(

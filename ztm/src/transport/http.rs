@@ -77,6 +77,7 @@ pub(crate) async fn send(
         service,
         url: base.to_owned(),
         reason: root_cause(&e),
+        source: Some(e.without_url()),
     };
     let resp = req.send().await.map_err(unreachable)?;
     let status = resp.status().as_u16();
@@ -104,5 +105,41 @@ impl Transport for HttpTransport {
             body,
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service nobody answers for: the CLI's line names it and the innermost cause, and the
+    /// client's error is kept as the source, without the URL it was sent to.
+    #[tokio::test]
+    async fn an_unreachable_service_keeps_the_client_error_without_its_url() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let base = format!("http://127.0.0.1:{port}");
+        let err = send(
+            &reqwest::Client::new(),
+            Service::Orchestrator,
+            &base,
+            Some("api-token-secret"),
+            Method::Get,
+            "/tenants/bob",
+            None,
+        )
+        .await
+        .expect_err("nothing listens there");
+        assert_eq!(
+            err.to_string(),
+            format!("orchestrator unreachable at {base}: connection refused")
+        );
+        let source = std::error::Error::source(&err).expect("the client error is kept");
+        let client_err = source.downcast_ref::<reqwest::Error>().expect("reqwest");
+        assert!(client_err.url().is_none(), "{client_err:?}");
+        assert!(!format!("{err:?}").contains("api-token-secret"));
     }
 }

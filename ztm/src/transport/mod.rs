@@ -81,10 +81,22 @@ pub enum TransportError {
     Unreachable {
         service: Service,
         url: String,
+        /// The innermost cause, as a person reads it (`connection refused`).
         reason: String,
+        /// The HTTP client's error (its URL removed); none through `kubectl exec`.
+        #[source]
+        source: Option<reqwest::Error>,
     },
+    /// kubectl refused or failed; the text explains what to do (from its stderr).
     #[error("{0}")]
     Kubectl(String),
+    /// kubectl could not be run, or a local port not found, for `what`.
+    #[error("{what}: {source}")]
+    Local {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("no URL set for {service}: pass --{service}-url or set ZTM_{upper}_URL", upper = service.name().to_uppercase())]
     NoUrl { service: Service },
 }

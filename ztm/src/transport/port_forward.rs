@@ -49,7 +49,10 @@ impl PortForwardTransport {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| TransportError::Kubectl(format!("starting kubectl port-forward: {e}")))?;
+            .map_err(|source| TransportError::Local {
+                what: "starting kubectl port-forward",
+                source,
+            })?;
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         loop {
             if let Ok(Some(_)) = child.try_wait() {
@@ -90,7 +93,10 @@ fn free_port() -> Result<u16, TransportError> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| TransportError::Kubectl(format!("no free local port: {e}")))
+        .map_err(|source| TransportError::Local {
+            what: "no free local port",
+            source,
+        })
 }
 
 async fn stop(child: &mut Child) {
