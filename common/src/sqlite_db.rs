@@ -126,15 +126,16 @@ fn run_reader(conn: Connection, queue: mpsc::Receiver<Job>) {
     }
 }
 
+/// The next group commit's jobs: waits for one, then takes those already queued (at most `max`).
+/// `None` once every sender is gone.
+pub fn next_batch<T>(queue: &mpsc::Receiver<T>, max: usize) -> Option<Vec<T>> {
+    let mut batch = vec![queue.recv().ok()?];
+    batch.extend(std::iter::from_fn(|| queue.try_recv().ok()).take(max - 1));
+    Some(batch)
+}
+
 fn run_writer(conn: Connection, queue: mpsc::Receiver<Job>) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+    while let Some(batch) = next_batch(&queue, MAX_BATCH) {
         if let Err(e) = conn.execute_batch("BEGIN") {
             // Each job commits alone then (its savepoint is its own transaction) and reports
             // its own failure.

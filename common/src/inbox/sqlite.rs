@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use super::{now_ms, Appended, Inbox, InboxEntry, InboxStats, DEDUPE_TTL};
 use crate::lock::{MemoryLock, WakeLock};
-use crate::sqlite_db::{db_err, open_connection, SqliteDb};
+use crate::sqlite_db::{db_err, next_batch, open_connection, SqliteDb};
 use crate::{StoreError, TenantId};
 
 pub struct SqliteInbox {
@@ -46,14 +46,7 @@ const MAX_BATCH: usize = 256;
 fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
     // Pending entries per tenant, as this thread (the only writer) committed them.
     let mut pending = HashMap::new();
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+    while let Some(batch) = next_batch(&jobs, MAX_BATCH) {
         let written = write_batch(&mut conn, &batch, &mut pending);
         if written.is_err() {
             pending.clear(); // rolled back: count again from the table
