@@ -74,19 +74,33 @@ pub async fn get(app: &App, id: &TenantId) -> Result<TenantView, Error> {
     Ok(require(app, id).await?.into_view())
 }
 
-/// All tenants, optionally those of one status (`status` as given in the query string; empty = all).
-pub async fn list(app: &App, status: Option<&str>) -> Result<Vec<TenantView>, Error> {
+/// All tenants, optionally those of one status (`status` as given in the query string; empty =
+/// all), handed to `each` in id order while the registry still reads: a 10,000-tenant list is
+/// encoded as it is read, never held whole as records. Stops at the first error of `each`.
+pub async fn list_each(
+    app: &App,
+    status: Option<&str>,
+    mut each: impl FnMut(TenantView) -> Result<(), Error>,
+) -> Result<(), Error> {
     let status = status
         .filter(|s| !s.is_empty())
         .map(str::parse::<TenantStatus>)
         .transpose()
         .map_err(Error::BadRequest)?;
-    let recs = app
-        .registry
-        .list(status)
-        .await
-        .map_err(Error::store("registry list"))?;
-    Ok(recs.into_iter().map(TenantRecord::into_view).collect())
+    let (chunks, mut read) = tokio::sync::mpsc::unbounded_channel();
+    let reading = app.registry.list_chunks(status, chunks);
+    let handing = async {
+        while let Some(chunk) = read.recv().await {
+            for record in chunk {
+                // Dropping `read` makes the registry stop at its next chunk.
+                each(record.into_view())?;
+            }
+        }
+        Ok::<(), Error>(())
+    };
+    let (listed, handed) = tokio::join!(reading, handing);
+    handed?;
+    listed.map_err(Error::store("registry list"))
 }
 
 /// The bot token, for the router (the only place it leaves the service).

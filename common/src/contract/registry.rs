@@ -264,6 +264,16 @@ pub async fn list_pages(r: &dyn Registry, count: usize, token_len: usize) -> std
     assert_eq!(got.len(), count, "every page is read");
     assert_eq!(got, ids, "sorted by id, none missing, none twice");
     assert!(all.iter().all(|t| t.bot_token.expose().len() == token_len));
+    let (chunks, mut read) = tokio::sync::mpsc::unbounded_channel();
+    r.list_chunks(None, chunks).await.unwrap();
+    let mut chunked = Vec::new();
+    while let Some(chunk) = read.recv().await {
+        chunked.extend(chunk);
+    }
+    assert_eq!(
+        chunked, all,
+        "list_chunks hands over what list returns, in order"
+    );
     let filtered = r.list(Some(TenantStatus::Provisioning)).await.unwrap();
     assert_eq!(filtered.len(), 1, "the filter applies across pages");
     assert_eq!(filtered[0].tenant_id.as_str(), running);

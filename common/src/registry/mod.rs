@@ -12,6 +12,9 @@ pub mod dynamodb;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
+/// Where [`Registry::list_chunks`] sends the records it reads; closed when it returns.
+pub type ListChunks = tokio::sync::mpsc::UnboundedSender<Vec<TenantRecord>>;
+
 /// Fields a `PATCH /tenants/{id}` may change; `None` leaves the field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct SettingsUpdate {
@@ -104,6 +107,16 @@ pub trait Registry: Send + Sync + 'static {
     async fn get(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError>;
     /// All tenants (every page), optionally of one status, ordered by id.
     async fn list(&self, status: Option<TenantStatus>) -> Result<Vec<TenantRecord>, StoreError>;
+    /// `list`, handed to `chunks` in id order as it is read, so that a caller encodes one chunk
+    /// while the next is read; returns once all are sent. A backend that cannot stream sends one.
+    async fn list_chunks(
+        &self,
+        status: Option<TenantStatus>,
+        chunks: ListChunks,
+    ) -> Result<(), StoreError> {
+        let _ = chunks.send(self.list(status).await?);
+        Ok(())
+    }
     /// Changes settings of an existing tenant; `NotFound` if absent.
     async fn update_settings(
         &self,
