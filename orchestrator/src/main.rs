@@ -7,6 +7,13 @@ use orchestrator::api::ApiConfig;
 use orchestrator::app::{App, Settings};
 use orchestrator::config::Config;
 
+/// glibc's malloc takes its locked slow path when memory is freed on another thread (records
+/// decoded on the SQLite reader, encoded and dropped on a tokio worker): `GET /tenants` of 10,000
+/// tenants p50 25.0 ms with it, 22.2-23.5 ms with mimalloc. Built without transparent huge pages
+/// (`no_thp`): with them the idle RSS was 29.6 MB instead of 16.9 MB (glibc 16.3 MB).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     if let Some(code) = common::call::from_args() {
         std::process::exit(code);
