@@ -15,16 +15,7 @@ use orchestrator::config::Config;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    if let Some(code) = common::call::from_args() {
-        std::process::exit(code);
-    }
-    let _telemetry = match common::telemetry::init("orchestrator") {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("orchestrator: {e}");
-            std::process::exit(1);
-        }
-    };
+    let _telemetry = common::telemetry::start_service("orchestrator");
     if let Err(e) = start() {
         // One line naming what is wrong (e.g. the variable), no backtrace.
         eprintln!("orchestrator: {e:#}");

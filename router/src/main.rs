@@ -7,16 +7,7 @@ use router::config::Config;
 /// which spares it the cross-thread wake-ups of a work-stealing runtime.
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    if let Some(code) = common::call::from_args() {
-        std::process::exit(code);
-    }
-    let _telemetry = match common::telemetry::init("router") {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("router: {e}");
-            std::process::exit(1);
-        }
-    };
+    let _telemetry = common::telemetry::start_service("router");
     // A configuration error is one line naming the variable (no log record besides it).
     let config = match Config::from_env() {
         Ok(c) => c,
