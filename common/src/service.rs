@@ -1,4 +1,4 @@
-//! The HTTP service scaffolding both services share: a server run on a listener the caller bound
+//! The HTTP service scaffolding both services share: the first lines of `main`, a server run on a listener the caller bound
 //! until a shutdown future resolves (so tests start a service in-process on port 0 and stop it
 //! without a signal), the SIGTERM/SIGINT future the binaries pass in, per-request tracking
 //! (metrics and span), and the JSON error body.
@@ -15,6 +15,18 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
+
+/// The first lines of a service's `main`: runs `<bin> call ...` (the image's probe) and exits, or
+/// installs telemetry, exiting with one line naming what is wrong when it cannot.
+pub fn start(service: &'static str) -> crate::telemetry::Telemetry {
+    if let Some(code) = crate::call::from_args() {
+        std::process::exit(code);
+    }
+    crate::telemetry::init(service).unwrap_or_else(|e| {
+        eprintln!("{service}: {e}");
+        std::process::exit(1);
+    })
+}
 
 /// Binds `0.0.0.0:port` for a binary; tests bind `127.0.0.1:0` themselves.
 pub fn listen(port: u16) -> io::Result<TcpListener> {

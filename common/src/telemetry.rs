@@ -36,18 +36,6 @@ impl Drop for Telemetry {
     }
 }
 
-/// The first lines of a service's `main`: runs `<bin> call ...` (the image's probe) and exits, or
-/// installs telemetry, exiting with one line naming what is wrong when it cannot.
-pub fn start_service(service: &'static str) -> Telemetry {
-    if let Some(code) = crate::call::from_args() {
-        std::process::exit(code);
-    }
-    init(service).unwrap_or_else(|e| {
-        eprintln!("{service}: {e}");
-        std::process::exit(1);
-    })
-}
-
 /// Installs the global subscriber for `service` (also the OTLP `service.name`); a malformed
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` or `LOG_FORMAT` is an error naming the variable.
 pub fn init(service: &'static str) -> Result<Telemetry, ConfigError> {

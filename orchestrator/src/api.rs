@@ -287,6 +287,7 @@ impl JsonArray {
 
     fn push(&mut self, item: &impl serde::Serialize) -> Result<(), Error> {
         let first = self.pieces.is_empty();
+        // A view is ~430 bytes: a piece with less than 1 KB left is full.
         if !matches!(self.pieces.last(), Some(p) if p.len() + 1024 <= Self::PIECE) {
             self.pieces.push(Vec::with_capacity(Self::PIECE));
         }

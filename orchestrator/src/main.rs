@@ -15,7 +15,7 @@ use orchestrator::config::Config;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let _telemetry = common::telemetry::start_service("orchestrator");
+    let _telemetry = common::service::start("orchestrator");
     if let Err(e) = start() {
         // One line naming what is wrong (e.g. the variable), no backtrace.
         eprintln!("orchestrator: {e:#}");

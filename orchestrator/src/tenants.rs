@@ -89,10 +89,10 @@ pub async fn list_each(
         .map_err(Error::BadRequest)?;
     let (chunks, mut read) = tokio::sync::mpsc::unbounded_channel();
     let reading = app.registry.list_chunks(status, chunks);
+    // An error of `each` ends `handing`, which drops `read`: the registry stops at its next chunk.
     let handing = async {
         while let Some(chunk) = read.recv().await {
             for record in chunk {
-                // Dropping `read` makes the registry stop at its next chunk.
                 each(record.into_view())?;
             }
         }

@@ -7,7 +7,7 @@ use router::config::Config;
 /// which spares it the cross-thread wake-ups of a work-stealing runtime.
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let _telemetry = common::telemetry::start_service("router");
+    let _telemetry = common::service::start("router");
     // A configuration error is one line naming the variable (no log record besides it).
     let config = match Config::from_env() {
         Ok(c) => c,
